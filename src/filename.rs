@@ -228,6 +228,56 @@ impl FromStr for WheelFilename {
     }
 }
 
+/// The name and version parts of a wheel filename as written (`Pillow`, `12.0.0`), read
+/// without parsing the rest; None when the name is not shaped like a wheel's.
+pub fn wheel_name_version(filename: &str) -> Option<(&str, &str)> {
+    let stem = filename.strip_suffix(".whl")?;
+    let mut parts = stem.split('-');
+    let name = parts.next()?;
+    let version = parts.next()?;
+    matches!(stem.matches('-').count(), 4 | 5).then_some((name, version))
+}
+
+/// Whether `filename` may be a wheel that fits `tags`, judged from the name alone and
+/// without allocating: false for a file that is not a wheel and for a wheel whose tag sets
+/// share no part with the accepted tags; true otherwise, including names too malformed to
+/// judge here (the full parse then rejects them). Used to read only the files that can
+/// matter from a page listing thousands of wheels for other platforms.
+pub fn wheel_may_fit(filename: &str, tags: &CompatibleTags) -> bool {
+    let Some(stem) = filename.strip_suffix(".whl") else {
+        return false;
+    };
+    let mut parts = stem.rsplitn(4, '-');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(platform), Some(abi), Some(python), Some(_)) => tags.may_fit(python, abi, platform),
+        _ => true,
+    }
+}
+
+/// Whether a name as written (`Pillow`, `zope.interface`, `typing_extensions`) normalizes
+/// to `normalized` (lowercase, runs of `-`, `_`, `.` as one `-`), without allocating.
+pub fn name_matches(written: &str, normalized: &PackageName) -> bool {
+    let mut expected = normalized.as_ref().bytes();
+    let mut bytes = written.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        let b = if matches!(b, b'-' | b'_' | b'.') {
+            while bytes
+                .peek()
+                .is_some_and(|n| matches!(n, b'-' | b'_' | b'.'))
+            {
+                bytes.next();
+            }
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        };
+        if expected.next() != Some(b) {
+            return false;
+        }
+    }
+    expected.next().is_none()
+}
+
 fn parse_wheel(filename: &str) -> Result<WheelFilename, FilenameError> {
     let Some(stem) = filename.strip_suffix(".whl") else {
         return Err(FilenameError::UnsupportedExtension {

@@ -599,3 +599,121 @@ fn wheel_names_agree_with_live_packaging() {
          `{python} fixtures/oracle/wheel_filename_oracle.py > fixtures/oracle/wheel_vectors.json`"
     );
 }
+
+/// Every wheel name the fixture indexes and the oracle list hold, plus spellings the spec
+/// allows (compressed sets, uppercase parts).
+fn known_wheel_names() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = Vec::new();
+    for index in ["pypi-snapshot", "pytorch-cu130", "perf-wheels"] {
+        let path = root.join(format!("fixtures/indexes/{index}.json"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for files in json["projects"].as_object().unwrap().values() {
+            for file in files.as_array().unwrap() {
+                if let Some(name) = file["filename"].as_str() {
+                    names.push(name.to_string());
+                }
+            }
+        }
+    }
+    let listed = std::fs::read_to_string(oracle_dir().join("wheel_names.txt")).unwrap();
+    names.extend(
+        listed
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.ends_with(".whl"))
+            .map(str::to_string),
+    );
+    names.extend(
+        [
+            "Demo-1.0-py2.PY3-NONE-ANY.whl",
+            "demo-1.0-1build-cp314-CP314-MANYLINUX_2_28_X86_64.whl",
+            "demo-1.0-cp39.cp314-abi3.cp314-linux_x86_64.manylinux_2_17_x86_64.whl",
+            "demo-1.0-cp314-cp314t-manylinux_2_17_aarch64.musllinux_1_1_aarch64.whl",
+        ]
+        .map(str::to_string),
+    );
+    names
+}
+
+#[test]
+fn the_quick_tag_test_never_rejects_a_wheel_that_fits() {
+    use comfypak::filename::wheel_may_fit;
+    let names = known_wheel_names();
+    assert!(names.len() > 1000, "only {} names", names.len());
+    let targets = [
+        "3.14:manylinux_2_39_x86_64",
+        "3.14:manylinux_2_28_aarch64",
+        "3.14t:manylinux_2_39_aarch64",
+        "3.14:musllinux_1_2_x86_64",
+        "3.13:manylinux_2_39_x86_64",
+        "3.12:manylinux_2_5_x86_64",
+    ];
+    for spec in targets {
+        let tags = target(spec).tags();
+        let (mut fit, mut passed_over) = (0, 0);
+        for name in &names {
+            let fits = WheelFilename::from_str(name)
+                .ok()
+                .and_then(|w| w.best_priority(&tags))
+                .is_some();
+            let may = wheel_may_fit(name, &tags);
+            assert!(
+                !fits || may,
+                "{spec}: {name} fits but the quick test rejects it"
+            );
+            fit += usize::from(fits);
+            passed_over += usize::from(!may);
+        }
+        // It must also do its job: most of these names are for other targets.
+        assert!(
+            fit > 0 && passed_over > names.len() / 4,
+            "{spec}: {fit} fit, {passed_over} passed over"
+        );
+    }
+    let tags = target("3.14:manylinux_2_39_x86_64").tags();
+    for (name, may) in [
+        ("numpy-2.3.4-cp314-cp314-win_amd64.whl", false),
+        ("numpy-2.3.4-cp314-cp314-macosx_14_0_arm64.whl", false),
+        ("numpy-2.3.4-cp313-cp313-manylinux_2_28_x86_64.whl", false),
+        ("numpy-2.3.4-cp314-cp314-manylinux_2_28_aarch64.whl", false),
+        ("numpy-2.3.4.tar.gz", false),
+        ("Demo-1.0-py2.PY3-NONE-ANY.whl", true),
+        // Too malformed to judge by name: the full parse decides.
+        ("demo-py3-none-any.whl", true),
+    ] {
+        assert_eq!(wheel_may_fit(name, &tags), may, "{name}");
+    }
+}
+
+#[test]
+fn names_match_their_normalized_form_without_allocating() {
+    use comfypak::filename::{name_matches, wheel_name_version};
+    for (written, normalized, equal) in [
+        ("Pillow", "pillow", true),
+        ("zope.interface", "zope-interface", true),
+        ("typing_extensions", "typing-extensions", true),
+        ("Foo__Bar", "foo-bar", true),
+        ("foo-_.bar", "foo-bar", true),
+        ("foobar", "foo-bar", false),
+        ("foo_bar_", "foo-bar", false),
+        ("foo", "foo-bar", false),
+        ("foo_bar", "foo", false),
+    ] {
+        assert_eq!(
+            name_matches(written, &pkg(normalized)),
+            equal,
+            "{written} vs {normalized}"
+        );
+    }
+    assert_eq!(
+        wheel_name_version("torch-2.11.0+cu130-cp314-cp314-manylinux_2_28_x86_64.whl"),
+        Some(("torch", "2.11.0+cu130"))
+    );
+    assert_eq!(
+        wheel_name_version("flash_attn-2.8.3-1-cp314-cp314-linux_x86_64.whl"),
+        Some(("flash_attn", "2.8.3"))
+    );
+    assert_eq!(wheel_name_version("demo-1.0-py3-none.whl"), None);
+    assert_eq!(wheel_name_version("demo-1.0.tar.gz"), None);
+}

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use comfypak::index::core_metadata::{parse_headers, CoreMetadata, MetadataError};
 use comfypak::index::page::{
     normalize_name, parse_find_links_html, parse_project_list_html, parse_project_list_json,
-    parse_simple_html, parse_simple_json, parse_simple_page, CoreMetadataRef, PageError, Yanked,
-    SIMPLE_ACCEPT, SIMPLE_JSON_CONTENT_TYPE,
+    parse_simple_html, parse_simple_json, parse_simple_json_filtered, parse_simple_page,
+    CoreMetadataRef, PageError, Yanked, SIMPLE_ACCEPT, SIMPLE_JSON_CONTENT_TYPE,
 };
 use comfypak::index::remote_zip::{
     extract_member, find_metadata_entry, member_bytes_in_tail, member_span, read_central_directory,
@@ -1053,6 +1053,48 @@ fn simple_json_invalid_json_reports_line_and_column() {
     // Valid JSON of the wrong shape (a project list, no `files`) is reported too.
     let err = parse_simple_json(&page_url, br#"{"projects": []}"#).unwrap_err();
     assert!(err.to_string().contains("files"), "{err}");
+}
+
+#[test]
+fn simple_json_filtered_decodes_only_the_files_kept() {
+    let page_url = url("https://index.example/simple/demo/");
+    // The second file's `hashes` is malformed: only a parse that keeps it may fail on it,
+    // and the error points at it in the body.
+    let body = b"{\"meta\": {\"api-version\": \"1.1\"}, \"files\": [\n\
+        {\"filename\": \"demo-1.0-cp314-cp314-manylinux_2_28_x86_64.whl\", \"url\": \"../../packages/a.whl\", \"hashes\": {\"sha256\": \"0000000000000000000000000000000000000000000000000000000000000000\"}, \"size\": 10},\n\
+        {\"filename\": \"demo-1.0-cp314-cp314-win_amd64.whl\", \"url\": 7, \"hashes\": 5},\n\
+        {\"filename\": \"demo-1.0.tar.gz\", \"url\": \"demo-1.0.tar.gz\", \"requires-python\": \">=3.9\"}\n\
+    ]}";
+    let keep = |name: &str| name.ends_with("x86_64.whl");
+    let page = parse_simple_json_filtered(&page_url, body, &keep).unwrap();
+    assert_eq!(page.api_version.as_deref(), Some("1.1"));
+    assert_eq!(page.files.len(), 1);
+    assert_eq!(
+        page.files[0].url.as_str(),
+        "https://index.example/packages/a.whl"
+    );
+    assert_eq!(page.files[0].size, Some(10));
+    assert_eq!(
+        page.other_names,
+        ["demo-1.0-cp314-cp314-win_amd64.whl", "demo-1.0.tar.gz"]
+    );
+    let err = parse_simple_json(&page_url, body).unwrap_err();
+    match &err {
+        PageError::InvalidJson { line, column, .. } => {
+            assert_eq!(*line, 3, "{err}");
+            let text = std::str::from_utf8(body).unwrap();
+            let third = text.lines().nth(2).unwrap();
+            // The first malformed field of that file, `"url": 7`.
+            assert_eq!(&third[column - 1..*column], "7", "{err}");
+        }
+        other => panic!("expected InvalidJson, got {other}"),
+    }
+    // A file name that is a path is refused whether or not the file is kept.
+    let body = br#"{"files": [{"filename": "../evil.whl", "url": "x.whl"}]}"#;
+    assert!(matches!(
+        parse_simple_json_filtered(&page_url, body, &|_| false),
+        Err(PageError::BadFilename { .. })
+    ));
 }
 
 #[test]

@@ -104,7 +104,6 @@ fn package(n: &str, version: &str, wheel: DistFile, deps: &[&str]) -> ResolvedPa
         index: "fixture".to_string(),
         index_url: "http://127.0.0.1:9/simple/".to_string(),
         wheel,
-        other_wheels: Vec::new(),
         requires_python: None,
         dependencies: deps.iter().map(|d| name(d)).collect(),
         extras: BTreeSet::new(),

@@ -101,6 +101,18 @@ pub struct ProjectFiles {
     /// The index they came from.
     pub index: String,
     pub files: Vec<DistFile>,
+    /// The names of the files a filter passed over ([`IndexClient::candidates_filtered`]);
+    /// empty otherwise.
+    pub other_names: Vec<String>,
+}
+
+/// Which files of a project a caller needs in full, by file name; the others are given by
+/// name only, which keeps large pages cheap to read.
+pub type FileFilter<'a> = &'a (dyn Fn(&str) -> bool + Sync);
+
+/// Keeps every file.
+fn keep_all(_: &str) -> bool {
+    true
 }
 
 /// The client: cheap to clone, safe to share across tasks.
@@ -132,15 +144,26 @@ impl IndexClient {
         settings: &IndexSettings,
         name: &PackageName,
     ) -> Result<ProjectFiles, IndexError> {
+        self.candidates_filtered(settings, name, &keep_all).await
+    }
+
+    /// [`IndexClient::candidates`], with only the files `keep` accepts in full.
+    pub async fn candidates_filtered(
+        &self,
+        settings: &IndexSettings,
+        name: &PackageName,
+        keep: FileFilter<'_>,
+    ) -> Result<ProjectFiles, IndexError> {
         if let Some(index) = settings.pinned_index(name) {
             let def = settings
                 .definitions
                 .get(index)
                 .ok_or_else(|| IndexError::Config(format!("unknown index `{index}`")))?;
-            return match self.project_files(def, name).await? {
-                Some(files) => Ok(ProjectFiles {
+            return match self.project_page(def, name, keep).await? {
+                Some((files, other_names)) => Ok(ProjectFiles {
                     index: index.to_string(),
                     files,
+                    other_names,
                 }),
                 None => Err(IndexError::PinnedMissing {
                     name: name.to_string(),
@@ -153,10 +176,11 @@ impl IndexClient {
                 .definitions
                 .get(index)
                 .ok_or_else(|| IndexError::Config(format!("unknown index `{index}`")))?;
-            if let Some(files) = self.project_files(def, name).await? {
+            if let Some((files, other_names)) = self.project_page(def, name, keep).await? {
                 return Ok(ProjectFiles {
                     index: index.clone(),
                     files,
+                    other_names,
                 });
             }
         }
@@ -172,18 +196,34 @@ impl IndexClient {
         index: &IndexDef,
         name: &PackageName,
     ) -> Result<Option<Vec<DistFile>>, IndexError> {
+        Ok(self
+            .project_page(index, name, &keep_all)
+            .await?
+            .map(|(files, _)| files))
+    }
+
+    /// The files `index` offers for `name` that `keep` accepts, and the names of the others;
+    /// `None` when the index does not have the project.
+    async fn project_page(
+        &self,
+        index: &IndexDef,
+        name: &PackageName,
+        keep: FileFilter<'_>,
+    ) -> Result<Option<(Vec<DistFile>, Vec<String>)>, IndexError> {
         let normalized = page::normalize_name(name.as_ref());
-        match (index.kind, index.url.scheme()) {
+        let files = match (index.kind, index.url.scheme()) {
             (IndexKind::Simple, "file") => self.local_simple(&index.url, &normalized),
             (IndexKind::Simple, _) => {
                 let url = index
                     .url
                     .join(&format!("{normalized}/"))
                     .map_err(|e| IndexError::Config(format!("{}: {e}", index.url)))?;
-                self.fetch_page(&url, SIMPLE_ACCEPT, |url, body, content_type| {
-                    page::parse_simple_page(url, content_type, body).map(|p| p.files)
-                })
-                .await
+                return self
+                    .fetch_page(&url, SIMPLE_ACCEPT, |url, body, content_type| {
+                        page::parse_simple_page_filtered(url, content_type, body, keep)
+                            .map(|p| (p.files, p.other_names))
+                    })
+                    .await;
             }
             (IndexKind::FindLinks, "file") => {
                 let path = file_path(&index.url)?;
@@ -216,7 +256,12 @@ impl IndexClient {
                 let path = file_path(&index.url)?;
                 self.local_dir(&path, &normalized).map(Some)
             }
-        }
+        }?;
+        Ok(files.map(|files| {
+            let (kept, others): (Vec<DistFile>, Vec<DistFile>) =
+                files.into_iter().partition(|f| keep(&f.filename));
+            (kept, others.into_iter().map(|f| f.filename).collect())
+        }))
     }
 
     /// GET a page through the cache. `parse` validates it; only a page that parses is

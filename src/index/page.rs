@@ -5,9 +5,11 @@
 //! This module must not do network or file I/O, choose versions, or parse dist filenames
 //! (filenames stay `String`s; `crate::filename` interprets them).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use url::Url;
 
 /// The PEP 691 JSON content type, version 1.
@@ -107,6 +109,9 @@ impl DistFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProjectPage {
     pub files: Vec<DistFile>,
+    /// The names of the files a filtered parse passed over (see
+    /// [`parse_simple_json_filtered`]); checked no further than their name. Empty otherwise.
+    pub other_names: Vec<String>,
     /// `meta.api-version` (JSON) or `<meta name="pypi:repository-version">` (HTML), if given.
     pub api_version: Option<String>,
 }
@@ -185,6 +190,16 @@ pub fn parse_simple_page(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<ProjectPage, PageError> {
+    parse_simple_page_filtered(page_url, content_type, body, &|_| true)
+}
+
+/// [`parse_simple_page`] with a filter on file names (see [`parse_simple_json_filtered`]).
+pub fn parse_simple_page_filtered(
+    page_url: &Url,
+    content_type: Option<&str>,
+    body: &[u8],
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<ProjectPage, PageError> {
     let essence = content_type
         .map(|ct| {
             ct.split(';')
@@ -195,9 +210,11 @@ pub fn parse_simple_page(
         })
         .unwrap_or_default();
     match essence.as_str() {
-        SIMPLE_JSON_CONTENT_TYPE | "application/json" => parse_simple_json(page_url, body),
+        SIMPLE_JSON_CONTENT_TYPE | "application/json" => {
+            parse_simple_json_filtered(page_url, body, keep)
+        }
         "" | SIMPLE_HTML_CONTENT_TYPE | "text/html" | "application/xhtml+xml" | "text/plain" => {
-            parse_simple_html(page_url, &String::from_utf8_lossy(body))
+            parse_simple_html_filtered(page_url, &String::from_utf8_lossy(body), keep)
         }
         other => Err(PageError::UnsupportedContentType {
             url: page_url.to_string(),
@@ -213,6 +230,16 @@ pub fn parse_simple_page(
 /// Parse a PEP 503 project page. Every anchor with an `href` that resolves to a file name is a
 /// file; anchors to non-file URLs (`mailto:`, a trailing `/`) are skipped.
 pub fn parse_simple_html(page_url: &Url, body: &str) -> Result<ProjectPage, PageError> {
+    parse_simple_html_filtered(page_url, body, &|_| true)
+}
+
+/// [`parse_simple_html`], decoding in full only the files whose name `keep` accepts; the
+/// others are listed in [`ProjectPage::other_names`].
+pub fn parse_simple_html_filtered(
+    page_url: &Url,
+    body: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<ProjectPage, PageError> {
     let doc = HtmlDocument::parse(page_url, body)?;
     let api_version = doc.repository_version.clone();
     if let Some(version) = &api_version {
@@ -220,12 +247,19 @@ pub fn parse_simple_html(page_url: &Url, body: &str) -> Result<ProjectPage, Page
     }
     let base = doc.base_url(page_url)?;
     let mut files = Vec::new();
+    let mut other_names = Vec::new();
     for anchor in &doc.anchors {
-        if let Some(file) = dist_file_from_anchor(page_url, &base, anchor)? {
-            files.push(file);
+        match dist_file_from_anchor(page_url, &base, anchor, keep)? {
+            Some(Anchored::File(file)) => files.push(*file),
+            Some(Anchored::Other(name)) => other_names.push(name),
+            None => {}
         }
     }
-    Ok(ProjectPage { files, api_version })
+    Ok(ProjectPage {
+        files,
+        other_names,
+        api_version,
+    })
 }
 
 /// Parse any HTML page of links (a release page, a directory listing) as a find-links source:
@@ -250,9 +284,11 @@ pub fn parse_find_links_html(page_url: &Url, body: &str) -> Result<Vec<DistFile>
         if !has_dist_extension(&filename) {
             continue;
         }
-        if let Some(file) = dist_file_from_anchor(page_url, &base, anchor)? {
+        if let Some(Anchored::File(file)) =
+            dist_file_from_anchor(page_url, &base, anchor, &|_| true)?
+        {
             if seen_urls.insert(file.url.to_string()) {
-                files.push(file);
+                files.push(*file);
             }
         }
     }
@@ -318,11 +354,18 @@ pub fn parse_project_list_json(page_url: &Url, body: &[u8]) -> Result<Vec<String
     Ok(names)
 }
 
+/// A file anchor, decoded in full or (passed over by the caller's filter) by name.
+enum Anchored {
+    File(Box<DistFile>),
+    Other(String),
+}
+
 fn dist_file_from_anchor(
     page_url: &Url,
     base: &Url,
     anchor: &HtmlElement,
-) -> Result<Option<DistFile>, PageError> {
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Option<Anchored>, PageError> {
     let Some(href_raw) = anchor.attr("href") else {
         return Ok(None);
     };
@@ -342,6 +385,9 @@ fn dist_file_from_anchor(
         return Ok(None);
     };
     check_filename(page_url, href, &filename)?;
+    if !keep(&filename) {
+        return Ok(Some(Anchored::Other(filename)));
+    }
     let mut hashes = Hashes::default();
     if let Some(fragment) = url.fragment() {
         parse_hash_fragment(page_url, href, fragment, &mut hashes)?;
@@ -368,7 +414,7 @@ fn dist_file_from_anchor(
         None => CoreMetadataRef::Absent,
         Some(value) => core_metadata_from_attr(page_url, href, value.trim())?,
     };
-    Ok(Some(DistFile {
+    Ok(Some(Anchored::File(Box::new(DistFile {
         filename,
         url,
         hashes,
@@ -377,7 +423,7 @@ fn dist_file_from_anchor(
         core_metadata,
         size: None,
         upload_time: None,
-    }))
+    }))))
 }
 
 /// `data-core-metadata` / `data-dist-info-metadata`: `true`, or `<hashname>=<hex>`. Like pip,
@@ -884,27 +930,106 @@ struct JsonMetaOnly {
     meta: Option<JsonMeta>,
 }
 
+/// A project page as it is read: each file's name, and the other fields as spans of the
+/// body, decoded only for the files a caller keeps (most of a large page is wheels for other
+/// platforms and Pythons, which the resolver needs by name alone).
 #[derive(Deserialize)]
-struct JsonProjectPage {
-    files: Vec<JsonFile>,
+struct JsonProjectPageRef<'a> {
+    meta: Option<JsonMeta>,
+    #[serde(borrow)]
+    files: Vec<JsonFileRef<'a>>,
 }
 
 #[derive(Deserialize)]
+struct JsonFileRef<'a> {
+    #[serde(borrow)]
+    filename: Cow<'a, str>,
+    #[serde(borrow)]
+    url: &'a RawValue,
+    #[serde(borrow, default)]
+    hashes: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "requires-python")]
+    requires_python: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "core-metadata")]
+    core_metadata: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "dist-info-metadata")]
+    dist_info_metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    yanked: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    size: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "upload-time")]
+    upload_time: Option<&'a RawValue>,
+}
+
+/// One file of a JSON page, decoded.
 struct JsonFile {
     filename: String,
     url: String,
-    #[serde(default)]
     hashes: BTreeMap<String, String>,
-    #[serde(rename = "requires-python")]
     requires_python: Option<String>,
-    #[serde(rename = "core-metadata")]
     core_metadata: Option<JsonCoreMetadata>,
-    #[serde(rename = "dist-info-metadata")]
     dist_info_metadata: Option<JsonCoreMetadata>,
     yanked: Option<JsonYanked>,
     size: Option<u64>,
-    #[serde(rename = "upload-time")]
     upload_time: Option<String>,
+}
+
+impl JsonFileRef<'_> {
+    /// Decodes every field; errors point into `body`.
+    fn decode(self, page_url: &Url, body: &[u8]) -> Result<JsonFile, PageError> {
+        fn field<T: serde::de::DeserializeOwned>(
+            page_url: &Url,
+            body: &[u8],
+            raw: Option<&RawValue>,
+        ) -> Result<Option<T>, PageError> {
+            raw.map(|raw| {
+                serde_json::from_str(raw.get()).map_err(|e| span_error(page_url, body, raw, &e))
+            })
+            .transpose()
+        }
+        Ok(JsonFile {
+            filename: self.filename.into_owned(),
+            url: field(page_url, body, Some(self.url))?.unwrap_or_default(),
+            hashes: field(page_url, body, self.hashes)?.unwrap_or_default(),
+            requires_python: field(page_url, body, self.requires_python)?,
+            core_metadata: field(page_url, body, self.core_metadata)?,
+            dist_info_metadata: field(page_url, body, self.dist_info_metadata)?,
+            yanked: field(page_url, body, self.yanked)?,
+            size: field(page_url, body, self.size)?,
+            upload_time: field(page_url, body, self.upload_time)?,
+        })
+    }
+}
+
+/// An error decoding `raw`, a span of `body`, placed at its line and column in `body`.
+fn span_error(page_url: &Url, body: &[u8], raw: &RawValue, e: &serde_json::Error) -> PageError {
+    let offset = (raw.get().as_ptr() as usize)
+        .checked_sub(body.as_ptr() as usize)
+        .filter(|offset| *offset <= body.len())
+        .unwrap_or(0);
+    let before = &body[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let (line, column) = if e.line() <= 1 {
+        (
+            1 + before.iter().filter(|b| **b == b'\n').count(),
+            offset - line_start + e.column(),
+        )
+    } else {
+        (
+            before.iter().filter(|b| **b == b'\n').count() + e.line(),
+            e.column(),
+        )
+    };
+    PageError::InvalidJson {
+        url: page_url.to_string(),
+        line,
+        column,
+        message: e.to_string(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -933,19 +1058,47 @@ fn json_error(page_url: &Url, e: &serde_json::Error) -> PageError {
 /// Parse a PEP 691 JSON project page. Relative file URLs resolve against `page_url`.
 /// `meta.api-version` must have major version 1 (a missing `meta` is tolerated).
 pub fn parse_simple_json(page_url: &Url, body: &[u8]) -> Result<ProjectPage, PageError> {
-    // Check the version before the shape, so a 2.x page gets a version error, not a shape one.
-    let meta: JsonMetaOnly = serde_json::from_slice(body).map_err(|e| json_error(page_url, &e))?;
-    let api_version = meta.meta.and_then(|m| m.api_version);
+    parse_simple_json_filtered(page_url, body, &|_| true)
+}
+
+/// [`parse_simple_json`], decoding in full only the files whose name `keep` accepts; the
+/// others are listed in [`ProjectPage::other_names`], checked no further than their name.
+pub fn parse_simple_json_filtered(
+    page_url: &Url,
+    body: &[u8],
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<ProjectPage, PageError> {
+    let page: JsonProjectPageRef = match serde_json::from_slice(body) {
+        Ok(page) => page,
+        Err(e) => {
+            // A 2.x page gets a version error, not a shape one.
+            let meta: JsonMetaOnly =
+                serde_json::from_slice(body).map_err(|e| json_error(page_url, &e))?;
+            if let Some(version) = meta.meta.and_then(|m| m.api_version) {
+                check_api_version(page_url, &version)?;
+            }
+            return Err(json_error(page_url, &e));
+        }
+    };
+    let api_version = page.meta.and_then(|m| m.api_version);
     if let Some(version) = &api_version {
         check_api_version(page_url, version)?;
     }
-    let page: JsonProjectPage =
-        serde_json::from_slice(body).map_err(|e| json_error(page_url, &e))?;
-    let mut files = Vec::with_capacity(page.files.len());
+    let mut files = Vec::new();
+    let mut other_names = Vec::new();
     for file in page.files {
-        files.push(dist_file_from_json(page_url, file)?);
+        if keep(&file.filename) {
+            files.push(dist_file_from_json(page_url, file.decode(page_url, body)?)?);
+        } else {
+            check_filename(page_url, &file.filename, &file.filename)?;
+            other_names.push(file.filename.into_owned());
+        }
     }
-    Ok(ProjectPage { files, api_version })
+    Ok(ProjectPage {
+        files,
+        other_names,
+        api_version,
+    })
 }
 
 fn dist_file_from_json(page_url: &Url, file: JsonFile) -> Result<DistFile, PageError> {

@@ -14,14 +14,14 @@
 //! resolution (the provider does that).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::PackageName;
 
 use crate::cuda::{check, torch_uses_cxx11_abi, AbiLabel, Backend, Coupling, CouplingSource};
-use crate::filename::{DistFilename, FilenameWarning};
+use crate::filename::{name_matches, wheel_name_version, DistFilename, FilenameWarning};
 use crate::index::page::DistFile;
 use crate::target::CompatibleTags;
 
@@ -45,12 +45,9 @@ pub(crate) struct CandidateContext {
 pub(crate) enum Unusable {
     /// Every fitting wheel needs another Python (the index's `Requires-Python`).
     RequiresPython { specifier: String },
-    /// No wheel has a tag the target accepts. `wheel_tags`: the tags its wheels do have;
-    /// `sdists`: its source distributions (never built).
-    NoFittingWheel {
-        wheel_tags: Vec<String>,
-        sdists: Vec<String>,
-    },
+    /// No wheel has a tag the target accepts (its files, named in [`VersionFiles`], say
+    /// which tags its wheels do have and which sdists it has, never built).
+    NoFittingWheel,
     /// The pak line's `--hash` options name none of its fitting wheels.
     NotInHashes,
     /// An ABI-coupled build that cannot fit the backend (another CUDA, a CUDA build on
@@ -63,16 +60,17 @@ pub(crate) enum Unusable {
 }
 
 impl Unusable {
-    /// Plain words, e.g. "only an sdist (foo-1.0.tar.gz)".
-    pub fn describe(&self) -> String {
+    /// Plain words, e.g. "only an sdist (foo-1.0.tar.gz)", for the version `files`.
+    pub fn describe(&self, files: &VersionFiles) -> String {
         match self {
             Unusable::RequiresPython { specifier } => {
                 format!("its wheels need Python {specifier}")
             }
-            Unusable::NoFittingWheel { wheel_tags, sdists } => {
+            Unusable::NoFittingWheel => {
+                let (wheel_tags, sdists) = files.tags_and_sdists();
                 let mut parts = Vec::new();
                 if !wheel_tags.is_empty() {
-                    parts.push(format!("wheels only for {}", summarize_tags(wheel_tags)));
+                    parts.push(format!("wheels only for {}", summarize_tags(&wheel_tags)));
                 }
                 if !sdists.is_empty() {
                     parts.push(format!(
@@ -157,10 +155,36 @@ impl VersionCoupling {
 pub(crate) struct VersionFiles {
     pub version: Version,
     pub wheel: Result<ChosenWheel, Unusable>,
-    /// Every file of the version (wheels and sdists), in index order.
+    /// The files of the version that may fit the target, in index order.
     pub files: Vec<DistFile>,
+    /// The names of its other files (wheels for other targets, sdists), in index order.
+    pub other_names: Vec<String>,
     /// The build's ABI coupling (label, else `[couplings]`); None when it has none.
     pub coupling: Option<VersionCoupling>,
+}
+
+impl VersionFiles {
+    /// The names of all its files: those that may fit, then the others.
+    pub fn filenames(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .map(|f| f.filename.as_str())
+            .chain(self.other_names.iter().map(String::as_str))
+    }
+
+    /// The tags its wheels have (sorted, once each) and its sdists' names.
+    fn tags_and_sdists(&self) -> (Vec<String>, Vec<String>) {
+        let mut tags = BTreeSet::new();
+        let mut sdists = Vec::new();
+        for name in self.filenames() {
+            match DistFilename::parse(name, None) {
+                Ok(DistFilename::Wheel(wheel)) => tags.extend(wheel.tags().map(|t| t.to_string())),
+                Ok(DistFilename::Sdist(_)) => sdists.push(name.to_string()),
+                Err(_) => {}
+            }
+        }
+        (tags.into_iter().collect(), sdists)
+    }
 }
 
 /// The versions of one project, best first.
@@ -193,15 +217,22 @@ impl ProjectCandidates {
         }
     }
 
-    /// Groups `files` by version and judges each version.
+    /// Groups `files` (those that may fit the target) and `other_names` (the names of the
+    /// rest) by version and judges each version.
     pub fn from_files(
         name: &PackageName,
         index: &str,
         index_url: &str,
-        files: &[DistFile],
+        files: Vec<DistFile>,
+        other_names: Vec<String>,
         ctx: &CandidateContext,
     ) -> Self {
-        let mut by_version: BTreeMap<Version, Vec<(DistFile, DistFilename)>> = BTreeMap::new();
+        #[derive(Default)]
+        struct Grouped {
+            files: Vec<(DistFile, DistFilename)>,
+            other_names: Vec<String>,
+        }
+        let mut by_version: BTreeMap<Version, Grouped> = BTreeMap::new();
         let mut warnings: Vec<FilenameWarning> = Vec::new();
         for file in files {
             // Files whose name does not parse (or names another project) are not candidates,
@@ -219,13 +250,52 @@ impl ProjectCandidates {
                 by_version
                     .entry(parsed.version().clone())
                     .or_default()
-                    .push((file.clone(), parsed));
+                    .files
+                    .push((file, parsed));
+            }
+        }
+        // The other names only place their version: most of a large page is wheels for
+        // other platforms, whose tags matter only when a version has no fitting wheel.
+        let mut versions_read: HashMap<String, Option<Version>> = HashMap::new();
+        for other in other_names {
+            let version = match wheel_name_version(&other) {
+                Some((written, version_text)) => {
+                    if !name_matches(written, name) {
+                        continue;
+                    }
+                    match versions_read.get(version_text) {
+                        Some(version) => version.clone(),
+                        None => {
+                            let version = Version::from_str(version_text).ok();
+                            versions_read.insert(version_text.to_string(), version.clone());
+                            version
+                        }
+                    }
+                }
+                None => DistFilename::parse(&other, Some(name))
+                    .ok()
+                    .map(|parsed| parsed.version().clone()),
+            };
+            if let Some(version) = version {
+                by_version
+                    .entry(version)
+                    .or_default()
+                    .other_names
+                    .push(other);
             }
         }
         let allowed_hashes = ctx.hashes.get(name);
         let mut versions: Vec<VersionFiles> = by_version
             .into_iter()
-            .map(|(version, files)| judge_version(version, files, ctx, allowed_hashes))
+            .map(|(version, grouped)| {
+                judge_version(
+                    version,
+                    grouped.files,
+                    grouped.other_names,
+                    ctx,
+                    allowed_hashes,
+                )
+            })
             .collect();
         judge_couplings(&mut versions, ctx.couplings.get(name), ctx.backend);
         let label = Some(ctx.backend.local_label());
@@ -273,25 +343,19 @@ pub(crate) fn local_label(version: &Version) -> Option<String> {
 fn judge_version(
     version: Version,
     files: Vec<(DistFile, DistFilename)>,
+    other_names: Vec<String>,
     ctx: &CandidateContext,
     allowed_hashes: Option<&BTreeSet<String>>,
 ) -> VersionFiles {
     let mut best: Option<(DistFile, crate::filename::WheelFilename)> = None;
     let mut best_yanked: Option<(DistFile, crate::filename::WheelFilename)> = None;
-    let mut wheel_tags: BTreeSet<String> = BTreeSet::new();
-    let mut sdists = Vec::new();
     let mut python_blocked: Option<String> = None;
     let mut hash_blocked = false;
     for (file, parsed) in &files {
-        let wheel = match parsed {
-            DistFilename::Wheel(wheel) => wheel,
-            DistFilename::Sdist(_) => {
-                sdists.push(file.filename.clone());
-                continue;
-            }
+        let DistFilename::Wheel(wheel) = parsed else {
+            continue;
         };
         if wheel.best_priority(&ctx.tags).is_none() {
-            wheel_tags.extend(wheel.tags().map(|t| t.to_string()));
             continue;
         }
         if let Some(text) = &file.requires_python {
@@ -338,16 +402,14 @@ fn judge_version(
         } else if hash_blocked {
             Unusable::NotInHashes
         } else {
-            Unusable::NoFittingWheel {
-                wheel_tags: wheel_tags.into_iter().collect(),
-                sdists,
-            }
+            Unusable::NoFittingWheel
         }),
     };
     VersionFiles {
         version,
         wheel,
         files: files.into_iter().map(|(file, _)| file).collect(),
+        other_names,
         coupling: None,
     }
 }

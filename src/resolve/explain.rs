@@ -425,7 +425,7 @@ fn no_versions_text(
     let mut reasons = Vec::new();
     for files in in_range.iter().take(SHOWN) {
         let why = match &files.wheel {
-            Err(unusable) => unusable.describe(),
+            Err(unusable) => unusable.describe(files),
             Ok(wheel) if wheel.yanked => {
                 "is yanked (a yanked version is taken only when pinned with ==)".to_string()
             }
@@ -624,8 +624,7 @@ fn help_lines(facts: &[Fact], cx: &ExplainContext<'_>) -> Vec<String> {
     let no_wheel = facts.iter().any(|fact| match fact {
         Fact::NoVersions { name, range } => (cx.pages)(name).is_some_and(|page| {
             page.versions.iter().any(|v| {
-                range.contains(&v.version)
-                    && matches!(v.wheel, Err(Unusable::NoFittingWheel { .. }))
+                range.contains(&v.version) && matches!(v.wheel, Err(Unusable::NoFittingWheel))
             })
         }),
         _ => false,

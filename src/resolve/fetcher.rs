@@ -24,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::candidates::{CandidateContext, ProjectCandidates};
 use super::ranges::specifiers_to_ranges;
+use crate::filename::wheel_may_fit;
 use crate::http::redact;
 use crate::index::client::{IndexClient, IndexError};
 use crate::index::core_metadata::CoreMetadata;
@@ -147,14 +148,17 @@ impl Fetcher {
                 name,
                 "direct",
                 &url,
-                std::slice::from_ref(&direct.file),
+                vec![direct.file.clone()],
+                Vec::new(),
                 ctx,
             )));
         }
+        // Only wheels that may fit the target are read in full; the rest by name.
+        let keep = |filename: &str| wheel_may_fit(filename, &ctx.tags);
         match self
             .settings
             .client
-            .candidates(&self.settings.indexes, name)
+            .candidates_filtered(&self.settings.indexes, name, &keep)
             .await
         {
             Ok(found) => {
@@ -165,8 +169,14 @@ impl Fetcher {
                     .get(&found.index)
                     .map(|def| redact(&def.url))
                     .unwrap_or_default();
-                let page =
-                    ProjectCandidates::from_files(name, &found.index, &url, &found.files, ctx);
+                let page = ProjectCandidates::from_files(
+                    name,
+                    &found.index,
+                    &url,
+                    found.files,
+                    found.other_names,
+                    ctx,
+                );
                 for warning in &page.warnings {
                     let _ = self.events.send(Event::Warning(format!(
                         "{name} (index `{}`): {warning}",

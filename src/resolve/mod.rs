@@ -138,8 +138,6 @@ pub struct ResolvedPackage {
     pub index_url: String,
     /// The best wheel for the target (tag priority, then build tag).
     pub wheel: DistFile,
-    /// Every other wheel file of that version (for the lock's multi-platform merge).
-    pub other_wheels: Vec<DistFile>,
     pub requires_python: Option<String>,
     /// After marker evaluation and extras, base names.
     pub dependencies: BTreeSet<PackageName>,
@@ -467,8 +465,8 @@ fn newest_public_files(
         .versions
         .iter()
         .filter(|v| v.version.clone().without_local() == public)
-        .flat_map(|v| v.files.iter())
-        .filter_map(|f| WheelFilename::from_str(&f.filename).ok())
+        .flat_map(|v| v.filenames())
+        .filter_map(|f| WheelFilename::from_str(f).ok())
         .collect();
     (!files.is_empty()).then_some(files)
 }
@@ -853,7 +851,7 @@ async fn assemble(
         let wheel = files.wheel.clone().map_err(|why| {
             ResolveError::Internal(format!(
                 "{name} {version} was chosen but {}",
-                why.describe()
+                why.describe(files)
             ))
         })?;
         let metadata =
@@ -880,12 +878,6 @@ async fn assemble(
         if files.coupling.as_ref().is_some_and(|c| c.ties_torch()) && name != &inputs.torch {
             dependencies.insert(inputs.torch.clone());
         }
-        let other_wheels = files
-            .files
-            .iter()
-            .filter(|f| f.filename.ends_with(".whl") && f.filename != wheel.file.filename)
-            .cloned()
-            .collect();
         packages.insert(
             name.clone(),
             ResolvedPackage {
@@ -899,7 +891,6 @@ async fn assemble(
                     .map(|r| r.to_string())
                     .or_else(|| wheel.file.requires_python.clone()),
                 wheel: wheel.file,
-                other_wheels,
                 dependencies,
                 extras: active.iter().map(|e| e.to_string()).collect(),
                 requested_by: inputs

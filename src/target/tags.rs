@@ -4,7 +4,7 @@
 //! `packaging.tags.sys_tags()` (packaging 26.3) orders it for a CPython interpreter on Linux.
 //! Must not: parse wheel filenames (that is `crate::filename`) or probe the build host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -102,6 +102,10 @@ impl<'de> Deserialize<'de> for Tag {
 pub struct CompatibleTags {
     ordered: Vec<Tag>,
     priority: HashMap<Tag, usize>,
+    /// Each part that occurs in some tag, for [`CompatibleTags::may_fit`].
+    interpreters: HashSet<String>,
+    abis: HashSet<String>,
+    platforms: HashSet<String>,
 }
 
 impl CompatibleTags {
@@ -109,10 +113,41 @@ impl CompatibleTags {
     /// as `packaging.tags.create_compatible_tags_selector` does.
     pub fn from_ordered(ordered: Vec<Tag>) -> Self {
         let mut priority = HashMap::with_capacity(ordered.len());
+        let mut interpreters = HashSet::new();
+        let mut abis = HashSet::new();
+        let mut platforms = HashSet::new();
         for (rank, tag) in ordered.iter().enumerate() {
             priority.entry(tag.clone()).or_insert(rank);
+            interpreters.insert(tag.interpreter.clone());
+            abis.insert(tag.abi.clone());
+            platforms.insert(tag.platform.clone());
         }
-        Self { ordered, priority }
+        Self {
+            ordered,
+            priority,
+            interpreters,
+            abis,
+            platforms,
+        }
+    }
+
+    /// A quick test on the three (possibly compressed, `py2.py3`) tag sets of a wheel
+    /// filename: false when no tag they make can fit, because some set has no part any
+    /// accepted tag has. True does not mean a tag fits (the parts may not combine); check
+    /// with [`CompatibleTags::priority`]. Allocates only for parts with uppercase letters.
+    pub fn may_fit(&self, interpreters: &str, abis: &str, platforms: &str) -> bool {
+        fn any_in(set: &HashSet<String>, parts: &str) -> bool {
+            parts.split('.').any(|part| {
+                if part.bytes().any(|b| b.is_ascii_uppercase()) {
+                    set.contains(&part.to_ascii_lowercase())
+                } else {
+                    set.contains(part)
+                }
+            })
+        }
+        any_in(&self.platforms, platforms)
+            && any_in(&self.abis, abis)
+            && any_in(&self.interpreters, interpreters)
     }
 
     /// The tags, best first.
