@@ -7,8 +7,8 @@
 use std::str::FromStr;
 
 use crate::lock::{
-    applies_to as summary_applies_to, lock_targets as summary_lock_targets, wheel_for, Lock,
-    LockedPackage, LockedWheel, SummaryError,
+    applies_to as summary_applies_to, lock_targets as summary_lock_targets, Lock, LockedPackage,
+    LockedWheel, PreparedTarget, SummaryError,
 };
 use crate::target::Target;
 
@@ -134,21 +134,31 @@ pub fn best_wheel<'a>(
     package: &'a LockedPackage,
     target: &Target,
 ) -> Result<&'a LockedWheel, SelectError> {
-    wheel_for(package, target).ok_or_else(|| SelectError::NoWheel {
-        package: package.name.clone(),
-        version: package.version.clone(),
-        platform: target.platform.to_string(),
-        available: if package.wheels.is_empty() {
-            "no wheels".to_string()
-        } else {
-            package
-                .wheels
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-    })
+    best_wheel_prepared(package, &PreparedTarget::new(target))
+}
+
+fn best_wheel_prepared<'a>(
+    package: &'a LockedPackage,
+    prepared: &PreparedTarget,
+) -> Result<&'a LockedWheel, SelectError> {
+    let target = prepared.target;
+    prepared
+        .wheel_for(package)
+        .ok_or_else(|| SelectError::NoWheel {
+            package: package.name.clone(),
+            version: package.version.clone(),
+            platform: target.platform.to_string(),
+            available: if package.wheels.is_empty() {
+                "no wheels".to_string()
+            } else {
+                package
+                    .wheels
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        })
 }
 
 /// The wheels of `layers` (all layers when `None`) for `target`, in lock order.
@@ -160,6 +170,7 @@ pub fn select_wheels(
     if let Some(layers) = layers {
         check_layers(lock, layers)?;
     }
+    let prepared = PreparedTarget::new(target);
     let mut out = Vec::new();
     for package in &lock.packages {
         let layer = &package.tool.comfypak.layer;
@@ -168,10 +179,10 @@ pub fn select_wheels(
                 continue;
             }
         }
-        if !applies_to(package, target)? {
+        if !prepared.applies_to(package)? {
             continue;
         }
-        let wheel = best_wheel(package, target)?;
+        let wheel = best_wheel_prepared(package, &prepared)?;
         if wheel.sha256().is_none_or(|s| s.len() != 64) {
             return Err(SelectError::NoHash {
                 package: package.name.clone(),

@@ -15,7 +15,8 @@ mod summary;
 
 pub use io::LockError;
 pub use summary::{
-    applies_to, lock_targets, wheel_for, LayerSummary, LockSummary, PackageSummary, SummaryError,
+    applies_to, lock_targets, wheel_for, LayerSummary, LockSummary, PackageSummary, PreparedTarget,
+    SummaryError,
 };
 
 /// The PEP 751 version this writer produces and the reader accepts (major 1).

@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
-use pep508_rs::MarkerTree;
+use pep508_rs::{MarkerEnvironment, MarkerTree};
 use serde::Serialize;
 
 use super::{Lock, LockedPackage, LockedWheel};
 use crate::filename::WheelFilename;
-use crate::target::{Platform, PythonVersion, Target};
+use crate::target::{CompatibleTags, Platform, PythonVersion, Target};
 
 /// Why a lock could not be summarized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,43 +32,73 @@ pub enum SummaryError {
 /// Whether `package` applies to `target`: its platform list (when given) names the target's
 /// platform and its marker (when given) holds in the target's marker environment.
 pub fn applies_to(package: &LockedPackage, target: &Target) -> Result<bool, SummaryError> {
-    let platforms = &package.tool.comfypak.platforms;
-    if !platforms.is_empty() && !platforms.contains(&target.platform.to_string()) {
-        return Ok(false);
-    }
-    let Some(marker) = package.marker.as_deref().filter(|m| !m.trim().is_empty()) else {
-        return Ok(true);
-    };
-    let tree = MarkerTree::from_str(marker).map_err(|e| SummaryError::BadMarker {
-        package: package.name.clone(),
-        version: package.version.clone(),
-        marker: marker.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(tree.evaluate(&target.markers(), &[]))
+    PreparedTarget::new(target).applies_to(package)
 }
 
 /// The wheel of `package` that `target` installs: the best tag priority, then the higher
 /// build tag; None when no wheel fits.
 pub fn wheel_for<'a>(package: &'a LockedPackage, target: &Target) -> Option<&'a LockedWheel> {
-    let tags = target.tags();
-    let mut best: Option<(&LockedWheel, WheelFilename)> = None;
-    for wheel in &package.wheels {
-        let Ok(parsed) = WheelFilename::from_str(&wheel.name) else {
-            continue;
-        };
-        if parsed.best_priority(&tags).is_none() {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some((_, current)) => parsed.preference(current, &tags).is_lt(),
-        };
-        if better {
-            best = Some((wheel, parsed));
+    PreparedTarget::new(target).wheel_for(package)
+}
+
+/// A target with its tag list and marker environment computed once, for questions about
+/// many entries (computing them is far costlier than one answer).
+pub struct PreparedTarget<'t> {
+    pub target: &'t Target,
+    tags: CompatibleTags,
+    markers: MarkerEnvironment,
+    platform: String,
+}
+
+impl<'t> PreparedTarget<'t> {
+    pub fn new(target: &'t Target) -> Self {
+        PreparedTarget {
+            target,
+            tags: target.tags(),
+            markers: target.markers(),
+            platform: target.platform.to_string(),
         }
     }
-    best.map(|(wheel, _)| wheel)
+
+    /// See [`applies_to`].
+    pub fn applies_to(&self, package: &LockedPackage) -> Result<bool, SummaryError> {
+        let platforms = &package.tool.comfypak.platforms;
+        if !platforms.is_empty() && !platforms.contains(&self.platform) {
+            return Ok(false);
+        }
+        let Some(marker) = package.marker.as_deref().filter(|m| !m.trim().is_empty()) else {
+            return Ok(true);
+        };
+        let tree = MarkerTree::from_str(marker).map_err(|e| SummaryError::BadMarker {
+            package: package.name.clone(),
+            version: package.version.clone(),
+            marker: marker.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(tree.evaluate(&self.markers, &[]))
+    }
+
+    /// See [`wheel_for`].
+    pub fn wheel_for<'a>(&self, package: &'a LockedPackage) -> Option<&'a LockedWheel> {
+        let tags = &self.tags;
+        let mut best: Option<(&LockedWheel, WheelFilename)> = None;
+        for wheel in &package.wheels {
+            let Ok(parsed) = WheelFilename::from_str(&wheel.name) else {
+                continue;
+            };
+            if parsed.best_priority(tags).is_none() {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((_, current)) => parsed.preference(current, tags).is_lt(),
+            };
+            if better {
+                best = Some((wheel, parsed));
+            }
+        }
+        best.map(|(wheel, _)| wheel)
+    }
 }
 
 /// Every target platform the lock covers, in lock order.
@@ -133,6 +163,7 @@ impl LockSummary {
     pub fn of(lock: &Lock) -> Result<LockSummary, SummaryError> {
         let targets = lock_targets(lock)?;
         let platforms: Vec<String> = targets.iter().map(|t| t.platform.to_string()).collect();
+        let prepared: Vec<PreparedTarget> = targets.iter().map(PreparedTarget::new).collect();
         let zero =
             || -> BTreeMap<String, u64> { platforms.iter().map(|p| (p.clone(), 0)).collect() };
         let mut layer_names: Vec<(String, usize, String)> = lock
@@ -159,11 +190,12 @@ impl LockSummary {
             for package in lock.layer_packages(&name) {
                 names.insert(package.name.as_str());
                 let mut entry_bytes = BTreeMap::new();
-                for target in &targets {
-                    if !applies_to(package, target)? {
+                for prepared in &prepared {
+                    let target = prepared.target;
+                    if !prepared.applies_to(package)? {
                         continue;
                     }
-                    let Some(wheel) = wheel_for(package, target) else {
+                    let Some(wheel) = prepared.wheel_for(package) else {
                         continue;
                     };
                     let size = wheel.size.unwrap_or_else(|| {

@@ -24,8 +24,8 @@ use super::{Resolution, Upgrade};
 use crate::index::client::IndexClient;
 use crate::index::page::DistFile;
 use crate::lock::{
-    applies_to, ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage,
-    LockedTarget, LockedWheel, PackageComfypak, PackageTool, LOCK_VERSION,
+    ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage, LockedTarget,
+    LockedWheel, PackageComfypak, PackageTool, PreparedTarget, LOCK_VERSION,
 };
 use crate::pak::{PakRequirement, Sourced};
 use crate::stack::Stack;
@@ -119,8 +119,9 @@ pub fn preferences_for(
     if upgrade.all {
         return preferences;
     }
+    let prepared = PreparedTarget::new(target);
     for package in &lock.packages {
-        if !applies_to(package, target).unwrap_or(false) {
+        if !prepared.applies_to(package).unwrap_or(false) {
             continue;
         }
         let (Ok(name), Ok(version)) = (
