@@ -6,8 +6,11 @@
 #   bench/install.sh [LOCK] [LAYER]          # defaults: pylock.toml deps; RUNS=5
 #
 # Both tools get a warm cache first (comfypak: fetched and unpacked; uv: one install done),
-# then each is timed RUNS times into a fresh, empty target (deleted between runs, outside
-# the timing); the medians are compared. Not a test: it needs uv (COMFYPAK_UV, else `uv`
+# then each is timed RUNS times into a fresh, empty target (the previous one is moved aside
+# between runs, outside the timing, and deleted at the end: on an ext4 without a journal,
+# inodes freed in the last seconds make every new inode costly to allocate, so deleting a
+# 40,000-file tree right before a run would time the deletion's aftermath, not the
+# install); the medians are compared. Not a test: it needs uv (COMFYPAK_UV, else `uv`
 # on PATH; .ci/setup.d/20-uv.sh installs one) and the lock's wheels (fetched once, from the
 # lock's URLs, into a bench-only cache). uv also checks each wheel's Requires-Python against
 # the interpreter it runs with (COMFYPAK_ORACLE_PYTHON, else python3), so use a lock whose
@@ -53,10 +56,12 @@ platform=$(sed -n 's/^platforms *= *\["\([^"]*\)".*/\1/p' "$lock" | head -1)
 uv_platform=$(echo "$platform" | sed -E 's/^manylinux_([0-9]+)_([0-9]+)_(.*)$/\3-manylinux_\1_\2/')
 
 now() { date +%s.%N; }
+mkdir -p "$work/trash"
+set_aside() { if [ -e "$1" ]; then mv "$1" "$(mktemp -d "$work/trash/XXXXXX")/"; fi; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 comfypak_once() {
-  rm -rf "$work/out"
+  set_aside "$work/out"
   local t0 t1
   t0=$(now)
   "$comfypak" --quiet install --offline --lock "$lock" --layer "$layer" --platform x86_64 \
@@ -66,7 +71,7 @@ comfypak_once() {
 }
 
 uv_once() {
-  rm -rf "$work/uv-target"
+  set_aside "$work/uv-target"
   local t0 t1
   t0=$(now)
   "$uv" pip install --quiet --offline --no-deps --no-compile --link-mode hardlink \

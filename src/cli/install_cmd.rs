@@ -125,8 +125,13 @@ pub fn run(args: InstallArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             None => *skipped.entry(selected.layer.clone()).or_default() += 1,
         }
     }
+    // What each layer installs, for the cross-layer conflict check; a layer installed alone
+    // is checked against the others only, so its own list is not needed.
     let mut others: Vec<LayerFiles> = Vec::new();
     for (layer, wheels) in &by_layer {
+        if chosen.len() == 1 && chosen[0] == *layer {
+            continue;
+        }
         others.push(layer_files(&cache, layer, wheels, &env)?);
     }
     if !quiet {

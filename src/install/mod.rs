@@ -16,7 +16,7 @@ pub mod link;
 pub mod record;
 pub mod wheel;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -345,64 +345,141 @@ fn build_tree(
                 .map(|(_, f)| f)
         })
         .collect();
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    for file in &placements {
-        if let Some(parent) = Path::new(&file.dest).parent() {
-            dirs.insert(root.join(parent));
-        }
-    }
-    for plan in plans {
-        dirs.insert(root.join(&plan.dist_info_dest));
-    }
-    dirs.insert(root.clone());
-    for dir in &dirs {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let linked = AtomicUsize::new(0);
-    let reflinked = AtomicUsize::new(0);
-    let copied = AtomicUsize::new(0);
-    let generated = AtomicUsize::new(0);
-    let bytes = AtomicU64::new(0);
-    placements.par_iter().try_for_each(|file| {
-        let dest = root.join(&file.dest);
-        match &file.source {
-            FileSource::Store(src) => {
-                let placed = place(src, &dest, options.link_mode).map_err(io_err(&dest))?;
-                match placed {
-                    Placed::Linked => linked.fetch_add(1, Ordering::Relaxed),
-                    Placed::Reflinked => reflinked.fetch_add(1, Ordering::Relaxed),
-                    Placed::Copied => copied.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-            FileSource::Bytes(content) => {
-                std::fs::write(&dest, content).map_err(io_err(&dest))?;
-                wheel::set_mode(&dest, file.executable).map_err(io_err(&dest))?;
-                generated.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        bytes.fetch_add(file.size, Ordering::Relaxed);
-        Ok::<(), InstallError>(())
-    })?;
+    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+    let tree = DirTree::new(
+        &placements,
+        plans.iter().map(|plan| Path::new(&plan.dist_info_dest)),
+    );
+    let counts = PlaceCounts::default();
+    tree.build(&root, Path::new(""), options.link_mode, &counts)?;
     let extra = match &options.compile_with {
         Some(python) => compile(python, env, &root, plans)?,
         None => vec![Vec::new(); plans.len()],
     };
     let compiled = extra.iter().map(Vec::len).sum();
-    for (plan, extra) in plans.iter().zip(&extra) {
+    plans.par_iter().zip(&extra).try_for_each(|(plan, extra)| {
         let path = root.join(plan.record_dest());
         std::fs::write(&path, plan.record(env, extra)).map_err(io_err(&path))?;
-        wheel::set_mode(&path, false).map_err(io_err(&path))?;
-    }
+        wheel::set_mode(&path, false).map_err(io_err(&path))
+    })?;
     Ok(InstallReport {
         files: placements.len(),
-        linked: linked.into_inner(),
-        reflinked: reflinked.into_inner(),
-        copied: copied.into_inner(),
-        generated: generated.into_inner(),
+        linked: counts.linked.into_inner(),
+        reflinked: counts.reflinked.into_inner(),
+        copied: counts.copied.into_inner(),
+        generated: counts.generated.into_inner(),
         compiled,
-        bytes: bytes.into_inner(),
+        bytes: counts.bytes.into_inner(),
         ..InstallReport::default()
     })
+}
+
+/// How the files of a tree were placed.
+#[derive(Default)]
+struct PlaceCounts {
+    linked: AtomicUsize,
+    reflinked: AtomicUsize,
+    copied: AtomicUsize,
+    generated: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+/// The directories and files of a layer, by parent directory (paths relative to the
+/// environment root).
+///
+/// Building it is nearly all kernel work: a new inode per directory (files are links to
+/// store files) and a directory entry per file, each under its parent directory's lock. So
+/// one thread fills a directory (its subdirectories, then its files) and the subdirectories
+/// are then filled in parallel: threads work in different directories instead of queueing
+/// for the same lock.
+struct DirTree<'a> {
+    children: HashMap<&'a Path, (Vec<&'a Path>, Vec<&'a layout::PlannedFile>)>,
+}
+
+impl<'a> DirTree<'a> {
+    fn new(files: &[&'a layout::PlannedFile], extra_dirs: impl Iterator<Item = &'a Path>) -> Self {
+        let mut children: HashMap<&'a Path, (Vec<&'a Path>, Vec<&'a layout::PlannedFile>)> =
+            HashMap::new();
+        // Directories already listed under their parent.
+        let mut listed: HashSet<&'a Path> = HashSet::new();
+        let mut add_dir = |children: &mut HashMap<&'a Path, _>, dir: &'a Path| {
+            let mut dir = dir;
+            while let Some(parent) = dir.parent() {
+                if !listed.insert(dir) {
+                    break;
+                }
+                let entry: &mut (Vec<&'a Path>, Vec<_>) = children.entry(parent).or_default();
+                entry.0.push(dir);
+                dir = parent;
+            }
+        };
+        for file in files {
+            let parent = Path::new(&file.dest).parent().unwrap_or(Path::new(""));
+            add_dir(&mut children, parent);
+            children.entry(parent).or_default().1.push(file);
+        }
+        for dir in extra_dirs {
+            add_dir(&mut children, dir);
+        }
+        for (dirs, _) in children.values_mut() {
+            dirs.sort();
+        }
+        DirTree { children }
+    }
+
+    /// Creates the subdirectories of `dir` (which exists) and places its files, then does
+    /// the same for each subdirectory, in parallel.
+    fn build(
+        &self,
+        root: &Path,
+        dir: &Path,
+        mode: LinkMode,
+        counts: &PlaceCounts,
+    ) -> Result<(), InstallError> {
+        let Some((dirs, files)) = self.children.get(dir) else {
+            return Ok(());
+        };
+        for sub in dirs {
+            let path = root.join(sub);
+            match std::fs::create_dir(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io_err(&path)(e))
+                }
+                _ => {}
+            }
+        }
+        for file in files {
+            place_file(root, file, mode, counts)?;
+        }
+        dirs.par_iter()
+            .try_for_each(|sub| self.build(root, sub, mode, counts))
+    }
+}
+
+fn place_file(
+    root: &Path,
+    file: &layout::PlannedFile,
+    mode: LinkMode,
+    counts: &PlaceCounts,
+) -> Result<(), InstallError> {
+    let dest = root.join(&file.dest);
+    match &file.source {
+        FileSource::Store(src) => {
+            let placed = place(src, &dest, mode).map_err(io_err(&dest))?;
+            match placed {
+                Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
+                Placed::Reflinked => counts.reflinked.fetch_add(1, Ordering::Relaxed),
+                Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        FileSource::Bytes(content) => {
+            std::fs::write(&dest, content).map_err(io_err(&dest))?;
+            wheel::set_mode(&dest, file.executable).map_err(io_err(&dest))?;
+            counts.generated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    counts.bytes.fetch_add(file.size, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A file added after planning (bytecode): path from the environment root, sha256, size.
@@ -495,4 +572,73 @@ fn compile(
         out.push(rows);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated(dest: &str) -> layout::PlannedFile {
+        layout::PlannedFile {
+            dest: dest.to_string(),
+            source: FileSource::Bytes(dest.as_bytes().to_vec()),
+            executable: false,
+            size: dest.len() as u64,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn dir_tree_lists_every_directory_once_under_its_parent_and_builds_it() {
+        let files = [
+            generated("lib/python3.14/site-packages/a/__init__.py"),
+            generated("lib/python3.14/site-packages/a/sub/deep/x.py"),
+            generated("lib/python3.14/site-packages/b.py"),
+            generated("bin/tool"),
+            generated("top.txt"),
+        ];
+        let refs: Vec<&layout::PlannedFile> = files.iter().collect();
+        let tree = DirTree::new(
+            &refs,
+            [Path::new("lib/python3.14/site-packages/a-1.0.dist-info")].into_iter(),
+        );
+        let listed = |dir: &str| -> Vec<String> {
+            tree.children[Path::new(dir)]
+                .0
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        assert_eq!(listed(""), ["bin", "lib"]);
+        assert_eq!(listed("lib"), ["lib/python3.14"]);
+        assert_eq!(
+            listed("lib/python3.14/site-packages"),
+            [
+                "lib/python3.14/site-packages/a",
+                "lib/python3.14/site-packages/a-1.0.dist-info"
+            ]
+        );
+        assert_eq!(
+            listed("lib/python3.14/site-packages/a/sub"),
+            ["lib/python3.14/site-packages/a/sub/deep"]
+        );
+        let dirs: usize = tree.children.values().map(|(d, _)| d.len()).sum();
+        assert_eq!(dirs, 8, "each directory listed once");
+        let placed: usize = tree.children.values().map(|(_, f)| f.len()).sum();
+        assert_eq!(placed, files.len());
+
+        let root = tempfile::tempdir().unwrap();
+        let counts = PlaceCounts::default();
+        tree.build(root.path(), Path::new(""), LinkMode::Hardlink, &counts)
+            .unwrap();
+        for file in &files {
+            let path = root.path().join(&file.dest);
+            assert_eq!(std::fs::read(&path).unwrap(), file.dest.as_bytes());
+        }
+        assert!(root
+            .path()
+            .join("lib/python3.14/site-packages/a-1.0.dist-info")
+            .is_dir());
+        assert_eq!(counts.generated.into_inner(), files.len());
+    }
 }
