@@ -974,3 +974,43 @@ fn resolve_core_prefetch_waits_on_depth_not_package_count() {
         "took {took:?} for {requests} requests of 100 ms each"
     );
 }
+
+/// Walking back through many versions of one project (each newer one conflicts), the solver
+/// reads the METADATA of the versions it will try next ahead, in batches, instead of one
+/// round trip per version; what it reads beyond its answer is bounded by one batch.
+#[test]
+fn resolve_core_backtracking_reads_older_versions_ahead() {
+    let mut builder = FixtureIndex::builder().package("base", "1.0", &[]);
+    for major in 1..=20 {
+        let requires: &[&str] = if major > 10 { &["base>=2"] } else { &["base>=1"] };
+        builder = builder.package("lib", &format!("{major}.0"), requires);
+    }
+    let server = serve(&builder.build());
+    // Each METADATA read of lib is slow, as on a real index.
+    server.inject(Fault::Delay {
+        path_suffix: ".metadata".to_string(),
+        millis: 100,
+        times: 1000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pak = simple_stack(
+        dir.path(),
+        &server,
+        &[("deps", &[("deps.txt", "base==1.0\nlib\n")])],
+    );
+    let started = Instant::now();
+    let resolution = resolve(&pak, X86);
+    let took = started.elapsed();
+    assert_eq!(versions(&resolution)["lib"], "10.0");
+    let lib_reads = server
+        .log()
+        .iter()
+        .filter(|r| {
+            r.path.contains("/lib-") && (r.path.ends_with(".metadata") || r.range.is_some())
+        })
+        .count();
+    println!("lib: 11 versions tried, {lib_reads} METADATA requests, {took:?}");
+    // 20.0 down to 10.0 are tried; older ones are read only ahead of the walk.
+    assert!(lib_reads > 11, "no read-ahead: {lib_reads} reads");
+    assert!(lib_reads <= 11 + 32, "read too far ahead: {lib_reads} reads");
+}

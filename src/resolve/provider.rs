@@ -154,7 +154,17 @@ pub(crate) struct SolveRecord {
     explicit_prerelease: BTreeSet<PackageName>,
     order: HashMap<Pkg, usize>,
     chosen: HashMap<PackageName, Version>,
+    /// The distinct versions chosen so far per project, and how far into its candidates
+    /// (an index into its page's versions) METADATA reads have been started ahead.
+    tried: HashMap<PackageName, BTreeSet<Version>>,
+    read_ahead: HashMap<PackageName, usize>,
 }
+
+/// From this many distinct versions of a project tried on, the solver is walking back
+/// through its versions: the METADATA of the next ones it would try is read ahead.
+const READ_AHEAD_AFTER: usize = 3;
+/// The most versions read ahead at once.
+const READ_AHEAD_MAX: usize = 32;
 
 pub(crate) struct Provider {
     pub fetcher: Arc<Fetcher>,
@@ -283,6 +293,57 @@ impl Provider {
             return Ok(Some(files.version.clone()));
         }
         Ok(prerelease)
+    }
+
+    /// The solver is walking back through the versions of `name` (it has tried `tried` of
+    /// them, `chosen` now): start reading the METADATA of the next candidates in `range`
+    /// (preference order, usable wheels, the pre-release rule) in batches that grow with the
+    /// walk, so it waits on a few round trips instead of one per version. uv reads ahead
+    /// the same way; the waste is bounded by one batch.
+    fn read_ahead(
+        &self,
+        name: &PackageName,
+        range: &Ranges<Version>,
+        chosen: &Version,
+        tried: usize,
+    ) {
+        let Some(page) = self.fetcher.ready_page(name) else {
+            return;
+        };
+        let Some(position) = page.versions.iter().position(|v| &v.version == chosen) else {
+            return;
+        };
+        let window = (2 * tried).min(READ_AHEAD_MAX);
+        let allow_prerelease =
+            self.inputs.prerelease || self.record().explicit_prerelease.contains(name);
+        let versions: Vec<Version> = {
+            let mut record = self.record();
+            let done = record.read_ahead.entry(name.clone()).or_default();
+            if *done > position + window / 2 {
+                // Far enough ahead still.
+                return;
+            }
+            let start = (*done).max(position + 1);
+            let mut versions = Vec::new();
+            let mut end = start;
+            for files in page.versions.iter().skip(start) {
+                if versions.len() == window {
+                    break;
+                }
+                end += 1;
+                let usable = files.wheel.as_ref().is_ok_and(|w| !w.yanked)
+                    && range.contains(&files.version)
+                    && (allow_prerelease || !files.version.any_prerelease());
+                if usable {
+                    versions.push(files.version.clone());
+                }
+            }
+            *done = end;
+            versions
+        };
+        for version in versions {
+            drop(self.fetcher.metadata(name, &version));
+        }
     }
 
     fn dependencies_of(
@@ -472,9 +533,18 @@ impl DependencyProvider for Provider {
             Pkg::Name(name) => {
                 let chosen = self.pick(name, range, None)?;
                 if let Some(version) = &chosen {
-                    self.record().chosen.insert(name.clone(), version.clone());
+                    let tried = {
+                        let mut record = self.record();
+                        record.chosen.insert(name.clone(), version.clone());
+                        let tried = record.tried.entry(name.clone()).or_default();
+                        tried.insert(version.clone());
+                        tried.len()
+                    };
                     // Start reading its METADATA now; get_dependencies will wait on it.
                     drop(self.fetcher.metadata(name, version));
+                    if tried >= READ_AHEAD_AFTER {
+                        self.read_ahead(name, range, version, tried);
+                    }
                 }
                 Ok(chosen)
             }
