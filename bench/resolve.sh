@@ -124,12 +124,14 @@ time_median() {
 cc="$work/cache-comfypak"
 cu="$work/cache-uv"
 echo "cold: fresh cache folders before each run, $cold_runs runs each" >&2
-cpk_cold=$(time_median "$cold_runs" "rm -rf $cc" "$(cpk_cmd "$cc" "$work/cold.pylock.toml" "")")
-uv_cold=$(time_median "$cold_runs" "rm -rf $cu" "$(uv_cmd "$cu" "$work/cold.uv.txt")")
+# Every run starts without an output file: both tools take the versions an existing output
+# pins as preferences (comfypak's minimal churn, uv's pip-compile behaviour).
+cpk_cold=$(time_median "$cold_runs" "rm -rf $cc $work/cold.pylock.toml" "$(cpk_cmd "$cc" "$work/cold.pylock.toml" "")")
+uv_cold=$(time_median "$cold_runs" "rm -rf $cu $work/cold.uv.txt" "$(uv_cmd "$cu" "$work/cold.uv.txt")")
 echo "warm: the same cache folders, $warm_runs runs each" >&2
-cpk_warm=$(time_median "$warm_runs" "true" "$(cpk_cmd "$cc" "$work/warm.pylock.toml" "")")
-cpk_reval=$(time_median "$warm_runs" "true" "$(cpk_cmd "$cc" "$work/reval.pylock.toml" "--refresh")")
-uv_warm=$(time_median "$warm_runs" "true" "$(uv_cmd "$cu" "$work/warm.uv.txt")")
+cpk_warm=$(time_median "$warm_runs" "rm -f $work/warm.pylock.toml" "$(cpk_cmd "$cc" "$work/warm.pylock.toml" "")")
+cpk_reval=$(time_median "$warm_runs" "rm -f $work/reval.pylock.toml" "$(cpk_cmd "$cc" "$work/reval.pylock.toml" "--refresh")")
+uv_warm=$(time_median "$warm_runs" "rm -f $work/warm.uv.txt" "$(uv_cmd "$cu" "$work/warm.uv.txt")")
 
 cpk_count=$(grep -c '^\[\[packages\]\]' "$work/cold.pylock.toml" || true)
 uv_count=$(grep -Ec '^[A-Za-z0-9]' "$work/cold.uv.txt" || true)

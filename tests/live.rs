@@ -268,6 +268,9 @@ fn live_resolve_deps_matches_uv_pip_compile() {
     }
 
     let out = work_dir().join("uv-compile.txt");
+    // `uv pip compile -o FILE` keeps the versions an existing FILE pins (as pip-compile
+    // does): start from none, as comfypak's lock was made.
+    let _ = fs::remove_file(&out);
     let mut command = Command::new(uv());
     command
         .env("UV_CACHE_DIR", work_dir().join("uv-cache"))
