@@ -982,7 +982,11 @@ fn resolve_core_prefetch_waits_on_depth_not_package_count() {
 fn resolve_core_backtracking_reads_older_versions_ahead() {
     let mut builder = FixtureIndex::builder().package("base", "1.0", &[]);
     for major in 1..=20 {
-        let requires: &[&str] = if major > 10 { &["base>=2"] } else { &["base>=1"] };
+        let requires: &[&str] = if major > 10 {
+            &["base>=2"]
+        } else {
+            &["base>=1"]
+        };
         builder = builder.package("lib", &format!("{major}.0"), requires);
     }
     let server = serve(&builder.build());
@@ -1012,5 +1016,8 @@ fn resolve_core_backtracking_reads_older_versions_ahead() {
     println!("lib: 11 versions tried, {lib_reads} METADATA requests, {took:?}");
     // 20.0 down to 10.0 are tried; older ones are read only ahead of the walk.
     assert!(lib_reads > 11, "no read-ahead: {lib_reads} reads");
-    assert!(lib_reads <= 11 + 32, "read too far ahead: {lib_reads} reads");
+    assert!(
+        lib_reads <= 11 + 32,
+        "read too far ahead: {lib_reads} reads"
+    );
 }

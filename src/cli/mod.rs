@@ -53,7 +53,7 @@ pub enum Command {
     Doctor(doctor_cmd::DoctorArgs),
     /// Download the locked wheels into the cache, verified (the pre-warm step of a build).
     Fetch(fetch_cmd::FetchArgs),
-    /// Install a layer's locked wheels into OUT/layers/<layer> (never resolves).
+    /// Install a layer's locked wheels into OUT/layers/LAYER (never resolves).
     Install(install_cmd::InstallArgs),
     /// Pack the installed layers into a reproducible OCI image layout or docker archive.
     Pack(pack_cmd::PackArgs),

@@ -5,7 +5,8 @@
 //! ([`wheel`], verified against its RECORD); [`layout`] plans where every file goes and
 //! which files the installer generates; paths written by two packages (in this layer, or in
 //! this layer and another one) are conflicts; then the files are hard-linked (or reflinked,
-//! or copied: [`link`]) in parallel into a staging folder, bytecode is compiled when asked,
+//! or copied: [`link`]) into a staging folder, directory by directory, different
+//! directories in parallel (`DirTree`), bytecode is compiled when asked,
 //! RECORDs are written, and the staging folder is renamed to `<out>/layers/<layer>` only
 //! when everything succeeded. A failure leaves the previous layer folder untouched.
 //!

@@ -8,6 +8,8 @@
 //! METADATA requested; when that arrives its dependencies are discovered in turn. So the
 //! solver, which runs on a blocking thread and waits on these futures, waits on the depth of
 //! the dependency graph, not on the number of packages. The HTTP client bounds concurrency.
+//! A page is read in full only for the files whose names may fit the target
+//! (`filename::wheel_may_fit`); the rest are kept by name, for explanations.
 //! Must not: choose versions for the resolution (the provider does), or call the caller's
 //! progress object directly (it is not `'static`): progress goes out as [`Event`]s.
 

@@ -13,6 +13,8 @@
 //! tried first), priorities
 //! (exact pins and URLs, then extras, then the most conflicted, then the stack's direct
 //! requirements, then discovery order), and the record of who needs what, for explanations.
+//! When the solver walks back through a project's versions, it starts the METADATA reads of
+//! the next candidates ahead of time, in growing batches.
 //! Runs on a blocking thread and waits on the fetcher's futures.
 //! Must not: fetch pages or metadata itself (the fetcher does), or format conflicts.
 
