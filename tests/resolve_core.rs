@@ -1021,3 +1021,50 @@ fn resolve_core_backtracking_reads_older_versions_ahead() {
         "read too far ahead: {lib_reads} reads"
     );
 }
+
+/// The same walk where each version pins another project exactly (`lib N` needs
+/// `pinned==N`, and the newer `pinned` conflict), as google-generativeai does with
+/// google-ai-generativelanguage: the pinned versions are read ahead with the versions that
+/// pin them.
+#[test]
+fn resolve_core_backtracking_reads_the_exact_pins_of_older_versions_ahead() {
+    let mut builder = FixtureIndex::builder().package("base", "1.0", &[]);
+    for major in 1..=20 {
+        let pin = format!("pinned=={major}.0");
+        builder = builder.package("lib", &format!("{major}.0"), &[pin.as_str()]);
+        let requires: &[&str] = if major > 10 {
+            &["base>=2"]
+        } else {
+            &["base>=1"]
+        };
+        builder = builder.package("pinned", &format!("{major}.0"), requires);
+    }
+    let server = serve(&builder.build());
+    server.inject(Fault::Delay {
+        path_suffix: ".metadata".to_string(),
+        millis: 100,
+        times: 1000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pak = simple_stack(
+        dir.path(),
+        &server,
+        &[("deps", &[("deps.txt", "base==1.0\nlib\n")])],
+    );
+    let started = Instant::now();
+    let resolution = resolve(&pak, X86);
+    let took = started.elapsed();
+    assert_eq!(versions(&resolution)["lib"], "10.0");
+    assert_eq!(versions(&resolution)["pinned"], "10.0");
+    let reads = |project: &str| {
+        server
+            .log()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/{project}-")) && r.path.ends_with(".metadata"))
+            .count()
+    };
+    let (lib, pinned) = (reads("lib"), reads("pinned"));
+    println!("11 versions of lib and of pinned tried; METADATA requests: lib {lib}, pinned {pinned}; {took:?}");
+    assert!(pinned > 11, "the pins were not read ahead: {pinned} reads");
+    assert!(lib <= 11 + 32 && pinned <= 11 + 32, "read too far ahead");
+}

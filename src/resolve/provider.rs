@@ -299,9 +299,10 @@ impl Provider {
 
     /// The solver is walking back through the versions of `name` (it has tried `tried` of
     /// them, `chosen` now): start reading the METADATA of the next candidates in `range`
-    /// (preference order, usable wheels, the pre-release rule) in batches that grow with the
-    /// walk, so it waits on a few round trips instead of one per version. uv reads ahead
-    /// the same way; the waste is bounded by one batch.
+    /// (preference order, usable wheels, the pre-release rule), and that of the likely
+    /// versions of what they need, in batches that grow with the walk, so the solver waits
+    /// on a few round trips instead of one per version. uv reads ahead the same way; the
+    /// waste is bounded by one batch.
     fn read_ahead(
         &self,
         name: &PackageName,
@@ -343,8 +344,11 @@ impl Provider {
             *done = end;
             versions
         };
+        // Discovering each version reads its METADATA and then that of what it needs, so the
+        // exact pins older versions often carry (`x==0.6.4`) are read ahead too.
         for version in versions {
-            drop(self.fetcher.metadata(name, &version));
+            self.fetcher
+                .discover(name, Some(Ranges::singleton(version)), Vec::new());
         }
     }
 
