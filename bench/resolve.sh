@@ -125,9 +125,14 @@ cc="$work/cache-comfypak"
 cu="$work/cache-uv"
 echo "cold: fresh cache folders before each run, $cold_runs runs each" >&2
 # Every run starts without an output file: both tools take the versions an existing output
-# pins as preferences (comfypak's minimal churn, uv's pip-compile behaviour).
-cpk_cold=$(time_median "$cold_runs" "rm -rf $cc $work/cold.pylock.toml" "$(cpk_cmd "$cc" "$work/cold.pylock.toml" "")")
-uv_cold=$(time_median "$cold_runs" "rm -rf $cu $work/cold.uv.txt" "$(uv_cmd "$cu" "$work/cold.uv.txt")")
+# pins as preferences (comfypak's minimal churn, uv's pip-compile behaviour). A cold run's
+# cache folder is moved aside, not deleted, before the next one: on ext4 without a journal,
+# inodes freed in the last seconds make every new file slow to create, which would time
+# the deletion rather than the tool (see bench/README.md).
+mkdir -p "$work/trash"
+aside() { printf 'if [ -e %q ]; then mv %q "$(mktemp -d %q/XXXXXX)/"; fi' "$1" "$1" "$work/trash"; }
+cpk_cold=$(time_median "$cold_runs" "$(aside "$cc"); rm -f $work/cold.pylock.toml" "$(cpk_cmd "$cc" "$work/cold.pylock.toml" "")")
+uv_cold=$(time_median "$cold_runs" "$(aside "$cu"); rm -f $work/cold.uv.txt" "$(uv_cmd "$cu" "$work/cold.uv.txt")")
 echo "warm: the same cache folders, $warm_runs runs each" >&2
 cpk_warm=$(time_median "$warm_runs" "rm -f $work/warm.pylock.toml" "$(cpk_cmd "$cc" "$work/warm.pylock.toml" "")")
 cpk_reval=$(time_median "$warm_runs" "rm -f $work/reval.pylock.toml" "$(cpk_cmd "$cc" "$work/reval.pylock.toml" "--refresh")")
