@@ -7,8 +7,8 @@
 use std::str::FromStr;
 
 use crate::lock::{
-    applies_to as summary_applies_to, lock_targets as summary_lock_targets, Lock, LockedPackage,
-    LockedWheel, PreparedTarget, SummaryError,
+    lock_targets as summary_lock_targets, Lock, LockedPackage, LockedWheel, PreparedTarget,
+    SummaryError,
 };
 use crate::target::Target;
 
@@ -124,30 +124,17 @@ pub fn check_layers(lock: &Lock, layers: &[String]) -> Result<(), SelectError> {
     Ok(())
 }
 
-/// Whether `package` applies to `target` (its marker and its platform list).
-pub fn applies_to(package: &LockedPackage, target: &Target) -> Result<bool, SelectError> {
-    Ok(summary_applies_to(package, target)?)
-}
-
-/// The best wheel of `package` for `target`: best tag priority, then the higher build tag.
-pub fn best_wheel<'a>(
-    package: &'a LockedPackage,
-    target: &Target,
-) -> Result<&'a LockedWheel, SelectError> {
-    best_wheel_prepared(package, &PreparedTarget::new(target))
-}
-
-fn best_wheel_prepared<'a>(
+/// The best wheel of `package` for a target: best tag priority, then the higher build tag.
+fn best_wheel<'a>(
     package: &'a LockedPackage,
     prepared: &PreparedTarget,
 ) -> Result<&'a LockedWheel, SelectError> {
-    let target = prepared.target;
     prepared
         .wheel_for(package)
         .ok_or_else(|| SelectError::NoWheel {
             package: package.name.clone(),
             version: package.version.clone(),
-            platform: target.platform.to_string(),
+            platform: prepared.platform().to_string(),
             available: if package.wheels.is_empty() {
                 "no wheels".to_string()
             } else {
@@ -182,7 +169,7 @@ pub fn select_wheels(
         if !prepared.applies_to(package)? {
             continue;
         }
-        let wheel = best_wheel_prepared(package, &prepared)?;
+        let wheel = best_wheel(package, &prepared)?;
         if wheel.sha256().is_none_or(|s| s.len() != 64) {
             return Err(SelectError::NoHash {
                 package: package.name.clone(),

@@ -15,7 +15,7 @@ mod summary;
 
 pub use io::LockError;
 pub use summary::{
-    applies_to, lock_targets, wheel_for, LayerSummary, LockSummary, PackageSummary, PreparedTarget,
+    applies_to, lock_targets, LayerSummary, LockSummary, PackageSummary, PreparedTarget,
     SummaryError,
 };
 

@@ -35,12 +35,6 @@ pub fn applies_to(package: &LockedPackage, target: &Target) -> Result<bool, Summ
     PreparedTarget::new(target).applies_to(package)
 }
 
-/// The wheel of `package` that `target` installs: the best tag priority, then the higher
-/// build tag; None when no wheel fits.
-pub fn wheel_for<'a>(package: &'a LockedPackage, target: &Target) -> Option<&'a LockedWheel> {
-    PreparedTarget::new(target).wheel_for(package)
-}
-
 /// A target with its tag list and marker environment computed once, for questions about
 /// many entries (computing them is far costlier than one answer).
 pub struct PreparedTarget<'t> {
@@ -58,6 +52,11 @@ impl<'t> PreparedTarget<'t> {
             markers: target.markers(),
             platform: target.platform.to_string(),
         }
+    }
+
+    /// The platform tag, e.g. `manylinux_2_39_x86_64`.
+    pub fn platform(&self) -> &str {
+        &self.platform
     }
 
     /// See [`applies_to`].
@@ -78,7 +77,8 @@ impl<'t> PreparedTarget<'t> {
         Ok(tree.evaluate(&self.markers, &[]))
     }
 
-    /// See [`wheel_for`].
+    /// The wheel of `package` this target installs: the best tag priority, then the higher
+    /// build tag; None when no wheel fits.
     pub fn wheel_for<'a>(&self, package: &'a LockedPackage) -> Option<&'a LockedWheel> {
         let tags = &self.tags;
         let mut best: Option<(&LockedWheel, WheelFilename)> = None;
@@ -162,8 +162,8 @@ impl LockSummary {
     /// Summarizes `lock`: for each platform, each applicable entry's installed wheel.
     pub fn of(lock: &Lock) -> Result<LockSummary, SummaryError> {
         let targets = lock_targets(lock)?;
-        let platforms: Vec<String> = targets.iter().map(|t| t.platform.to_string()).collect();
         let prepared: Vec<PreparedTarget> = targets.iter().map(PreparedTarget::new).collect();
+        let platforms: Vec<String> = prepared.iter().map(|p| p.platform.clone()).collect();
         let zero =
             || -> BTreeMap<String, u64> { platforms.iter().map(|p| (p.clone(), 0)).collect() };
         let mut layer_names: Vec<(String, usize, String)> = lock
@@ -191,7 +191,6 @@ impl LockSummary {
                 names.insert(package.name.as_str());
                 let mut entry_bytes = BTreeMap::new();
                 for prepared in &prepared {
-                    let target = prepared.target;
                     if !prepared.applies_to(package)? {
                         continue;
                     }
@@ -202,9 +201,8 @@ impl LockSummary {
                         unknown_sizes += 1;
                         0
                     });
-                    let platform = target.platform.to_string();
-                    *bytes.entry(platform.clone()).or_default() += size;
-                    entry_bytes.insert(platform, size);
+                    *bytes.entry(prepared.platform.clone()).or_default() += size;
+                    entry_bytes.insert(prepared.platform.clone(), size);
                 }
                 entries.push(PackageSummary {
                     name: package.name.clone(),
