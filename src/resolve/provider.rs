@@ -241,6 +241,22 @@ impl Provider {
             .is_some_and(|pins| pins.iter().any(|pin| pin.contains(version)))
     }
 
+    /// Whether pre-releases of `name` may be chosen outright (`--pre`, or a requirement names
+    /// one); otherwise one is chosen only when nothing else fits, as pip does.
+    fn allows_prerelease(&self, name: &PackageName) -> bool {
+        self.inputs.prerelease || self.record().explicit_prerelease.contains(name)
+    }
+
+    /// Whether the version `files` of `name` may be chosen within `range`: in it, with a
+    /// wheel for the target, not yanked unless pinned with `==`.
+    fn usable(&self, name: &PackageName, range: &Ranges<Version>, files: &VersionFiles) -> bool {
+        range.contains(&files.version)
+            && match &files.wheel {
+                Ok(wheel) => !wheel.yanked || self.yanked_allowed(name, &files.version),
+                Err(_) => false,
+            }
+    }
+
     /// The version to try for `name` within `range`; `first` is tried before anything
     /// else (an extra follows its base's choice).
     fn pick(
@@ -250,16 +266,10 @@ impl Provider {
         first: Option<Version>,
     ) -> Result<Option<Version>, ResolveError> {
         let page = self.page(name)?;
-        let allow_prerelease =
-            self.inputs.prerelease || self.record().explicit_prerelease.contains(name);
-        let usable = |version: &Version| -> bool {
-            if !range.contains(version) {
-                return false;
-            }
-            match page.get(version).map(|files| &files.wheel) {
-                Some(Ok(wheel)) => !wheel.yanked || self.yanked_allowed(name, version),
-                _ => false,
-            }
+        let allow_prerelease = self.allows_prerelease(name);
+        let usable = |version: &Version| {
+            page.get(version)
+                .is_some_and(|files| self.usable(name, range, files))
         };
         if let Some(first) = first.filter(|v| usable(v)) {
             return Ok(Some(first));
@@ -284,7 +294,7 @@ impl Provider {
             .chain(page.versions.iter().filter(|f| !fits(f)));
         let mut prerelease = None;
         for files in ordered {
-            if !usable(&files.version) {
+            if !self.usable(name, range, files) {
                 continue;
             }
             if files.version.any_prerelease() && !allow_prerelease {
@@ -317,8 +327,7 @@ impl Provider {
             return;
         };
         let window = (2 * tried).min(READ_AHEAD_MAX);
-        let allow_prerelease =
-            self.inputs.prerelease || self.record().explicit_prerelease.contains(name);
+        let allow_prerelease = self.allows_prerelease(name);
         let versions: Vec<Version> = {
             let mut record = self.record();
             let done = record.read_ahead.entry(name.clone()).or_default();
@@ -334,10 +343,9 @@ impl Provider {
                     break;
                 }
                 end += 1;
-                let usable = files.wheel.as_ref().is_ok_and(|w| !w.yanked)
-                    && range.contains(&files.version)
-                    && (allow_prerelease || !files.version.any_prerelease());
-                if usable {
+                if self.usable(name, range, files)
+                    && (allow_prerelease || !files.version.any_prerelease())
+                {
                     versions.push(files.version.clone());
                 }
             }
