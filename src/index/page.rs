@@ -1009,21 +1009,18 @@ fn span_error(page_url: &Url, body: &[u8], raw: &RawValue, e: &serde_json::Error
         .filter(|offset| *offset <= body.len())
         .unwrap_or(0);
     let before = &body[..offset];
-    let line_start = before
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
-    let (line, column) = if e.line() <= 1 {
-        (
-            1 + before.iter().filter(|b| **b == b'\n').count(),
-            offset - line_start + e.column(),
-        )
+    let lines_before = before.iter().filter(|b| **b == b'\n').count();
+    // On the span's first line, columns count from where the span starts.
+    let column = if e.line() <= 1 {
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        offset - line_start + e.column()
     } else {
-        (
-            before.iter().filter(|b| **b == b'\n').count() + e.line(),
-            e.column(),
-        )
+        e.column()
     };
+    let line = lines_before + e.line().max(1);
     PageError::InvalidJson {
         url: page_url.to_string(),
         line,
