@@ -24,7 +24,7 @@ use comfypak::target::Target;
 use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
 
 mod common;
-use common::{client, name, rt};
+use common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
 const ARM: &str = "3.14:manylinux_2_39_aarch64";
@@ -133,15 +133,11 @@ fn write_stack(
     perf: &str,
     extra: &str,
 ) -> PathBuf {
-    let indexes = dir.join("indexes");
-    std::fs::create_dir_all(&indexes).unwrap();
-    for (index, url, kind) in definitions {
-        std::fs::write(
-            indexes.join(format!("{index}.toml")),
-            format!("name = \"{index}\"\nurl = \"{url}\"\nkind = \"{kind}\"\n"),
-        )
-        .unwrap();
-    }
+    let definitions: Vec<(&str, &str, &str)> = definitions
+        .iter()
+        .map(|(index, url, kind)| (*index, url.as_str(), *kind))
+        .collect();
+    write_index_definitions(dir, &definitions);
     let pak = dir.join("pak");
     std::fs::create_dir_all(&pak).unwrap();
     std::fs::write(pak.join("pak1.txt"), stable).unwrap();

@@ -16,12 +16,14 @@ use comfypak::resolve::{
 };
 use comfypak::stack::Stack;
 use comfypak::target::Target;
-use comfypak_testkit::{Fault, FixtureFile, FixtureIndex, ServerOptions, TestServer, WheelSpec};
+use comfypak_testkit::{
+    Fault, FixtureFile, FixtureIndex, RequestRecord, ServerOptions, TestServer, WheelSpec,
+};
 use pep440_rs::Version;
 use pep508_rs::PackageName;
 
 mod common;
-use common::{client, name, rt};
+use common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
 const ARM: &str = "3.14:manylinux_2_39_aarch64";
@@ -43,15 +45,12 @@ struct StackSpec<'a> {
 }
 
 fn write_stack(dir: &Path, spec: &StackSpec<'_>) -> PathBuf {
-    let indexes = dir.join("indexes");
-    std::fs::create_dir_all(&indexes).unwrap();
-    for (index, url) in spec.indexes {
-        std::fs::write(
-            indexes.join(format!("{index}.toml")),
-            format!("name = \"{index}\"\nurl = \"{url}\"\nkind = \"simple\"\n"),
-        )
-        .unwrap();
-    }
+    let definitions: Vec<(&str, &str, &str)> = spec
+        .indexes
+        .iter()
+        .map(|(index, url)| (*index, url.as_str(), "simple"))
+        .collect();
+    write_index_definitions(dir, &definitions);
     let pak = dir.join("pak");
     std::fs::create_dir_all(&pak).unwrap();
     let quoted = |items: &[&str]| {
@@ -159,10 +158,12 @@ fn metadata_requests(server: &TestServer) -> usize {
     server
         .log()
         .iter()
-        .filter(|r| {
-            r.path.ends_with(".metadata") || (r.path.ends_with(".whl") && r.range.is_some())
-        })
+        .filter(|r| is_metadata_request(r))
         .count()
+}
+
+fn is_metadata_request(r: &RequestRecord) -> bool {
+    r.path.ends_with(".metadata") || (r.path.ends_with(".whl") && r.range.is_some())
 }
 
 fn is_torch_family(project: &str) -> bool {
@@ -975,22 +976,11 @@ fn resolve_core_prefetch_waits_on_depth_not_package_count() {
     );
 }
 
-/// Walking back through many versions of one project (each newer one conflicts), the solver
-/// reads the METADATA of the versions it will try next ahead, in batches, instead of one
-/// round trip per version; what it reads beyond its answer is bounded by one batch.
-#[test]
-fn resolve_core_backtracking_reads_older_versions_ahead() {
-    let mut builder = FixtureIndex::builder().package("base", "1.0", &[]);
-    for major in 1..=20 {
-        let requires: &[&str] = if major > 10 {
-            &["base>=2"]
-        } else {
-            &["base>=1"]
-        };
-        builder = builder.package("lib", &format!("{major}.0"), requires);
-    }
-    let server = serve(&builder.build());
-    // Each METADATA read of lib is slow, as on a real index.
+/// Resolves `base==1.0` and `lib` against `index` served with every METADATA read slowed
+/// to 100 ms, as on a real index; returns the server (for its log), the resolution and how
+/// long it took.
+fn resolve_walking_back(index: FixtureIndex) -> (TestServer, Resolution, Duration) {
+    let server = serve(&index);
     server.inject(Fault::Delay {
         path_suffix: ".metadata".to_string(),
         millis: 100,
@@ -1004,15 +994,40 @@ fn resolve_core_backtracking_reads_older_versions_ahead() {
     );
     let started = Instant::now();
     let resolution = resolve(&pak, X86);
-    let took = started.elapsed();
-    assert_eq!(versions(&resolution)["lib"], "10.0");
-    let lib_reads = server
+    (server, resolution, started.elapsed())
+}
+
+/// Requests for METADATA of `project`'s wheels (see [`metadata_requests`]).
+fn metadata_requests_of(server: &TestServer, project: &str) -> usize {
+    let prefix = format!("/{project}-");
+    server
         .log()
         .iter()
-        .filter(|r| {
-            r.path.contains("/lib-") && (r.path.ends_with(".metadata") || r.range.is_some())
-        })
-        .count();
+        .filter(|r| r.path.contains(&prefix) && is_metadata_request(r))
+        .count()
+}
+
+/// `base>=2` for the versions above 10 (they conflict with `base==1.0`), else `base>=1`.
+fn base_requirement(major: u32) -> &'static [&'static str] {
+    if major > 10 {
+        &["base>=2"]
+    } else {
+        &["base>=1"]
+    }
+}
+
+/// Walking back through many versions of one project (each newer one conflicts), the solver
+/// reads the METADATA of the versions it will try next ahead, in batches, instead of one
+/// round trip per version; what it reads beyond its answer is bounded by one batch.
+#[test]
+fn resolve_core_backtracking_reads_older_versions_ahead() {
+    let mut builder = FixtureIndex::builder().package("base", "1.0", &[]);
+    for major in 1..=20 {
+        builder = builder.package("lib", &format!("{major}.0"), base_requirement(major));
+    }
+    let (server, resolution, took) = resolve_walking_back(builder.build());
+    assert_eq!(versions(&resolution)["lib"], "10.0");
+    let lib_reads = metadata_requests_of(&server, "lib");
     println!("lib: 11 versions tried, {lib_reads} METADATA requests, {took:?}");
     // 20.0 down to 10.0 are tried; older ones are read only ahead of the walk.
     assert!(lib_reads > 11, "no read-ahead: {lib_reads} reads");
@@ -1032,38 +1047,15 @@ fn resolve_core_backtracking_reads_the_exact_pins_of_older_versions_ahead() {
     for major in 1..=20 {
         let pin = format!("pinned=={major}.0");
         builder = builder.package("lib", &format!("{major}.0"), &[pin.as_str()]);
-        let requires: &[&str] = if major > 10 {
-            &["base>=2"]
-        } else {
-            &["base>=1"]
-        };
-        builder = builder.package("pinned", &format!("{major}.0"), requires);
+        builder = builder.package("pinned", &format!("{major}.0"), base_requirement(major));
     }
-    let server = serve(&builder.build());
-    server.inject(Fault::Delay {
-        path_suffix: ".metadata".to_string(),
-        millis: 100,
-        times: 1000,
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let pak = simple_stack(
-        dir.path(),
-        &server,
-        &[("deps", &[("deps.txt", "base==1.0\nlib\n")])],
-    );
-    let started = Instant::now();
-    let resolution = resolve(&pak, X86);
-    let took = started.elapsed();
+    let (server, resolution, took) = resolve_walking_back(builder.build());
     assert_eq!(versions(&resolution)["lib"], "10.0");
     assert_eq!(versions(&resolution)["pinned"], "10.0");
-    let reads = |project: &str| {
-        server
-            .log()
-            .iter()
-            .filter(|r| r.path.contains(&format!("/{project}-")) && r.path.ends_with(".metadata"))
-            .count()
-    };
-    let (lib, pinned) = (reads("lib"), reads("pinned"));
+    let (lib, pinned) = (
+        metadata_requests_of(&server, "lib"),
+        metadata_requests_of(&server, "pinned"),
+    );
     println!("11 versions of lib and of pinned tried; METADATA requests: lib {lib}, pinned {pinned}; {took:?}");
     assert!(pinned > 11, "the pins were not read ahead: {pinned} reads");
     assert!(lib <= 11 + 32 && pinned <= 11 + 32, "read too far ahead");

@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
-use comfypak::cache::Cache;
-use comfypak::http::{HttpClient, HttpSettings};
-use comfypak::index::client::{CachePolicy, IndexClient};
 use comfypak::index::page::DistFile;
 use comfypak::lock::{Lock, LockSummary};
 use comfypak::pak::Location;
@@ -21,16 +18,14 @@ use comfypak::stack::Stack;
 use comfypak::target::Target;
 use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
 use pep440_rs::Version;
-use pep508_rs::PackageName;
+
+mod common;
+use common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
 const ARM: &str = "3.14:manylinux_2_39_aarch64";
 const TAG_X86: &str = "cp314-cp314-manylinux_2_28_x86_64";
 const TAG_ARM: &str = "cp314-cp314-manylinux_2_28_aarch64";
-
-fn name(n: &str) -> PackageName {
-    PackageName::new(n.to_string()).unwrap()
-}
 
 fn target(text: &str) -> Target {
     Target::from_str(text).unwrap()
@@ -501,25 +496,6 @@ fn uv() -> Option<PathBuf> {
     }
 }
 
-fn client(cache: &Path) -> IndexClient {
-    IndexClient::new(
-        HttpClient::new(HttpSettings {
-            netrc: None,
-            ..HttpSettings::default()
-        })
-        .unwrap(),
-        Cache::new(cache),
-        CachePolicy::default(),
-    )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The files the fixture server lists for each project (real HTTP through the index client).
 fn listed(stack: &Stack, cache: &Path, names: &[&str]) -> BTreeMap<String, DistFile> {
     let client = client(cache);
@@ -800,18 +776,13 @@ impl Flow {
             &FixtureIndex::pytorch_cu130().unwrap(),
             ServerOptions::default(),
         );
-        let indexes = dir.path().join("indexes");
-        std::fs::create_dir_all(&indexes).unwrap();
-        for (index, url) in [
-            ("pypi", pypi.simple_url()),
-            ("pytorch-cu130", torch.simple_url()),
-        ] {
-            std::fs::write(
-                indexes.join(format!("{index}.toml")),
-                format!("name = \"{index}\"\nurl = \"{url}\"\nkind = \"simple\"\n"),
-            )
-            .unwrap();
-        }
+        write_index_definitions(
+            dir.path(),
+            &[
+                ("pypi", &pypi.simple_url(), "simple"),
+                ("pytorch-cu130", &torch.simple_url(), "simple"),
+            ],
+        );
         let pak = dir.path().join("pak");
         std::fs::create_dir_all(&pak).unwrap();
         std::fs::write(

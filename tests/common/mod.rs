@@ -1,8 +1,8 @@
-//! Helpers shared by the resolver test files: package names, a runtime, and an index client
-//! with short retries for loopback fixture servers.
+//! Helpers shared by the resolver test files: package names, a runtime, an index client
+//! with short retries for loopback fixture servers, and index definition files.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use comfypak::cache::Cache;
@@ -34,4 +34,19 @@ pub fn client(cache: &Path) -> IndexClient {
         Cache::new(cache),
         CachePolicy::default(),
     )
+}
+
+/// `<dir>/indexes/<name>.toml` for each (name, URL, kind), as a stack's `index-dir` holds
+/// them; returns that folder.
+pub fn write_index_definitions(dir: &Path, definitions: &[(&str, &str, &str)]) -> PathBuf {
+    let indexes = dir.join("indexes");
+    std::fs::create_dir_all(&indexes).unwrap();
+    for (index, url, kind) in definitions {
+        std::fs::write(
+            indexes.join(format!("{index}.toml")),
+            format!("name = \"{index}\"\nurl = \"{url}\"\nkind = \"{kind}\"\n"),
+        )
+        .unwrap();
+    }
+    indexes
 }
