@@ -606,4 +606,12 @@ mod tests {
         assert!(!shown.contains("alice"));
         assert_eq!(percent_decode("a%40b"), "a@b");
     }
+
+    #[test]
+    fn percent_decode_edge_cases() {
+        assert_eq!(percent_decode("a%2Bb"), "a+b");
+        assert_eq!(percent_decode("torch-2.11.0%2Bcu130"), "torch-2.11.0+cu130");
+        assert_eq!(percent_decode("bad%zz%2"), "bad%zz%2");
+        assert_eq!(percent_decode("end%41"), "endA");
+    }
 }

@@ -1236,17 +1236,6 @@ mod tests {
     }
 
     #[test]
-    fn percent_decode_edge_cases() {
-        assert_eq!(crate::http::percent_decode("a%2Bb"), "a+b");
-        assert_eq!(
-            crate::http::percent_decode("torch-2.11.0%2Bcu130"),
-            "torch-2.11.0+cu130"
-        );
-        assert_eq!(crate::http::percent_decode("bad%zz%2"), "bad%zz%2");
-        assert_eq!(crate::http::percent_decode("end%41"), "endA");
-    }
-
-    #[test]
     fn metadata_url_appends_to_path_keeping_query() {
         let f = DistFile {
             filename: "a-1-py3-none-any.whl".into(),
