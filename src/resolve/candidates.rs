@@ -96,7 +96,9 @@ impl Unusable {
                 format!("{built}: {}", reasons.join("; "))
             }
             Unusable::UnknownBuild { public } => format!(
-                "has no torch/CUDA local label and no [couplings] entry, while other {public}                  builds carry one: what it was built against is unknown (declare it in                  stack.toml [couplings] if you know)"
+                "has no torch/CUDA local label and no [couplings] entry, while other {public} \
+                 builds carry one: what it was built against is unknown (declare it in \
+                 stack.toml [couplings] if you know)"
             ),
         }
     }
@@ -482,7 +484,8 @@ fn judge_couplings(versions: &mut [VersionFiles], declared: Option<&Coupling>, b
             let torch_abi = torch_uses_cxx11_abi(&torch);
             if abi != torch_abi {
                 reasons.push(format!(
-                    "built with the {} ABI, but torch {series} uses the {} ABI (torch's Linux                      wheels use the C++11 ABI from 2.7 on), so no torch of its series fits",
+                    "built with the {} ABI, but torch {series} uses the {} ABI (torch's Linux \
+                     wheels use the C++11 ABI from 2.7 on), so no torch of its series fits",
                     if abi { "C++11" } else { "pre-C++11" },
                     if torch_abi { "C++11" } else { "pre-C++11" },
                 ));
@@ -503,6 +506,26 @@ mod tests {
 
     fn v(text: &str) -> Version {
         Version::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn unusable_builds_are_described_in_single_spaced_sentences() {
+        let unknown = Unusable::UnknownBuild {
+            public: "2.8.3".to_string(),
+        };
+        let files = VersionFiles {
+            version: v("2.8.3"),
+            wheel: Err(unknown.clone()),
+            files: Vec::new(),
+            other_names: Vec::new(),
+            coupling: None,
+        };
+        let text = unknown.describe(&files);
+        assert!(
+            text.contains("while other 2.8.3 builds carry one: what it was built against is unknown (declare it in stack.toml [couplings]"),
+            "{text}"
+        );
+        assert!(!text.contains("  "), "{text}");
     }
 
     #[test]
