@@ -695,6 +695,16 @@ pub struct Mismatch {
     pub parts: Vec<MismatchPart>,
 }
 
+/// [`check`] of the CUDA part alone: whether a build with this coupling can run on
+/// `backend`, whatever torch it meets (what is known before torch is resolved).
+pub fn check_cuda(coupling: &Coupling, backend: Backend) -> Result<(), Mismatch> {
+    let cuda_only = Coupling {
+        cuda: coupling.cuda,
+        ..Coupling::default()
+    };
+    check(&cuda_only, &Version::new([0u64]), backend, true)
+}
+
 /// Whether a build with this coupling fits `resolved_torch` on `backend`, where torch uses
 /// the C++11 ABI or not (`torch_cxx11abi`, usually [`torch_uses_cxx11_abi`]).
 ///

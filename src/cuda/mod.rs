@@ -18,8 +18,8 @@ pub mod doctor;
 pub mod select;
 
 pub use abi_label::{
-    check, parse_couplings, torch_uses_cxx11_abi, AbiLabel, Coupling, CouplingError, Mismatch,
-    MismatchPart, TorchSeries,
+    check, check_cuda, parse_couplings, torch_uses_cxx11_abi, AbiLabel, Coupling, CouplingError,
+    Mismatch, MismatchPart, TorchSeries,
 };
 pub use backend::{
     Backend, BackendChoice, BackendParseError, ComputeCapability, CudaVersion, DriverRequirement,

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::PackageName;
 
-use crate::cuda::{check, torch_uses_cxx11_abi, AbiLabel, Backend, Coupling, CouplingSource};
+use crate::cuda::{check_cuda, torch_uses_cxx11_abi, AbiLabel, Backend, Coupling, CouplingSource};
 use crate::filename::{name_matches, wheel_name_version, DistFilename, FilenameWarning};
 use crate::index::page::DistFile;
 use crate::target::CompatibleTags;
@@ -471,12 +471,7 @@ fn judge_couplings(versions: &mut [VersionFiles], declared: Option<&Coupling>, b
         };
         let mut reasons = Vec::new();
         // Only the CUDA part is known before solving; torch is checked by the solver.
-        let cuda_only = Coupling {
-            cuda: coupling.coupling.cuda,
-            torch: None,
-            cxx11abi: None,
-        };
-        if let Err(mismatch) = check(&cuda_only, &Version::new([0u64]), backend, true) {
+        if let Err(mismatch) = check_cuda(&coupling.coupling, backend) {
             reasons.extend(mismatch.parts.iter().map(ToString::to_string));
         }
         if let (Some(series), Some(abi)) = (coupling.coupling.torch, coupling.coupling.cxx11abi) {

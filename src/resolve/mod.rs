@@ -41,7 +41,8 @@ use self::fetcher::{DirectWheel, Event, Fetcher, FetcherSettings};
 use self::provider::{Pkg, Provider, RootSource, SolveInputs};
 use self::ranges::{is_exact_pin, names_prerelease, specifiers_to_ranges};
 use crate::cuda::{
-    check, select_build, torch_uses_cxx11_abi, AbiContext, Backend, Coupling, CouplingSource,
+    check, check_cuda, select_build, torch_uses_cxx11_abi, AbiContext, Backend, Coupling,
+    CouplingSource,
 };
 use crate::filename::WheelFilename;
 use crate::http::redact;
@@ -491,15 +492,7 @@ fn coupled_build(
                 files.version, coupling.coupling
             )))
         }
-        None => check(
-            &Coupling {
-                cuda: coupling.coupling.cuda,
-                ..Coupling::default()
-            },
-            &Version::new([0u64]),
-            backend,
-            true,
-        ),
+        None => check_cuda(&coupling.coupling, backend),
     };
     if let Err(mismatch) = checked {
         return Err(ResolveError::Internal(format!(
