@@ -1,4 +1,4 @@
-# uv, the PEP 751 reader the resolve tests check pylock.toml with (tests/resolve_lock.rs), and
+# uv, the PEP 751 reader the resolve tests check pylock.toml with (tests/it/resolve_lock.rs), and
 # the baseline bench/resolve.sh times comfypak against. Installed from the Python package index
 # into the CI tools venv. Sourced by .ci/run with `set -euo pipefail` after the venv exists
 # ($TOOLS, $COMFYPAK_ORACLE_PYTHON); idempotent.

@@ -1,4 +1,4 @@
-# The pip oracle of tests/install_oracle.rs (and the compile test of tests/install.rs):
+# The pip oracle of tests/it/install_oracle.rs (and the compile test of tests/it/install.rs):
 # `pip install --target` from the CI tools venv that .ci/run creates ($COMFYPAK_ORACLE_PYTHON,
 # pip already installed there). Sourced by .ci/run with `set -euo pipefail`; idempotent.
 if ! "$COMFYPAK_ORACLE_PYTHON" -m pip --version >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 #   skopeo          inspect / copy OCI layouts, docker archives and registry images
 #   umoci           unpack an OCI layout into a rootfs
 #   oci-image-tool  validate an OCI image layout against the image spec
-#   docker-registry the reference registry server (run on 127.0.0.1 by tests/push.rs)
+#   docker-registry the reference registry server (run on 127.0.0.1 by tests/it/push.rs)
 #   htpasswd        (apache2-utils) bcrypt password file for the registry's basic auth test
 # Sourced by .ci/run with `set -euo pipefail`; idempotent.
 image_tools_missing=""

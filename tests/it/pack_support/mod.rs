@@ -1,4 +1,4 @@
-//! Shared by tests/pack.rs, tests/pack_tools.rs and tests/push.rs: a small stack, installed
+//! Shared by tests/it/pack.rs, tests/it/pack_tools.rs and tests/it/push.rs: a small stack, installed
 //! layer trees with every kind of entry (modes, executables, hard links, symlinks, nested and
 //! empty directories, very long paths), a `pack` call, and outside-tool lookup.
 #![allow(dead_code)]

@@ -3,7 +3,7 @@
 //! `oci-image-tool validate`. CI installs them (.ci/setup.d/40-image-tools.sh); with
 //! `CI=true` a missing tool fails the test, elsewhere the test prints a note and skips.
 
-mod pack_support;
+
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use comfypak::pack::OutputFormat;
-use pack_support::*;
+use crate::pack_support::*;
 
 /// What a tree holds, path → (kind, bytes or link target, executable).
 fn tree_snapshot(root: &Path) -> BTreeMap<String, (char, Vec<u8>, bool)> {

@@ -4,7 +4,7 @@
 //! one layer blob plus the config (and the manifest) go up; chunked uploads, cross-repository
 //! mounts and multi-arch indexes work. With `CI=true` a missing tool fails the test.
 
-mod pack_support;
+
 
 use std::fs;
 use std::io::{Read, Write};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use comfypak::pack::push::{
     push, BlobOutcome, Credentials, ImageReference, PushOptions, PushReport,
 };
-use pack_support::*;
+use crate::pack_support::*;
 
 /// A registry process on 127.0.0.1, stopped when dropped.
 struct Registry {

@@ -2,7 +2,7 @@
 //! layer's digest moves, the tar rules as GNU tar reads them, gzip/zstd, base images,
 //! multi-arch indexes, directory layers from image.toml, the reuse report, docker archives.
 
-mod pack_support;
+
 
 use std::fs;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::process::Command;
 
 use comfypak::pack::oci::{Index, Manifest};
 use comfypak::pack::{Compression, OutputFormat, Reuse};
-use pack_support::*;
+use crate::pack_support::*;
 
 fn read_json<T: serde::de::DeserializeOwned>(layout: &Path, digest: &str) -> T {
     let hex = digest.strip_prefix("sha256:").unwrap();

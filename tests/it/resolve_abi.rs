@@ -23,8 +23,8 @@ use comfypak::stack::Stack;
 use comfypak::target::Target;
 use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
 
-mod common;
-use common::{client, name, rt, write_index_definitions};
+
+use crate::common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
 const ARM: &str = "3.14:manylinux_2_39_aarch64";

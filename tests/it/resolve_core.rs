@@ -22,8 +22,8 @@ use comfypak_testkit::{
 use pep440_rs::Version;
 use pep508_rs::PackageName;
 
-mod common;
-use common::{client, name, rt, write_index_definitions};
+
+use crate::common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
 const ARM: &str = "3.14:manylinux_2_39_aarch64";

@@ -1,0 +1,30 @@
+//! The integration tests: one binary made of modules (as uv's `tests/it` and ripgrep's
+//! `tests/tests.rs`), sharing `common` (clients, runtimes, index definitions) and
+//! `pack_support` (stacks and layer trees for the pack, tool and push tests).
+
+mod common;
+mod pack_support;
+
+mod build;
+mod cuda;
+mod diff;
+mod diff_real;
+mod doctor;
+mod fetch;
+mod filename;
+mod fixture_snapshot;
+mod index_client;
+mod index_parsers;
+mod install;
+mod install_oracle;
+mod live;
+mod lock;
+mod pack;
+mod pack_tools;
+mod pak;
+mod push;
+mod resolve_abi;
+mod resolve_core;
+mod resolve_lock;
+mod stack;
+mod target;
