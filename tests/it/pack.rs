@@ -2,15 +2,13 @@
 //! layer's digest moves, the tar rules as GNU tar reads them, gzip/zstd, base images,
 //! multi-arch indexes, directory layers from image.toml, the reuse report, docker archives.
 
-
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use crate::pack_support::*;
 use comfypak::pack::oci::{Index, Manifest};
 use comfypak::pack::{Compression, OutputFormat, Reuse};
-use crate::pack_support::*;
 
 fn read_json<T: serde::de::DeserializeOwned>(layout: &Path, digest: &str) -> T {
     let hex = digest.strip_prefix("sha256:").unwrap();

@@ -3,16 +3,14 @@
 //! `oci-image-tool validate`. CI installs them (.ci/setup.d/40-image-tools.sh); with
 //! `CI=true` a missing tool fails the test, elsewhere the test prints a note and skips.
 
-
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use comfypak::pack::OutputFormat;
 use crate::pack_support::*;
+use comfypak::pack::OutputFormat;
 
 /// What a tree holds, path → (kind, bytes or link target, executable).
 fn tree_snapshot(root: &Path) -> BTreeMap<String, (char, Vec<u8>, bool)> {

@@ -4,8 +4,6 @@
 //! one layer blob plus the config (and the manifest) go up; chunked uploads, cross-repository
 //! mounts and multi-arch indexes work. With `CI=true` a missing tool fails the test.
 
-
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::pack_support::*;
 use comfypak::pack::push::{
     push, BlobOutcome, Credentials, ImageReference, PushOptions, PushReport,
 };
-use crate::pack_support::*;
 
 /// A registry process on 127.0.0.1, stopped when dropped.
 struct Registry {

@@ -23,7 +23,6 @@ use comfypak::stack::Stack;
 use comfypak::target::Target;
 use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
 
-
 use crate::common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";

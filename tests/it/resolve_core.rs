@@ -22,7 +22,6 @@ use comfypak_testkit::{
 use pep440_rs::Version;
 use pep508_rs::PackageName;
 
-
 use crate::common::{client, name, rt, write_index_definitions};
 
 const X86: &str = "3.14:manylinux_2_39_x86_64";
