@@ -50,10 +50,6 @@ pub enum Backend {
     Cpu,
 }
 
-/// The torch family a backend pins to its index: these packages come only from the
-/// backend's PyTorch index, and nothing else is ever taken from it.
-pub const TORCH_FAMILY: &[&str] = &["torch", "torchvision", "torchaudio", "triton"];
-
 /// Why a backend name could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown torch backend {value:?}: write one of cu130, cu128, cu126, cpu{auto}")]
@@ -103,9 +99,9 @@ impl Backend {
         }
     }
 
-    /// The torch family this backend pins to its index.
-    pub fn family(&self) -> &'static [&'static str] {
-        TORCH_FAMILY
+    /// The torch family this backend routes to its index (see [`super::family`]).
+    pub fn family(&self) -> &'static [super::family::FamilyMember] {
+        super::family::TORCH_FAMILY
     }
 
     /// The Linux driver the backend needs; None for `cpu`.

@@ -1,6 +1,6 @@
 //! CUDA awareness: torch backends, ABI-coupled performance wheels, and the runtime host.
 //!
-//! Owns: [`backend`] (the `cu130` / `cu128` / `cu126` / `cpu` backends, their CUDA version,
+//! Owns: [`family`] (the torch family the backend routes, with reasons), [`backend`] (the `cu130` / `cu128` / `cu126` / `cpu` backends, their CUDA version,
 //! driver and GPU requirements), [`abi_label`] (local labels such as
 //! `+cu12torch2.8cxx11abiTRUE`, declared couplings, the fit check), [`select`] (picking the
 //! build of a coupled package that fits the resolved torch, with explanations), [`doctor`]
@@ -15,6 +15,7 @@ pub mod abi_label;
 pub mod backend;
 pub mod dl;
 pub mod doctor;
+pub mod family;
 pub mod select;
 
 pub use abi_label::{
@@ -23,7 +24,8 @@ pub use abi_label::{
 };
 pub use backend::{
     Backend, BackendChoice, BackendParseError, ComputeCapability, CudaVersion, DriverRequirement,
-    DriverVersion, Verdict, TORCH_FAMILY,
+    DriverVersion, Verdict,
 };
 pub use doctor::{assess, check_lock, read_host, DoctorReport, HostReading, HostSources};
+pub use family::{family_member, FamilyMember, MemberKind, TORCH_FAMILY};
 pub use select::{select_build, AbiContext, CouplingSource, NoBuild, RejectedBuild, SelectedBuild};

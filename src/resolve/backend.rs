@@ -3,16 +3,26 @@
 //!
 //! Owns: [`select_backend`] (`auto` is what `cuda::doctor` picks on this host: the newest
 //! CUDA backend the driver and GPUs run, else `cpu`) and [`indexes_for_backend`], the one
-//! place where the stack's pins to a PyTorch index (`pytorch-cu130`, written for the
-//! default backend) are redirected to the selected backend's index (`pytorch-cu128`, ...).
-//! Packages that are not pinned never come from a PyTorch index, under any backend.
+//! place where the torch family ([`crate::cuda::TORCH_FAMILY`]) is routed to the selected
+//! backend's index (`pytorch-cu128`, ...), wherever a family package is required from, and
+//! where the stack's pins to a PyTorch index (`pytorch-cu130`, written for the default
+//! backend) follow the backend. An explicit stack pin of a family package to another index
+//! wins, with a warning ([`family_pin_warnings`]). [`family_refusal`] says why a family
+//! package cannot be looked up at all (a CUDA runtime wheel under `cpu`; no definition of
+//! the backend's index). Packages outside the family that are not pinned never come from a
+//! PyTorch index, under any backend.
 //!
 //! Must not: resolve, fetch, or decide which build of a coupled package fits (the candidates
 //! and the provider do, with `crate::cuda`).
 
 use std::str::FromStr;
 
-use crate::cuda::{assess, read_host, Backend, BackendChoice, BackendParseError, HostSources};
+use pep508_rs::PackageName;
+
+use crate::cuda::{
+    assess, family_member, read_host, Backend, BackendChoice, BackendParseError, HostSources,
+    MemberKind, TORCH_FAMILY,
+};
 use crate::stack::{IndexPin, IndexSettings};
 
 /// The backend a resolution uses, and why.
@@ -61,8 +71,10 @@ pub fn is_backend_index(index: &str) -> bool {
 }
 
 /// The index settings under `backend`: every pin to a PyTorch backend index (the stack names
-/// `pytorch-cu130`) is redirected to `pytorch-<backend>`; everything else is unchanged.
-/// Pins of several PyTorch indexes merge into the one pin of the backend's index.
+/// `pytorch-cu130`) is redirected to `pytorch-<backend>`, and every torch family package the
+/// stack does not pin elsewhere is pinned to `pytorch-<backend>` too (a last pin, so an
+/// explicit pin to another index wins). Pins of several PyTorch indexes merge into the one
+/// pin of the backend's index.
 pub fn indexes_for_backend(
     settings: &IndexSettings,
     backend: Backend,
@@ -95,6 +107,84 @@ pub fn indexes_for_backend(
             }),
         }
     }
+    // The family follows the backend wherever it is required from: a last pin, so that the
+    // stack's own pins (checked first) win.
+    pins.push(IndexPin {
+        index: target.to_string(),
+        packages: TORCH_FAMILY.iter().map(|m| m.pattern.to_string()).collect(),
+    });
     mapped.pins = pins;
     Ok(mapped)
+}
+
+/// Whether two pin patterns (`name` or `prefix*`) can name the same package.
+fn patterns_overlap(a: &str, b: &str) -> bool {
+    match (a.strip_suffix('*'), b.strip_suffix('*')) {
+        (Some(a), Some(b)) => a.starts_with(b) || b.starts_with(a),
+        (Some(prefix), None) => b.starts_with(prefix),
+        (None, Some(prefix)) => a.starts_with(prefix),
+        (None, None) => a == b,
+    }
+}
+
+/// One warning per explicit stack pin that takes a torch family package from an index other
+/// than the backend's: the pin wins, and the warning names the package, the index and what
+/// the backend would have used.
+pub fn family_pin_warnings(settings: &IndexSettings, backend: Backend) -> Vec<String> {
+    let target = backend.index_name();
+    let mut warnings = Vec::new();
+    for pin in &settings.pins {
+        if is_backend_index(&pin.index) {
+            continue;
+        }
+        for pattern in &pin.packages {
+            let Some(member) = TORCH_FAMILY
+                .iter()
+                .find(|m| patterns_overlap(m.pattern, pattern))
+            else {
+                continue;
+            };
+            warnings.push(format!(
+                "stack.toml [indexes.pins] takes `{pattern}` from index `{}`, not from `{target}` \
+                 where backend {backend} takes the torch family ({} is in it: {}); the explicit \
+                 pin wins, so its build may not be the {backend} one",
+                pin.index, member.pattern, member.reason
+            ));
+        }
+    }
+    warnings
+}
+
+/// Why the torch family package `name` cannot be looked up under `backend` with these
+/// (already routed) settings: a CUDA runtime wheel under `cpu`, or a family package routed
+/// to a backend index that has no definition. None when it can (or is not in the family).
+pub fn family_refusal(
+    settings: &IndexSettings,
+    backend: Backend,
+    name: &PackageName,
+) -> Option<String> {
+    let member = family_member(name.as_ref())?;
+    let index = settings.pinned_index(name)?;
+    if !is_backend_index(index) {
+        return None;
+    }
+    if backend == Backend::Cpu && member.kind == MemberKind::CudaRuntime {
+        return Some(format!(
+            "backend cpu has no CUDA: {name} is a CUDA runtime wheel ({}); a CPU image \
+             installs none (require it only for a CUDA backend, or pick one with \
+             --torch-backend)",
+            member.reason
+        ));
+    }
+    if settings.definitions.get(index).is_none() {
+        return Some(format!(
+            "{name} is in the torch family ({}), which comes from `{index}` under backend \
+             {backend}, but no index definition `{index}` exists in {}; add {}/{index}.toml \
+             (name, url, kind) or pass --index {index}=URL",
+            member.reason,
+            settings.index_dir.display(),
+            settings.index_dir.display()
+        ));
+    }
+    None
 }

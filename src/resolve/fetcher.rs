@@ -24,6 +24,7 @@ use pubgrub::Ranges;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::backend::family_refusal;
 use super::candidates::{CandidateContext, ProjectCandidates};
 use super::ranges::specifiers_to_ranges;
 use crate::filename::wheel_may_fit;
@@ -154,6 +155,11 @@ impl Fetcher {
                 Vec::new(),
                 ctx,
             )));
+        }
+        // A torch family package that the backend cannot take (a CUDA wheel on `cpu`, or a
+        // backend index without a definition): no versions, and the reason.
+        if let Some(why) = family_refusal(&self.settings.indexes, ctx.backend, name) {
+            return Ok(Arc::new(ProjectCandidates::missing(name, why)));
         }
         // Only wheels that may fit the target are read in full; the rest by name.
         let keep = |filename: &str| wheel_may_fit(filename, &ctx.tags);

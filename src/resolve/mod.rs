@@ -35,7 +35,7 @@ use pep508_rs::{ExtraName, PackageName, VersionOrUrl};
 use pubgrub::{PubGrubError, Ranges};
 use url::Url;
 
-use self::backend::{indexes_for_backend, select_backend};
+use self::backend::{family_pin_warnings, indexes_for_backend, select_backend};
 use self::candidates::{CandidateContext, ProjectCandidates};
 use self::fetcher::{DirectWheel, Event, Fetcher, FetcherSettings};
 use self::provider::{Pkg, Provider, RootSource, SolveInputs};
@@ -271,6 +271,9 @@ pub async fn resolve_counted(
     };
     let indexes = indexes_for_backend(&stack.indexes, backend)
         .map_err(|e| ResolveError::Backend(e.to_string()))?;
+    for warning in family_pin_warnings(&indexes, backend) {
+        progress.warning(&warning);
+    }
     let tags = target.tags();
 
     let handle = tokio::runtime::Handle::current();

@@ -70,10 +70,18 @@ fn cuda_backends_table() {
     assert_eq!(Backend::Cu130.cuda(), Some(CudaVersion::new(13, 0)));
     assert_eq!(Backend::Cu126.cuda(), Some(CudaVersion::new(12, 6)));
     assert_eq!(Backend::Cpu.cuda(), None);
-    assert_eq!(
-        Backend::Cu130.family(),
-        &["torch", "torchvision", "torchaudio", "triton"]
-    );
+    let family: Vec<&str> = Backend::Cu130.family().iter().map(|m| m.pattern).collect();
+    for member in [
+        "torch",
+        "torchvision",
+        "torchaudio",
+        "triton",
+        "xformers",
+        "cuda-toolkit",
+    ] {
+        assert!(family.contains(&member), "{member}: {family:?}");
+    }
+    assert!(Backend::Cu130.family().iter().all(|m| !m.reason.is_empty()));
     let req = Backend::Cu130.driver_requirement().unwrap();
     assert_eq!(req.minor_compat_floor.to_string(), "580");
     assert_eq!(req.full.to_string(), "580.65.06");

@@ -28,3 +28,4 @@ mod resolve_core;
 mod resolve_lock;
 mod stack;
 mod target;
+mod torch_backend;

@@ -634,7 +634,15 @@ fn resolve_abi_backend_pins_map_in_one_place() {
 
     let same = indexes_for_backend(&stack.indexes, Backend::Cu130).unwrap();
     assert_eq!(pinned(&same, "torch").as_deref(), Some("pytorch-cu130"));
-    assert_eq!(same.pins, stack.indexes.pins);
+    // The stack's own pins first, unchanged; then the family, routed to the backend's index.
+    assert_eq!(
+        same.pins[..stack.indexes.pins.len()],
+        stack.indexes.pins[..]
+    );
+    let routed = same.pins.last().unwrap();
+    assert_eq!(routed.index, "pytorch-cu130");
+    assert!(routed.packages.contains(&"xformers".to_string()));
+    assert_eq!(pinned(&same, "xformers").as_deref(), Some("pytorch-cu130"));
 
     let cu128 = indexes_for_backend(&stack.indexes, Backend::Cu128).unwrap();
     for family in [

@@ -89,12 +89,16 @@ fn write_stack(dir: &Path, spec: &StackSpec<'_>) -> PathBuf {
     pak
 }
 
-/// One index called "pypi" with `layers`.
+/// One index called "pypi" with `layers`; the same server is the backend's index
+/// (`pytorch-cu130`), where the torch family comes from.
 fn simple_stack(dir: &Path, server: &TestServer, layers: &[(&str, &[(&str, &str)])]) -> PathBuf {
     write_stack(
         dir,
         &StackSpec {
-            indexes: &[("pypi", server.simple_url())],
+            indexes: &[
+                ("pypi", server.simple_url()),
+                ("pytorch-cu130", server.simple_url()),
+            ],
             default: &["pypi"],
             pins: &[],
             layers,
