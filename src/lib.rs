@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod pack;
 pub mod pak;
 pub mod resolve;
+pub mod runtime;
 pub mod stack;
 pub mod target;
 pub mod units;

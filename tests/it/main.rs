@@ -26,6 +26,7 @@ mod push;
 mod resolve_abi;
 mod resolve_core;
 mod resolve_lock;
+mod runtime;
 mod stack;
 mod target;
 mod torch_backend;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds a small Debian root with CPython 3.14 (Debian testing, minbase + python3.14 and any
+# extra packages), cached, for use as a comfypak base (`--base DIR` or `[base] root = "DIR"`).
+#
+#   scripts/python-root.sh [--arch amd64|arm64] [--packages "pkg ..."] OUTPUT_PARENT
+#
+# Prints the root's path on the last line of stdout. The root lives at
+# OUTPUT_PARENT/root-SUITE-ARCH-KEY, where KEY hashes the suite, mirror, architecture and package
+# list; a complete root carries a `.python-root-complete` marker and is reused as it is, a
+# partial one (an interrupted run) is removed and built again. Needs root and debootstrap; the
+# foreign architecture (arm64 on x86_64) also needs qemu-user registered with binfmt_misc
+# (flag F), which this script checks and never registers.
+# Settings (environment):
+#   PYTHON_ROOT_SUITE   Debian suite with python3.14 (default: testing)
+#   PYTHON_ROOT_MIRROR  Debian mirror URL (default: the first Debian one in apt's sources)
+set -euo pipefail
+
+ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+EXTRA=""
+while [ $# -gt 1 ]; do
+  case "$1" in
+    --arch) ARCH=$2; shift 2 ;;
+    --packages) EXTRA=$2; shift 2 ;;
+    *) echo "python-root.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ $# = 1 ] || { echo "usage: python-root.sh [--arch amd64|arm64] [--packages LIST] OUTPUT_PARENT" >&2; exit 2; }
+OUT=$1
+SUITE=${PYTHON_ROOT_SUITE:-testing}
+
+debian_mirror() {
+  local files=()
+  [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
+  for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ ${#files[@]} -gt 0 ] || return 0
+  sed -n -e 's/^[[:space:]]*URIs:[[:space:]]*//p' \
+    -e 's/^[[:space:]]*deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' \
+    "${files[@]}" | tr ' ' '\n' | grep -E '^(https?|file)://.*/debian/?$' | head -n 1 | sed 's#/$##'
+}
+MIRROR=${PYTHON_ROOT_MIRROR:-$(debian_mirror)}
+[ -n "$MIRROR" ] || { echo "python-root.sh: no Debian mirror in apt's sources; set PYTHON_ROOT_MIRROR" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "python-root.sh: needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
+
+PACKAGES="python3.14 $EXTRA"
+PACKAGES=$(echo $PACKAGES)
+FOREIGN=""
+HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+if [ "$ARCH" != "$HOST_ARCH" ]; then
+  case "$ARCH" in arm64) qemu=qemu-aarch64 ;; amd64) qemu=qemu-x86_64 ;; *) qemu=qemu-$ARCH ;; esac
+  handler=/proc/sys/fs/binfmt_misc/$qemu
+  if [ ! -e "$handler" ] || ! grep -q '^enabled' "$handler" || ! grep -q '^flags:.*F' "$handler"; then
+    echo "python-root.sh: $ARCH needs $qemu registered with binfmt_misc (flag F):" >&2
+    echo "  apt-get install qemu-user-static binfmt-support  (or: .ci/setup.d/45-qemu.sh)" >&2
+    exit 1
+  fi
+  FOREIGN=1
+fi
+
+KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "python-root-v1" | sha256sum | cut -c1-12)
+ROOT=$OUT/root-$SUITE-$ARCH-$KEY
+mkdir -p "$OUT"
+if [ -f "$ROOT/.python-root-complete" ]; then
+  echo "$ROOT"
+  exit 0
+fi
+# Roots of this suite and architecture made from other package lists or mirrors go.
+for old in "$OUT"/root-"$SUITE"-"$ARCH"-*; do
+  [ -e "$old" ] && rm -rf --one-file-system "$old"
+done
+echo "python-root.sh: debootstrap $SUITE $ARCH minbase + $PACKAGES from $MIRROR" >&2
+LOG=$OUT/debootstrap-$ARCH.log
+if [ -n "$FOREIGN" ]; then
+  debootstrap --arch="$ARCH" --foreign --variant=minbase --include="${PACKAGES// /,}" \
+    "$SUITE" "$ROOT.partial" "$MIRROR" >"$LOG" 2>&1 &&
+    chroot "$ROOT.partial" /debootstrap/debootstrap --second-stage >>"$LOG" 2>&1 || {
+    tail -n 30 "$LOG" >&2
+    echo "python-root.sh: debootstrap failed (log: $LOG)" >&2
+    exit 1
+  }
+else
+  debootstrap --arch="$ARCH" --variant=minbase --include="${PACKAGES// /,}" \
+    "$SUITE" "$ROOT.partial" "$MIRROR" >"$LOG" 2>&1 || {
+    tail -n 30 "$LOG" >&2
+    echo "python-root.sh: debootstrap failed (log: $LOG)" >&2
+    exit 1
+  }
+fi
+# A base holds directories, files and links only: device nodes go (the sandbox mounts its own
+# /dev). Downloaded .debs, apt lists, docs and man pages are not needed to run Python.
+find "$ROOT.partial/dev" -mindepth 1 -delete
+find "$ROOT.partial/var/cache/apt/archives" -name '*.deb' -delete
+find "$ROOT.partial/var/lib/apt/lists" -mindepth 1 -type f -delete
+rm -rf "$ROOT.partial/usr/share/doc" "$ROOT.partial/usr/share/man" "$ROOT.partial/usr/share/info" \
+  "$ROOT.partial/usr/share/locale"
+special=$(find "$ROOT.partial" -xdev \( -type b -o -type c -o -type p -o -type s \) | head -n 5)
+[ -z "$special" ] || { echo "python-root.sh: special files left in the root: $special" >&2; exit 1; }
+touch "$ROOT.partial/.python-root-complete"
+mv "$ROOT.partial" "$ROOT"
+echo "$ROOT"
