@@ -209,13 +209,28 @@ impl WheelFilename {
         self.tags().filter_map(|tag| tags.priority(&tag)).min()
     }
 
+    /// Whether the build tag does not start with a digit (`-hopper-`), accepted with a
+    /// [`FilenameWarning::BuildTagNotNumeric`].
+    pub fn has_non_numeric_build(&self) -> bool {
+        self.warnings
+            .iter()
+            .any(|w| matches!(w, FilenameWarning::BuildTagNotNumeric { .. }))
+    }
+
     /// Orders two files of the same project and version like pip's candidate sort: better
-    /// tag priority first, then the higher build tag. `Less` means `self` is preferred.
-    /// Files that do not fit sort last.
+    /// tag priority first, then a file whose build tag breaks the spec last, then the higher
+    /// build tag. `Less` means `self` is preferred. Files that do not fit sort last.
     pub fn preference(&self, other: &WheelFilename, tags: &CompatibleTags) -> Ordering {
         let rank = |w: &WheelFilename| w.best_priority(tags).unwrap_or(usize::MAX);
         rank(self)
             .cmp(&rank(other))
+            // A build tag that does not start with a digit breaks the spec (pip and uv
+            // refuse the file): it orders after every valid file of the same tag, not as
+            // build 0 above a file without a build tag.
+            .then_with(|| {
+                self.has_non_numeric_build()
+                    .cmp(&other.has_non_numeric_build())
+            })
             .then_with(|| other.build.cmp(&self.build))
     }
 }

@@ -1,7 +1,8 @@
 //! The stack manifest: `stack.toml` beside the `pak*.txt` files.
 //!
 //! Owns the layers in stability order and the pak files of each, the target (Python version,
-//! platforms, in-image venv path, torch backend), which indexes packages come from (default
+//! platforms, in-image venv path, torch backend, the GPU architectures and minimum driver
+//! the image must run on), which indexes packages come from (default
 //! order and pins), the declared ABI couplings of unlabelled performance wheels
 //! (`[couplings]`, read by [`crate::cuda::parse_couplings`]), and the pak files kept out of
 //! the stack on purpose. It reads pak files through [`crate::pak`] and index definitions
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use pep508_rs::PackageName;
 use serde::{Deserialize, Serialize};
 
-use crate::cuda::{parse_couplings, Coupling};
+use crate::cuda::{parse_couplings, parse_gpus, Coupling, DriverVersion, GpuArch};
 use crate::index::definition::{IndexDefError, IndexDefs};
 use crate::pak::{self, PakError, PakFile};
 use crate::target::{Platform, PythonVersion, Target};
@@ -48,6 +49,12 @@ pub struct StackTarget {
     pub venv: String,
     /// The torch backend the stack is built for (`cu130`, `cu128`, `cu126`, `cpu`, `auto`).
     pub torch_backend: String,
+    /// `target.gpus`: the GPU architectures the image must run on (families expanded,
+    /// sorted); empty when not declared. The backend and every ABI-coupled wheel must
+    /// cover them, and `auto` picks the newest backend that does.
+    pub gpus: Vec<GpuArch>,
+    /// `target.min-driver`: the oldest NVIDIA driver the image must run with.
+    pub min_driver: Option<DriverVersion>,
 }
 
 impl StackTarget {
@@ -197,6 +204,10 @@ struct RawTarget {
     venv: String,
     #[serde(default = "default_backend")]
     torch_backend: String,
+    #[serde(default)]
+    gpus: Vec<String>,
+    #[serde(default)]
+    min_driver: Option<String>,
 }
 
 fn default_backend() -> String {
@@ -397,12 +408,33 @@ impl Stack {
                 &format!("use one of {}", TORCH_BACKENDS.join(", ")),
             ));
         }
+        let gpus = parse_gpus(&raw.gpus).map_err(|e| {
+            invalid(
+                "target.gpus",
+                e.to_string(),
+                "list the GPU architectures the image must run on, e.g. [\"sm_80\", \"sm_90\", \"sm_120\"] or [\"ampere\", \"hopper\"]",
+            )
+        })?;
+        let min_driver = raw
+            .min_driver
+            .as_deref()
+            .map(DriverVersion::parse)
+            .transpose()
+            .map_err(|e| {
+                invalid(
+                    "target.min-driver",
+                    e.to_string(),
+                    "write the oldest NVIDIA driver the image must run with, e.g. \"570.86\"",
+                )
+            })?;
         Ok(StackTarget {
             python,
             free_threaded: raw.free_threaded,
             platforms,
             venv: raw.venv.trim_end_matches('/').to_string(),
             torch_backend: raw.torch_backend.clone(),
+            gpus,
+            min_driver,
         })
     }
 

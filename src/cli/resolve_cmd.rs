@@ -100,7 +100,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             format!("{}: target.torch-backend", stack.manifest.display()),
         ),
     };
-    let selection = select_backend(&setting).with_context(|| origin.clone())?;
+    let selection = select_backend(&setting, &stack.target).with_context(|| origin.clone())?;
     if setting.trim().eq_ignore_ascii_case("auto") && !quiet {
         eprintln!("{} ({origin})", selection.why);
     }

@@ -1,6 +1,7 @@
 //! CUDA awareness: torch backends, ABI-coupled performance wheels, and the runtime host.
 //!
-//! Owns: [`family`] (the torch family the backend routes, with reasons), [`backend`] (the `cu130` / `cu128` / `cu126` / `cpu` backends, their CUDA version,
+//! Owns: [`arch`] (GPU architectures: `target.gpus`, each backend's list, wheels' claims),
+//! [`family`] (the torch family the backend routes, with reasons), [`backend`] (the `cu130` / `cu128` / `cu126` / `cpu` backends, their CUDA version,
 //! driver and GPU requirements), [`abi_label`] (local labels such as
 //! `+cu12torch2.8cxx11abiTRUE`, declared couplings, the fit check), [`select`] (picking the
 //! build of a coupled package that fits the resolved torch, with explanations), [`doctor`]
@@ -12,6 +13,7 @@
 //! `[couplings]` calls [`abi_label::parse_couplings`].
 
 pub mod abi_label;
+pub mod arch;
 pub mod backend;
 pub mod dl;
 pub mod doctor;
@@ -21,6 +23,9 @@ pub mod select;
 pub use abi_label::{
     check, check_cuda, parse_couplings, torch_uses_cxx11_abi, AbiLabel, Coupling, CouplingError,
     Mismatch, MismatchPart, TorchSeries,
+};
+pub use arch::{
+    parse_gpus, torch_archs, wheel_arch_claim, ArchList, Coverage, GpuArch, GpuArchError,
 };
 pub use backend::{
     Backend, BackendChoice, BackendParseError, ComputeCapability, CudaVersion, DriverRequirement,

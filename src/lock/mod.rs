@@ -82,6 +82,13 @@ pub struct LockedTarget {
     pub platforms: Vec<String>,
     /// The environment's path inside the image.
     pub venv: String,
+    /// The GPU architectures the image must run on (`target.gpus`, `sm_90`), when declared:
+    /// `doctor --lock` checks the host's GPUs against them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// The oldest NVIDIA driver the image must run with (`target.min-driver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_driver: Option<String>,
 }
 
 /// One layer: its pak files and a hash of everything that decides its content.

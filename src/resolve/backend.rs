@@ -1,8 +1,9 @@
 //! The torch backend of a resolution: which backend a setting (`cu130`, `cu128`, `cu126`,
 //! `cpu`, `auto`) means on this host, and where the torch family comes from under it.
 //!
-//! Owns: [`select_backend`] (`auto` is what `cuda::doctor` picks on this host: the newest
-//! CUDA backend the driver and GPUs run, else `cpu`) and [`indexes_for_backend`], the one
+//! Owns: [`select_backend`] (a set backend must cover the stack's `target.gpus` and
+//! `target.min-driver`; `auto` is the newest backend that covers them, or, when the stack
+//! declares none, what `cuda::doctor` picks on this host) with [`backend_fit`], and [`indexes_for_backend`], the one
 //! place where the torch family ([`crate::cuda::TORCH_FAMILY`]) is routed to the selected
 //! backend's index (`pytorch-cu128`, ...), wherever a family package is required from, and
 //! where the stack's pins to a PyTorch index (`pytorch-cu130`, written for the default
@@ -19,11 +20,12 @@ use std::str::FromStr;
 
 use pep508_rs::PackageName;
 
+use crate::cuda::arch;
 use crate::cuda::{
-    assess, family_member, read_host, Backend, BackendChoice, BackendParseError, HostSources,
-    MemberKind, TORCH_FAMILY,
+    assess, family_member, read_host, torch_archs, Backend, BackendChoice, BackendParseError,
+    Coverage, HostSources, MemberKind, TORCH_FAMILY,
 };
-use crate::stack::{IndexPin, IndexSettings};
+use crate::stack::{IndexPin, IndexSettings, StackTarget};
 
 /// The backend a resolution uses, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,20 +35,165 @@ pub struct BackendSelection {
     pub why: String,
 }
 
-/// Reads a backend setting; `auto` reads this host (driver and GPUs) through
-/// `cuda::doctor` and takes the backend it picks (`cpu` when there is no GPU).
-pub fn select_backend(setting: &str) -> Result<BackendSelection, BackendParseError> {
+/// Why a backend setting cannot be used for this stack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendSelectError {
+    /// Not a backend name.
+    #[error(transparent)]
+    Parse(#[from] BackendParseError),
+    /// A backend set explicitly that does not cover `target.gpus` / `target.min-driver`.
+    #[error("torch backend {backend} does not cover the stack's target: {}\n  = help: {help}", .reasons.join("; "))]
+    Uncovered {
+        backend: Backend,
+        reasons: Vec<String>,
+        help: String,
+    },
+    /// `auto` with declared GPUs, and no backend covers them.
+    #[error("torch backend auto: no backend covers the stack's target ({target}): {}\n  = help: drop the architectures no backend builds for from target.gpus, or lower target.min-driver's demands", .reasons.join("; "))]
+    NoneCovers {
+        target: String,
+        reasons: Vec<String>,
+    },
+}
+
+/// `target.gpus` and `target.min-driver` in words: "gpus sm_61, min-driver 535".
+fn describe_target(target: &StackTarget) -> String {
+    let mut parts = Vec::new();
+    if !target.gpus.is_empty() {
+        parts.push(format!("target.gpus {}", arch::list(&target.gpus)));
+    }
+    if let Some(driver) = &target.min_driver {
+        parts.push(format!("target.min-driver {driver}"));
+    }
+    parts.join(", ")
+}
+
+/// Whether `backend`'s torch builds cover every GPU of `target.gpus` on every platform of
+/// the stack, and run with `target.min-driver`: Ok with how (one line), or every reason
+/// it does not. `cpu` covers everything (it needs no GPU).
+pub fn backend_fit(backend: Backend, target: &StackTarget) -> Result<String, Vec<String>> {
+    let mut reasons = Vec::new();
+    let mut how = Vec::new();
+    if let (Some(min), Some(need)) = (&target.min_driver, backend.driver_requirement()) {
+        if min < &need.minor_compat_floor {
+            reasons.push(format!(
+                "{backend} needs NVIDIA driver >= {} and target.min-driver is {min}",
+                need.minor_compat_floor
+            ));
+        }
+    }
+    let mut arches: Vec<String> = target
+        .platforms
+        .iter()
+        .map(|p| p.arch.to_string())
+        .collect();
+    arches.dedup();
+    for cpu_arch in &arches {
+        let Some(list) = torch_archs(backend, cpu_arch) else {
+            continue;
+        };
+        for gpu in &target.gpus {
+            match list.covers(*gpu) {
+                Coverage::Cubin(by) if by == *gpu => how.push(format!("{gpu}")),
+                Coverage::Cubin(by) => how.push(format!("{gpu} by its {by} kernels")),
+                Coverage::Ptx(by) => how.push(format!("{gpu} by JIT from its {by} PTX")),
+                Coverage::No => reasons.push(format!(
+                    "{backend} torch builds for {cpu_arch} carry kernels for {} ({}), none \
+                     of which runs on {}",
+                    list.describe(),
+                    list.source,
+                    arch::named(*gpu)
+                )),
+            }
+        }
+    }
+    if !reasons.is_empty() {
+        return Err(reasons);
+    }
+    how.sort();
+    how.dedup();
+    Ok(if how.is_empty() {
+        format!("{backend} fits {}", describe_target(target))
+    } else {
+        format!("{backend} covers {}", how.join(", "))
+    })
+}
+
+/// Reads a backend setting for `target`. A set backend must cover `target.gpus` and
+/// `target.min-driver` when the stack declares them. `auto` with declared GPUs is the newest
+/// CUDA backend that covers them all (the build host does not matter: the image runs
+/// elsewhere); `auto` without reads this host (driver and GPUs) through `cuda::doctor` and
+/// says so (`cpu` when there is no GPU).
+pub fn select_backend(
+    setting: &str,
+    target: &StackTarget,
+) -> Result<BackendSelection, BackendSelectError> {
+    let declared = !target.gpus.is_empty() || target.min_driver.is_some();
     match BackendChoice::from_str(setting)? {
-        BackendChoice::Fixed(backend) => Ok(BackendSelection {
+        BackendChoice::Fixed(backend) if !declared => Ok(BackendSelection {
             backend,
             why: format!("torch backend {backend} as set"),
         }),
+        BackendChoice::Fixed(backend) => match backend_fit(backend, target) {
+            Ok(how) => Ok(BackendSelection {
+                backend,
+                why: format!("torch backend {backend} as set; {how}"),
+            }),
+            Err(reasons) => {
+                let fits: Vec<&str> = Backend::ALL
+                    .iter()
+                    .filter(|b| **b != Backend::Cpu && backend_fit(**b, target).is_ok())
+                    .map(|b| b.name())
+                    .collect();
+                let help = if fits.is_empty() {
+                    "no CUDA backend covers them all: drop the architectures no backend builds \
+                     for from target.gpus"
+                        .to_string()
+                } else {
+                    format!(
+                        "set target.torch-backend (or --torch-backend) to {} (`auto` picks {}), \
+                         or drop the uncovered architectures from target.gpus",
+                        fits.join(" or "),
+                        fits[0]
+                    )
+                };
+                Err(BackendSelectError::Uncovered {
+                    backend,
+                    reasons,
+                    help,
+                })
+            }
+        },
+        BackendChoice::Auto if declared => {
+            let mut left_out = Vec::new();
+            for backend in Backend::ALL.into_iter().filter(|b| *b != Backend::Cpu) {
+                match backend_fit(backend, target) {
+                    Ok(how) => {
+                        let mut why = format!(
+                            "torch backend auto for {}: {backend}, the newest backend that \
+                             covers them ({how})",
+                            describe_target(target)
+                        );
+                        if !left_out.is_empty() {
+                            why.push_str(&format!("; left out: {}", left_out.join("; ")));
+                        }
+                        return Ok(BackendSelection { backend, why });
+                    }
+                    Err(reasons) => left_out.extend(reasons),
+                }
+            }
+            Err(BackendSelectError::NoneCovers {
+                target: describe_target(target),
+                reasons: left_out,
+            })
+        }
         BackendChoice::Auto => {
             let report = assess(&read_host(&HostSources::new("/")));
             Ok(BackendSelection {
                 backend: report.auto,
                 why: format!(
-                    "torch backend auto, read from this host: {}",
+                    "torch backend auto: the stack declares no target.gpus, so this build host \
+                     was read: {} (declare target.gpus when the image runs elsewhere)",
                     report.auto_reason
                 ),
             })

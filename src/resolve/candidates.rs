@@ -20,8 +20,14 @@ use std::str::FromStr;
 use pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::PackageName;
 
-use crate::cuda::{check_cuda, torch_uses_cxx11_abi, AbiLabel, Backend, Coupling, CouplingSource};
-use crate::filename::{name_matches, wheel_name_version, DistFilename, FilenameWarning};
+use crate::cuda::arch;
+use crate::cuda::{
+    check_cuda, torch_uses_cxx11_abi, wheel_arch_claim, AbiLabel, Backend, Coupling,
+    CouplingSource, Coverage, GpuArch,
+};
+use crate::filename::{
+    name_matches, wheel_name_version, DistFilename, FilenameWarning, WheelFilename,
+};
 use crate::index::page::DistFile;
 use crate::target::CompatibleTags;
 
@@ -38,6 +44,9 @@ pub(crate) struct CandidateContext {
     pub couplings: BTreeMap<PackageName, Coupling>,
     /// Per project, the sha256 digests its pak lines allow (`--hash`); absent = any.
     pub hashes: BTreeMap<PackageName, BTreeSet<String>>,
+    /// `target.gpus`: a file that claims architectures (`-hopper-`, `+...sm90`) must cover
+    /// every one of them.
+    pub gpus: Vec<GpuArch>,
 }
 
 /// Why a version cannot be installed on the target.
@@ -57,6 +66,10 @@ pub(crate) enum Unusable {
     /// No torch/CUDA label and no `[couplings]` entry, while other builds of the same public
     /// version carry one: what it was built against is unknown.
     UnknownBuild { public: String },
+    /// Every fitting file claims GPU architectures (a `-hopper-` build tag, `sm90` in its
+    /// label) that leave out one of `target.gpus`; `reason` names the file and the
+    /// architecture.
+    GpuArch { reason: String },
 }
 
 impl Unusable {
@@ -95,6 +108,7 @@ impl Unusable {
             Unusable::AbiMismatch { built, reasons } => {
                 format!("{built}: {}", reasons.join("; "))
             }
+            Unusable::GpuArch { reason } => reason.clone(),
             Unusable::UnknownBuild { public } => format!(
                 "has no torch/CUDA local label and no [couplings] entry, while other {public} \
                  builds carry one: what it was built against is unknown (declare it in \
@@ -353,11 +367,16 @@ fn judge_version(
     let mut best_yanked: Option<(DistFile, crate::filename::WheelFilename)> = None;
     let mut python_blocked: Option<String> = None;
     let mut hash_blocked = false;
+    let mut arch_blocked: Option<String> = None;
     for (file, parsed) in &files {
         let DistFilename::Wheel(wheel) = parsed else {
             continue;
         };
         if wheel.best_priority(&ctx.tags).is_none() {
+            continue;
+        }
+        if let Some(reason) = arch_refusal(wheel, &file.filename, &ctx.gpus) {
+            arch_blocked.get_or_insert(reason);
             continue;
         }
         if let Some(text) = &file.requires_python {
@@ -403,6 +422,8 @@ fn judge_version(
             Unusable::RequiresPython { specifier }
         } else if hash_blocked {
             Unusable::NotInHashes
+        } else if let Some(reason) = arch_blocked {
+            Unusable::GpuArch { reason }
         } else {
             Unusable::NoFittingWheel
         }),
@@ -414,6 +435,28 @@ fn judge_version(
         other_names,
         coupling: None,
     }
+}
+
+/// Why a file that claims GPU architectures cannot run on one of `gpus`; None when it
+/// claims none or covers them all.
+pub(crate) fn arch_refusal(
+    wheel: &WheelFilename,
+    filename: &str,
+    gpus: &[GpuArch],
+) -> Option<String> {
+    let (claim, why) = wheel_arch_claim(wheel)?;
+    let left_out: Vec<String> = gpus
+        .iter()
+        .filter(|gpu| claim.covers(**gpu) == Coverage::No)
+        .map(|gpu| arch::named(*gpu))
+        .collect();
+    (!left_out.is_empty()).then(|| {
+        format!(
+            "{filename} is built only for {} ({why}), so it has no kernel for target.gpus {}",
+            claim.describe(),
+            left_out.join(", ")
+        )
+    })
 }
 
 /// The coupling of a version: its local label's, else the stack's declaration.

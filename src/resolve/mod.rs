@@ -259,7 +259,7 @@ pub async fn resolve_counted(
     let backend = match options.torch_backend {
         Some(backend) => backend,
         None => {
-            select_backend(&stack.target.torch_backend)
+            select_backend(&stack.target.torch_backend, &stack.target)
                 .map_err(|e| {
                     ResolveError::Backend(format!(
                         "{}: target.torch-backend: {e}",
@@ -288,6 +288,7 @@ pub async fn resolve_counted(
                 backend,
                 couplings: stack.couplings.clone(),
                 hashes: gathered.hashes,
+                gpus: stack.target.gpus.clone(),
             },
             direct: gathered.direct,
             env: env.clone(),

@@ -151,8 +151,8 @@ pub async fn resolve_stack(
 ) -> Result<Lock, StackResolveError> {
     // One backend for every target; `auto` is decided here, once, and the lock records the
     // backend it became.
-    let selection = super::backend::select_backend(&stack.target.torch_backend).map_err(|e| {
-        StackResolveError::Resolve {
+    let selection = super::backend::select_backend(&stack.target.torch_backend, &stack.target)
+        .map_err(|e| StackResolveError::Resolve {
             target: targets
                 .iter()
                 .map(ToString::to_string)
@@ -162,8 +162,7 @@ pub async fn resolve_stack(
                 "{}: target.torch-backend: {e}",
                 stack.manifest.display()
             )),
-        }
-    })?;
+        })?;
     let concrete;
     let stack = if stack.target.torch_backend == selection.backend.name() {
         stack
@@ -417,6 +416,8 @@ pub fn build_lock(
                     free_threaded: first.target.free_threaded,
                     platforms,
                     venv: stack.target.venv.clone(),
+                    gpus: stack.target.gpus.iter().map(ToString::to_string).collect(),
+                    min_driver: stack.target.min_driver.as_ref().map(ToString::to_string),
                 },
                 torch_backend: stack.target.torch_backend.clone(),
                 layers: locked_layers,

@@ -676,3 +676,105 @@ fn doctor_cli_on_this_host_never_fails() {
             .any(|n| n.as_str().unwrap().contains("/proc/driver/nvidia/version")));
     }
 }
+
+/// A lock for x86_64 with torch on `backend`, the target's `gpus` and more packages
+/// (`extra`: `[[packages]]` tables with their wheels).
+fn write_arch_lock(dir: &Path, file: &str, backend: &str, gpus: &str, extra: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(
+        &path,
+        format!(
+            r#"lock-version = "1.0"
+created-by = "comfypak"
+
+[[packages]]
+name = "torch"
+version = "2.11.0+{backend}"
+wheels = [{{ name = "torch-2.11.0+{backend}-cp314-cp314-manylinux_2_28_x86_64.whl", url = "http://127.0.0.1:9/torch.whl", hashes = {{ sha256 = "00" }} }}]
+
+[packages.tool.comfypak]
+layer = "stable"
+index-name = "pytorch-{backend}"
+{extra}
+[tool.comfypak]
+stack = "demo"
+torch-backend = "{backend}"
+
+[tool.comfypak.target]
+python = "3.14"
+platforms = ["manylinux_2_39_x86_64"]
+venv = "/opt/venv"
+gpus = [{gpus}]
+
+[[tool.comfypak.layers]]
+name = "stable"
+rank = 1
+paks = ["pak/stable.txt"]
+inputs-hash = "sha256:00"
+
+[[tool.comfypak.layers]]
+name = "perf"
+rank = 2
+paks = ["pak/perf.txt"]
+inputs-hash = "sha256:00"
+"#
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+const SAGEATTN3: &str = r#"
+[[packages]]
+name = "sageattn3"
+version = "1.0.0"
+wheels = [{ name = "sageattn3-1.0.0-cp314-cp314-linux_x86_64.whl", url = "http://127.0.0.1:9/s.whl", hashes = { sha256 = "00" } }]
+
+[packages.tool.comfypak]
+layer = "perf"
+index-name = "perf-wheels"
+"#;
+
+#[test]
+fn doctor_lock_gpus_against_torch_and_perf_wheel_architectures() {
+    let dir = tempfile::tempdir().unwrap();
+    let h100 = root_arg("h100");
+
+    // Fits: cu130 covers sm_90, and sm_90 is what the lock was made for.
+    let fits = write_arch_lock(dir.path(), "fits.toml", "cu130", "\"sm_90\"", "");
+    let (code, stdout, stderr) = doctor(&["--root", &h100, "--lock", &fits]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("runs on this host"), "{stdout}");
+    assert!(
+        stdout.contains("GPU 0 NVIDIA H100 80GB HBM3 (sm_90 (Hopper)): torch (cu130) runs it with its sm_90 kernels"),
+        "{stdout}"
+    );
+
+    // A Blackwell-only perf wheel on Hopper: no kernel image, exit 1.
+    let misfit = write_arch_lock(dir.path(), "misfit.toml", "cu130", "\"sm_120\"", SAGEATTN3);
+    let (code, stdout, _) = doctor(&["--root", &h100, "--lock", &misfit]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("does NOT run on this host"), "{stdout}");
+    assert!(
+        stdout.contains("sageattn3 (sageattn3-1.0.0-cp314-cp314-linux_x86_64.whl) is built only for sm_100, sm_120"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no kernel image is available for execution on the device"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("is not among the lock's target.gpus (sm_120)"),
+        "{stdout}"
+    );
+
+    // cu126 torch on an RTX 5090 (sm_120): its builds stop at sm_90 with no PTX, so this is
+    // "no kernel image", not a caveat.
+    let cu126 = write_arch_lock(dir.path(), "cu126.toml", "cu126", "", "");
+    let (code, stdout, _) = doctor(&["--root", &root_arg("blackwell-570"), "--lock", &cu126]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("the locked torch 2.11.0+cu126 (cu126) carries kernels for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90"),
+        "{stdout}"
+    );
+}

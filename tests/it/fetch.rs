@@ -99,6 +99,8 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
                     free_threaded: false,
                     platforms: vec![X86.into(), ARM.into()],
                     venv: "/opt/venv".into(),
+                    gpus: Vec::new(),
+                    min_driver: None,
                 },
                 torch_backend: "cpu".into(),
                 layers: ["stable", "deps"]

@@ -106,6 +106,8 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
                     free_threaded: false,
                     platforms: vec!["manylinux_2_39_x86_64".into()],
                     venv: VENV.into(),
+                    gpus: Vec::new(),
+                    min_driver: None,
                 },
                 torch_backend: "cpu".into(),
                 layers: ["stable", "deps"]

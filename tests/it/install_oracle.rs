@@ -264,6 +264,8 @@ fn installed_tree_equals_pip_install_target() {
                     free_threaded: false,
                     platforms: vec!["manylinux_2_39_x86_64".into()],
                     venv: VENV.into(),
+                    gpus: Vec::new(),
+                    min_driver: None,
                 },
                 torch_backend: "cpu".into(),
                 layers: vec![LockedLayer {

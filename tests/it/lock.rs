@@ -54,6 +54,8 @@ fn lock(packages: Vec<LockedPackage>) -> Lock {
                     free_threaded: false,
                     platforms: vec!["manylinux_2_39_x86_64".to_string()],
                     venv: "/opt/venv".to_string(),
+                    gpus: Vec::new(),
+                    min_driver: None,
                 },
                 torch_backend: "cu130".to_string(),
                 layers: ["stable", "deps"]

@@ -674,11 +674,22 @@ fn resolve_abi_backend_pins_map_in_one_place() {
     assert!(is_backend_index("pytorch-cu126"));
     assert!(!is_backend_index("perf-wheels"));
 
-    assert_eq!(select_backend("cu128").unwrap().backend, Backend::Cu128);
-    assert_eq!(select_backend("cpu").unwrap().backend, Backend::Cpu);
+    assert_eq!(
+        select_backend("cu128", &stack.target).unwrap().backend,
+        Backend::Cu128
+    );
+    assert_eq!(
+        select_backend("cpu", &stack.target).unwrap().backend,
+        Backend::Cpu
+    );
     let host = assess(&read_host(&HostSources::new("/")));
-    assert_eq!(select_backend("auto").unwrap().backend, host.auto);
-    let err = select_backend("cu999").unwrap_err().to_string();
+    assert_eq!(
+        select_backend("auto", &stack.target).unwrap().backend,
+        host.auto
+    );
+    let err = select_backend("cu999", &stack.target)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cu130, cu128, cu126, cpu, auto"), "{err}");
 }
 

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use comfypak::cuda::Backend;
 use comfypak::lock::Lock;
+use comfypak::resolve::backend::select_backend;
 use comfypak::resolve::to_lock::{resolve_stack, UpgradeRequest};
 use comfypak::resolve::{NoProgress, ResolveProgress};
 use comfypak::stack::Stack;
@@ -169,19 +171,62 @@ fn cu128_index() -> FixtureIndex {
     b.build()
 }
 
+/// The cu126 index: `+cu126` builds and the `-cu12` runtime wheel they pin.
+fn cu126_index() -> FixtureIndex {
+    let mut b = FixtureIndex::builder();
+    b = per_arch(b, || WheelSpec::new("nvidia-cublas-cu12", "12.6.4.1"));
+    b = per_arch(b, || {
+        torch(
+            "2.15.0+cu126",
+            &["nvidia-cublas-cu12==12.6.4.1; platform_system == \"Linux\""],
+        )
+    });
+    b = per_arch(b, || {
+        WheelSpec::new("torchvision", "0.30.0+cu126").requires_dist([
+            "numpy",
+            "torch==2.15.0",
+            "pillow!=8.3.*,>=5.3.0",
+        ])
+    });
+    b.build()
+}
+
+/// A find-links page of SageAttention 2.2.0 builds for cp314 x86_64: the plain file and the
+/// one whose build tag says `hopper` (a name pip and uv refuse: the build tag must start
+/// with a digit), or only the hopper one.
+fn sage_index(with_plain: bool) -> FixtureIndex {
+    let mut b = FixtureIndex::builder().wheel(
+        WheelSpec::new("sageattention", "2.2.0")
+            .build_tag("hopper")
+            .tag("cp314-cp314-linux_x86_64"),
+    );
+    if with_plain {
+        b = b.wheel(WheelSpec::new("sageattention", "2.2.0").tag("cp314-cp314-linux_x86_64"));
+    }
+    b.build()
+}
+
 struct Servers {
     public: TestServer,
     cpu: TestServer,
     cu128: TestServer,
+    cu126: TestServer,
+    perf: TestServer,
 }
 
 impl Servers {
     fn start() -> Servers {
+        Servers::with_perf(sage_index(true))
+    }
+
+    fn with_perf(perf: FixtureIndex) -> Servers {
         let serve = |index: &FixtureIndex| TestServer::serve_index(index, ServerOptions::default());
         Servers {
             public: serve(&public_index()),
             cpu: serve(&cpu_index()),
             cu128: serve(&cu128_index()),
+            cu126: serve(&cu126_index()),
+            perf: serve(&perf),
         }
     }
 }
@@ -189,24 +234,35 @@ impl Servers {
 /// A stack as a new user writes it: no pins (unless `pins`), the public index as default,
 /// the shipped index definitions (the backend indexes among them).
 fn write_stack(dir: &Path, servers: &Servers, backend: &str, pak: &str, pins: &str) -> PathBuf {
+    write_stack_for(dir, servers, backend, "", pak, pins)
+}
+
+/// [`write_stack`] with more `[target]` lines (`gpus = [...]`).
+fn write_stack_for(
+    dir: &Path,
+    servers: &Servers,
+    backend: &str,
+    target: &str,
+    pak: &str,
+    pins: &str,
+) -> PathBuf {
     let public = servers.public.simple_url();
     let cpu = servers.cpu.simple_url();
     let cu128 = servers.cu128.simple_url();
+    let cu126 = servers.cu126.simple_url();
+    let perf = servers.perf.find_links_url();
     write_index_definitions(
         dir,
         &[
             ("pypi", public.as_str(), "simple"),
             ("pytorch-cpu", cpu.as_str(), "simple"),
             ("pytorch-cu128", cu128.as_str(), "simple"),
+            ("pytorch-cu126", cu126.as_str(), "simple"),
+            ("perf-wheels", perf.as_str(), "find-links"),
             // Never reached by these stacks.
             (
                 "pytorch-cu130",
                 "http://127.0.0.1:9/cu130/simple/",
-                "simple",
-            ),
-            (
-                "pytorch-cu126",
-                "http://127.0.0.1:9/cu126/simple/",
                 "simple",
             ),
         ],
@@ -219,7 +275,7 @@ fn write_stack(dir: &Path, servers: &Servers, backend: &str, pak: &str, pins: &s
         format!(
             "[stack]\nname = \"newuser\"\nindex-dir = \"../indexes\"\n\n[target]\n\
              python = \"3.14\"\nplatforms = [\"manylinux_2_39_x86_64\", \"manylinux_2_39_aarch64\"]\n\
-             venv = \"/opt/venv\"\ntorch-backend = \"{backend}\"\n\n[indexes]\n\
+             venv = \"/opt/venv\"\ntorch-backend = \"{backend}\"\n{target}\n\n[indexes]\n\
              default = [\"pypi\"]\n{pins}\n\n[[layer]]\nname = \"deps\"\npaks = [\"pak2.txt\"]\n"
         ),
     )
@@ -237,12 +293,20 @@ impl ResolveProgress for Warnings {
 }
 
 fn lock(stack_dir: &Path, progress: &dyn ResolveProgress) -> Result<Lock, String> {
+    lock_for(stack_dir, &[X86, ARM], progress)
+}
+
+fn lock_for(
+    stack_dir: &Path,
+    targets: &[&str],
+    progress: &dyn ResolveProgress,
+) -> Result<Lock, String> {
     let stack = Stack::load(stack_dir).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let targets = [
-        Target::from_str(X86).unwrap(),
-        Target::from_str(ARM).unwrap(),
-    ];
+    let targets: Vec<Target> = targets
+        .iter()
+        .map(|t| Target::from_str(t).unwrap())
+        .collect();
     rt().block_on(resolve_stack(
         &stack,
         &targets,
@@ -383,4 +447,193 @@ fn torch_backend_family_without_the_backend_index_definition_says_what_to_add() 
     );
     assert!(err.contains("--index pytorch-cpu=URL"), "{err}");
     assert_eq!(servers.public.requests_for("/torch/"), 0);
+}
+
+/// The backend a stack's setting selects for its target, or the error text.
+fn selected(stack_dir: &Path) -> Result<(Backend, String), String> {
+    let stack = Stack::load(stack_dir).unwrap();
+    select_backend(&stack.target.torch_backend, &stack.target)
+        .map(|s| (s.backend, s.why))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn torch_gpus_sm_61_refuses_cu130_and_auto_picks_cu126_naming_sm_61() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gpus = "gpus = [\"sm_61\"]";
+    let stack = write_stack_for(dir.path(), &servers, "auto", gpus, "timm\n", "");
+    let (backend, why) = selected(&stack).unwrap();
+    assert_eq!(backend, Backend::Cu126, "{why}");
+    assert!(why.contains("target.gpus sm_61"), "{why}");
+    assert!(
+        why.contains("cu126 covers sm_61 by its sm_60 kernels"),
+        "{why}"
+    );
+    assert!(
+        why.contains("cu130 torch builds for x86_64 carry kernels for sm_75, sm_80"),
+        "{why}"
+    );
+    assert!(
+        why.contains("none of which runs on sm_61 (Pascal)"),
+        "{why}"
+    );
+
+    let locked = lock(&stack, &NoProgress).unwrap();
+    assert_eq!(locked.tool.comfypak.torch_backend, "cu126");
+    assert_eq!(locked.tool.comfypak.target.gpus, ["sm_61"]);
+    assert_eq!(versions_of(&locked, "torch"), ["2.15.0+cu126"]);
+    assert_eq!(versions_of(&locked, "nvidia-cublas-cu12"), ["12.6.4.1"]);
+
+    // Set explicitly, cu130 is refused with the architecture named and what to do.
+    let stack = write_stack_for(dir.path(), &servers, "cu130", gpus, "timm\n", "");
+    let err = selected(&stack).unwrap_err();
+    assert!(err.contains("torch backend cu130 does not cover"), "{err}");
+    assert!(err.contains("sm_61 (Pascal)"), "{err}");
+    assert!(
+        err.contains("set target.torch-backend (or --torch-backend) to cu126"),
+        "{err}"
+    );
+    let err = lock(&stack, &NoProgress).unwrap_err();
+    assert!(err.contains("sm_61 (Pascal)"), "{err}");
+}
+
+#[test]
+fn torch_gpus_sm_120_refuses_cu126_and_auto_picks_cu130() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gpus = "gpus = [\"sm_120\"]";
+    let stack = write_stack_for(dir.path(), &servers, "cu126", gpus, "timm\n", "");
+    let err = selected(&stack).unwrap_err();
+    assert!(err.contains("torch backend cu126 does not cover"), "{err}");
+    assert!(
+        err.contains("cu126 torch builds for x86_64 carry kernels for sm_50, sm_60, sm_70, sm_75, sm_80, sm_86, sm_90"),
+        "{err}"
+    );
+    assert!(
+        err.contains("none of which runs on sm_120 (Blackwell)"),
+        "{err}"
+    );
+    assert!(err.contains("to cu130 or cu128"), "{err}");
+    let err = lock(&stack, &NoProgress).unwrap_err();
+    assert!(err.contains("sm_120 (Blackwell)"), "{err}");
+
+    let stack = write_stack_for(dir.path(), &servers, "auto", gpus, "timm\n", "");
+    assert_eq!(selected(&stack).unwrap().0, Backend::Cu130);
+    // A family name and a driver floor: Blackwell with driver 570 leaves cu130 (>= 580) out.
+    let target = "gpus = [\"blackwell\"]\nmin-driver = \"570.86\"";
+    let stack = write_stack_for(dir.path(), &servers, "auto", target, "timm\n", "");
+    let (backend, why) = selected(&stack).unwrap();
+    assert_eq!(backend, Backend::Cu128, "{why}");
+    assert!(
+        why.contains("cu130 needs NVIDIA driver >= 580 and target.min-driver is 570.86"),
+        "{why}"
+    );
+    // Nothing covers Maxwell and Blackwell together with a 570 driver... cu126 does not
+    // build for Blackwell, cu128 and cu130 not for Maxwell.
+    let target = "gpus = [\"sm_50\", \"sm_120\"]";
+    let stack = write_stack_for(dir.path(), &servers, "auto", target, "timm\n", "");
+    let err = selected(&stack).unwrap_err();
+    assert!(
+        err.contains("no backend covers the stack's target"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sm_50 (Maxwell)") && err.contains("sm_120 (Blackwell)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn torch_gpus_auto_without_gpus_says_it_read_this_host() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = write_stack(dir.path(), &servers, "auto", "timm\n", "");
+    let (_, why) = selected(&stack).unwrap();
+    assert!(
+        why.contains("the stack declares no target.gpus, so this build host was read"),
+        "{why}"
+    );
+}
+
+const SAGE_PIN: &str = "\n[indexes.pins]\nperf-wheels = [\"sageattention\"]\n";
+
+fn sage_wheel(lock: &Lock) -> String {
+    let entry = lock
+        .packages
+        .iter()
+        .find(|p| p.name == "sageattention")
+        .unwrap();
+    entry.wheels[0].name.clone()
+}
+
+#[test]
+fn torch_gpus_hopper_build_tag_orders_after_the_plain_file() {
+    // Fails on the old main: `hopper` ordered as build 0, above the file without a build tag.
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = write_stack(dir.path(), &servers, "cpu", "sageattention\n", SAGE_PIN);
+    let lock = lock_for(&stack, &[X86], &NoProgress).unwrap();
+    assert_eq!(
+        sage_wheel(&lock),
+        "sageattention-2.2.0-cp314-cp314-linux_x86_64.whl"
+    );
+}
+
+#[test]
+fn torch_gpus_sageattention_hopper_build_is_refused_for_sm_89() {
+    let servers = Servers::with_perf(sage_index(false));
+    let dir = tempfile::tempdir().unwrap();
+    let sm89 = "gpus = [\"sm_89\"]";
+    let stack = write_stack_for(
+        dir.path(),
+        &servers,
+        "auto",
+        sm89,
+        "sageattention\n",
+        SAGE_PIN,
+    );
+    let err = lock_for(&stack, &[X86], &NoProgress).unwrap_err();
+    assert!(
+        err.contains("sageattention-2.2.0-hopper-cp314-cp314-linux_x86_64.whl is built only for sm_90 (its build tag `hopper` names sm_90)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no kernel for target.gpus sm_89 (Ada Lovelace)"),
+        "{err}"
+    );
+
+    // For Hopper it is the build to take.
+    let sm90 = "gpus = [\"sm_90\"]";
+    let stack = write_stack_for(
+        dir.path(),
+        &servers,
+        "auto",
+        sm90,
+        "sageattention\n",
+        SAGE_PIN,
+    );
+    let lock = lock_for(&stack, &[X86], &NoProgress).unwrap();
+    assert_eq!(
+        sage_wheel(&lock),
+        "sageattention-2.2.0-hopper-cp314-cp314-linux_x86_64.whl"
+    );
+}
+
+#[test]
+fn torch_gpus_an_unknown_architecture_is_a_stack_error_naming_the_key() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = write_stack_for(
+        dir.path(),
+        &servers,
+        "auto",
+        "gpus = [\"h100\"]",
+        "timm\n",
+        "",
+    );
+    let err = Stack::load(&stack).unwrap_err().to_string();
+    assert!(err.contains("`target.gpus`"), "{err}");
+    assert!(err.contains("unknown GPU architecture \"h100\""), "{err}");
+    assert!(err.contains("hopper"), "{err}");
 }
