@@ -732,7 +732,7 @@ fn resolve_abi_cli_auto_backend_is_what_doctor_picks_here() {
     let host = assess(&read_host(&HostSources::new("/")));
     assert!(
         stderr.contains(&format!(
-            "torch backend auto, read from this host: {}",
+            "torch backend auto: the stack declares no target.gpus, so this build host was read: {}",
             host.auto_reason
         )),
         "{stderr}"
