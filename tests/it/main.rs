@@ -13,6 +13,7 @@ mod doctor;
 mod fetch;
 mod filename;
 mod fixture_snapshot;
+mod golden;
 mod index_client;
 mod index_parsers;
 mod install;

@@ -1,0 +1,224 @@
+//! Golden digests: the offline build of the shipped stack (what `scripts/build-offline.sh`
+//! does, `SOURCE_DATE_EPOCH=1700000000`, the fixture indexes written to disk by the testkit's
+//! writer and used as `file://` indexes) must give exactly the image index digest and layer
+//! digests committed below, whatever the thread count and the umask of the build.
+//!
+//! Any change to the bytes of an image fails here. When a change of bytes is intended, copy
+//! the values the failure prints into `GOLDEN_INDEX` / `GOLDEN_LAYERS` in the same commit,
+//! and say in that commit message why the bytes changed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use comfypak_testkit::FixtureIndex;
+
+/// The image index digest of the offline build (`image index sha256:...` in its summary).
+const GOLDEN_INDEX: &str =
+    "sha256:4bc7597ead32ad36f5e6b22e374e7e1882413d36b9e967af83644f5559005a39";
+
+/// Every layer of every platform manifest, in manifest order: (architecture, layer name from
+/// the `io.comfypak.layer` annotation, digest).
+const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
+    (
+        "amd64",
+        "stable",
+        "sha256:c3d68a8614bbc2d80fe865eff9c95486a5f55e767b5139d9ee95c415bc7f599d",
+    ),
+    (
+        "amd64",
+        "deps",
+        "sha256:3186f650964c01f146b61c097894edd92800172472fd1af37f2ed3148826d00e",
+    ),
+    (
+        "amd64",
+        "perf",
+        "sha256:1eb01fef7dbf721ed7464bf34b2bf0d33f7e5081f820ff13948bc249042f574b",
+    ),
+    (
+        "amd64",
+        "volatile",
+        "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
+    ),
+    (
+        "arm64",
+        "stable",
+        "sha256:91ce90a930c4595bb76c253866d9fa9788d82d2c1be1c00c2e8b125111350978",
+    ),
+    (
+        "arm64",
+        "deps",
+        "sha256:b7c38a0d4112f73e0c99a27aa848e150c1d9d67e3681e446b41584eeaa92465a",
+    ),
+    (
+        "arm64",
+        "perf",
+        "sha256:455bdc42b918c37ef57b9e481a4c6734810e667ecda9e2dae953b8f8ac333e6a",
+    ),
+    (
+        "arm64",
+        "volatile",
+        "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
+    ),
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What one build produced: the image index digest and every layer, as in `GOLDEN_LAYERS`.
+#[derive(Debug, PartialEq)]
+struct Digests {
+    index: String,
+    layers: Vec<(String, String, String)>,
+}
+
+impl Digests {
+    /// The Rust text to paste over `GOLDEN_INDEX` and `GOLDEN_LAYERS`.
+    fn as_source(&self) -> String {
+        let mut text = format!("const GOLDEN_INDEX: &str =\n    {:?};\n\n", self.index);
+        text.push_str("const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[\n");
+        for (arch, name, digest) in &self.layers {
+            text.push_str(&format!("    ({arch:?}, {name:?}, {digest:?}),\n"));
+        }
+        text.push_str("];\n");
+        text
+    }
+}
+
+fn golden() -> Digests {
+    Digests {
+        index: GOLDEN_INDEX.to_string(),
+        layers: GOLDEN_LAYERS
+            .iter()
+            .map(|(a, n, d)| (a.to_string(), n.to_string(), d.to_string()))
+            .collect(),
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn blob(image: &Path, digest: &str) -> serde_json::Value {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    read_json(&image.join("blobs/sha256").join(hex))
+}
+
+fn text(value: &serde_json::Value) -> String {
+    value.as_str().expect("a string").to_string()
+}
+
+/// Reads the digests of an OCI layout written by `comfypak build`.
+fn digests_of(image: &Path) -> Digests {
+    let top = read_json(&image.join("index.json"));
+    let index = text(&top["manifests"][0]["digest"]);
+    let mut layers = Vec::new();
+    for manifest in blob(image, &index)["manifests"]
+        .as_array()
+        .expect("manifests")
+    {
+        let arch = text(&manifest["platform"]["architecture"]);
+        let manifest = blob(image, &text(&manifest["digest"]));
+        for layer in manifest["layers"].as_array().expect("layers") {
+            layers.push((
+                arch.clone(),
+                text(&layer["annotations"]["io.comfypak.layer"]),
+                text(&layer["digest"]),
+            ));
+        }
+    }
+    Digests { index, layers }
+}
+
+/// Writes the three fixture indexes as `scripts/build-offline.sh` does
+/// (`comfypak-fixtures write SPEC OUT`) and returns the `--index` arguments.
+fn write_indexes(dir: &Path) -> Vec<String> {
+    let specs = [
+        ("pypi-snapshot.json", "pypi", "simple/"),
+        ("pytorch-cu130.json", "pytorch-cu130", "simple/"),
+        ("perf-wheels.json", "perf-wheels", "files/"),
+    ];
+    let mut args = Vec::new();
+    for (spec, name, sub) in specs {
+        let index = FixtureIndex::load(repo().join("fixtures/indexes").join(spec)).unwrap();
+        let out = dir.join(name);
+        index.write_simple_tree(&out).unwrap();
+        index.write_find_links_page(&out).unwrap();
+        args.push("--index".to_string());
+        args.push(format!("{name}=file://{}/{sub}", out.display()));
+    }
+    args
+}
+
+/// One offline build in a fresh cache, run under `umask` with `threads` rayon threads.
+fn build(work: &Path, indexes: &[String], threads: &str, umask: &str) -> Digests {
+    std::fs::create_dir_all(work).unwrap();
+    let out = work.join("build");
+    // `sh` sets the umask, then execs the binary: the umask is the process's own, as a user's.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["build", "--stack", "pak", "--lock"])
+        .arg(work.join("pylock.toml"))
+        .arg("--out")
+        .arg(&out)
+        .args(indexes)
+        .current_dir(repo())
+        .env("COMFYPAK_CACHE_DIR", work.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "build with RAYON_NUM_THREADS={threads}, umask {umask}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let found = digests_of(&out.join("image"));
+    assert!(
+        summary.contains(&format!("image index {}", found.index)),
+        "the summary does not name the image index of the layout ({}):\n{summary}",
+        found.index
+    );
+    found
+}
+
+#[test]
+fn offline_build_gives_the_golden_digests_for_any_thread_count_and_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = write_indexes(&dir.path().join("indexes"));
+    // The golden values come from a default build (all cores, umask 022); each variant changes
+    // both the thread count and the umask, so either one changing the bytes fails here.
+    let variants = [("1", "022"), ("16", "077")];
+    let results: Vec<((&str, &str), Digests)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = variants
+            .iter()
+            .map(|&(threads, umask)| {
+                let work = dir.path().join(format!("t{threads}-u{umask}"));
+                let indexes = &indexes;
+                scope.spawn(move || ((threads, umask), build(&work, indexes, threads, umask)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let want = golden();
+    for ((threads, umask), found) in &results {
+        assert!(
+            *found == want,
+            "the offline build (RAYON_NUM_THREADS={threads}, umask {umask}) no longer gives the \
+             golden digests.\n\
+             If the bytes of the image were meant to change, replace GOLDEN_INDEX and \
+             GOLDEN_LAYERS in tests/it/golden.rs with the values below, in the same commit, and \
+             say in the commit message why the bytes changed. If not, this is a reproducibility \
+             bug: find what made the bytes differ.\n\
+             expected:\n{}\nfound:\n{}",
+            want.as_source(),
+            found.as_source()
+        );
+    }
+}
