@@ -37,6 +37,12 @@ pub struct Stack {
     /// `[couplings]`: what unlabelled ABI-coupled wheels were built against (CUDA, torch,
     /// C++ ABI), by package; empty when the table is absent.
     pub couplings: BTreeMap<PackageName, Coupling>,
+    /// `[check] allow`: top-level modules or console scripts `comfypak check` may see fail,
+    /// each with the reason (an upstream fault, a module that needs a GPU at import).
+    pub check_allow: BTreeMap<String, String>,
+    /// `[base]`: the base image to build on and run the target's Python from (a path relative
+    /// to the stack, an OCI layout or a root folder); `--base` overrides it.
+    pub base: Option<PathBuf>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -180,6 +186,23 @@ struct RawManifest {
     excluded: BTreeMap<String, String>,
     #[serde(default)]
     couplings: toml::Table,
+    #[serde(default)]
+    check: RawCheck,
+    #[serde(default)]
+    base: Option<RawBase>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCheck {
+    #[serde(default)]
+    allow: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBase {
+    path: String,
 }
 
 #[derive(Deserialize)]
@@ -347,6 +370,16 @@ impl Stack {
             )
         })?;
 
+        for (name, reason) in &raw.check.allow {
+            if reason.trim().is_empty() {
+                return Err(invalid(
+                    "check.allow",
+                    format!("`{name}` has no reason"),
+                    "write why it may fail: `NAME = \"reason\"`",
+                ));
+            }
+        }
+        let base_path = raw.base.as_ref().map(|b| base.join(&b.path));
         Ok(Stack {
             manifest,
             name: raw.stack.name,
@@ -355,6 +388,8 @@ impl Stack {
             indexes,
             excluded,
             couplings,
+            check_allow: raw.check.allow,
+            base: base_path,
         })
     }
 

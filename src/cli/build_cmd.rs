@@ -15,9 +15,13 @@ use super::install_cmd::{self, InstallArgs};
 use super::net::NetworkArgs;
 use super::pack_cmd::{self, CompressionArg, FormatArg, PackArgs};
 use super::resolve_cmd::{self, ResolveArgs};
+use crate::cache::Cache;
 use crate::install::link::LinkMode;
 use crate::lock::Lock;
 use crate::pack::Reuse;
+use crate::runtime::compile::COMPILE_TIMEOUT;
+use crate::runtime::prepare::{prepare_layers, LayerDir};
+use crate::runtime::{Base, Runtime, RuntimeOptions};
 use crate::stack::Stack;
 use crate::units::human_bytes;
 
@@ -38,9 +42,14 @@ pub struct BuildArgs {
     /// Torch backend to resolve for: cu130, cu128, cu126, cpu or auto (default: the stack's).
     #[arg(long, value_name = "BACKEND", conflicts_with = "locked")]
     pub torch_backend: Option<String>,
-    /// An OCI image layout to build on (e.g. a CUDA runtime image with Python 3.14).
+    /// The base to build on and run the target's Python from: an OCI image layout (e.g. a CUDA
+    /// runtime image with Python 3.14) or a root folder (default: the stack's `[base]`). With
+    /// a base, the lowest layer gets the venv skeleton and every layer its bytecode.
     #[arg(long)]
     pub base: Option<PathBuf>,
+    /// Do not compile bytecode into the layers.
+    #[arg(long)]
+    pub no_compile: bool,
     /// On a path written by two packages, keep the upper layer's (or later package's) file
     /// instead of failing, as an overlay or `pip install` would.
     #[arg(long)]
@@ -100,6 +109,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     });
     let lock = Lock::read(&args.lock)?;
     let platforms = &lock.tool.comfypak.target.platforms;
+    let base = args.base.clone().or_else(|| stack.base.clone());
 
     // 2. Fetch every wheel of every platform at once.
     let t = Instant::now();
@@ -135,7 +145,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             lock: args.lock.clone(),
             layers: Vec::new(),
             all: true,
-            out,
+            out: out.clone(),
             platform: Some(platform.clone()),
             link_mode: LinkMode::Hardlink,
             allow_overwrite: args.allow_overwrite,
@@ -147,6 +157,14 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             },
         };
         check_stage(install_cmd::run(install, quiet), "installing")?;
+        if let Some(base) = &base {
+            prepare_platform(&args, &stack, &lock, base, platform, &out, quiet)?;
+        }
+    }
+    if base.is_none() {
+        say(
+            "no --base and no [base] in the stack: the layers get no venv skeleton and no bytecode",
+        );
     }
     stages.push(Stage {
         name: "install",
@@ -176,7 +194,8 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         format: FormatArg::Oci,
         compression: args.compression,
         level: None,
-        base: args.base.clone(),
+        // A root folder is run, not packed: only an image layout gives the image base layers.
+        base: base.clone().filter(|b| b.join("oci-layout").is_file()),
         previous: previous.clone(),
         tag: "latest".to_string(),
         name: None,
@@ -248,6 +267,81 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         print!("{out}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The venv skeleton and bytecode for one platform's installed layers, from the base's Python.
+fn prepare_platform(
+    args: &BuildArgs,
+    stack: &Stack,
+    lock: &Lock,
+    base: &std::path::Path,
+    platform: &str,
+    out: &std::path::Path,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let target = stack
+        .target
+        .targets()
+        .into_iter()
+        .find(|t| t.platform.to_string() == platform)
+        .with_context(|| format!("the stack has no platform {platform} (the lock has)"))?;
+    let options = RuntimeOptions {
+        cache_dir: Cache::default_root(args.network.cache_dir.as_deref()),
+        timeout: COMPILE_TIMEOUT,
+    };
+    let runtime = Runtime::for_platform(
+        &Base::from_path(base)?,
+        &target,
+        &lock.tool.comfypak.target.venv,
+        &options,
+    )?;
+    let layers: Vec<LayerDir> = lock
+        .layer_names()
+        .iter()
+        .map(|name| LayerDir {
+            name: name.to_string(),
+            dir: out.join("layers").join(name),
+        })
+        .filter(|l| l.dir.is_dir())
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let prepared = prepare_layers(&runtime, &layers, !args.no_compile, workers)?;
+    if !quiet {
+        for layer in &prepared {
+            let mut what = Vec::new();
+            if layer.skeleton {
+                what.push(format!(
+                    "venv skeleton for {} {}",
+                    runtime.interpreter.path, runtime.interpreter.version
+                ));
+            }
+            if let Some(c) = &layer.compiled {
+                what.push(format!(
+                    "{} .pyc in {:.1}s{}",
+                    c.compiled,
+                    c.seconds,
+                    if c.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} .py did not compile: {})",
+                            c.failed.len(),
+                            c.failed.join("; ")
+                        )
+                    }
+                ));
+            }
+            if !what.is_empty() {
+                eprintln!(
+                    "==> layer {} ({}): {}",
+                    layer.name,
+                    target.platform.arch,
+                    what.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn arch_of(platform: &str) -> &str {

@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 a check that found a difference, 2 an error.
 
 mod build_cmd;
+mod check_cmd;
 mod diff_cmd;
 mod doctor_cmd;
 mod fetch_cmd;
@@ -47,6 +48,9 @@ pub enum Command {
     Diff(diff_cmd::DiffArgs),
     /// The main job: resolve (or --locked), fetch, install every layer, pack the image.
     Build(build_cmd::BuildArgs),
+    /// In the base's sandbox, import every top-level module and run every console script of
+    /// the installed layers, per platform; exit 1 on a failure the stack does not allow.
+    Check(check_cmd::CheckArgs),
     /// Copy every locked wheel and a PEP 503 tree into a folder, for air-gapped builds.
     Mirror(mirror_cmd::MirrorArgs),
     /// Which torch backends run on this host (NVIDIA driver, GPUs), and what `auto` picks.
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(args) => index_cmd::run(args),
         Command::Diff(args) => diff_cmd::run(args),
         Command::Build(args) => build_cmd::run(args, cli.quiet),
+        Command::Check(args) => check_cmd::run(args, cli.quiet),
         Command::Mirror(args) => mirror_cmd::run(args, cli.quiet),
         Command::Doctor(args) => doctor_cmd::run(args),
         Command::Fetch(args) => fetch_cmd::run(args, cli.quiet),

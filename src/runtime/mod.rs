@@ -8,7 +8,10 @@
 //! ([`venv`]) is written from the interpreter's answers. It must not resolve, fetch or pack,
 //! and it never registers binfmt handlers or reaches the network from the sandbox.
 
+pub mod check;
+pub mod compile;
 pub mod interpreter;
+pub mod prepare;
 pub mod sandbox;
 pub mod unpack;
 pub mod venv;

@@ -6,6 +6,7 @@ mod common;
 mod pack_support;
 
 mod build;
+mod check;
 mod cuda;
 mod diff;
 mod diff_real;

@@ -1,16 +1,11 @@
-"""The runtime check of tests/e2e.sh, run by the image's own Python 3.14 inside a chroot of
-the unpacked image, as `VENV/bin/python check.py ALLOW_LIST`.
+"""`comfypak check`, run by the image's own Python inside comfypak's sandbox (the layers stacked
+over the base, read-only, no network) as `VENV/bin/python check.py RESULT.json`.
 
 For every distribution installed in the venv's site-packages:
   - import every top-level module (from top_level.txt, else derived from RECORD), each in a
     worker process that keeps going after a module crashes the interpreter;
   - run every console script with --help (then --version), with a timeout.
-Prints the counts and one line per problem, and exits non-zero when a module fails to import
-(unless the allow-list names it, with a reason) or when a console script is missing or cannot
-be executed at all. A console script that runs but exits non-zero for both flags is listed, not
-failed: not every script has --help.
-
-Standard library only: nothing may be installed for the check itself.
+Writes what happened to RESULT.json; comfypak applies the stack's allow-list and reports.
 """
 
 import concurrent.futures
@@ -223,113 +218,42 @@ def run_script(venv, name):
     return {"script": name, "ok": False, "tried": tried}
 
 
-def read_allow_list(path):
-    allowed = {}
-    if path and os.path.exists(path):
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                module, sep, reason = line.partition(" ")
-                if not reason.strip():
-                    sys.exit(f"{path}:{number}: `{module}` has no reason; write `MODULE  reason`")
-                allowed[module] = reason.strip()
-    return allowed
-
-
 def main():
-    allow_path = sys.argv[1] if len(sys.argv) > 1 else None
-    allowed = read_allow_list(allow_path)
+    result_path = sys.argv[1]
     site = site_packages()
     venv = sys.prefix
     if sys.prefix == sys.base_prefix:
         sys.exit(f"{sys.executable} is not the venv's python (sys.prefix == sys.base_prefix == {sys.prefix})")
-    print(f"python {sys.version.split()[0]} at {sys.executable}, venv {venv}, site-packages {site}")
-
     dists = collect(site)
     modules = sorted({m for d in dists for m in d["modules"]})
-    owners = {}
-    for d in dists:
-        for m in d["modules"]:
-            owners.setdefault(m, []).append(d["name"])
-
     t = time.monotonic()
     results = import_all(modules)
-    # A failure in the shared worker may come from what an earlier module did to the process
-    # (imported the stdlib's copy of something, patched a global): retry each failure alone,
-    # in a fresh interpreter, and keep that result.
-    retried = []
+    # A failure in the shared worker may come from what an earlier module did to the process:
+    # retry each failure alone, in a fresh interpreter, and keep that result.
     for m in [m for m in modules if not results[m]["ok"]]:
         alone = import_all([m])[m]
-        if alone["ok"]:
-            retried.append(m)
+        alone["retried"] = True
         results[m] = alone
     import_seconds = time.monotonic() - t
-
     t = time.monotonic()
     scripts = sorted({s for d in dists for s in d["scripts"]})
     with concurrent.futures.ThreadPoolExecutor(SCRIPT_WORKERS) as pool:
         script_results = list(pool.map(lambda s: run_script(venv, s), scripts))
     script_seconds = time.monotonic() - t
-
-    ok = [m for m in modules if results[m]["ok"]]
-    failed = [m for m in modules if not results[m]["ok"] and m not in allowed]
-    allowed_failed = [m for m in modules if not results[m]["ok"] and m in allowed]
-    stale_allow = sorted(m for m in allowed if m not in modules or results[m]["ok"])
-    slow = sorted((r for r in results.values() if r.get("seconds", 0) >= 5), key=lambda r: -r["seconds"])
-
-    print()
-    print("distributions:")
-    for d in dists:
-        extra = f"  (top_level.txt also lists, not shipped: {', '.join(d['unshipped'])})" if d["unshipped"] else ""
-        print(f"  {d['name']} {d['version']}: {len(d['modules'])} modules from {d['source']}, {len(d['scripts'])} console scripts{extra}")
-    if slow:
-        print("slowest imports: " + ", ".join(f"{r['module']} {r['seconds']}s" for r in slow[:8]))
-    if retried:
-        print("imported only in a fresh interpreter (failed after other imports): " + ", ".join(retried))
-    if allowed_failed:
-        print("failed to import, allowed (tests/e2e/import-allow.txt):")
-        for m in allowed_failed:
-            print(f"  {m} ({', '.join(owners[m])}): {results[m]['error']}\n      allowed because: {allowed[m]}")
-    if stale_allow:
-        print("allow-list entries that are not needed (remove them): " + ", ".join(stale_allow))
-    if failed:
-        print("FAILED to import:")
-        for m in failed:
-            print(f"  {m} ({', '.join(owners[m])}): {results[m]['error']}")
-    broken = [r for r in script_results if r.get("broken")]
-    no_flag = [r for r in script_results if not r["ok"] and not r.get("broken")]
-    if no_flag:
-        print("console scripts that ran but exit non-zero for --help and --version:")
-        for r in no_flag:
-            print(f"  {r['script']}: " + " | ".join(r["tried"]))
-    if broken:
-        print("BROKEN console scripts:")
-        for r in broken:
-            print(f"  {r['script']}: {r['broken']}")
-
-    print()
-    print(f"distributions:            {len(dists)}")
-    print(f"top-level modules:        {len(modules)}")
-    print(f"modules imported:         {len(ok)}  ({import_seconds:.0f}s)")
-    print(f"modules failed (allowed): {len(allowed_failed)}" + (f"  ({', '.join(allowed_failed)})" if allowed_failed else ""))
-    print(f"modules failed:           {len(failed)}" + (f"  ({', '.join(failed)})" if failed else ""))
-    print(f"console scripts:          {len(scripts)}")
-    print(f"console scripts exit 0:   {sum(r['ok'] for r in script_results)}  ({script_seconds:.0f}s)")
-    print(f"console scripts broken:   {len(broken)}")
-    summary = {
-        "distributions": len(dists),
-        "modules": len(modules),
-        "imported": len(ok),
-        "failed_allowed": allowed_failed,
-        "failed": failed,
-        "scripts": len(scripts),
-        "scripts_ok": sum(r["ok"] for r in script_results),
-        "scripts_broken": [r["script"] for r in broken],
+    out = {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "venv": venv,
+        "site_packages": site,
+        "distributions": dists,
+        "imports": [results[m] for m in modules],
+        "scripts": script_results,
+        "import_seconds": round(import_seconds, 2),
+        "script_seconds": round(script_seconds, 2),
     }
-    print("SUMMARY " + json.dumps(summary))
-    sys.exit(1 if failed or broken else 0)
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.replace(result_path + ".tmp", result_path)
 
 
 if __name__ == "__main__":

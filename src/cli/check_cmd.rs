@@ -1,0 +1,189 @@
+//! `comfypak check`: the in-image check as a command. For each platform, the installed layers
+//! stacked on the base, in the sandbox: every top-level module imported, every console script
+//! run with `--help`/`--version`. Thin: the work is `runtime::check`; this maps flags, finds
+//! the layer folders and prints (text or `--json`). Exit 1 on an unexpected failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::cache::Cache;
+use crate::runtime::check::{check, CheckReport};
+use crate::runtime::{Base, Runtime, RuntimeOptions};
+use crate::stack::Stack;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The stack folder (holding stack.toml; its `[check] allow` lists allowed failures).
+    #[arg(long, default_value = "pak")]
+    pub stack: PathBuf,
+    /// The build output: layers in OUT/layers (one platform) or OUT/<arch>/layers.
+    #[arg(long, default_value = "build")]
+    pub out: PathBuf,
+    /// The base (OCI image layout or root folder; default: the stack's `[base]`).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// x86_64, aarch64 or all (the stack's platforms).
+    #[arg(long, default_value = "all")]
+    pub platform: String,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds the whole check of one platform may take.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// Cache folder (unpacked bases; default: COMFYPAK_CACHE_DIR, else $XDG_CACHE_HOME/comfypak).
+    #[arg(long, env = "COMFYPAK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let stack = Stack::load(&args.stack)?;
+    let base = args
+        .base
+        .clone()
+        .or_else(|| stack.base.clone())
+        .context("no base to check in: pass --base (an OCI image layout or a root folder) or set [base] path in stack.toml")?;
+    let base = Base::from_path(&base)?;
+    let targets = stack.target.targets();
+    let chosen: Vec<_> = targets
+        .iter()
+        .filter(|t| {
+            args.platform == "all"
+                || t.platform.arch.as_str() == args.platform
+                || t.platform.to_string() == args.platform
+        })
+        .collect();
+    if chosen.is_empty() {
+        anyhow::bail!(
+            "the stack has no platform `{}` (it has {})",
+            args.platform,
+            targets
+                .iter()
+                .map(|t| t.platform.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let cache_dir = Cache::default_root(args.cache_dir.as_deref());
+    let options = RuntimeOptions {
+        cache_dir: cache_dir.clone(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let mut reports = Vec::new();
+    for target in chosen {
+        let arch = target.platform.arch.as_str();
+        let out = if targets.len() == 1 {
+            args.out.clone()
+        } else {
+            args.out.join(arch)
+        };
+        let layers = layer_dirs(&stack, &out)?;
+        let runtime = Runtime::for_platform(&base, target, &stack.target.venv, &options)?;
+        let work = cache_dir
+            .join("runtime/check")
+            .join(format!("{}-{}", std::process::id(), arch));
+        let report = check(&runtime, &layers, &stack.check_allow, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        let report = report.with_context(|| format!("checking {arch}"))?;
+        if !args.json && !quiet {
+            print!("{}", render(&report));
+        }
+        reports.push(report);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(if reports.iter().all(CheckReport::passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The installed layers under `out/layers`, in the stack's order (most stable first).
+fn layer_dirs(stack: &Stack, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dirs: Vec<PathBuf> = stack
+        .layers
+        .iter()
+        .map(|l| out.join("layers").join(&l.name))
+        .filter(|d| d.is_dir())
+        .collect();
+    if dirs.is_empty() {
+        anyhow::bail!(
+            "no installed layers in {}\n  = help: run `comfypak build` (or `comfypak install --all`) first",
+            out.join("layers").display()
+        );
+    }
+    Ok(dirs)
+}
+
+fn render(r: &CheckReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "check {} (base {}): python {} at {}, venv {}\n",
+        r.platform, r.base, r.python, r.executable, r.venv
+    ));
+    out.push_str("distributions:\n");
+    for d in &r.distributions {
+        out.push_str(&format!(
+            "  {} {}: {} modules from {}, {} console scripts{}\n",
+            d.name,
+            d.version,
+            d.modules.len(),
+            d.source,
+            d.scripts.len(),
+            if d.unshipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  (top_level.txt also lists, not shipped: {})",
+                    d.unshipped.join(", ")
+                )
+            }
+        ));
+    }
+    if !r.allowed.is_empty() {
+        out.push_str("failed, allowed by [check] allow:\n");
+        for a in &r.allowed {
+            out.push_str(&format!(
+                "  {}: {}\n      allowed because: {}\n",
+                a.name, a.error, a.reason
+            ));
+        }
+    }
+    if !r.stale_allow.is_empty() {
+        out.push_str(&format!(
+            "allow-list entries nothing needed on {} (remove them if no platform does): {}\n",
+            r.platform,
+            r.stale_allow.join(", ")
+        ));
+    }
+    if !r.failures.is_empty() {
+        out.push_str("FAILED:\n");
+        for f in &r.failures {
+            out.push_str(&format!("  {f}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "distributions {}, modules {} ({} imported in {:.0}s, {} allowed failures), console scripts {} ({} ok in {:.0}s), unexpected failures {}\n",
+        r.distributions.len(),
+        r.imports.len(),
+        r.imported(),
+        r.import_seconds,
+        r.allowed.len(),
+        r.scripts.len(),
+        r.scripts_ok(),
+        r.script_seconds,
+        r.failures.len()
+    ));
+    out.push_str(if r.passed() {
+        "check: OK\n"
+    } else {
+        "check: FAILED\n"
+    });
+    out
+}

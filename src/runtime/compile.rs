@@ -1,0 +1,223 @@
+//! Bytecode for an installed layer, compiled by the target interpreter in the sandbox.
+//!
+//! Owns the compile step after install: every `.py` under the layer's site-packages is
+//! compiled by the base's CPython into `__pycache__` as unchecked-hash `.pyc` (PEP 552: no
+//! mtime inside, so the bytes depend only on the source and the interpreter), with the path it
+//! will have in the image as the code's file name; then each distribution's RECORD lists the
+//! `.pyc` files of its `.py` files, as pip lists them. It must not change the installed `.py`
+//! files nor anything outside the layer's site-packages.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Runtime, RuntimeError, WORK_DIR};
+use crate::install::record::{parse_record, render_record, sha256_b64};
+
+/// Compiles every `.py` below `argv[1]` naming them as below `argv[2]`; prints
+/// `compiled N failed M` and then one failure per line.
+const COMPILE: &str = r#"
+import compileall, os, py_compile, sys
+work, shown = sys.argv[1], sys.argv[2]
+files = []
+for top, dirs, names in os.walk(work):
+    dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+    files += [os.path.join(top, n) for n in sorted(names) if n.endswith(".py")]
+failed = []
+def one(path):
+    rel = os.path.relpath(path, work)
+    try:
+        py_compile.compile(path, dfile=os.path.join(shown, rel), doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        return None
+    except py_compile.PyCompileError as e:
+        return rel + ": " + str(e.exc_value).splitlines()[0]
+workers = int(sys.argv[3])
+if workers > 1 and len(files) > 64:
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(one, files, chunksize=64))
+else:
+    results = [one(f) for f in files]
+failed = [r for r in results if r]
+print("compiled", len(files) - len(failed), "failed", len(failed))
+for f in failed:
+    print(f)
+"#;
+
+/// What compiling a layer did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompileReport {
+    /// `.pyc` files written.
+    pub compiled: usize,
+    /// `.py` files that did not compile (syntax errors; kept without bytecode, as pip does).
+    pub failed: Vec<String>,
+    /// RECORD rows added.
+    pub recorded: usize,
+    pub seconds: f64,
+}
+
+/// Compiles the layer at `layer_dir` (holding the venv at its image path) with `runtime`'s
+/// interpreter and adds the `.pyc` files to the RECORDs. A layer without site-packages has
+/// nothing to compile.
+pub fn compile_layer(
+    runtime: &Runtime,
+    layer_dir: &Path,
+    workers: usize,
+) -> Result<CompileReport, RuntimeError> {
+    let started = std::time::Instant::now();
+    let purelib = runtime
+        .interpreter
+        .paths
+        .get("purelib")
+        .cloned()
+        .ok_or_else(|| RuntimeError::Python {
+            interpreter: runtime.interpreter.path.clone(),
+            doing: "naming the venv's site-packages".to_string(),
+            code: 0,
+            stderr: "sysconfig has no purelib path".to_string(),
+        })?;
+    let site = layer_dir.join(purelib.trim_start_matches('/'));
+    if !site.is_dir() {
+        return Ok(CompileReport::default());
+    }
+    let output = runtime.run(
+        &[
+            runtime.interpreter.path.clone(),
+            "-I".to_string(),
+            "-c".to_string(),
+            COMPILE.to_string(),
+            WORK_DIR.to_string(),
+            purelib.clone(),
+            workers.max(1).to_string(),
+        ],
+        &[],
+        Some(&site),
+        b"",
+    )?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    let summary: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+    let (compiled, failed_count) = match summary.as_slice() {
+        ["compiled", n, "failed", m] if output.code == 0 => (
+            n.parse::<usize>().unwrap_or(0),
+            m.parse::<usize>().unwrap_or(0),
+        ),
+        _ => {
+            return Err(RuntimeError::Python {
+                interpreter: runtime.interpreter.path.clone(),
+                doing: format!("compiling {}", site.display()),
+                code: output.code,
+                stderr: output.stderr_tail(),
+            })
+        }
+    };
+    let failed: Vec<String> = lines.take(failed_count).map(str::to_string).collect();
+    let tag = runtime
+        .interpreter
+        .cache_tag
+        .clone()
+        .unwrap_or_else(|| "cpython-314".to_string());
+    let recorded = record_bytecode(&site, &tag)?;
+    Ok(CompileReport {
+        compiled,
+        failed,
+        recorded,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `dir/__pycache__/name.TAG.pyc` for `dir/name.py`.
+pub fn pyc_path(py: &str, tag: &str) -> Option<String> {
+    let stem = py.strip_suffix(".py")?;
+    Some(match stem.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/__pycache__/{name}.{tag}.pyc"),
+        None => format!("__pycache__/{stem}.{tag}.pyc"),
+    })
+}
+
+/// Adds a row for the `.pyc` of each `.py` row of every RECORD under `site`; returns how many.
+pub fn record_bytecode(site: &Path, tag: &str) -> Result<usize, RuntimeError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RuntimeError::Io { path, source }
+    };
+    let mut added = 0;
+    let mut entries: Vec<_> = fs::read_dir(site)
+        .map_err(io(site))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dist-info"))
+        .collect();
+    entries.sort();
+    for dist_info in entries {
+        let record = dist_info.join("RECORD");
+        let Ok(text) = fs::read_to_string(&record) else {
+            continue;
+        };
+        let rows = parse_record(&text).map_err(|(line, message)| RuntimeError::Io {
+            path: record.clone(),
+            source: std::io::Error::other(format!("line {line}: {message}")),
+        })?;
+        let listed: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.path.as_str()).collect();
+        let mut out: Vec<(String, Option<String>, Option<u64>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    r.hash
+                        .as_ref()
+                        .filter(|(alg, _)| alg == "sha256")
+                        .map(|(_, h)| h.clone()),
+                    r.size,
+                )
+            })
+            .collect();
+        let mut new_rows = Vec::new();
+        for row in &rows {
+            if row.path.starts_with("../") || row.path.starts_with('/') {
+                continue;
+            }
+            let Some(pyc) = pyc_path(&row.path, tag) else {
+                continue;
+            };
+            if listed.contains(pyc.as_str()) {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(site.join(&pyc)) {
+                new_rows.push((pyc, Some(sha256_b64(&bytes)), Some(bytes.len() as u64)));
+            }
+        }
+        if new_rows.is_empty() {
+            continue;
+        }
+        added += new_rows.len();
+        out.extend(new_rows);
+        let tmp = dist_info.join(".RECORD.tmp");
+        fs::write(&tmp, render_record(&mut out)).map_err(io(&tmp))?;
+        fs::rename(&tmp, &record).map_err(io(&record))?;
+    }
+    Ok(added)
+}
+
+/// How long a compile may take: generous, since qemu is slow.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyc_names() {
+        assert_eq!(
+            pyc_path("pkg/mod.py", "cpython-314").as_deref(),
+            Some("pkg/__pycache__/mod.cpython-314.pyc")
+        );
+        assert_eq!(
+            pyc_path("top.py", "cpython-314").as_deref(),
+            Some("__pycache__/top.cpython-314.pyc")
+        );
+        assert_eq!(pyc_path("pkg/data.json", "cpython-314"), None);
+    }
+}

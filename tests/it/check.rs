@@ -1,0 +1,286 @@
+//! The fixture-scale runtime job, as a user runs it: `comfypak build --base ROOT` of a small
+//! two-layer stack (wheels built here, a file:// index) on the Debian root with CPython 3.14
+//! (tests/it/runtime.rs says where it comes from), so the lowest layer gets the venv skeleton
+//! and every layer unchecked-hash bytecode listed in RECORD; two builds give the same bytes;
+//! then `comfypak check` imports and runs what was installed, with an allow-list, in text and
+//! JSON, and fails on what the list does not allow.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use comfypak_testkit::{FixtureIndex, WheelSpec};
+
+use super::common::write_index_definitions;
+use super::runtime::debian_root;
+
+fn comfypak(args: &[&str], cwd: &Path, cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(args)
+        .current_dir(cwd)
+        .env("COMFYPAK_CACHE_DIR", cache)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The stack: `stable` holds demo-base (a console script that answers --help), `deps` holds
+/// demo-app (depends on demo-base, has a file with a syntax error) and demo-bad (fails at
+/// import; its script exits 1).
+fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
+    let index = FixtureIndex::builder()
+        .wheel(
+            WheelSpec::new("demo-base", "1.0")
+                .no_stub_module()
+                .file(
+                    "demo_base/__init__.py",
+                    "def main():\n    print('demo-base ok')\n    return 0\n",
+                )
+                .file("demo_base/util.py", "VALUE = 1\n")
+                .entry_points("[console_scripts]\ndemo-base = demo_base:main\n"),
+        )
+        .wheel(
+            WheelSpec::new("demo-app", "2.0")
+                .requires("demo-base>=1")
+                .no_stub_module()
+                .file("demo_app/__init__.py", "from demo_base.util import VALUE\n")
+                .file("demo_app/template_src.py", "def broken(:\n"),
+        )
+        .wheel(
+            WheelSpec::new("demo-bad", "0.1")
+                .no_stub_module()
+                .file("demo_bad/__init__.py", "import not_installed_anywhere\n")
+                .file(
+                    "demo_bad_cli.py",
+                    "import sys\ndef main():\n    sys.exit(1)\n",
+                )
+                .entry_points("[console_scripts]\ndemo-bad = demo_bad_cli:main\n"),
+        )
+        .build();
+    index.write_simple_tree(dir.join("index")).unwrap();
+    let url = url::Url::from_directory_path(dir.join("index/simple")).unwrap();
+    write_index_definitions(
+        dir,
+        &[
+            ("pypi", url.as_str(), "simple"),
+            ("pytorch-cu130", url.as_str(), "simple"),
+        ],
+    );
+    let pak = dir.join("pak");
+    std::fs::create_dir_all(&pak).unwrap();
+    std::fs::write(pak.join("base.txt"), "demo-base\n").unwrap();
+    std::fs::write(pak.join("deps.txt"), "demo-app\ndemo-bad\n").unwrap();
+    std::fs::write(
+        pak.join("stack.toml"),
+        format!(
+            "[stack]\nname = \"demo\"\nindex-dir = \"../indexes\"\n\n[target]\npython = \"3.14\"\n\
+             platforms = [\"manylinux_2_39_x86_64\"]\nvenv = \"/opt/venv\"\n\
+             torch-backend = \"cpu\"\n\n[indexes]\ndefault = [\"pypi\"]\n\n\
+             [[layer]]\nname = \"stable\"\npaks = [\"base.txt\"]\n\n\
+             [[layer]]\nname = \"deps\"\npaks = [\"deps.txt\"]\n\n[check.allow]\n{allow}"
+        ),
+    )
+    .unwrap();
+    pak
+}
+
+fn build(dir: &Path, pak: &Path, out: &str, root: &Path, cache: &Path) -> Output {
+    comfypak(
+        &[
+            "build",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            out,
+            "--lock",
+            "pylock.toml",
+            "--base",
+            root.to_str().unwrap(),
+        ],
+        dir,
+        cache,
+    )
+}
+
+/// Every file below `dir` (relative path, bytes or link target).
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((rel, target.display().to_string().into_bytes()));
+            } else {
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn build_on_a_python_base_then_check() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pak = fixture_stack(
+        dir.path(),
+        "demo_bad = \"imports a module no distribution ships (the test's upstream fault)\"\n\
+         unused_entry = \"nothing fails like this any more\"\n",
+    );
+
+    let first = build(dir.path(), &pak, "out1", &root, &cache);
+    assert!(first.status.success(), "{}", text(&first));
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        log.contains("venv skeleton for /usr/bin/python3.14 3.14."),
+        "{log}"
+    );
+    assert!(
+        log.contains("1 .py did not compile: demo_app/template_src.py"),
+        "{log}"
+    );
+
+    // The skeleton in the lowest layer only.
+    let stable = dir.path().join("out1/layers/stable/opt/venv");
+    let deps = dir.path().join("out1/layers/deps/opt/venv");
+    assert!(stable.join("pyvenv.cfg").is_file());
+    assert_eq!(
+        std::fs::read_link(stable.join("bin/python")).unwrap(),
+        Path::new("/usr/bin/python3.14")
+    );
+    assert!(!deps.join("pyvenv.cfg").exists());
+
+    // Bytecode: unchecked-hash pycs (PEP 552 flags = 0b01) named as in the image, in RECORD.
+    let site = deps.join("lib/python3.14/site-packages");
+    let pyc = std::fs::read(site.join("demo_app/__pycache__/__init__.cpython-314.pyc")).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(pyc[4..8].try_into().unwrap()),
+        0b01,
+        "unchecked-hash flags"
+    );
+    assert!(
+        pyc.windows(b"/opt/venv/lib/python3.14/site-packages/demo_app/__init__.py".len())
+            .any(|w| w == b"/opt/venv/lib/python3.14/site-packages/demo_app/__init__.py"),
+        "the code names its file as it is in the image"
+    );
+    assert!(!site
+        .join("demo_app/__pycache__/template_src.cpython-314.pyc")
+        .exists());
+    let record = std::fs::read_to_string(site.join("demo_app-2.0.dist-info/RECORD")).unwrap();
+    let row = record
+        .lines()
+        .find(|l| l.starts_with("demo_app/__pycache__/__init__.cpython-314.pyc,sha256="))
+        .unwrap_or_else(|| panic!("no pyc row in RECORD:\n{record}"));
+    assert!(row.ends_with(&format!(",{}", pyc.len())), "{row}");
+    let bad_record = std::fs::read_to_string(site.join("demo_bad-0.1.dist-info/RECORD")).unwrap();
+    assert!(
+        bad_record.contains("__pycache__/demo_bad_cli.cpython-314.pyc,sha256="),
+        "{bad_record}"
+    );
+
+    // A second build compiles the same bytes: the layers (and so the image) are identical.
+    let second = build(dir.path(), &pak, "out2", &root, &cache);
+    assert!(second.status.success(), "{}", text(&second));
+    for layer in ["stable", "deps"] {
+        let a = tree(&dir.path().join("out1/layers").join(layer));
+        let b = tree(&dir.path().join("out2/layers").join(layer));
+        assert_eq!(a.len(), b.len(), "{layer}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x == y, "{layer}: {} differs between two builds", x.0);
+        }
+    }
+
+    // The check: demo_bad is allowed, the demo-bad script exiting 1 is not.
+    let check = |json: bool| {
+        let mut args = vec![
+            "check",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out1",
+            "--base",
+            root.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        comfypak(&args, dir.path(), &cache)
+    };
+    let out = check(false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout.contains("demo-base 1.0: 1 modules from RECORD, 1 console scripts"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("demo_bad: import failed: ModuleNotFoundError"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("allowed because: imports a module no distribution ships"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED:\n  demo-bad: console script: --help: exit 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("nothing needed on x86_64 (remove them if no platform does): unused_entry"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("check: FAILED"), "{stdout}");
+
+    let out = check(true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &reports[0];
+    assert_eq!(report["platform"], "x86_64");
+    let imported: Vec<&str> = report["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["ok"] == true)
+        .map(|i| i["module"].as_str().unwrap())
+        .collect();
+    assert_eq!(imported, ["demo_app", "demo_bad_cli", "demo_base"]);
+    assert_eq!(report["failures"].as_array().unwrap().len(), 1, "{report}");
+
+    // With the script allowed too, the check passes.
+    let pak = fixture_stack(
+        dir.path(),
+        "demo_bad = \"imports a module no distribution ships\"\n\
+         demo-bad = \"exits 1 whatever it is asked\"\n",
+    );
+    let out = comfypak(
+        &[
+            "check",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out1",
+            "--base",
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check: OK"));
+}
