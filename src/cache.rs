@@ -1,19 +1,25 @@
 //! The on-disk cache: index pages with their HTTP validators, wheel metadata by the wheel's
-//! sha256, and (later) wheels themselves.
+//! sha256, whole wheels (`wheels/v1/<sha[..2]>/<sha>/<file>`), and the entry locks and temp
+//! names every stage that writes into the cache uses.
 //!
 //! Owns the cache location (`--cache-dir`, `COMFYPAK_CACHE_DIR`, `$XDG_CACHE_HOME/comfypak`,
-//! `~/.cache/comfypak`), the entry formats, and atomic writes: every entry is written to a
-//! temporary file in the cache, flushed, then renamed into place, so a killed process never
-//! leaves a torn entry. It must not decide freshness policy for a caller beyond reporting
-//! what an entry says, and it must not talk to the network.
+//! `~/.cache/comfypak`), the entry formats, per-entry advisory locks ([`EntryLock`],
+//! [`Cache::entry_lock_path`]) so several processes can share one cache, temp names
+//! ([`Cache::unique_temp_path`], [`Cache::remove_stale_temps`]), and atomic writes through
+//! [`crate::fsutil`], so a killed process never leaves a torn entry. Entry paths are built
+//! only from validated values ([`Sha256Hex`], [`SafeFileName`]). It must not decide
+//! freshness policy for a caller beyond reporting what an entry says, and it must not talk
+//! to the network.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::digest::Sha256Hex;
+use crate::filename::SafeFileName;
 
 /// Bump when an entry format changes; old entries are then ignored, not misread.
 const FORMAT: &str = "v1";
@@ -107,27 +113,18 @@ impl Cache {
         }
     }
 
-    /// Writes `bytes` to `path` atomically: temp file in the cache, flush, rename.
+    /// Writes `bytes` to `path` atomically: temp file in the cache's `tmp/`, fsync, rename,
+    /// fsync of the folder.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         let tmp_dir = self.root.join("tmp");
         std::fs::create_dir_all(&tmp_dir).map_err(Self::io(&tmp_dir))?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(Self::io(parent))?;
-        }
-        let tmp = tmp_dir.join(format!(
-            "{}-{}-{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
+        let tmp = self.unique_temp_path("write", "tmp");
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(bytes)?;
+            std::io::Write::write_all(&mut file, bytes)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, path)
+            drop(file);
+            crate::fsutil::persist(&tmp, path)
         })();
         if let Err(source) = result {
             let _ = std::fs::remove_file(&tmp);
@@ -137,6 +134,37 @@ impl Cache {
             });
         }
         Ok(())
+    }
+
+    /// The lock file guarding the cache entry of `kind` (`wheels`, `unpacked`) for `sha256`.
+    pub fn entry_lock_path(&self, kind: &str, sha256: &Sha256Hex) -> PathBuf {
+        self.root
+            .join("locks")
+            .join(kind)
+            .join(format!("{sha256}.lock"))
+    }
+
+    /// A name in `<cache>/tmp` unique to this process: `<key>.<pid>.<n>.<suffix>`.
+    pub fn unique_temp_path(&self, key: &str, suffix: &str) -> PathBuf {
+        self.root.join("tmp").join(format!(
+            "{key}.{}.{}.{suffix}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Removes `<cache>/tmp/<key>.*` left by killed processes. Call only while holding the
+    /// entry's lock: then no live process can be writing them.
+    pub fn remove_stale_temps(&self, key: &str) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        let prefix = format!("{key}.");
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = crate::fsutil::remove_any(&entry.path());
+            }
+        }
     }
 
     fn page_path(&self, url: &str) -> PathBuf {
@@ -187,28 +215,51 @@ impl Cache {
     }
 
     /// Where a whole wheel with this sha256 is kept.
-    pub fn wheel_path(&self, sha256: &str, filename: &str) -> PathBuf {
-        let sha = sha256.to_ascii_lowercase();
+    pub fn wheel_path(&self, sha256: &Sha256Hex, filename: &SafeFileName) -> PathBuf {
         self.root
             .join("wheels")
             .join(FORMAT)
-            .join(&sha[..2.min(sha.len())])
-            .join(&sha)
-            .join(filename)
+            .join(&sha256[..2])
+            .join(sha256.as_str())
+            .join(filename.as_str())
+    }
+}
+
+/// An exclusive advisory lock on one cache entry, held until dropped. The kernel releases
+/// it when the process dies, so a killed process never blocks the next one.
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: std::fs::File,
+}
+
+impl EntryLock {
+    /// Blocks until the lock at `path` is ours (creating the lock file when needed).
+    pub fn acquire(path: &Path) -> std::io::Result<EntryLock> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        file.lock()?;
+        Ok(EntryLock { _file: file })
     }
 }
 
 /// What wheel metadata is keyed by: the wheel's sha256 when the index gives it, else its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataKey {
-    Sha256(String),
+    Sha256(Sha256Hex),
     Url(String),
 }
 
 impl MetadataKey {
     fn as_file_stem(&self) -> String {
         match self {
-            MetadataKey::Sha256(sha) => sha.to_ascii_lowercase(),
+            MetadataKey::Sha256(sha) => sha.to_string(),
             MetadataKey::Url(url) => format!("url-{}", hex::encode(Sha256::digest(url.as_bytes()))),
         }
     }
@@ -280,7 +331,7 @@ mod tests {
     fn metadata_keys() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let key = MetadataKey::Sha256("AB".repeat(32));
+        let key = MetadataKey::Sha256(Sha256Hex::parse(&"ab".repeat(32)).unwrap());
         cache.write_metadata(&key, b"Name: x\n").unwrap();
         assert_eq!(cache.read_metadata(&key).unwrap(), b"Name: x\n");
         let url_key = MetadataKey::Url("http://127.0.0.1/x.whl".into());

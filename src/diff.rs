@@ -103,7 +103,12 @@ fn wheel_set(packages: &[&LockedPackage]) -> BTreeSet<(String, String)> {
     packages
         .iter()
         .flat_map(|p| p.wheels.iter())
-        .map(|w| (w.name.clone(), w.sha256().unwrap_or("").to_string()))
+        .map(|w| {
+            (
+                w.name.to_string(),
+                w.sha256().map(|s| s.to_string()).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -163,7 +168,7 @@ pub fn diff(old: &Lock, new: &Lock) -> LockDiff {
         .packages
         .iter()
         .flat_map(|p| p.wheels.iter())
-        .filter_map(|w| w.sha256().map(str::to_string))
+        .filter_map(|w| w.sha256().map(|s| s.to_string()))
         .collect();
 
     let mut layers = Vec::new();
@@ -188,7 +193,7 @@ pub fn diff(old: &Lock, new: &Lock) -> LockDiff {
             download_bytes += after
                 .iter()
                 .flat_map(|p| p.wheels.iter())
-                .filter(|w| w.sha256().is_none_or(|s| !old_wheels.contains(s)))
+                .filter(|w| w.sha256().is_none_or(|s| !old_wheels.contains(s.as_str())))
                 .map(|w| w.size.unwrap_or(0))
                 .sum::<u64>();
             let change = |kind, detail: Option<String>| PackageChange {

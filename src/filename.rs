@@ -243,6 +243,128 @@ impl FromStr for WheelFilename {
     }
 }
 
+/// Why a file name cannot be used as one path component.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("file name {shown:?} is refused: {reason}")]
+pub struct UnsafeFileName {
+    /// The name as written, cut to a readable length.
+    pub shown: String,
+    pub reason: String,
+}
+
+/// A wheel's file name checked to be safe as a single path component: printable ASCII,
+/// no `/`, `\`, NUL or leading `.`, at most 255 bytes, and a wheel name that parses.
+/// Cache paths and install paths are built only from this type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct SafeFileName(String);
+
+impl SafeFileName {
+    /// Checks `value` (see the type's doc).
+    pub fn parse(value: &str) -> Result<Self, UnsafeFileName> {
+        let fail = |reason: &str| UnsafeFileName {
+            shown: crate::digest::shown(value, 120),
+            reason: reason.to_string(),
+        };
+        if value.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        if value.len() > 255 {
+            return Err(fail("it is longer than 255 bytes"));
+        }
+        if !value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(fail("only printable ASCII without spaces is accepted"));
+        }
+        if value.contains(['/', '\\']) {
+            return Err(fail("it contains a path separator"));
+        }
+        if value.starts_with('.') {
+            return Err(fail("it starts with `.`"));
+        }
+        parse_wheel(value).map_err(|e| fail(&e.to_string()))?;
+        Ok(SafeFileName(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SafeFileName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SafeFileName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for SafeFileName {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
+impl fmt::Display for SafeFileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for SafeFileName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SafeFileName {
+    type Error = UnsafeFileName;
+    fn try_from(value: String) -> Result<Self, UnsafeFileName> {
+        SafeFileName::parse(&value)
+    }
+}
+
+impl From<SafeFileName> for String {
+    fn from(value: SafeFileName) -> String {
+        value.0
+    }
+}
+
+impl FromStr for SafeFileName {
+    type Err = UnsafeFileName;
+    fn from_str(value: &str) -> Result<Self, UnsafeFileName> {
+        SafeFileName::parse(value)
+    }
+}
+
+impl PartialEq<str> for SafeFileName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for SafeFileName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for SafeFileName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<SafeFileName> for String {
+    fn eq(&self, other: &SafeFileName) -> bool {
+        *self == other.0
+    }
+}
+
 /// The name and version parts of a wheel filename as written (`Pillow`, `12.0.0`), read
 /// without parsing the rest; None when the name is not shaped like a wheel's.
 pub fn wheel_name_version(filename: &str) -> Option<(&str, &str)> {

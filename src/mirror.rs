@@ -56,12 +56,15 @@ pub fn write_mirror(dir: &Path, wheels: &[MirrorWheel]) -> Result<MirrorReport, 
     for w in wheels {
         let target = files_dir.join(&w.wheel.filename);
         if !target.exists() {
-            let tmp = files_dir.join(format!(".{}.{}.tmp", w.wheel.filename, std::process::id()));
+            let tmp = crate::fsutil::temp_sibling(&target);
             // A hard link shares the cache's verified bytes; copy when linking is not possible.
             if std::fs::hard_link(&w.wheel.path, &tmp).is_err() {
                 std::fs::copy(&w.wheel.path, &tmp).map_err(io(&tmp))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&tmp))?;
             }
-            std::fs::rename(&tmp, &target).map_err(io(&target))?;
+            crate::fsutil::persist(&tmp, &target).map_err(io(&target))?;
         }
         bytes += w.wheel.size;
         projects
@@ -115,10 +118,5 @@ fn percent_encode_filename(name: &str) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::fsutil::write_atomic(path, bytes).map_err(io(path))
 }

@@ -16,7 +16,6 @@ pub mod select;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CONTENT_RANGE, RANGE};
@@ -24,7 +23,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, EntryLock};
+use crate::digest::Sha256Hex;
+use crate::filename::SafeFileName;
 use crate::http::{parse_content_range, redact, HttpClient, HttpError};
 use progress::{FileProgress, Progress, ProgressMode};
 pub use select::{select_wheels, targets_for, SelectError, SelectedWheel};
@@ -50,10 +51,9 @@ impl std::fmt::Display for WheelLocation {
 /// One wheel to fetch: where from, and what it must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelSource {
-    pub filename: String,
+    pub filename: SafeFileName,
     pub location: WheelLocation,
-    /// Lowercase hex sha256.
-    pub sha256: String,
+    pub sha256: Sha256Hex,
     pub size: Option<u64>,
 }
 
@@ -96,7 +96,7 @@ impl WheelSource {
         Ok(WheelSource {
             filename: wheel.name.clone(),
             location,
-            sha256: selected.sha256().to_ascii_lowercase(),
+            sha256: selected.sha256().clone(),
             size: wheel.size,
         })
     }
@@ -116,8 +116,8 @@ pub enum FetchOutcome {
 /// A verified wheel in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedWheel {
-    pub filename: String,
-    pub sha256: String,
+    pub filename: SafeFileName,
+    pub sha256: Sha256Hex,
     pub size: u64,
     /// The cache entry: `Cache::wheel_path(sha256, filename)`.
     pub path: PathBuf,
@@ -148,37 +148,43 @@ impl Default for FetchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{filename} (sha256 {sha256}) is not in the cache, and --offline forbids downloading it\n  = help: run `comfypak fetch` once with network access to fill the cache")]
-    NotCached { filename: String, sha256: String },
+    NotCached {
+        filename: SafeFileName,
+        sha256: Sha256Hex,
+    },
     #[error("{filename} from {source_location}: sha256 mismatch: expected {expected}, received {actual}; the download was discarded and nothing was cached\n  = help: the server sent other bytes than the lock records; if the file legitimately changed upstream, re-create the lock with `comfypak resolve`")]
     HashMismatch {
-        filename: String,
+        filename: SafeFileName,
         source_location: String,
-        expected: String,
-        actual: String,
+        expected: Sha256Hex,
+        actual: Sha256Hex,
     },
     #[error("{filename} from {source_location}: the lock says {expected} bytes, received {actual}; the download was discarded and nothing was cached")]
     SizeMismatch {
-        filename: String,
+        filename: SafeFileName,
         source_location: String,
         expected: u64,
         actual: u64,
     },
     #[error("{filename}: {source}")]
     Http {
-        filename: String,
+        filename: SafeFileName,
         #[source]
         source: HttpError,
     },
     #[error("{filename} from {url}: the connection kept failing ({message}); gave up after {attempts} attempts with {received} bytes received")]
     Interrupted {
-        filename: String,
+        filename: SafeFileName,
         url: String,
         message: String,
         attempts: u32,
         received: u64,
     },
     #[error("{filename}: {message}")]
-    BadLocation { filename: String, message: String },
+    BadLocation {
+        filename: SafeFileName,
+        message: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -193,69 +199,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     move |source| FetchError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// An exclusive advisory lock on one cache entry, held until dropped. The kernel releases
-/// it when the process dies, so a killed process never blocks the next one.
-#[derive(Debug)]
-pub struct EntryLock {
-    _file: std::fs::File,
-}
-
-impl EntryLock {
-    /// Blocks until the lock at `path` is ours (creating the lock file when needed).
-    pub fn acquire(path: &Path) -> std::io::Result<EntryLock> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        file.lock()?;
-        Ok(EntryLock { _file: file })
-    }
-}
-
-/// The lock file guarding the cache entry of `kind` (`wheels`, `unpacked`) for `sha256`.
-pub fn entry_lock_path(cache: &Cache, kind: &str, sha256: &str) -> PathBuf {
-    cache
-        .root()
-        .join("locks")
-        .join(kind)
-        .join(format!("{sha256}.lock"))
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A name in `<cache>/tmp` unique to this process: `<key>.<pid>.<n>.<suffix>`.
-pub fn unique_temp_path(cache: &Cache, key: &str, suffix: &str) -> PathBuf {
-    cache.root().join("tmp").join(format!(
-        "{key}.{}.{}.{suffix}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Removes `<cache>/tmp/<key>.*` left by killed processes. Call only while holding the
-/// entry's lock: then no live process can be writing them.
-pub fn remove_stale_temps(cache: &Cache, key: &str) {
-    let Ok(entries) = std::fs::read_dir(cache.root().join("tmp")) else {
-        return;
-    };
-    let prefix = format!("{key}.");
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let path = entry.path();
-            if path.is_dir() {
-                let _ = std::fs::remove_dir_all(&path);
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
     }
 }
 
@@ -298,7 +241,7 @@ pub async fn fetch_wheels(
     options: &FetchOptions,
 ) -> Result<Vec<CachedWheel>, FetchError> {
     let mut seen = HashSet::new();
-    let mut done: HashMap<String, CachedWheel> = HashMap::new();
+    let mut done: HashMap<Sha256Hex, CachedWheel> = HashMap::new();
     let mut missing: Vec<&WheelSource> = Vec::new();
     let mut errors = Vec::new();
     for source in wheels {
@@ -356,7 +299,7 @@ async fn fetch_one(
     source: &WheelSource,
     progress: &Progress,
 ) -> Result<CachedWheel, FetchError> {
-    let lock_path = entry_lock_path(cache, "wheels", &source.sha256);
+    let lock_path = cache.entry_lock_path("wheels", &source.sha256);
     let lock_for_task = lock_path.clone();
     let _lock = tokio::task::spawn_blocking(move || EntryLock::acquire(&lock_for_task))
         .await
@@ -369,11 +312,11 @@ async fn fetch_one(
     if let Some(hit) = cached(cache, source) {
         return Ok(hit);
     }
-    remove_stale_temps(cache, &source.sha256);
+    cache.remove_stale_temps(&source.sha256);
     let tmp_dir = cache.root().join("tmp");
     std::fs::create_dir_all(&tmp_dir).map_err(io_err(&tmp_dir))?;
     let mut tmp = TempFile {
-        path: unique_temp_path(cache, &source.sha256, "part"),
+        path: cache.unique_temp_path(&source.sha256, "part"),
         keep: false,
     };
     let mut file_progress = progress.start_file(&source.filename, source.size);
@@ -407,10 +350,7 @@ async fn fetch_one(
         });
     }
     let final_path = cache.wheel_path(&source.sha256, &source.filename);
-    if let Some(parent) = final_path.parent() {
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    std::fs::rename(&tmp.path, &final_path).map_err(io_err(&final_path))?;
+    crate::fsutil::persist(&tmp.path, &final_path).map_err(io_err(&final_path))?;
     tmp.keep = true;
     let resumed = match outcome {
         FetchOutcome::Downloaded { resumed } => resumed,
@@ -431,7 +371,7 @@ fn copy_local(
     path: &Path,
     tmp: &Path,
     file_progress: &mut FileProgress,
-) -> Result<(u64, String), FetchError> {
+) -> Result<(u64, Sha256Hex), FetchError> {
     let mut input = std::fs::File::open(path).map_err(io_err(path))?;
     let mut output = std::fs::File::create(tmp).map_err(io_err(tmp))?;
     let mut hasher = Sha256::new();
@@ -448,7 +388,7 @@ fn copy_local(
         file_progress.advance(n as u64);
     }
     output.sync_all().map_err(io_err(tmp))?;
-    Ok((total, hex::encode(hasher.finalize())))
+    Ok((total, Sha256Hex::from_hasher(hasher)))
 }
 
 /// Streams `url` into `tmp`, hashing while writing. A connection that drops mid-body is
@@ -460,7 +400,7 @@ async fn download(
     tmp: &Path,
     source: &WheelSource,
     file_progress: &mut FileProgress,
-) -> Result<(u64, String, u32), FetchError> {
+) -> Result<(u64, Sha256Hex, u32), FetchError> {
     let settings = http.settings().clone();
     let file = tokio::fs::File::create(tmp).await.map_err(io_err(tmp))?;
     let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
@@ -570,5 +510,5 @@ async fn download(
     writer.flush().await.map_err(io_err(tmp))?;
     let file = writer.into_inner();
     file.sync_all().await.map_err(io_err(tmp))?;
-    Ok((written, hex::encode(hasher.finalize()), resumed))
+    Ok((written, Sha256Hex::from_hasher(hasher), resumed))
 }

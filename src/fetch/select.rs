@@ -6,6 +6,7 @@
 
 use std::str::FromStr;
 
+use crate::digest::Sha256Hex;
 use crate::lock::{
     lock_targets as summary_lock_targets, Lock, LockedPackage, LockedWheel, PreparedTarget,
     SummaryError,
@@ -61,12 +62,13 @@ pub struct SelectedWheel {
     /// The platform tag it was chosen for.
     pub platform: String,
     pub wheel: LockedWheel,
+    sha256: Sha256Hex,
 }
 
 impl SelectedWheel {
     /// The wheel's sha256 (checked to exist by [`select_wheels`]).
-    pub fn sha256(&self) -> &str {
-        self.wheel.sha256().unwrap_or("")
+    pub fn sha256(&self) -> &Sha256Hex {
+        &self.sha256
     }
 }
 
@@ -170,18 +172,18 @@ pub fn select_wheels(
             continue;
         }
         let wheel = best_wheel(package, &prepared)?;
-        if wheel.sha256().is_none_or(|s| s.len() != 64) {
+        let Some(sha256) = wheel.sha256().cloned() else {
             return Err(SelectError::NoHash {
                 package: package.name.clone(),
                 version: package.version.clone(),
-                filename: wheel.name.clone(),
+                filename: wheel.name.to_string(),
             });
-        }
+        };
         if wheel.url.is_none() && wheel.path.is_none() {
             return Err(SelectError::NoLocation {
                 package: package.name.clone(),
                 version: package.version.clone(),
-                filename: wheel.name.clone(),
+                filename: wheel.name.to_string(),
             });
         }
         let direct_url = (package.tool.comfypak.index_name == "direct")
@@ -195,6 +197,7 @@ pub fn select_wheels(
             direct_url,
             platform: target.platform.to_string(),
             wheel: wheel.clone(),
+            sha256,
         });
     }
     Ok(out)

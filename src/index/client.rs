@@ -21,6 +21,8 @@ use super::definition::{IndexDef, IndexKind};
 use super::page::{self, CoreMetadataRef, DistFile, Hashes, PageError, Yanked, SIMPLE_ACCEPT};
 use super::remote_zip::{self, TailRead, ZipError};
 use crate::cache::{now_secs, parse_cache_control, Cache, CacheError, CachedPage, MetadataKey};
+use crate::digest::Sha256Hex;
+use crate::filename::SafeFileName;
 use crate::http::{redact, ByteRange, HttpClient, HttpError, RangeResponse};
 use crate::stack::IndexSettings;
 
@@ -422,8 +424,13 @@ impl IndexClient {
     /// The core metadata of a wheel: from the cache, the PEP 658 file, HTTP ranges over the
     /// zip's tail, or (when the server ignores ranges) the whole wheel, which is then kept.
     pub async fn metadata(&self, file: &DistFile) -> Result<CoreMetadata, IndexError> {
-        let key = match &file.hashes.sha256 {
-            Some(sha) => MetadataKey::Sha256(sha.clone()),
+        let key = match file
+            .hashes
+            .sha256
+            .as_deref()
+            .and_then(|sha| Sha256Hex::parse_any_case(sha).ok())
+        {
+            Some(sha) => MetadataKey::Sha256(sha),
             None => MetadataKey::Url(file.url.to_string()),
         };
         let url_text = redact(&file.url);
@@ -489,9 +496,15 @@ impl IndexClient {
             RangeResponse::Full(whole) => {
                 // The server ignored the range: we hold the whole wheel; keep it.
                 self.verify_whole(file, &whole)?;
-                if let Some(sha) = &file.hashes.sha256 {
+                let sha = file
+                    .hashes
+                    .sha256
+                    .as_deref()
+                    .and_then(|sha| Sha256Hex::parse_any_case(sha).ok());
+                let name = SafeFileName::parse(&file.filename).ok();
+                if let (Some(sha), Some(name)) = (sha, name) {
                     self.cache
-                        .write_atomic(&self.cache.wheel_path(sha, &file.filename), &whole)?;
+                        .write_atomic(&self.cache.wheel_path(&sha, &name), &whole)?;
                 }
                 return metadata_from_whole(&file.url, &whole);
             }

@@ -20,12 +20,13 @@ pub mod wheel;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
 use crate::cache::Cache;
+use crate::digest::Sha256Hex;
 use crate::fetch::{CachedWheel, SelectedWheel};
+use crate::filename::SafeFileName;
 use layout::{plan_wheel, EnvPaths, FileSource, LayoutError, PackageFacts, WheelPlan};
 use link::{place, LinkMode, Placed};
 use record::sha256_b64;
@@ -104,9 +105,9 @@ pub struct InstallWheel {
     pub layer: String,
     pub requested: bool,
     pub direct_url: Option<String>,
-    pub filename: String,
-    /// Hex sha256 of the wheel file.
-    pub sha256: String,
+    pub filename: SafeFileName,
+    /// The sha256 of the wheel file.
+    pub sha256: Sha256Hex,
     /// The wheel in the cache.
     pub path: PathBuf,
 }
@@ -131,7 +132,7 @@ impl InstallWheel {
             direct_url: self
                 .direct_url
                 .as_ref()
-                .map(|url| (url.clone(), self.sha256.clone())),
+                .map(|url| (url.clone(), self.sha256.to_string())),
         }
     }
 }
@@ -212,19 +213,6 @@ pub fn layer_dir(out: &Path, layer: &str) -> Result<PathBuf, InstallError> {
     Ok(out.join("layers").join(layer))
 }
 
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    )
-}
-
 /// Installs `wheels` as layer `layer` under `out`, checking conflicts against `others`.
 pub fn install_layer(
     cache: &Cache,
@@ -290,7 +278,9 @@ pub fn install_layer(
 
     let layers_dir = out.join("layers");
     std::fs::create_dir_all(&layers_dir).map_err(io_err(&layers_dir))?;
-    let staging = layers_dir.join(format!(".staging.{layer}.{}", unique_suffix()));
+    // What a killed earlier install of this layer left: put the old layer back, or clean up.
+    crate::fsutil::recover_dir(&final_dir).map_err(io_err(&final_dir))?;
+    let staging = crate::fsutil::staging_sibling(&final_dir);
     let result = build_tree(&staging, env, &plans, &skipped, options);
     let mut report = match result {
         Ok(report) => report,
@@ -299,24 +289,10 @@ pub fn install_layer(
             return Err(e);
         }
     };
-    // Swap the finished tree into place.
-    let old = layers_dir.join(format!(".old.{layer}.{}", unique_suffix()));
-    let had_old = final_dir.exists();
-    if had_old {
-        if let Err(e) = std::fs::rename(&final_dir, &old) {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(io_err(&final_dir)(e));
-        }
-    }
-    if let Err(e) = std::fs::rename(&staging, &final_dir) {
-        if had_old {
-            let _ = std::fs::rename(&old, &final_dir);
-        }
+    // Swap the finished tree into place, by renames only.
+    if let Err(e) = crate::fsutil::replace_dir(&staging, &final_dir) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(io_err(&final_dir)(e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
     }
     report.layer = layer.to_string();
     report.dir = final_dir;

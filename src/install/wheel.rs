@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::record::{b64, parse_record, RecordHasher};
-use crate::cache::Cache;
-use crate::fetch::{entry_lock_path, remove_stale_temps, unique_temp_path, EntryLock};
+use crate::cache::{Cache, EntryLock};
+use crate::digest::Sha256Hex;
 use crate::index::remote_zip::{read_central_directory, TailRead};
 
 /// Bump when the manifest or tree layout changes.
@@ -126,14 +126,13 @@ pub struct UnpackedWheel {
 }
 
 /// The store folder of the wheel with this sha256.
-pub fn unpacked_dir(cache: &Cache, sha256: &str) -> PathBuf {
-    let sha = sha256.to_ascii_lowercase();
+pub fn unpacked_dir(cache: &Cache, sha256: &Sha256Hex) -> PathBuf {
     cache
         .root()
         .join("unpacked")
         .join(format!("v{STORE_FORMAT}"))
-        .join(&sha[..2.min(sha.len())])
-        .join(&sha)
+        .join(&sha256[..2])
+        .join(sha256.as_str())
 }
 
 fn read_store_entry(dir: &Path, sha256: &str) -> Option<UnpackedWheel> {
@@ -154,20 +153,20 @@ pub fn ensure_unpacked(
     cache: &Cache,
     wheel_path: &Path,
     filename: &str,
-    sha256: &str,
+    sha256: &Sha256Hex,
 ) -> Result<UnpackedWheel, WheelError> {
     let dir = unpacked_dir(cache, sha256);
     if let Some(hit) = read_store_entry(&dir, sha256) {
         return Ok(hit);
     }
-    let lock_path = entry_lock_path(cache, "unpacked", sha256);
+    let lock_path = cache.entry_lock_path("unpacked", sha256);
     let _lock = EntryLock::acquire(&lock_path).map_err(io_err(&lock_path))?;
     if let Some(hit) = read_store_entry(&dir, sha256) {
         return Ok(hit);
     }
     let key = format!("unpack-{sha256}");
-    remove_stale_temps(cache, &key);
-    let tmp = unique_temp_path(cache, &key, "dir");
+    cache.remove_stale_temps(&key);
+    let tmp = cache.unique_temp_path(&key, "dir");
     let tree = tmp.join("tree");
     std::fs::create_dir_all(&tree).map_err(io_err(&tree))?;
     let result = (|| {
@@ -177,15 +176,12 @@ pub fn ensure_unpacked(
             message: e.to_string(),
         })?;
         let manifest_path = tmp.join("manifest.json");
-        std::fs::write(&manifest_path, json).map_err(io_err(&manifest_path))?;
+        crate::fsutil::write_atomic(&manifest_path, &json).map_err(io_err(&manifest_path))?;
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        if dir.exists() {
-            // A torn or outdated entry (we hold the lock): replace it.
-            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        // A torn or outdated entry (we hold the lock) is moved aside, then replaced.
+        crate::fsutil::replace_dir(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(manifest)
     })();
     match result {

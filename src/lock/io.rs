@@ -200,7 +200,7 @@ impl Lock {
         toml::to_string(&self.sorted())
     }
 
-    /// Writes the lock atomically: a temporary file beside it, then rename.
+    /// Writes the lock atomically ([`crate::fsutil::write_atomic`]).
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
         let text = self.try_to_toml_string().map_err(|e| LockError::Invalid {
             path: path.to_path_buf(),
@@ -214,27 +214,10 @@ impl Lock {
                 message: "the lock does not read back as written".to_string(),
             });
         }
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pylock.toml".to_string());
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let result = (|| {
-            std::fs::write(&tmp, text.as_bytes())?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(source) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(LockError::Write {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| LockError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(())
     }
 }

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::{DigestError, Sha256Hex};
+use crate::filename::SafeFileName;
+
 mod io;
 mod summary;
 
@@ -143,8 +146,8 @@ pub struct LockedDependency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LockedWheel {
-    /// The filename.
-    pub name: String,
+    /// The filename, checked to be a wheel name safe as one path component.
+    pub name: SafeFileName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// A local path instead of a URL (PEP 751 `path`).
@@ -155,12 +158,55 @@ pub struct LockedWheel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Algorithm → lowercase hex; comfypak always writes `sha256`.
-    pub hashes: BTreeMap<String, String>,
+    pub hashes: WheelHashes,
 }
 
 impl LockedWheel {
-    pub fn sha256(&self) -> Option<&str> {
-        self.hashes.get("sha256").map(String::as_str)
+    pub fn sha256(&self) -> Option<&Sha256Hex> {
+        self.hashes.sha256.as_ref()
+    }
+}
+
+/// A wheel's `hashes` table: `sha256` checked (64 lowercase hex digits) when the lock is
+/// read; other algorithms kept as written, for the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
+pub struct WheelHashes {
+    pub sha256: Option<Sha256Hex>,
+    pub other: BTreeMap<String, String>,
+}
+
+impl WheelHashes {
+    /// Only a sha256.
+    pub fn sha256(sha256: Sha256Hex) -> Self {
+        WheelHashes {
+            sha256: Some(sha256),
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for WheelHashes {
+    type Error = DigestError;
+    fn try_from(mut map: BTreeMap<String, String>) -> Result<Self, DigestError> {
+        let sha256 = map
+            .remove("sha256")
+            .map(|v| Sha256Hex::parse(&v))
+            .transpose()?;
+        Ok(WheelHashes { sha256, other: map })
+    }
+}
+
+impl From<WheelHashes> for BTreeMap<String, String> {
+    fn from(hashes: WheelHashes) -> Self {
+        let mut map = hashes.other;
+        if let Some(sha) = hashes.sha256 {
+            map.insert("sha256".to_string(), sha.into());
+        }
+        map
     }
 }
 

@@ -229,7 +229,7 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
             match request.format {
                 OutputFormat::OciLayout => replace_dir(&staging, &request.output)?,
                 OutputFormat::DockerArchive => {
-                    let partial = sibling(&request.output, "partial");
+                    let partial = crate::fsutil::temp_sibling(&request.output);
                     let written = docker_archive::write(
                         &staging,
                         &image.platforms[0],
@@ -237,11 +237,17 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
                         &partial,
                     );
                     let _ = std::fs::remove_dir_all(&staging);
-                    written?;
-                    std::fs::rename(&partial, &request.output).map_err(|source| PackError::Io {
-                        path: request.output.clone(),
-                        source,
-                    })?;
+                    if let Err(e) = written {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(e);
+                    }
+                    std::fs::File::open(&partial)
+                        .and_then(|f| f.sync_all())
+                        .and_then(|()| crate::fsutil::persist(&partial, &request.output))
+                        .map_err(|source| PackError::Io {
+                            path: request.output.clone(),
+                            source,
+                        })?;
                 }
             }
             image.output = request.output.clone();
@@ -254,14 +260,6 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
     }
 }
 
-fn sibling(path: &Path, what: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".to_string());
-    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
-}
-
 fn staging_dir(output: &Path, format: OutputFormat) -> Result<PathBuf, PackError> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| PackError::Io {
@@ -269,6 +267,11 @@ fn staging_dir(output: &Path, format: OutputFormat) -> Result<PathBuf, PackError
             source,
         })?;
     }
+    // An interrupted earlier run may have left the output moved aside, or staging folders.
+    crate::fsutil::recover_dir(output).map_err(|source| PackError::Io {
+        path: output.to_path_buf(),
+        source,
+    })?;
     if format == OutputFormat::OciLayout && output.exists() && !output.join("oci-layout").exists() {
         let empty = output
             .read_dir()
@@ -283,19 +286,14 @@ fn staging_dir(output: &Path, format: OutputFormat) -> Result<PathBuf, PackError
             });
         }
     }
-    let staging = sibling(output, "staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    Ok(staging)
+    Ok(crate::fsutil::staging_sibling(output))
 }
 
+/// Puts the finished layout in place by renames only ([`crate::fsutil::replace_dir`]): a
+/// run killed at any point leaves the old image or the new one (plus leftovers the next run
+/// cleans up), never a half-deleted one.
 fn replace_dir(staging: &Path, output: &Path) -> Result<(), PackError> {
-    if output.exists() {
-        std::fs::remove_dir_all(output).map_err(|source| PackError::Io {
-            path: output.to_path_buf(),
-            source,
-        })?;
-    }
-    std::fs::rename(staging, output).map_err(|source| PackError::Io {
+    crate::fsutil::replace_dir(staging, output).map_err(|source| PackError::Io {
         path: output.to_path_buf(),
         source,
     })

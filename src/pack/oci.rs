@@ -136,17 +136,22 @@ impl BlobStore {
         Ok((path, file))
     }
 
-    /// Renames a finished temporary file to its digest's name.
+    /// Syncs a finished temporary file and renames it to its digest's name
+    /// ([`crate::fsutil::persist`]).
     pub fn commit(&self, tmp: &Path, hex: &str) -> Result<(), PackError> {
         let dest = self.layout.join("blobs").join("sha256").join(hex);
-        std::fs::rename(tmp, &dest).map_err(|source| PackError::Io { path: dest, source })
+        File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| crate::fsutil::persist(tmp, &dest))
+            .map_err(|source| PackError::Io { path: dest, source })
     }
 
     /// Writes `bytes` as a blob and returns its descriptor.
     pub fn write_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, PackError> {
         let hex = hex::encode(Sha256::digest(bytes));
         let dest = self.layout.join("blobs").join("sha256").join(&hex);
-        std::fs::write(&dest, bytes).map_err(|source| PackError::Io { path: dest, source })?;
+        crate::fsutil::write_atomic(&dest, bytes)
+            .map_err(|source| PackError::Io { path: dest, source })?;
         Ok(Descriptor {
             media_type: media_type.to_string(),
             digest: format!("sha256:{hex}"),
@@ -191,18 +196,18 @@ impl BlobStore {
     /// Writes `oci-layout` and `index.json`.
     pub fn write_index(&self, index: &Index) -> Result<(), PackError> {
         let layout_file = self.layout.join("oci-layout");
-        std::fs::write(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|source| {
-            PackError::Io {
+        crate::fsutil::write_atomic(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(
+            |source| PackError::Io {
                 path: layout_file,
                 source,
-            }
-        })?;
+            },
+        )?;
         let bytes = serde_json::to_vec(index).map_err(|e| PackError::Json {
             what: "index.json".to_string(),
             message: e.to_string(),
         })?;
         let path = self.layout.join("index.json");
-        std::fs::write(&path, bytes).map_err(|source| PackError::Io { path, source })
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| PackError::Io { path, source })
     }
 }
 

@@ -21,8 +21,11 @@ use sha2::{Digest, Sha256};
 use super::layers::{assign_checked, LayerError};
 use super::{resolve_target, ResolveError, ResolveOptions, ResolveProgress, ResolvedPackage};
 use super::{Resolution, Upgrade};
+use crate::digest::Sha256Hex;
+use crate::filename::SafeFileName;
 use crate::index::client::IndexClient;
 use crate::index::page::DistFile;
+use crate::lock::WheelHashes;
 use crate::lock::{
     ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage, LockedTarget,
     LockedWheel, PackageComfypak, PackageTool, PreparedTarget, LOCK_VERSION,
@@ -68,6 +71,12 @@ pub enum ToLockError {
         version: String,
         filename: String,
         value: String,
+    },
+    #[error("{name} {version}: the index lists an unusable wheel: {message}")]
+    UnsafeFile {
+        name: String,
+        version: String,
+        message: String,
     },
 }
 
@@ -316,7 +325,7 @@ pub fn build_lock(
                 .unwrap_or_default()
                 .to_string();
 
-            let mut wheels: BTreeMap<String, LockedWheel> = BTreeMap::new();
+            let mut wheels: BTreeMap<SafeFileName, LockedWheel> = BTreeMap::new();
             for (resolution, package, _) in &members {
                 let wheel = locked_wheel(package, &package.wheel, &resolution.target)?;
                 wheels.entry(wheel.name.clone()).or_insert(wheel);
@@ -532,13 +541,20 @@ fn locked_wheel(
                 }
             })?),
         };
+    let unsafe_file = |message: String| ToLockError::UnsafeFile {
+        name: package.name.to_string(),
+        version: package.version.to_string(),
+        message,
+    };
+    let name = SafeFileName::parse(&file.filename).map_err(|e| unsafe_file(e.to_string()))?;
+    let sha256 = Sha256Hex::parse_any_case(&sha256).map_err(|e| unsafe_file(e.to_string()))?;
     Ok(LockedWheel {
-        name: file.filename.clone(),
+        name,
         url: Some(file.url.to_string()),
         path: None,
         upload_time,
         size: file.size,
-        hashes: BTreeMap::from([("sha256".to_string(), sha256.to_ascii_lowercase())]),
+        hashes: WheelHashes::sha256(sha256),
     })
 }
 

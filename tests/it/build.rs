@@ -200,7 +200,7 @@ fn mirror_then_resolve_from_the_mirror_alone() {
             .flat_map(|p| {
                 p.wheels
                     .iter()
-                    .map(|w| w.sha256().unwrap_or("").to_string())
+                    .map(|w| w.sha256().map(|s| s.to_string()).unwrap_or_default())
             })
             .collect();
         h.sort();

@@ -8,7 +8,7 @@ use std::process::Command;
 use comfypak::diff::{diff, ChangeKind};
 use comfypak::lock::{
     ComfypakLock, Lock, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
-    PackageComfypak, PackageTool,
+    PackageComfypak, PackageTool, WheelHashes,
 };
 
 fn package(name: &str, version: &str, layer: &str, sha: &str, size: u64) -> LockedPackage {
@@ -20,12 +20,14 @@ fn package(name: &str, version: &str, layer: &str, sha: &str, size: u64) -> Lock
         index: Some("http://127.0.0.1:1/simple/".to_string()),
         dependencies: Vec::new(),
         wheels: vec![LockedWheel {
-            name: format!("{}-{version}-py3-none-any.whl", name.replace('-', "_")),
+            name: format!("{}-{version}-py3-none-any.whl", name.replace('-', "_"))
+                .parse()
+                .unwrap(),
             url: Some(format!("http://127.0.0.1:1/files/{name}-{version}.whl")),
             path: None,
             upload_time: None,
             size: Some(size),
-            hashes: BTreeMap::from([("sha256".to_string(), sha.repeat(64 / sha.len()))]),
+            hashes: WheelHashes::sha256(sha.repeat(64 / sha.len()).parse().unwrap()),
         }],
         tool: PackageTool {
             comfypak: PackageComfypak {

@@ -18,7 +18,7 @@ use comfypak::fetch::{
 use comfypak::http::{HttpClient, HttpSettings};
 use comfypak::lock::{
     ComfypakLock, Lock, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
-    PackageComfypak, PackageTool,
+    PackageComfypak, PackageTool, WheelHashes,
 };
 use comfypak_testkit::{BuiltWheel, Fault, FixtureIndex, ServerOptions, TestServer, WheelSpec};
 use sha2::{Digest, Sha256};
@@ -73,12 +73,12 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
                     .wheels
                     .iter()
                     .map(|w| LockedWheel {
-                        name: w.filename.clone(),
+                        name: w.filename.parse().unwrap(),
                         url: Some(server.file_url(&w.filename)),
                         path: None,
                         upload_time: None,
                         size: Some(w.size()),
-                        hashes: BTreeMap::from([("sha256".to_string(), w.sha256.clone())]),
+                        hashes: WheelHashes::sha256(w.sha256.parse().unwrap()),
                     })
                     .collect(),
                 tool: PackageTool {
@@ -233,7 +233,7 @@ fn fetch_downloads_each_platforms_best_wheel_verified_into_the_cache() {
     let x86: Vec<String> = select_wheels(&lock, None, &targets[0])
         .unwrap()
         .into_iter()
-        .map(|s| s.wheel.name)
+        .map(|s| s.wheel.name.to_string())
         .collect();
     assert_eq!(
         x86,
@@ -246,7 +246,7 @@ fn fetch_downloads_each_platforms_best_wheel_verified_into_the_cache() {
     let arm: Vec<String> = select_wheels(&lock, Some(&["deps".to_string()]), &targets[1])
         .unwrap()
         .into_iter()
-        .map(|s| s.wheel.name)
+        .map(|s| s.wheel.name.to_string())
         .collect();
     assert_eq!(arm, vec![built[3].filename.clone()]);
     assert!(targets_for(&lock, Some("riscv64")).is_err());
@@ -532,7 +532,10 @@ fn kill_9_halfway_through_a_fetch_then_a_rerun_completes_without_torn_entries() 
     child.kill().unwrap();
     child.wait().unwrap();
     let cache = Cache::new(cache_dir.path());
-    let entry = cache.wheel_path(&built.sha256, &built.filename);
+    let entry = cache.wheel_path(
+        &built.sha256.parse().unwrap(),
+        &built.filename.parse().unwrap(),
+    );
     assert!(!entry.exists(), "a killed download must not leave an entry");
 
     // The rerun completes, cleans the dead process's partial file, and every entry is whole.
@@ -545,7 +548,10 @@ fn kill_9_halfway_through_a_fetch_then_a_rerun_completes_without_torn_entries() 
     );
     assert_eq!(sha_of(&entry), built.sha256);
     assert_eq!(
-        sha_of(&cache.wheel_path(&small.sha256, &small.filename)),
+        sha_of(&cache.wheel_path(
+            &small.sha256.parse().unwrap(),
+            &small.filename.parse().unwrap()
+        )),
         small.sha256
     );
     assert!(

@@ -261,9 +261,10 @@ fn a_server_that_ignores_range_is_read_once_and_the_wheel_is_kept() {
     let metadata = rt().block_on(client.metadata(&files[0])).unwrap();
     assert_eq!(metadata.version.to_string(), "1.0");
     assert_eq!(server.requests_for(".whl"), 1);
-    let kept = client
-        .cache()
-        .wheel_path(files[0].hashes.sha256.as_ref().unwrap(), &files[0].filename);
+    let kept = client.cache().wheel_path(
+        &files[0].hashes.sha256.as_ref().unwrap().parse().unwrap(),
+        &files[0].filename.parse().unwrap(),
+    );
     let on_disk = std::fs::read(&kept).expect("whole wheel kept in the cache");
     assert_eq!(on_disk, index.files().next().unwrap().wheel.bytes);
 }

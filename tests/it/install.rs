@@ -23,7 +23,7 @@ use comfypak::install::wheel::unpacked_dir;
 use comfypak::install::{install_layer, InstallError, InstallOptions, InstallWheel};
 use comfypak::lock::{
     ComfypakLock, Lock, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
-    PackageComfypak, PackageTool,
+    PackageComfypak, PackageTool, WheelHashes,
 };
 use comfypak::target::PythonVersion;
 use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
@@ -81,12 +81,12 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
                 index: None,
                 dependencies: vec![],
                 wheels: vec![LockedWheel {
-                    name: p.wheel.filename.clone(),
+                    name: p.wheel.filename.parse().unwrap(),
                     url: p.wheel.url.clone(),
                     path: p.wheel.path.clone(),
                     upload_time: None,
                     size: Some(p.wheel.size),
-                    hashes: BTreeMap::from([("sha256".to_string(), p.wheel.sha256.clone())]),
+                    hashes: WheelHashes::sha256(p.wheel.sha256.parse().unwrap()),
                 }],
                 tool: PackageTool {
                     comfypak: PackageComfypak {
@@ -270,7 +270,10 @@ fn install_lays_out_schemes_scripts_launchers_and_metadata() {
     // fetch at the file with the same bytes by pre-filling the cache.
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(cache_dir.path());
-    let entry = cache.wheel_path(&direct.sha256, &direct.filename);
+    let entry = cache.wheel_path(
+        &direct.sha256.parse().unwrap(),
+        &direct.filename.parse().unwrap(),
+    );
     std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
     std::fs::copy(dir.path().join(&direct.filename), &entry).unwrap();
     let (lock_path, lock) = write_lock(dir.path(), "3.14", &[tool_pkg, direct_pkg]);
@@ -385,7 +388,7 @@ fn files_are_hard_linked_from_the_unpacked_store_and_copy_mode_copies() {
     )
     .unwrap();
     assert!(report.linked > 0 && report.copied == 0, "{report:?}");
-    let stored = unpacked_dir(&cache, &tool.sha256).join("tree/tool_pkg/cli.py");
+    let stored = unpacked_dir(&cache, &tool.sha256.parse().unwrap()).join("tree/tool_pkg/cli.py");
     let installed = out.join("layers/deps").join(SITE).join("tool_pkg/cli.py");
     assert_eq!(
         std::fs::metadata(&stored).unwrap().ino(),
@@ -719,7 +722,10 @@ fn malicious_wheels_are_refused_and_the_layer_folder_is_untouched() {
         assert_layer_untouched(&out, "deps", &marker);
         // Nothing escaped, and the store holds no entry for the wheel.
         assert!(!dir.path().join("evil.py").exists() && !Path::new("/tmp/evil.py").exists());
-        assert!(!unpacked_dir(&cache, &wheel.sha256).exists(), "{label}");
+        assert!(
+            !unpacked_dir(&cache, &wheel.sha256.parse().unwrap()).exists(),
+            "{label}"
+        );
         let tmp: Vec<_> = std::fs::read_dir(cache_dir.path().join("tmp"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();

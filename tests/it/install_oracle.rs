@@ -24,7 +24,7 @@ use comfypak::install::record::parse_record;
 use comfypak::install::{install_layer, InstallOptions, InstallWheel};
 use comfypak::lock::{
     ComfypakLock, Lock, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
-    PackageComfypak, PackageTool,
+    PackageComfypak, PackageTool, WheelHashes,
 };
 use comfypak_testkit::WheelSpec;
 
@@ -239,12 +239,12 @@ fn installed_tree_equals_pip_install_target() {
                 index: None,
                 dependencies: vec![],
                 wheels: vec![LockedWheel {
-                    name: b.filename.clone(),
+                    name: b.filename.parse().unwrap(),
                     url: None,
                     path: Some(format!("wheels/{}", b.filename)),
                     upload_time: None,
                     size: Some(b.size()),
-                    hashes: BTreeMap::from([("sha256".to_string(), b.sha256.clone())]),
+                    hashes: WheelHashes::sha256(b.sha256.parse().unwrap()),
                 }],
                 tool: PackageTool {
                     comfypak: PackageComfypak {

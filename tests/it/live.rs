@@ -482,7 +482,7 @@ fn live_fetch_and_install_deps_layer() {
         .packages
         .iter()
         .filter(|p| in_deps(p) && !left_out.contains(&normalize(&p.name)))
-        .flat_map(|p| p.wheels.iter().map(|w| w.name.clone()))
+        .flat_map(|p| p.wheels.iter().map(|w| w.name.to_string()))
         .collect();
     wheels.retain(|w| deps_wheels.contains(&w.file_name().unwrap().to_string_lossy().to_string()));
     assert_eq!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use comfypak::lock::{
     ComfypakLock, Lock, LockError, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
-    PackageComfypak, PackageTool, LOCK_VERSION,
+    PackageComfypak, PackageTool, WheelHashes, LOCK_VERSION,
 };
 
 fn package(name: &str, version: &str, layer: &str) -> LockedPackage {
@@ -19,12 +19,14 @@ fn package(name: &str, version: &str, layer: &str) -> LockedPackage {
         index: Some("http://127.0.0.1:1/simple/".to_string()),
         dependencies: Vec::new(),
         wheels: vec![LockedWheel {
-            name: format!("{name}-{version}-py3-none-any.whl"),
+            name: format!("{name}-{version}-py3-none-any.whl")
+                .parse()
+                .unwrap(),
             url: Some(format!("http://127.0.0.1:1/files/{name}-{version}.whl")),
             path: None,
             upload_time: Some("2026-03-23T17:30:52.000000Z".parse().unwrap()),
             size: Some(1234),
-            hashes: BTreeMap::from([("sha256".to_string(), "ab".repeat(32))]),
+            hashes: WheelHashes::sha256("ab".repeat(32).parse().unwrap()),
         }],
         tool: PackageTool {
             comfypak: PackageComfypak {

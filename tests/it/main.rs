@@ -15,6 +15,7 @@ mod fetch;
 mod filename;
 mod fixture_snapshot;
 mod golden;
+mod harden;
 mod index_client;
 mod index_parsers;
 mod install;

@@ -1,0 +1,374 @@
+//! Hostile input and crashes: lock values that would build paths outside the cache are
+//! refused where the lock is read; a `pack` or `install` killed (SIGKILL) at the moment it
+//! swaps its output leaves a state the next run repairs; two `build`s sharing one cache at
+//! once both succeed and leave the cache consistent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use comfypak::lock::{Lock, LockError};
+use comfypak_testkit::FixtureIndex;
+use sha2::{Digest, Sha256};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const GOOD_SHA: &str = "abababababababababababababababababababababababababababababababab";
+
+/// A minimal comfypak lock with one wheel whose `name` and `sha256` are given verbatim.
+fn lock_text(wheel_name: &str, sha256: &str) -> String {
+    let wheel_name = toml::Value::String(wheel_name.to_string());
+    let sha256 = toml::Value::String(sha256.to_string());
+    format!(
+        r#"lock-version = "1.0"
+created-by = "comfypak"
+
+[[packages]]
+name = "demo"
+version = "1.0"
+
+[[packages.wheels]]
+name = {wheel_name}
+url = "http://127.0.0.1:1/files/demo-1.0-py3-none-any.whl"
+size = 10
+
+[packages.wheels.hashes]
+sha256 = {sha256}
+
+[packages.tool.comfypak]
+layer = "deps"
+index-name = "pypi"
+
+[tool.comfypak]
+stack = "demo"
+torch-backend = "cpu"
+
+[tool.comfypak.target]
+python = "3.14"
+platforms = ["manylinux_2_39_x86_64"]
+venv = "/opt/venv"
+
+[[tool.comfypak.layers]]
+name = "deps"
+rank = 1
+paks = ["pak.txt"]
+inputs-hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+"#
+    )
+}
+
+fn read_lock(text: &str) -> Result<Lock, LockError> {
+    Lock::from_toml_str(text, Path::new("/stack/pylock.toml"))
+}
+
+#[test]
+fn a_good_lock_still_reads() {
+    let lock = read_lock(&lock_text("demo-1.0-py3-none-any.whl", GOOD_SHA)).unwrap();
+    assert_eq!(
+        lock.packages[0].wheels[0].sha256().unwrap().as_str(),
+        GOOD_SHA
+    );
+}
+
+#[test]
+fn lock_hashes_that_are_not_64_lowercase_hex_digits_are_refused_when_read() {
+    let traversal = format!("../../victim/{}", "a".repeat(51));
+    assert_eq!(traversal.len(), 64, "the length check alone would pass it");
+    let cases = [
+        traversal,
+        "AB".repeat(32),
+        "é".repeat(32),       // 64 bytes, not ASCII: sliced inside a character before
+        "a".repeat(62) + "é", // 64 bytes
+        "a".repeat(63),
+        "a".repeat(64) + "\n",
+        String::new(),
+    ];
+    for sha in cases {
+        let err = read_lock(&lock_text("demo-1.0-py3-none-any.whl", &sha))
+            .expect_err(&format!("{sha:?} accepted"))
+            .to_string();
+        assert!(err.contains("/stack/pylock.toml"), "{err}");
+        assert!(err.contains("not a sha256 digest"), "{sha:?}: {err}");
+    }
+}
+
+#[test]
+fn lock_wheel_names_that_are_not_one_safe_file_name_are_refused_when_read() {
+    for name in [
+        "../../../etc/demo-1.0-py3-none-any.whl",
+        "sub/demo-1.0-py3-none-any.whl",
+        ".demo-1.0-py3-none-any.whl",
+        "demo-1.0-py3-none-any.whl\u{0}",
+        "démo-1.0-py3-none-any.whl",
+        "demo.tar.gz",
+        "..",
+        "",
+    ] {
+        let err = read_lock(&lock_text(name, GOOD_SHA))
+            .expect_err(&format!("{name:?} accepted"))
+            .to_string();
+        assert!(err.contains("/stack/pylock.toml"), "{err}");
+        assert!(err.contains("is refused"), "{name:?}: {err}");
+    }
+}
+
+/// The fixture stack of `build.rs` (shipped pak/ and indexes/) and its `--index` overrides.
+struct Fixture {
+    work: PathBuf,
+    args: Vec<String>,
+}
+
+fn fixture(work: &Path, indexes: &Path) -> Fixture {
+    let specs = [
+        ("pypi", "pypi-snapshot.json", "simple/"),
+        ("pytorch-cu130", "pytorch-cu130.json", "simple/"),
+        ("perf-wheels", "perf-wheels.json", "files/"),
+    ];
+    let mut args = vec!["build".to_string(), "--stack".to_string()];
+    for sub in ["pak", "indexes"] {
+        let to = work.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    args.push(work.join("pak").display().to_string());
+    for (name, spec, sub) in specs {
+        let root = indexes.join(name);
+        if !root.exists() {
+            let index = FixtureIndex::load(repo().join("fixtures/indexes").join(spec)).unwrap();
+            index.write_simple_tree(&root).unwrap();
+        }
+        args.push("--index".to_string());
+        args.push(format!(
+            "{name}={}",
+            url::Url::from_directory_path(root.join(sub)).unwrap()
+        ));
+    }
+    Fixture {
+        work: work.to_path_buf(),
+        args,
+    }
+}
+
+fn command(args: &[String], cwd: &Path, cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfypak"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("COMFYPAK_CACHE_DIR", cache)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env_remove("COMFYPAK_TEST_PAUSE_AT");
+    cmd
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `file` exists (the child reached its pause point) or the child exits.
+fn wait_for_pause(child: &mut Child, file: &Path) {
+    // A bound for a broken build, not a timing assumption: the wait ends on the event.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !file.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the child exited ({status}) before reaching its pause point");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pause point was never reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `args` until it pauses at `point`, then kills it with SIGKILL.
+fn kill_at(args: &[String], cwd: &Path, cache: &Path, point: &str) {
+    let pause_file = cwd.join(format!("paused-{}", point.replace(':', "-")));
+    let _ = std::fs::remove_file(&pause_file);
+    let mut child = command(args, cwd, cache)
+        .env("COMFYPAK_TEST_PAUSE_AT", point)
+        .env("COMFYPAK_TEST_PAUSE_FILE", &pause_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_pause(&mut child, &pause_file);
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".old.") || n.starts_with(".staging.") || n.contains(".tmp."))
+        .collect()
+}
+
+fn sha_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn a_pack_or_install_killed_while_swapping_its_output_is_repaired_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let fx = fixture(&work, &dir.path().join("indexes"));
+    let cache = dir.path().join("cache");
+    ok(&command(&fx.args, &fx.work, &cache).output().unwrap());
+    let build = work.join("build");
+    let image = build.join("image");
+    let index_before = sha_of(&image.join("index.json"));
+
+    // Re-pack over the existing image, killed between moving the old image aside and
+    // putting the new one in place: the worst moment.
+    let pack: Vec<String> = [
+        "pack",
+        "--stack",
+        "pak",
+        "--lock",
+        "pylock.toml",
+        "--out",
+        "build",
+        "--output",
+        "build/image",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    kill_at(&pack, &work, &cache, "replace-dir:image");
+    assert!(
+        !image.exists(),
+        "killed after the old image was moved aside"
+    );
+    assert_eq!(leftovers(&build).len(), 2, "{:?}", leftovers(&build));
+
+    // The next run restores and finishes; nothing is left over.
+    ok(&command(&pack, &work, &cache).output().unwrap());
+    assert_eq!(sha_of(&image.join("index.json")), index_before);
+    assert!(leftovers(&build).is_empty(), "{:?}", leftovers(&build));
+
+    // The same for a layer: install killed while swapping layers/deps.
+    let arch_out = build.join("x86_64");
+    let layers = arch_out.join("layers");
+    let deps_marker = std::fs::read_dir(layers.join("deps")).unwrap().count();
+    let install: Vec<String> = [
+        "install",
+        "--lock",
+        "pylock.toml",
+        "--all",
+        "--out",
+        "build/x86_64",
+        "--platform",
+        "x86_64",
+        "--offline",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    kill_at(&install, &work, &cache, "replace-dir:deps");
+    assert!(!layers.join("deps").exists());
+    assert!(!leftovers(&layers).is_empty());
+    // A pack run now would see the old layer back: the install's recovery restores it.
+    ok(&command(&install, &work, &cache).output().unwrap());
+    assert_eq!(
+        std::fs::read_dir(layers.join("deps")).unwrap().count(),
+        deps_marker
+    );
+    assert!(leftovers(&layers).is_empty(), "{:?}", leftovers(&layers));
+    ok(&command(&pack, &work, &cache).output().unwrap());
+    assert_eq!(sha_of(&image.join("index.json")), index_before);
+}
+
+/// Every wheel in the cache hashes to its folder's name, every unpacked entry has a
+/// manifest naming its sha256, and no temp file or lock-holder's partial is left.
+fn assert_cache_consistent(cache: &Path) {
+    let wheels = cache.join("wheels/v1");
+    let mut count = 0;
+    for prefix in std::fs::read_dir(&wheels).unwrap().flatten() {
+        for entry in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let sha = entry.file_name().to_string_lossy().into_owned();
+            for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+                assert_eq!(sha_of(&file.path()), sha, "{}", file.path().display());
+                count += 1;
+            }
+        }
+    }
+    assert!(count > 0);
+    let unpacked = cache.join("unpacked/v1");
+    for prefix in std::fs::read_dir(&unpacked).unwrap().flatten() {
+        for entry in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with('.'), "leftover {name}");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(entry.path().join("manifest.json")).unwrap())
+                    .unwrap();
+            assert_eq!(manifest["sha256"], name.as_str());
+        }
+    }
+    let tmp: Vec<_> = std::fs::read_dir(cache.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn two_builds_of_different_stacks_share_one_cache_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = dir.path().join("indexes");
+    let a = fixture(&dir.path().join("a"), &indexes);
+    let b = fixture(&dir.path().join("b"), &indexes);
+    // Stack b differs from a in its volatile layer.
+    let volatile = b.work.join("pak/pak9.txt");
+    let text = std::fs::read_to_string(&volatile).unwrap();
+    let bumped = text.replace(
+        "comfyui-frontend-package==1.45.15",
+        "comfyui-frontend-package==1.58.1",
+    );
+    assert_ne!(text, bumped);
+    std::fs::write(&volatile, bumped).unwrap();
+    let cache = dir.path().join("cache");
+
+    let spawn = |fx: &Fixture| {
+        command(&fx.args, &fx.work, &cache)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(&a), spawn(&b));
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    ok(&first);
+    ok(&second);
+    let lock_a = Lock::read(&a.work.join("pylock.toml")).unwrap();
+    let lock_b = Lock::read(&b.work.join("pylock.toml")).unwrap();
+    let frontend = |lock: &Lock| {
+        lock.packages
+            .iter()
+            .find(|p| p.name == "comfyui-frontend-package")
+            .map(|p| p.version.clone())
+    };
+    assert_eq!(frontend(&lock_a).as_deref(), Some("1.45.15"));
+    assert_eq!(frontend(&lock_b).as_deref(), Some("1.58.1"));
+    assert_cache_consistent(&cache);
+
+    // Each stack rebuilt alone from the shared cache gives the same image.
+    let index_a = sha_of(&a.work.join("build/image/index.json"));
+    ok(&command(&a.args, &a.work, &cache).output().unwrap());
+    assert_eq!(sha_of(&a.work.join("build/image/index.json")), index_a);
+}
