@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use comfypak::cache::{Cache, MetadataKey};
+use comfypak::cache::Cache;
 use comfypak::filename::{DistFilename, WheelFilename};
 use comfypak::http::{ByteRange, HttpClient, HttpSettings, RangeResponse};
 use comfypak::index::client::{CachePolicy, IndexClient};
@@ -518,10 +518,7 @@ async fn version_metadata(
         .metadata(file)
         .await
         .with_context(|| format!("METADATA of {}", file.filename))?;
-    let key = match &file.hashes.sha256 {
-        Some(sha) => MetadataKey::Sha256(sha.clone()),
-        None => MetadataKey::Url(file.url.to_string()),
-    };
+    let key = comfypak::index::client::metadata_key(file);
     let Some(bytes) = cache.read_metadata(&key) else {
         // Not cached (should not happen): fall back to the parsed, normalized forms.
         return Ok(VersionMetadata {

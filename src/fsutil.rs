@@ -277,7 +277,7 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
 
         let recovery = recover_dir(&out).unwrap();
-        assert_eq!(recovery.restored, [old.clone()]);
+        assert_eq!(recovery.restored, std::slice::from_ref(&old));
         assert_eq!(recovery.removed.len(), 2);
         assert_eq!(std::fs::read(out.join("oci-layout")).unwrap(), b"{}");
         assert!(!staging.exists() && !tmp.exists() && !old.exists());
@@ -292,7 +292,7 @@ mod tests {
         std::fs::create_dir_all(&old2).unwrap();
         let recovery = recover_dir(&out).unwrap();
         assert!(recovery.restored.is_empty());
-        assert_eq!(recovery.removed, [old2.clone()]);
+        assert_eq!(recovery.removed, std::slice::from_ref(&old2));
         assert!(!old2.exists());
     }
 }

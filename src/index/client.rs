@@ -424,15 +424,7 @@ impl IndexClient {
     /// The core metadata of a wheel: from the cache, the PEP 658 file, HTTP ranges over the
     /// zip's tail, or (when the server ignores ranges) the whole wheel, which is then kept.
     pub async fn metadata(&self, file: &DistFile) -> Result<CoreMetadata, IndexError> {
-        let key = match file
-            .hashes
-            .sha256
-            .as_deref()
-            .and_then(|sha| Sha256Hex::parse_any_case(sha).ok())
-        {
-            Some(sha) => MetadataKey::Sha256(sha),
-            None => MetadataKey::Url(file.url.to_string()),
-        };
+        let key = metadata_key(file);
         let url_text = redact(&file.url);
         let parse = |bytes: &[u8]| {
             CoreMetadata::parse(bytes).map_err(|source| IndexError::Metadata {
@@ -604,6 +596,20 @@ fn filter_project(files: Vec<DistFile>, normalized: &str) -> Vec<DistFile> {
         .into_iter()
         .filter(|f| project_of(&f.filename, normalized).is_some())
         .collect()
+}
+
+/// What a file's METADATA is cached under: its sha256 when the index published one, else
+/// its URL.
+pub fn metadata_key(file: &DistFile) -> MetadataKey {
+    match file
+        .hashes
+        .sha256
+        .as_deref()
+        .and_then(|sha| Sha256Hex::parse_any_case(sha).ok())
+    {
+        Some(sha) => MetadataKey::Sha256(sha),
+        None => MetadataKey::Url(file.url.to_string()),
+    }
 }
 
 #[cfg(test)]
