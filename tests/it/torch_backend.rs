@@ -564,7 +564,7 @@ fn sage_wheel(lock: &Lock) -> String {
         .iter()
         .find(|p| p.name == "sageattention")
         .unwrap();
-    entry.wheels[0].name.clone()
+    entry.wheels[0].name.to_string()
 }
 
 #[test]
