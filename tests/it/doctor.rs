@@ -690,7 +690,7 @@ created-by = "comfypak"
 [[packages]]
 name = "torch"
 version = "2.11.0+{backend}"
-wheels = [{{ name = "torch-2.11.0+{backend}-cp314-cp314-manylinux_2_28_x86_64.whl", url = "http://127.0.0.1:9/torch.whl", hashes = {{ sha256 = "00" }} }}]
+wheels = [{{ name = "torch-2.11.0+{backend}-cp314-cp314-manylinux_2_28_x86_64.whl", url = "http://127.0.0.1:9/torch.whl", hashes = {{ sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }} }}]
 
 [packages.tool.comfypak]
 layer = "stable"
@@ -728,7 +728,7 @@ const SAGEATTN3: &str = r#"
 [[packages]]
 name = "sageattn3"
 version = "1.0.0"
-wheels = [{ name = "sageattn3-1.0.0-cp314-cp314-linux_x86_64.whl", url = "http://127.0.0.1:9/s.whl", hashes = { sha256 = "00" } }]
+wheels = [{ name = "sageattn3-1.0.0-cp314-cp314-linux_x86_64.whl", url = "http://127.0.0.1:9/s.whl", hashes = { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" } }]
 
 [packages.tool.comfypak]
 layer = "perf"
