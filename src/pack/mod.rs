@@ -182,6 +182,9 @@ struct LayerJob {
     sources: Vec<TreeSource>,
 }
 
+/// One platform's layers to build, by layer name, in image order.
+type NamedJobs = Vec<(String, LayerJob)>;
+
 /// Packs the image described by `request`.
 pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
     if request.platforms.is_empty() {
@@ -390,15 +393,38 @@ fn pack_into(
     base: Option<&Layout>,
     previous: Option<(&[LayoutImage], &[String])>,
 ) -> Result<PackedImage, PackError> {
-    let (previous, previous_top) = match previous {
-        Some((images, top)) => (Some(images), top),
-        None => (None, &[][..]),
-    };
     let store = BlobStore::create(staging)?;
-    let created = oci::rfc3339(request.source_date_epoch);
+    let writer = Writer {
+        request,
+        store: &store,
+        created: oci::rfc3339(request.source_date_epoch),
+        base,
+        previous: previous.map(|(images, _)| images),
+    };
+    let (per_platform, blobs) = build_unique_layers(request, &store)?;
+    let mut platforms = Vec::new();
+    for (platform, jobs) in request.platforms.iter().zip(&per_platform) {
+        platforms.push(writer.write_platform(platform, jobs, &blobs)?);
+    }
+    let index = writer.write_index(&platforms)?;
+    let (push_bytes, push_blobs) = push_cost(&platforms, index.as_ref(), previous);
+    Ok(PackedImage {
+        output: staging.to_path_buf(),
+        format: request.format,
+        index,
+        platforms,
+        push_bytes,
+        push_blobs,
+    })
+}
 
-    // Every distinct layer of every platform, built once, in parallel.
-    let mut per_platform: Vec<Vec<(String, LayerJob)>> = Vec::new();
+/// Each platform's layer jobs, in stack order, and every distinct layer of every platform
+/// built once, in parallel (a layer that is the same for several platforms is one blob).
+fn build_unique_layers(
+    request: &PackRequest<'_>,
+    store: &BlobStore,
+) -> Result<(Vec<NamedJobs>, HashMap<LayerJob, LayerBlob>), PackError> {
+    let mut per_platform: Vec<NamedJobs> = Vec::new();
     let mut unique: Vec<LayerJob> = Vec::new();
     for platform in &request.platforms {
         let jobs = layer_jobs(request, platform)?;
@@ -414,96 +440,170 @@ fn pack_into(
         .map(|job| {
             layer::build_layer(
                 &job.sources,
-                &store,
+                store,
                 request.compression,
                 request.source_date_epoch,
             )
         })
         .collect::<Result<_, _>>()?;
-    let blob_of: HashMap<&LayerJob, &LayerBlob> = unique.iter().zip(built.iter()).collect();
+    Ok((per_platform, unique.into_iter().zip(built).collect()))
+}
 
-    let previous_blobs: Option<BTreeSet<String>> = previous.map(|images| {
-        let mut set: BTreeSet<String> = previous_top.iter().cloned().collect();
-        for image in images {
-            set.insert(image.manifest_descriptor.digest.clone());
-            set.insert(image.manifest.config.digest.clone());
-            set.extend(image.manifest.layers.iter().map(|l| l.digest.clone()));
-        }
-        set
-    });
+/// What every platform's config and manifest, and the index, are written with.
+struct Writer<'r, 'a> {
+    request: &'r PackRequest<'a>,
+    store: &'r BlobStore,
+    /// `created` of configs and annotations (from `source_date_epoch`).
+    created: String,
+    base: Option<&'r Layout>,
+    previous: Option<&'r [LayoutImage]>,
+}
 
-    let mut platforms = Vec::new();
-    for (platform, jobs) in request.platforms.iter().zip(&per_platform) {
+impl Writer<'_, '_> {
+    /// One platform: its base layers, its stack and directory layers, config and manifest.
+    fn write_platform(
+        &self,
+        platform: &PlatformLayers,
+        jobs: &[(String, LayerJob)],
+        blobs: &HashMap<LayerJob, LayerBlob>,
+    ) -> Result<PackedPlatform, PackError> {
         let architecture = platform.platform.arch.oci_name();
-        let base_image = match base {
+        let base_image = match self.base {
             Some(layout) => Some(layout.image_for(architecture)?),
             None => None,
         };
-        let previous_image =
-            previous.and_then(|images| images.iter().find(|i| i.architecture == architecture));
+        let previous_image = self
+            .previous
+            .and_then(|images| images.iter().find(|i| i.architecture == architecture));
 
-        let mut layers: Vec<PackedLayer> = Vec::new();
-        if let (Some(layout), Some(image)) = (base, &base_image) {
-            let diff_ids: Vec<String> = image
-                .config
-                .pointer("/rootfs/diff_ids")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if diff_ids.len() != image.manifest.layers.len() {
-                return Err(PackError::BadLayout {
-                    path: layout.dir.clone(),
-                    message: format!(
-                        "the {architecture} base config lists {} diff_ids for {} layers",
-                        diff_ids.len(),
-                        image.manifest.layers.len()
-                    ),
-                });
+        let mut layers = match (self.base, &base_image) {
+            (Some(layout), Some(image)) => {
+                self.base_layers(layout, image, architecture, previous_image)?
             }
-            for (i, (descriptor, diff_id)) in image.manifest.layers.iter().zip(diff_ids).enumerate()
-            {
-                let media_type =
-                    oci::oci_layer_media_type(&descriptor.media_type).ok_or_else(|| {
-                        PackError::BadLayout {
-                            path: layout.dir.clone(),
-                            message: format!(
-                                "base layer {} has media type {}, which comfypak cannot reference",
-                                descriptor.digest, descriptor.media_type
-                            ),
-                        }
-                    })?;
-                store.import(&layout.blob_path(&descriptor.digest)?, &descriptor.digest)?;
-                let reuse = match previous_image {
-                    None => Reuse::Unknown,
-                    Some(prev) => match prev.manifest.layers.get(i) {
-                        Some(p) if p.digest == descriptor.digest => Reuse::Identical,
-                        Some(_) => Reuse::Changed,
-                        None => Reuse::New,
-                    },
-                };
-                layers.push(PackedLayer {
-                    name: format!("base-{}", i + 1),
-                    from_base: true,
-                    descriptor: Descriptor {
-                        media_type: media_type.to_string(),
-                        digest: descriptor.digest.clone(),
-                        size: descriptor.size,
-                        platform: None,
-                        annotations: BTreeMap::new(),
-                    },
-                    diff_id,
-                    reuse,
-                });
-            }
+            _ => Vec::new(),
+        };
+        let (stacked, diff_ids, history) = self.stack_layers(jobs, blobs, previous_image);
+        layers.extend(stacked);
+
+        let config = build_config(&ConfigInputs {
+            base: base_image.as_ref().map(|i| &i.config),
+            settings: &self.request.settings,
+            venv: &self.request.stack.target.venv,
+            architecture,
+            created: &self.created,
+            diff_ids,
+            history,
+        });
+        let config_descriptor = self.store.write_json(media::CONFIG, &config)?;
+        let mut annotations = BTreeMap::from([(oci::CREATED.to_string(), self.created.clone())]);
+        if let Some(image) = &base_image {
+            annotations.insert(
+                "org.opencontainers.image.base.digest".to_string(),
+                image.manifest_descriptor.digest.clone(),
+            );
         }
-        let mut history = Vec::new();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::MANIFEST.to_string()),
+            config: config_descriptor.clone(),
+            layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+            annotations,
+        };
+        let mut manifest_descriptor = self.store.write_json(media::MANIFEST, &manifest)?;
+        manifest_descriptor.platform = Some(OciPlatform {
+            architecture: architecture.to_string(),
+            os: "linux".to_string(),
+            variant: None,
+        });
+        Ok(PackedPlatform {
+            architecture: architecture.to_string(),
+            manifest: manifest_descriptor,
+            config: config_descriptor,
+            layers,
+        })
+    }
+
+    /// The base image's layers for one platform, imported into the store as they are; reuse
+    /// compares by position with the previous image.
+    fn base_layers(
+        &self,
+        layout: &Layout,
+        image: &LayoutImage,
+        architecture: &str,
+        previous_image: Option<&LayoutImage>,
+    ) -> Result<Vec<PackedLayer>, PackError> {
+        let diff_ids: Vec<String> = image
+            .config
+            .pointer("/rootfs/diff_ids")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if diff_ids.len() != image.manifest.layers.len() {
+            return Err(PackError::BadLayout {
+                path: layout.dir.clone(),
+                message: format!(
+                    "the {architecture} base config lists {} diff_ids for {} layers",
+                    diff_ids.len(),
+                    image.manifest.layers.len()
+                ),
+            });
+        }
+        let mut layers = Vec::new();
+        for (i, (descriptor, diff_id)) in image.manifest.layers.iter().zip(diff_ids).enumerate() {
+            let media_type =
+                oci::oci_layer_media_type(&descriptor.media_type).ok_or_else(|| {
+                    PackError::BadLayout {
+                        path: layout.dir.clone(),
+                        message: format!(
+                            "base layer {} has media type {}, which comfypak cannot reference",
+                            descriptor.digest, descriptor.media_type
+                        ),
+                    }
+                })?;
+            self.store
+                .import(&layout.blob_path(&descriptor.digest)?, &descriptor.digest)?;
+            let reuse = match previous_image {
+                None => Reuse::Unknown,
+                Some(prev) => match prev.manifest.layers.get(i) {
+                    Some(p) if p.digest == descriptor.digest => Reuse::Identical,
+                    Some(_) => Reuse::Changed,
+                    None => Reuse::New,
+                },
+            };
+            layers.push(PackedLayer {
+                name: format!("base-{}", i + 1),
+                from_base: true,
+                descriptor: Descriptor {
+                    media_type: media_type.to_string(),
+                    digest: descriptor.digest.clone(),
+                    size: descriptor.size,
+                    platform: None,
+                    annotations: BTreeMap::new(),
+                },
+                diff_id,
+                reuse,
+            });
+        }
+        Ok(layers)
+    }
+
+    /// The stack and directory layers of one platform (already built), with their diff_ids
+    /// and history lines for the config; reuse compares by layer name with the previous image.
+    fn stack_layers(
+        &self,
+        jobs: &[(String, LayerJob)],
+        blobs: &HashMap<LayerJob, LayerBlob>,
+        previous_image: Option<&LayoutImage>,
+    ) -> (Vec<PackedLayer>, Vec<String>, Vec<LayerHistory>) {
+        let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
+        let mut history = Vec::new();
         for (name, job) in jobs {
-            let blob = blob_of[job];
+            let blob = &blobs[job];
             let reuse = match previous_image {
                 None => Reuse::Unknown,
                 Some(prev) => match prev
@@ -531,90 +631,75 @@ fn pack_into(
                 reuse,
             });
             diff_ids.push(blob.diff_id.clone());
-            history.push(layer_history(request, name));
+            history.push(layer_history(self.request, name));
         }
-        let config = build_config(&ConfigInputs {
-            base: base_image.as_ref().map(|i| &i.config),
-            settings: &request.settings,
-            venv: &request.stack.target.venv,
-            architecture,
-            created: &created,
-            diff_ids,
-            history,
-        });
-        let config_descriptor = store.write_json(media::CONFIG, &config)?;
-        let mut annotations = BTreeMap::from([(oci::CREATED.to_string(), created.clone())]);
-        if let Some(image) = &base_image {
-            annotations.insert(
-                "org.opencontainers.image.base.digest".to_string(),
-                image.manifest_descriptor.digest.clone(),
-            );
-        }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::MANIFEST.to_string()),
-            config: config_descriptor.clone(),
-            layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
-            annotations,
-        };
-        let mut manifest_descriptor = store.write_json(media::MANIFEST, &manifest)?;
-        manifest_descriptor.platform = Some(OciPlatform {
-            architecture: architecture.to_string(),
-            os: "linux".to_string(),
-            variant: None,
-        });
-        platforms.push(PackedPlatform {
-            architecture: architecture.to_string(),
-            manifest: manifest_descriptor,
-            config: config_descriptor,
-            layers,
-        });
+        (layers, diff_ids, history)
     }
 
-    let ref_name = BTreeMap::from([(oci::REF_NAME.to_string(), request.tag.clone())]);
-    let index = if platforms.len() > 1 {
-        let image_index = Index {
-            schema_version: 2,
-            media_type: Some(media::INDEX.to_string()),
-            manifests: platforms.iter().map(|p| p.manifest.clone()).collect(),
-            annotations: BTreeMap::from([(oci::CREATED.to_string(), created.clone())]),
-        };
-        let mut descriptor = store.write_json(media::INDEX, &image_index)?;
-        let top = Descriptor {
-            annotations: ref_name,
-            ..descriptor.clone()
-        };
-        store.write_index(&Index {
+    /// `index.json` naming the tag: with several platforms it points at an image index blob
+    /// (returned), with one at that platform's manifest.
+    fn write_index(&self, platforms: &[PackedPlatform]) -> Result<Option<Descriptor>, PackError> {
+        let ref_name = BTreeMap::from([(oci::REF_NAME.to_string(), self.request.tag.clone())]);
+        let top_index = |top: Descriptor| Index {
             schema_version: 2,
             media_type: Some(media::INDEX.to_string()),
             manifests: vec![top],
             annotations: BTreeMap::new(),
-        })?;
-        descriptor.annotations.clear();
-        Some(descriptor)
-    } else {
-        let mut top = platforms[0].manifest.clone();
-        top.annotations = ref_name;
-        store.write_index(&Index {
-            schema_version: 2,
-            media_type: Some(media::INDEX.to_string()),
-            manifests: vec![top],
-            annotations: BTreeMap::new(),
-        })?;
-        None
-    };
+        };
+        match platforms {
+            [only] => {
+                let mut top = only.manifest.clone();
+                top.annotations = ref_name;
+                self.store.write_index(&top_index(top))?;
+                Ok(None)
+            }
+            _ => {
+                let image_index = Index {
+                    schema_version: 2,
+                    media_type: Some(media::INDEX.to_string()),
+                    manifests: platforms.iter().map(|p| p.manifest.clone()).collect(),
+                    annotations: BTreeMap::from([(oci::CREATED.to_string(), self.created.clone())]),
+                };
+                let mut descriptor = self.store.write_json(media::INDEX, &image_index)?;
+                let top = Descriptor {
+                    annotations: ref_name,
+                    ..descriptor.clone()
+                };
+                self.store.write_index(&top_index(top))?;
+                descriptor.annotations.clear();
+                Ok(Some(descriptor))
+            }
+        }
+    }
+}
 
-    // What a push would send: every distinct blob the previous image lacks.
-    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
-    for p in &platforms {
-        blobs.insert(p.manifest.digest.clone(), p.manifest.size);
-        blobs.insert(p.config.digest.clone(), p.config.size);
+/// What a push would send: the bytes and count of every distinct blob (layers, configs,
+/// manifests, index) the previous image (its images and top-level descriptors) lacks; every
+/// blob without a previous image.
+fn push_cost(
+    platforms: &[PackedPlatform],
+    index: Option<&Descriptor>,
+    previous: Option<(&[LayoutImage], &[String])>,
+) -> (u64, usize) {
+    let previous_blobs: Option<BTreeSet<&str>> = previous.map(|(images, top)| {
+        let mut set: BTreeSet<&str> = top.iter().map(String::as_str).collect();
+        for image in images {
+            set.insert(&image.manifest_descriptor.digest);
+            set.insert(&image.manifest.config.digest);
+            set.extend(image.manifest.layers.iter().map(|l| l.digest.as_str()));
+        }
+        set
+    });
+    let mut blobs: BTreeMap<&str, u64> = BTreeMap::new();
+    for p in platforms {
+        blobs.insert(&p.manifest.digest, p.manifest.size);
+        blobs.insert(&p.config.digest, p.config.size);
         for l in &p.layers {
-            blobs.insert(l.descriptor.digest.clone(), l.descriptor.size);
+            blobs.insert(&l.descriptor.digest, l.descriptor.size);
         }
     }
-    if let Some(i) = &index {
-        blobs.insert(i.digest.clone(), i.size);
+    if let Some(i) = index {
+        blobs.insert(&i.digest, i.size);
     }
     let missing: Vec<u64> = blobs
         .iter()
@@ -625,13 +710,5 @@ fn pack_into(
         })
         .map(|(_, size)| *size)
         .collect();
-
-    Ok(PackedImage {
-        output: staging.to_path_buf(),
-        format: request.format,
-        index,
-        platforms,
-        push_bytes: missing.iter().sum(),
-        push_blobs: missing.len(),
-    })
+    (missing.iter().sum(), missing.len())
 }
