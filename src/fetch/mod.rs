@@ -26,7 +26,7 @@ use url::Url;
 use crate::cache::{Cache, EntryLock};
 use crate::digest::Sha256Hex;
 use crate::filename::SafeFileName;
-use crate::http::{parse_content_range, redact, HttpClient, HttpError};
+use crate::http::{parse_content_range, redact, Attempts, HttpClient, HttpError};
 use progress::{FileProgress, Progress, ProgressMode};
 pub use select::{select_wheels, targets_for, SelectError, SelectedWheel};
 
@@ -170,14 +170,14 @@ pub enum FetchError {
     Http {
         filename: SafeFileName,
         #[source]
-        source: HttpError,
+        source: Box<HttpError>,
     },
-    #[error("{filename} from {url}: the connection kept failing ({message}); gave up after {attempts} attempts with {received} bytes received")]
+    #[error("{filename} from {url}: the download kept breaking off ({message}); {attempts}, at most {received} bytes received")]
     Interrupted {
         filename: SafeFileName,
         url: String,
         message: String,
-        attempts: u32,
+        attempts: Box<Attempts>,
         received: u64,
     },
     #[error("{filename}: {message}")]
@@ -407,22 +407,24 @@ async fn download(
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     let mut resumed = 0u32;
-    // Failures in a row without a single new byte; any progress resets it.
-    let mut stalled = 0u32;
-    let mut attempts = 0u32;
-    let max_resumes = 50u32;
-    let interrupted = |message: String, attempts: u32, received: u64| FetchError::Interrupted {
-        filename: source.filename.clone(),
-        url: redact(url),
-        message,
-        attempts,
-        received,
-    };
+    // The most bytes any attempt got to: only an attempt that goes beyond it made progress.
+    // A server that drops every answer half-way and ignores Range makes none after the
+    // first, so the retry policy's failures-in-a-row cap ends it.
+    let mut high_water = 0u64;
+    let mut retry = http.retry_state();
+    let interrupted =
+        |message: String, attempts: Attempts, received: u64| FetchError::Interrupted {
+            filename: source.filename.clone(),
+            url: redact(url),
+            message,
+            attempts: Box::new(attempts),
+            received,
+        };
     'request: loop {
-        attempts += 1;
         if source.size.is_some_and(|s| s == written) && written > 0 {
             break;
         }
+        retry.attempt();
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if written > 0 {
@@ -435,7 +437,7 @@ async fn download(
                 .await
                 .map_err(|source_err| FetchError::Http {
                     filename: source.filename.clone(),
-                    source: source_err,
+                    source: Box::new(source_err),
                 })?;
         if written > 0 {
             let continues = response.status().as_u16() == 206
@@ -460,14 +462,22 @@ async fn download(
                 hasher = Sha256::new();
                 written = 0;
                 file_progress.restart();
-                if response.status().as_u16() != 200 {
+                let status = response.status().as_u16();
+                if status != 200 {
                     drop(response);
-                    continue 'request;
+                    let message =
+                        format!("the server answered a resumption with {status} for another range");
+                    match retry.failed(true, None) {
+                        Ok(delay) => {
+                            tokio::time::sleep(delay).await;
+                            continue 'request;
+                        }
+                        Err(attempts) => return Err(interrupted(message, attempts, high_water)),
+                    }
                 }
             }
         }
         let mut response = response;
-        let before = written;
         loop {
             let next = match tokio::time::timeout(settings.read_timeout, response.chunk()).await {
                 Ok(Ok(Some(chunk))) => Ok(chunk),
@@ -478,17 +488,17 @@ async fn download(
             let chunk = match next {
                 Ok(chunk) => chunk,
                 Err(message) => {
-                    if written > before {
-                        stalled = 0;
-                    } else {
-                        stalled += 1;
+                    if written > high_water {
+                        high_water = written;
+                        retry.progressed();
                     }
-                    if stalled > settings.retries || resumed >= max_resumes {
-                        return Err(interrupted(message, attempts, written));
+                    match retry.failed(true, None) {
+                        Ok(delay) => {
+                            tokio::time::sleep(delay).await;
+                            continue 'request;
+                        }
+                        Err(attempts) => return Err(interrupted(message, attempts, high_water)),
                     }
-                    let factor = 1u32 << stalled.min(6);
-                    tokio::time::sleep(settings.backoff * factor).await;
-                    continue 'request;
                 }
             };
             hasher.update(&chunk);

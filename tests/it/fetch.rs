@@ -318,6 +318,76 @@ fn fetch_resumes_a_reset_download_with_a_range_request() {
 }
 
 #[test]
+fn a_server_that_drops_every_download_half_way_and_ignores_range_is_given_up_on() {
+    // Once looped forever: each retry restarted from byte 0, got half the file, and counted
+    // as progress. Only new bytes count as progress now, so the failures-in-a-row cap ends it.
+    let spec = WheelSpec::new("halfway", "1.0").pad_bytes(1 << 20);
+    let built = spec.clone().build();
+    let server = TestServer::serve_index(
+        &index_of(vec![spec]),
+        ServerOptions {
+            range: false,
+            ..ServerOptions::default()
+        },
+    );
+    server.inject(Fault::ResetAfter {
+        path_suffix: built.filename.clone(),
+        bytes: built.size() / 2,
+        times: 10_000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (lock_path, lock) = write_lock(
+        dir.path(),
+        &server,
+        &[pkg("halfway", "1.0", "deps", vec![&built])],
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(cache_dir.path());
+    let srcs = sources(&lock, &lock_path, None);
+    let client = http();
+    let retries = client.settings().retries as usize;
+    let err = run(fetch_wheels(&client, &cache, &srcs[..1], &options())).unwrap_err();
+    // The first attempt brought new bytes and failed; then `retries` restarts from zero
+    // failed in a row without getting further: `retries + 1` failures in a row, the cap.
+    assert_eq!(
+        server.requests_for(&built.filename),
+        retries + 1,
+        "{:#?}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(log[1..]
+        .iter()
+        .all(|r| r.range.is_some() && r.status == 200));
+    match &err {
+        FetchError::Interrupted {
+            attempts,
+            received,
+            url,
+            ..
+        } => {
+            assert_eq!(attempts.count as usize, retries + 1);
+            assert_eq!(*received, built.size() / 2);
+            assert!(url.ends_with(".whl"));
+        }
+        other => panic!("not an interrupted download: {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&built.filename), "{text}");
+    assert!(
+        text.contains(&format!("gave up after {} attempts", retries + 1)),
+        "{text}"
+    );
+    // Nothing half-written was left in the cache.
+    assert!(!cache
+        .wheel_path(
+            &built.sha256.parse().unwrap(),
+            &built.filename.parse().unwrap()
+        )
+        .exists());
+}
+
+#[test]
 fn fetch_retries_503_answers() {
     let spec = WheelSpec::new("flaky", "1.0");
     let built = spec.clone().build();

@@ -16,6 +16,7 @@ mod filename;
 mod fixture_snapshot;
 mod golden;
 mod harden;
+mod http;
 mod index_client;
 mod index_parsers;
 mod install;

@@ -93,6 +93,14 @@ pub enum Fault {
     },
     /// Flip bytes of the body (same length, wrong hash). Counts only responses with a body.
     CorruptBody { path_suffix: String, times: usize },
+    /// Answer with this status and these extra headers (`Retry-After` on a 429, `Location`
+    /// on a redirect) and a short text body, instead of the resource.
+    Answer {
+        path_suffix: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        times: usize,
+    },
 }
 
 impl Fault {
@@ -101,7 +109,8 @@ impl Fault {
             Fault::Status { path_suffix, .. }
             | Fault::ResetAfter { path_suffix, .. }
             | Fault::Delay { path_suffix, .. }
-            | Fault::CorruptBody { path_suffix, .. } => path_suffix,
+            | Fault::CorruptBody { path_suffix, .. }
+            | Fault::Answer { path_suffix, .. } => path_suffix,
         }
     }
 
@@ -110,7 +119,8 @@ impl Fault {
             Fault::Status { times, .. }
             | Fault::ResetAfter { times, .. }
             | Fault::Delay { times, .. }
-            | Fault::CorruptBody { times, .. } => times,
+            | Fault::CorruptBody { times, .. }
+            | Fault::Answer { times, .. } => times,
         }
     }
 }
@@ -362,7 +372,8 @@ impl TestServer {
                 Fault::Status { times, .. }
                 | Fault::ResetAfter { times, .. }
                 | Fault::Delay { times, .. }
-                | Fault::CorruptBody { times, .. } => *times > 0,
+                | Fault::CorruptBody { times, .. }
+                | Fault::Answer { times, .. } => *times > 0,
             })
             .cloned()
             .collect()
@@ -547,7 +558,10 @@ async fn respond(
             _ => None,
         });
         let status = take_fault(&mut faults, &path, |f| match f {
-            Fault::Status { status, .. } => Some(*status),
+            Fault::Status { status, .. } => Some((*status, Vec::new())),
+            Fault::Answer {
+                status, headers, ..
+            } => Some((*status, headers.clone())),
             _ => None,
         });
         (delay, status)
@@ -558,10 +572,13 @@ async fn respond(
         tokio::time::sleep(Duration::from_millis(millis)).await;
     }
 
-    let response = match status_fault {
-        Some(status) => {
+    let response = match &status_fault {
+        Some((status, headers)) => {
             fault_note.push(format!("status {status}"));
-            Response::text(status, format!("injected fault: status {status}\n"))
+            let mut r = Response::text(*status, format!("injected fault: status {status}\n"));
+            r.headers
+                .extend(headers.iter().map(|(k, v)| (header_name(k), v.clone())));
+            r
         }
         None => route(shared, request, &path),
     };
@@ -650,6 +667,17 @@ async fn respond(
         return true;
     }
     reset_after.is_some()
+}
+
+/// A header name as the response writer keeps them (`&'static str`): the few that faults
+/// send are spelled out, others are leaked once per fault application (tests only).
+fn header_name(name: &str) -> &'static str {
+    match name.to_ascii_lowercase().as_str() {
+        "retry-after" => "Retry-After",
+        "location" => "Location",
+        "www-authenticate" => "WWW-Authenticate",
+        _ => Box::leak(name.to_string().into_boxed_str()),
+    }
 }
 
 /// Uses up one application of the first live fault matching `path` that `pick` accepts.
