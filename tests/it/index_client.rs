@@ -314,10 +314,15 @@ fn client_errors_are_not_retried() {
     let cache = tempfile::tempdir().unwrap();
     let err = rt()
         .block_on(client(cache.path()).project_files(&simple_def(&server), &name("demo")))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("403"), "{err}");
-    assert!(err.contains("credentials"), "{err}");
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("403"), "{text}");
+    // The hint is the error's help, rendered after it, not part of its message.
+    let help = match &err {
+        comfypak::index::client::IndexError::Http(e) => e.help().unwrap_or_default(),
+        other => panic!("not an HTTP error: {other:?}"),
+    };
+    assert!(help.contains("credentials"), "{help}");
     assert_eq!(server.requests_for("/simple/demo/"), 1);
 }
 
