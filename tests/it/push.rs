@@ -290,9 +290,10 @@ fn push_refuses_plain_http_beyond_loopback_and_explains_tls_errors() {
     let err = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(push(&out, &reference, PushOptions::default()))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--insecure"), "{err}");
+        .unwrap_err();
+    // What to add is the error's help, printed after it.
+    let help = err.help().unwrap_or_default();
+    assert!(help.contains("--insecure"), "{err}: {help}");
 }
 
 #[test]
@@ -353,10 +354,14 @@ fn push_basic_auth_against_an_htpasswd_registry() {
 
     let err = runtime
         .block_on(push(&out, &reference, insecure()))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("authentication failed"), "{err}");
-    assert!(err.contains("COMFYPAK_REGISTRY_USERNAME"), "{err}");
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        err.help()
+            .unwrap_or_default()
+            .contains("COMFYPAK_REGISTRY_USERNAME"),
+        "{err}"
+    );
 
     let wrong = PushOptions {
         credentials: Some(Credentials::Basic {
@@ -401,4 +406,127 @@ fn push_basic_auth_against_an_htpasswd_registry() {
     );
     assert!(stdout.contains("0 blobs uploaded"), "{stdout}");
     assert!(!stdout.contains("s3cret"));
+}
+
+/// A client that retries at once (1 ms backoff), without netrc.
+fn fast_http(retries: u32) -> comfypak::http::HttpClient {
+    comfypak::http::HttpClient::new(comfypak::http::HttpSettings {
+        retries,
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        netrc: None,
+        ..comfypak::http::HttpSettings::default()
+    })
+    .unwrap()
+}
+
+fn push_through(
+    http: &comfypak::http::HttpClient,
+    layout: &Path,
+    reference: &str,
+    options: PushOptions,
+) -> Result<PushReport, comfypak::pack::push::PushError> {
+    let reference: ImageReference = reference.parse().unwrap();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(comfypak::pack::push::push_with(
+            http, layout, &reference, options,
+        ))
+}
+
+#[test]
+fn a_blob_upload_cut_off_midway_is_started_again_in_a_new_session() {
+    use comfypak_testkit::{ProxyFault, TestProxy};
+    let Some(registry) = start_registry() else {
+        return;
+    };
+    let proxy = TestProxy::start(([127, 0, 0, 1], registry.port).into()).unwrap();
+    // The first two blob PUTs break off after 100 bytes of body, as a dropped connection
+    // would; a manifest PUT fails once with a 500.
+    proxy.inject(ProxyFault::AbortRequestBody {
+        method: "PUT".into(),
+        path_contains: "/blobs/uploads/".into(),
+        after_bytes: 100,
+        times: 2,
+    });
+    proxy.inject(ProxyFault::Status {
+        method: "PUT".into(),
+        path_contains: "/manifests/".into(),
+        status: 500,
+        times: 1,
+    });
+    let b = built(&["manylinux_2_39_x86_64"]);
+    let v1 = b.root.join("v1");
+    let image = PackSetup::new(&b.stack, b.layers.clone(), v1.clone()).run();
+    let reference = format!("127.0.0.1:{}/team/comfyui:latest", proxy.addr().port());
+    let report = push_through(&fast_http(3), &v1, &reference, insecure()).unwrap();
+    assert_eq!(report.uploaded().len(), 5, "{report:?}");
+    assert_eq!(report.digest, image.platforms[0].manifest.digest);
+
+    let log = proxy.log();
+    let cut: Vec<_> = log.iter().filter(|r| r.status.is_none()).collect();
+    assert_eq!(cut.len(), 2, "{log:#?}");
+    assert!(cut.iter().all(|r| r.body_bytes == 100));
+    // Each cut upload was started again in a new session: 5 blobs + 2 restarts.
+    let sessions = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/blobs/uploads/"))
+        .count();
+    assert_eq!(sessions, 7, "{log:#?}");
+    let blob_puts_ok = log
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/"))
+        .filter(|r| r.status == Some(201))
+        .count();
+    assert_eq!(blob_puts_ok, 5);
+    let manifest_puts: Vec<Option<u16>> = log
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(manifest_puts, [Some(500), Some(201)]);
+    // The registry itself, not the proxy, has the image.
+    if let Some(digest) = skopeo_digest(registry.port, "team/comfyui:latest") {
+        assert_eq!(digest, image.platforms[0].manifest.digest);
+    }
+}
+
+#[test]
+fn a_registry_that_keeps_failing_uploads_is_given_up_on_per_blob() {
+    use comfypak_testkit::{ProxyFault, TestProxy};
+    let Some(registry) = start_registry() else {
+        return;
+    };
+    let proxy = TestProxy::start(([127, 0, 0, 1], registry.port).into()).unwrap();
+    proxy.inject(ProxyFault::Status {
+        method: "PUT".into(),
+        path_contains: "/blobs/uploads/".into(),
+        status: 503,
+        times: 10_000,
+    });
+    let b = built(&["manylinux_2_39_x86_64"]);
+    let v1 = b.root.join("v1");
+    PackSetup::new(&b.stack, b.layers.clone(), v1.clone()).run();
+    let reference = format!("127.0.0.1:{}/team/comfyui:latest", proxy.addr().port());
+    let options = PushOptions {
+        concurrency: 1,
+        ..insecure()
+    };
+    let err = push_through(&fast_http(2), &v1, &reference, options).unwrap_err();
+    let puts = proxy
+        .log()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/"))
+        .count();
+    // Three attempts (one and two retries) for each of the five blobs, never more.
+    assert_eq!(puts, 15);
+    let text = err.to_string();
+    assert!(text.contains("kept failing"), "{text}");
+    assert!(text.contains("gave up after 3 attempts"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", proxy.addr().port())),
+        "{text}"
+    );
 }
