@@ -50,10 +50,14 @@ impl Default for NetworkArgs {
 
 impl NetworkArgs {
     /// Applies `--index NAME=URL` overrides.
+    /// Applies `--index NAME=URL` overrides, then warns about plain-http indexes.
     pub fn apply_overrides(&self, defs: &mut IndexDefs) -> anyhow::Result<()> {
         for text in &self.index {
             let (name, url) = parse_override(text, "--index")?;
             defs.override_url(&name, &url, "--index")?;
+        }
+        for warning in defs.plain_http_warnings() {
+            eprintln!("warning: {warning}");
         }
         Ok(())
     }

@@ -46,6 +46,36 @@ pub struct IndexDef {
     pub url_overridden_by: Option<String>,
 }
 
+impl IndexDef {
+    /// Whether pages and wheels come over plain http from another machine: allowed because
+    /// the definition says `http://`, but worth a warning (anything on the way can change
+    /// them, and the lock's hashes come from those pages). Loopback is not warned about.
+    pub fn is_plain_http(&self) -> bool {
+        self.url.scheme() == "http" && !is_loopback_url(&self.url)
+    }
+
+    /// The warning for [`IndexDef::is_plain_http`], or `None`.
+    pub fn plain_http_warning(&self) -> Option<String> {
+        self.is_plain_http().then(|| {
+            format!(
+                "index `{}` is plain http ({}): its pages, hashes and wheels can be changed on \
+                 the way; use https if the server has it",
+                self.name, self.url
+            )
+        })
+    }
+}
+
+/// Whether the URL's host is this machine (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// All index definitions of a stack, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -56,7 +86,7 @@ pub struct IndexDefs {
 /// Why the index definitions could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexDefError {
-    #[error("cannot read index definitions in {}: {source}\n  = help: create the folder with one NAME.toml per index (name, url, kind)", dir.display())]
+    #[error("cannot read index definitions in {}: {source}", dir.display())]
     ReadDir {
         dir: PathBuf,
         #[source]
@@ -84,8 +114,23 @@ pub enum IndexDefError {
         name: String,
         known: String,
     },
-    #[error("{origin}: `{text}` is not NAME=URL\n  = help: write it as e.g. `--index pytorch-cu130=file:///srv/mirror/simple/`")]
+    #[error("{origin}: `{text}` is not NAME=URL")]
     BadOverride { origin: String, text: String },
+}
+
+impl IndexDefError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            IndexDefError::ReadDir { .. } => {
+                Some("create the folder with one NAME.toml per index (name, url, kind)".to_string())
+            }
+            IndexDefError::BadOverride { .. } => Some(
+                "write it as e.g. `--index pytorch-cu130=file:///srv/mirror/simple/`".to_string(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,6 +215,13 @@ impl IndexDefs {
         self.defs.keys().map(String::as_str)
     }
 
+    /// One warning per plain-http index that is not on this machine.
+    pub fn plain_http_warnings(&self) -> Vec<String> {
+        self.iter()
+            .filter_map(IndexDef::plain_http_warning)
+            .collect()
+    }
+
     /// Fails with the list of known names when `name` is not defined.
     pub fn require(&self, name: &str, origin: &str) -> Result<&IndexDef, IndexDefError> {
         self.defs.get(name).ok_or_else(|| IndexDefError::Unknown {
@@ -251,6 +303,26 @@ mod tests {
         let page =
             parse_index_url("https://index.example/releases/v1", IndexKind::FindLinks).unwrap();
         assert_eq!(page.as_str(), "https://index.example/releases/v1");
+    }
+
+    #[test]
+    fn plain_http_is_warned_about_unless_on_loopback() {
+        let def = |name: &str, url: &str| IndexDef {
+            name: name.to_string(),
+            url: parse_index_url(url, IndexKind::Simple).unwrap(),
+            kind: IndexKind::Simple,
+            source: PathBuf::from(format!("indexes/{name}.toml")),
+            url_overridden_by: None,
+        };
+        let mut defs = IndexDefs::default();
+        defs.insert(def("mirror", "http://mirror.example/simple"));
+        defs.insert(def("local", "http://127.0.0.1:8080/simple"));
+        defs.insert(def("localhost", "http://localhost:8080/simple"));
+        defs.insert(def("secure", "https://index.example/simple"));
+        let warnings = defs.plain_http_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`mirror`"));
+        assert!(warnings[0].contains("http://mirror.example/simple/"));
     }
 
     #[test]
