@@ -33,12 +33,23 @@ pub struct Cache {
 /// Why the cache could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cache {}: {source}\n  = help: pick a writable folder with --cache-dir or COMFYPAK_CACHE_DIR", path.display())]
+    #[error("cache {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl CacheError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            CacheError::Io { .. } => {
+                Some("pick a writable folder with --cache-dir or COMFYPAK_CACHE_DIR".to_string())
+            }
+        }
+    }
 }
 
 /// An index page as it was fetched, with what is needed to revalidate it.

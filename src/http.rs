@@ -106,8 +106,8 @@ pub enum TransferKind {
 pub enum GiveUp {
     /// The failure is not one that a retry can fix.
     NotRetryable,
-    /// `retries + 1` failures in a row.
-    FailuresInRow,
+    /// `retries + 1` failures in a row (how many).
+    FailuresInRow(u32),
     /// `max_attempts` attempts in all.
     Attempts,
     /// The time budget (`retry_time`) ran out.
@@ -126,35 +126,27 @@ pub struct Attempts {
 }
 
 impl std::fmt::Display for Attempts {
+    /// `; gave up after N attempts in T s: why`, or nothing for a single attempt that was
+    /// not worth retrying: errors write `{attempts}` right after their message.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = if self.count == 1 { "" } else { "s" };
         let secs = self.elapsed.as_secs_f64();
-        match self.gave_up {
-            GiveUp::NotRetryable => write!(f, "{} attempt{s}", self.count),
-            GiveUp::FailuresInRow => write!(
-                f,
-                "gave up after {} attempt{s} in {secs:.1} s ({} failures in a row)",
-                self.count, self.count
-            ),
-            GiveUp::Attempts => write!(
-                f,
-                "gave up after {} attempt{s} in {secs:.1} s (the most allowed)",
-                self.count
-            ),
-            GiveUp::Time(limit) => write!(
-                f,
-                "gave up after {} attempt{s} in {secs:.1} s (retry time limit {} s)",
-                self.count,
-                limit.as_secs()
-            ),
-            GiveUp::RetryAfter(wait) => write!(
-                f,
-                "gave up after {} attempt{s} in {secs:.1} s: the server asked to retry after {} s, \
-                 longer than the retry time left",
-                self.count,
+        let why = match self.gave_up {
+            GiveUp::NotRetryable if self.count <= 1 => return Ok(()),
+            GiveUp::NotRetryable => "the last failure is not one a retry can fix".to_string(),
+            GiveUp::FailuresInRow(n) => format!("{n} failures in a row"),
+            GiveUp::Attempts => "the most allowed".to_string(),
+            GiveUp::Time(limit) => format!("retry time limit {} s", limit.as_secs()),
+            GiveUp::RetryAfter(wait) => format!(
+                "the server asked to retry after {} s, longer than the retry time left",
                 wait.as_secs()
             ),
-        }
+        };
+        write!(
+            f,
+            "; gave up after {} attempt{s} in {secs:.1} s: {why}",
+            self.count
+        )
     }
 }
 
@@ -163,14 +155,14 @@ impl std::fmt::Display for Attempts {
 pub enum HttpError {
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
-    #[error("{method} {url}: the server answered {status} ({attempts})")]
+    #[error("{method} {url}: the server answered {status}{attempts}")]
     Status {
         method: Method,
         url: String,
         status: u16,
         attempts: Box<Attempts>,
     },
-    #[error("{method} {url}: cannot connect to {host}: {kind} ({attempts}): {message}")]
+    #[error("{method} {url}: cannot connect to {host}: {kind} ({message}){attempts}")]
     Connect {
         method: Method,
         url: String,
@@ -179,7 +171,7 @@ pub enum HttpError {
         message: String,
         attempts: Box<Attempts>,
     },
-    #[error("{method} {url}: {message} ({attempts})")]
+    #[error("{method} {url}: {message}{attempts}")]
     Transfer {
         method: Method,
         url: String,
@@ -333,7 +325,9 @@ impl Failure {
         let mut io_kind = None;
         let mut dns = false;
         let mut tls = false;
+        let mut root = err.to_string();
         while let Some(cause) = source {
+            root = cause.to_string();
             if let Some(redirect) = cause.downcast_ref::<InsecureRedirectError>() {
                 return Failure::InsecureRedirect {
                     from: redirect.from.clone(),
@@ -369,7 +363,12 @@ impl Failure {
             } else {
                 ConnectKind::Other
             };
-            return Failure::Connect { kind, message };
+            // The kind says what failed; the innermost cause says how (the outer layers
+            // repeat the URL).
+            return Failure::Connect {
+                kind,
+                message: root,
+            };
         }
         let kind = if err.is_timeout() {
             TransferKind::Timeout
@@ -484,7 +483,7 @@ impl RetryState {
             return Err(self.summary(GiveUp::NotRetryable));
         }
         if self.failures_in_row > self.settings.retries {
-            return Err(self.summary(GiveUp::FailuresInRow));
+            return Err(self.summary(GiveUp::FailuresInRow(self.failures_in_row)));
         }
         if self.attempts >= self.settings.max_attempts.max(1) {
             return Err(self.summary(GiveUp::Attempts));

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod cli;
 pub mod cuda;
+pub mod diagnostic;
 pub mod diff;
 pub mod digest;
 pub mod fetch;
@@ -20,6 +21,7 @@ pub mod lock;
 pub mod mirror;
 pub mod pack;
 pub mod pak;
+pub mod registry;
 pub mod resolve;
 pub mod runtime;
 pub mod stack;

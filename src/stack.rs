@@ -148,7 +148,7 @@ pub struct ExcludedPak {
 /// Why a stack could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
-    #[error("cannot read {}: {source}\n  = help: pass the folder that holds stack.toml with --stack, e.g. `--stack pak/`", path.display())]
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -156,7 +156,7 @@ pub enum StackError {
     },
     #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
-    #[error("{}: `{key}`: {message}\n  = help: {help}", path.display())]
+    #[error("{}: `{key}`: {message}", path.display())]
     Invalid {
         path: PathBuf,
         key: String,
@@ -171,6 +171,21 @@ pub enum StackError {
         #[source]
         source: IndexDefError,
     },
+}
+
+impl StackError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            StackError::Pak(e) => e.help().map(str::to_string),
+            StackError::Read { .. } => Some(
+                "pass the folder that holds stack.toml with --stack, e.g. `--stack pak/`"
+                    .to_string(),
+            ),
+            StackError::Invalid { help, .. } => Some(help.to_string()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]

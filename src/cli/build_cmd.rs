@@ -100,8 +100,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             args.stack.display(),
             args.lock.display()
         ));
-        check_stage(resolve_cmd::run(resolve, quiet), "resolving")
-            .map_err(|e| explain_unreachable(e, &stack, &args.network))?;
+        check_stage(resolve_cmd::run(resolve, quiet), "resolving")?;
     }
     stages.push(Stage {
         name: "resolve",
@@ -361,30 +360,4 @@ fn check_stage(result: anyhow::Result<ExitCode>, what: &str) -> anyhow::Result<(
         anyhow::bail!("{what} did not succeed");
     }
     Ok(())
-}
-
-/// When resolving failed to reach an index (the PyTorch index is unreachable from many build
-/// networks), say which one and how to point it elsewhere.
-fn explain_unreachable(err: anyhow::Error, stack: &Stack, network: &NetworkArgs) -> anyhow::Error {
-    let text = format!("{err:#}");
-    let mut defs = stack.indexes.definitions.clone();
-    if network.apply_overrides(&mut defs).is_err() {
-        return err;
-    }
-    for def in defs.iter() {
-        let url = def.url.as_str();
-        let host = def.url.host_str().unwrap_or(url);
-        let unreachable = text.contains(host)
-            && !text.contains(" 404")
-            && (text.contains("gave up")
-                || text.contains("error sending request")
-                || text.contains("dns"));
-        if unreachable {
-            return err.context(format!(
-                "index `{}` ({url}) cannot be reached from here\n  = help: point it at a mirror or a local copy: --index {}=URL (file:// works; `comfypak mirror` makes one), or see README.md, \"Offline\"",
-                def.name, def.name
-            ));
-        }
-    }
-    err
 }

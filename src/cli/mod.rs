@@ -105,18 +105,115 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `error: ...` followed by each cause on its own `caused by:` line, without repeating a
-/// cause whose text the message already contains.
+/// The cargo-style rendering of an error: `error: <what went wrong>`, then `Caused by:` with
+/// each cause indented (a cause's text is not repeated inside the message above it), then
+/// every distinct `help: <what to do>` last, from each error's `help()`
+/// ([`crate::diagnostic::help_of`]).
 pub fn render_error(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
-    let mut shown = err.to_string();
-    for cause in err.chain().skip(1) {
-        let text = cause.to_string();
-        if shown.contains(&text) {
+    let chain: Vec<&(dyn std::error::Error + 'static)> = err.chain().collect();
+    let mut helps: Vec<String> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for cause in &chain {
+        let (text, legacy) = split_legacy_help(&cause.to_string());
+        if let Some(help) = crate::diagnostic::help_of(*cause) {
+            helps.push(help);
+        }
+        helps.extend(legacy);
+        texts.push(text);
+    }
+    // A message that ends with its cause's text (`…: {source}`) keeps only its own part;
+    // a cause already shown word for word in the message above is not shown again.
+    let mut shown: Vec<String> = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let mut own = text.clone();
+        if let Some(next) = texts.get(i + 1) {
+            if !next.is_empty() && own.ends_with(next.as_str()) && own.len() > next.len() {
+                own.truncate(own.len() - next.len());
+                let trimmed = own.trim_end_matches([' ', ':', '\n', '(']).len();
+                own.truncate(trimmed);
+            }
+        }
+        if own.is_empty() || shown.iter().any(|s| s.contains(own.as_str())) {
             continue;
         }
-        out.push_str(&format!("\n  caused by: {text}"));
-        shown = text;
+        shown.push(own);
+    }
+    let mut out = String::new();
+    let mut lines = shown.iter();
+    if let Some(first) = lines.next() {
+        out.push_str("error: ");
+        out.push_str(first);
+    }
+    let causes: Vec<&String> = lines.collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for cause in causes {
+            for line in cause.lines() {
+                out.push('\n');
+                if !line.trim().is_empty() {
+                    out.push_str("  ");
+                    out.push_str(line);
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let helps: Vec<String> = helps
+        .into_iter()
+        .filter(|h| seen.insert(h.clone()))
+        .collect();
+    if !helps.is_empty() {
+        out.push('\n');
+        for help in helps {
+            out.push_str("\nhelp: ");
+            out.push_str(&help.replace('\n', "\n      "));
+        }
     }
     out
+}
+
+/// Lines `= help: …` inside a message (messages built as text, such as the resolver's
+/// explanation) are taken out and returned as helps, to be printed last.
+fn split_legacy_help(text: &str) -> (String, Vec<String>) {
+    let mut helps = Vec::new();
+    let mut kept: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        match line.trim_start().strip_prefix("= help: ") {
+            Some(help) => helps.push(help.to_string()),
+            None => kept.push(line),
+        }
+    }
+    (kept.join("\n").trim_end().to_string(), helps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer step failed: {source}")]
+    struct Outer {
+        #[source]
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner problem\non two lines\n  = help: do the inner thing")]
+    struct Inner;
+
+    #[test]
+    fn causes_are_indented_once_and_help_comes_last() {
+        let err = anyhow::Error::new(Outer { source: Inner }).context("building the image");
+        assert_eq!(
+            render_error(&err),
+            "error: building the image\n\nCaused by:\n  outer step failed\n  inner problem\n  \
+             on two lines\n\nhelp: do the inner thing"
+        );
+    }
+
+    #[test]
+    fn a_lone_error_has_no_caused_by() {
+        let err = anyhow::anyhow!("plain");
+        assert_eq!(render_error(&err), "error: plain");
+    }
 }

@@ -217,14 +217,15 @@ fn report(
         return Ok(());
     }
     if status == "stale" {
+        // Rendered as errors are (cargo-style), though the exit code is 1: a difference.
         eprintln!(
-            "{} is stale: it does not match what the stack resolves to now",
+            "error: {} is stale: it does not match what the stack resolves to now\n",
             args.output.display()
         );
         for line in stale {
             eprintln!("  {line}");
         }
-        eprintln!("  = help: run `comfypak resolve` (without --locked) to update it");
+        eprintln!("\nhelp: run `comfypak resolve` (without --locked) to update it");
     }
     if quiet {
         return Ok(());

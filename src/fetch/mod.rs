@@ -147,12 +147,14 @@ impl Default for FetchOptions {
 /// Why a wheel could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{filename} (sha256 {sha256}) is not in the cache, and --offline forbids downloading it\n  = help: run `comfypak fetch` once with network access to fill the cache")]
+    #[error(
+        "{filename} (sha256 {sha256}) is not in the cache, and --offline forbids downloading it"
+    )]
     NotCached {
         filename: SafeFileName,
         sha256: Sha256Hex,
     },
-    #[error("{filename} from {source_location}: sha256 mismatch: expected {expected}, received {actual}; the download was discarded and nothing was cached\n  = help: the server sent other bytes than the lock records; if the file legitimately changed upstream, re-create the lock with `comfypak resolve`")]
+    #[error("{filename} from {source_location}: sha256 mismatch: expected {expected}, received {actual}; the download was discarded and nothing was cached")]
     HashMismatch {
         filename: SafeFileName,
         source_location: String,
@@ -172,7 +174,7 @@ pub enum FetchError {
         #[source]
         source: Box<HttpError>,
     },
-    #[error("{filename} from {url}: the download kept breaking off ({message}); {attempts}, at most {received} bytes received")]
+    #[error("{filename} from {url}: the download kept breaking off ({message}), at most {received} bytes received{attempts}")]
     Interrupted {
         filename: SafeFileName,
         url: String,
@@ -193,6 +195,17 @@ pub enum FetchError {
     },
     #[error("{} wheels could not be fetched:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Several(Vec<FetchError>),
+}
+
+impl FetchError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            FetchError::NotCached { .. } => Some("run `comfypak fetch` once with network access to fill the cache".to_string()),
+            FetchError::HashMismatch { .. } => Some("the server sent other bytes than the lock records; if the file legitimately changed upstream, re-create the lock with `comfypak resolve`".to_string()),
+            _ => None,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {

@@ -16,22 +16,22 @@ use crate::target::Target;
 /// Why the lock could not be turned into a list of wheels.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
-    #[error("the lock's target is invalid: {message}\n  = help: re-create the lock with `comfypak resolve`")]
+    #[error("the lock's target is invalid: {message}")]
     BadTarget { message: String },
-    #[error("the lock has no platform matching `{asked}` (it has: {available})\n  = help: pass --platform with one of those, or `all`")]
+    #[error("the lock has no platform matching `{asked}` (it has: {available})")]
     UnknownPlatform { asked: String, available: String },
     #[error("the lock has no layer `{name}` (it has: {available})")]
     UnknownLayer { name: String, available: String },
     #[error(transparent)]
     Lock(#[from] SummaryError),
-    #[error("package {package} {version}: no locked wheel fits {platform} (locked: {available})\n  = help: re-resolve for this platform with `comfypak resolve`")]
+    #[error("package {package} {version}: no locked wheel fits {platform} (locked: {available})")]
     NoWheel {
         package: String,
         version: String,
         platform: String,
         available: String,
     },
-    #[error("package {package} {version}: wheel {filename} has no sha256 in the lock; comfypak only installs verified files\n  = help: re-create the lock with `comfypak resolve`")]
+    #[error("package {package} {version}: wheel {filename} has no sha256 in the lock; comfypak only installs verified files")]
     NoHash {
         package: String,
         version: String,
@@ -45,6 +45,28 @@ pub enum SelectError {
         version: String,
         filename: String,
     },
+}
+
+impl SelectError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            SelectError::Lock(e) => e.help(),
+            SelectError::BadTarget { .. } => {
+                Some("re-create the lock with `comfypak resolve`".to_string())
+            }
+            SelectError::UnknownPlatform { .. } => {
+                Some("pass --platform with one of those, or `all`".to_string())
+            }
+            SelectError::NoWheel { .. } => {
+                Some("re-resolve for this platform with `comfypak resolve`".to_string())
+            }
+            SelectError::NoHash { .. } => {
+                Some("re-create the lock with `comfypak resolve`".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One wheel to fetch and install for one platform.

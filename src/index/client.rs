@@ -75,13 +75,13 @@ pub enum IndexError {
         #[source]
         source: ZipError,
     },
-    #[error("{url}: sha256 mismatch: the index says {expected}, the bytes hash to {actual}\n  = help: the index or a proxy serves a different file than it advertises; nothing was cached")]
+    #[error("{url}: sha256 mismatch: the index says {expected}, the bytes hash to {actual}")]
     HashMismatch {
         url: String,
         expected: String,
         actual: String,
     },
-    #[error("{url} is not in the cache and --offline forbids the network\n  = help: run once without --offline to fill the cache")]
+    #[error("{url} is not in the cache and --offline forbids the network")]
     Offline { url: String },
     #[error("cannot read {}: {source}", path.display())]
     Local {
@@ -89,12 +89,48 @@ pub enum IndexError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{name}` is pinned to index `{index}`, which does not have it\n  = help: a pinned package is never taken from another index; fix the pin in stack.toml or point `{index}` at an index that has it (--index {index}=URL)")]
+    #[error("`{name}` is pinned to index `{index}`, which does not have it")]
     PinnedMissing { name: String, index: String },
-    #[error("`{name}` was not found on any default index ({indexes})\n  = help: check the spelling, or add the index that has it to [indexes] default in stack.toml")]
+    #[error("`{name}` was not found on any default index ({indexes})")]
     NotFound { name: String, indexes: String },
     #[error("{0}")]
     Config(String),
+    #[error("index `{index}`: the https page {page} links {link} over plain http; refusing to downgrade")]
+    InsecureLink {
+        index: String,
+        page: String,
+        link: String,
+    },
+    #[error("index `{index}` ({url}) cannot be reached")]
+    Unreachable {
+        index: String,
+        url: String,
+        #[source]
+        source: Box<HttpError>,
+    },
+}
+
+impl IndexError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            IndexError::Cache(e) => e.help(),
+            IndexError::HashMismatch { .. } => Some("the index or a proxy serves a different file than it advertises; nothing was cached".to_string()),
+            IndexError::Offline { .. } => Some("run once without --offline to fill the cache".to_string()),
+            IndexError::PinnedMissing { index, .. } => Some(format!("a pinned package is never taken from another index; fix the pin in stack.toml or point `{index}` at an index that has it (--index {index}=URL)")),
+            IndexError::NotFound { .. } => Some("check the spelling, or add the index that has it to [indexes] default in stack.toml".to_string()),
+            IndexError::Unreachable { index, .. } => Some(format!(
+                "point `{index}` at a mirror or a local copy with --index {index}=URL (file:// \
+                 works; `comfypak mirror` makes one); see README.md, \"Offline builds\""
+            )),
+            IndexError::InsecureLink { index, .. } => Some(format!(
+                "use an index that links its files over https, or declare `{index}` with an \
+                 http:// URL if plain http is really meant"
+            )),
+            IndexError::Http(e) => e.help(),
+            _ => None,
+        }
+    }
 }
 
 /// The files one index offers for one project.
@@ -207,6 +243,39 @@ impl IndexClient {
     /// The files `index` offers for `name` that `keep` accepts, and the names of the others;
     /// `None` when the index does not have the project.
     async fn project_page(
+        &self,
+        index: &IndexDef,
+        name: &PackageName,
+        keep: FileFilter<'_>,
+    ) -> Result<Option<(Vec<DistFile>, Vec<String>)>, IndexError> {
+        let page = self
+            .project_page_unchecked(index, name, keep)
+            .await
+            .map_err(|e| match e {
+                IndexError::Http(source) if source.is_unreachable() => IndexError::Unreachable {
+                    index: index.name.clone(),
+                    url: redact(&index.url),
+                    source: Box::new(source),
+                },
+                other => other,
+            })?;
+        // https never silently becomes http: a page read over https must not send the
+        // resolver (and the lock) to plain-http files.
+        if index.url.scheme() == "https" {
+            if let Some((files, _)) = &page {
+                if let Some(file) = files.iter().find(|f| f.url.scheme() == "http") {
+                    return Err(IndexError::InsecureLink {
+                        index: index.name.clone(),
+                        page: redact(&index.url),
+                        link: redact(&file.url),
+                    });
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    async fn project_page_unchecked(
         &self,
         index: &IndexDef,
         name: &PackageName,

@@ -43,7 +43,7 @@ pub enum InstallError {
     Wheel(#[from] WheelError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("{} path{} would be written by two packages:\n{}{}\n  = help: fix the stack so one package owns each file, or pass --allow-overwrite to keep the upper layer's file (the later package within one layer)",
+    #[error("{} path{} would be written by two packages:\n{}{}",
         conflicts.len(),
         if conflicts.len() == 1 { "" } else { "s" },
         conflicts.iter().take(20).map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n"),
@@ -57,6 +57,17 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl InstallError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            InstallError::Wheel(e) => e.help(),
+            InstallError::Conflicts { .. } => Some("fix the stack so one package owns each file, or pass --allow-overwrite to keep the upper layer's file (the later package within one layer)".to_string()),
+            _ => None,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {

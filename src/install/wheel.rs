@@ -28,7 +28,7 @@ const STORE_FORMAT: u32 = 1;
 /// Why a wheel was refused or could not be unpacked.
 #[derive(Debug, thiserror::Error)]
 pub enum WheelError {
-    #[error("{wheel}: refusing member `{member}`: {reason}\n  = help: this wheel is malformed or malicious; nothing was installed")]
+    #[error("{wheel}: refusing member `{member}`: {reason}")]
     Unsafe {
         wheel: String,
         member: String,
@@ -78,6 +78,18 @@ pub enum WheelError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl WheelError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            WheelError::Unsafe { .. } => {
+                Some("this wheel is malformed or malicious; nothing was installed".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WheelError + '_ {

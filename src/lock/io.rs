@@ -12,23 +12,23 @@ use super::{Lock, LOCK_VERSION};
 /// Why a lock could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot read {}: {source}\n  = help: run `comfypak resolve` to create it", path.display())]
+    #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{} does not exist\n  = help: run `comfypak resolve` to create it, or pass the path of an existing lock", path.display())]
+    #[error("{} does not exist", path.display())]
     Missing { path: PathBuf },
     #[error("{} is not a pylock.toml: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
-    #[error("{} is not a pylock.toml: {message}\n  = help: pass the lock `comfypak resolve` wrote (pylock.toml by default)", path.display())]
+    #[error("{} is not a pylock.toml: {message}", path.display())]
     NotALock { path: PathBuf, message: String },
-    #[error("{}: lock-version {found} is not supported (this comfypak reads {LOCK_VERSION})\n  = help: upgrade comfypak, or re-create the lock with `comfypak resolve`", path.display())]
+    #[error("{}: lock-version {found} is not supported (this comfypak reads {LOCK_VERSION})", path.display())]
     Version { path: PathBuf, found: String },
-    #[error("{} is a PEP 751 lock (created-by = {created_by:?}) but has no [tool.comfypak] table: comfypak needs its layer data\n  = help: create the lock with `comfypak resolve`", path.display())]
+    #[error("{} is a PEP 751 lock (created-by = {created_by:?}) but has no [tool.comfypak] table: comfypak needs its layer data", path.display())]
     NotComfypak { path: PathBuf, created_by: String },
-    #[error("{}: package {package} {version} is in layer `{layer}`, which [tool.comfypak] layers does not declare (declared: {declared})\n  = help: the lock was edited by hand or is damaged; re-create it with `comfypak resolve`", path.display())]
+    #[error("{}: package {package} {version} is in layer `{layer}`, which [tool.comfypak] layers does not declare (declared: {declared})", path.display())]
     UnknownLayer {
         path: PathBuf,
         package: String,
@@ -36,7 +36,7 @@ pub enum LockError {
         layer: String,
         declared: String,
     },
-    #[error("{}: the lock's layers ({locked}) are not the stack's ({stack})\n  = help: the stack's layers changed since the lock was made; run `comfypak resolve` to re-create it", path.display())]
+    #[error("{}: the lock's layers ({locked}) are not the stack's ({stack})", path.display())]
     LayerMismatch {
         path: PathBuf,
         locked: String,
@@ -50,6 +50,22 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl LockError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            LockError::Read { .. } => Some("run `comfypak resolve` to create it".to_string()),
+            LockError::Missing { .. } => Some("run `comfypak resolve` to create it, or pass the path of an existing lock".to_string()),
+            LockError::NotALock { .. } => Some("pass the lock `comfypak resolve` wrote (pylock.toml by default)".to_string()),
+            LockError::Version { .. } => Some("upgrade comfypak, or re-create the lock with `comfypak resolve`".to_string()),
+            LockError::NotComfypak { .. } => Some("create the lock with `comfypak resolve`".to_string()),
+            LockError::UnknownLayer { .. } => Some("the lock was edited by hand or is damaged; re-create it with `comfypak resolve`".to_string()),
+            LockError::LayerMismatch { .. } => Some("the stack's layers changed since the lock was made; run `comfypak resolve` to re-create it".to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Lock {

@@ -18,7 +18,7 @@ use crate::target::{CompatibleTags, Platform, PythonVersion, Target};
 /// Why a lock could not be summarized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SummaryError {
-    #[error("the lock's target is invalid: {message}\n  = help: re-create the lock with `comfypak resolve`")]
+    #[error("the lock's target is invalid: {message}")]
     BadTarget { message: String },
     #[error("package {package} {version}: marker `{marker}` does not parse: {message}")]
     BadMarker {
@@ -27,6 +27,18 @@ pub enum SummaryError {
         marker: String,
         message: String,
     },
+}
+
+impl SummaryError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            SummaryError::BadTarget { .. } => {
+                Some("re-create the lock with `comfypak resolve`".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Whether `package` applies to `target`: its platform list (when given) names the target's

@@ -51,7 +51,7 @@ pub enum PackError {
     Json { what: String, message: String },
     #[error("{}: {message}", path.display())]
     Settings { path: PathBuf, message: String },
-    #[error("layer `{layer}` for {platform}: {} is missing\n  = help: run `comfypak install --layer {layer}` first, or point --layers at the folder that holds the layer folders", path.display())]
+    #[error("layer `{layer}` for {platform}: {} is missing", path.display())]
     MissingLayer {
         layer: String,
         platform: String,
@@ -61,6 +61,17 @@ pub enum PackError {
     Output { path: PathBuf, message: String },
     #[error("{message}")]
     Request { message: String },
+}
+
+impl PackError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            PackError::Tree(e) => e.help(),
+            PackError::MissingLayer { layer, .. } => Some(format!("run `comfypak install --layer {layer}` first, or point --layers at the folder that holds the layer folders")),
+            _ => None,
+        }
+    }
 }
 
 /// What to write.

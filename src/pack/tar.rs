@@ -65,16 +65,30 @@ pub enum TreeError {
         #[source]
         source: io::Error,
     },
-    #[error("{} is a {kind}; a layer holds only directories, regular files, symlinks and hard links\n  = help: remove it from the layer folder", path.display())]
+    #[error("{} is a {kind}; a layer holds only directories, regular files, symlinks and hard links", path.display())]
     Special { path: PathBuf, kind: &'static str },
-    #[error("in-image path `{path}` is not absolute or contains `..`\n  = help: write it like /opt/comfyui/app")]
+    #[error("in-image path `{path}` is not absolute or contains `..`")]
     ImagePath { path: String },
-    #[error("`{path}` appears twice in one layer (from {} and {})\n  = help: map the layer's folders to in-image paths that do not overlap", first.display(), second.display())]
+    #[error("`{path}` appears twice in one layer (from {} and {})", first.display(), second.display())]
     Duplicate {
         path: String,
         first: PathBuf,
         second: PathBuf,
     },
+}
+
+impl TreeError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            TreeError::Special { .. } => Some("remove it from the layer folder".to_string()),
+            TreeError::ImagePath { .. } => Some("write it like /opt/comfyui/app".to_string()),
+            TreeError::Duplicate { .. } => {
+                Some("map the layer's folders to in-image paths that do not overlap".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TreeError + '_ {

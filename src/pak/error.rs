@@ -95,15 +95,15 @@ impl fmt::Display for LineError {
             .chars()
             .map(|c| if c == '\t' { ' ' } else { c })
             .collect();
-        writeln!(f, "error: {}: {}", self.location, self.message)?;
+        // The help is not part of the message: the renderer prints it last (`help()`).
+        writeln!(f, "{}: {}", self.location, self.message)?;
         writeln!(f, "{gutter} |")?;
         writeln!(f, "{number} | {shown}")?;
-        writeln!(
+        write!(
             f,
             "{gutter} | {}^",
             " ".repeat(self.location.column.saturating_sub(1))
-        )?;
-        write!(f, "{gutter} = help: {}", self.help)
+        )
     }
 }
 
@@ -111,7 +111,7 @@ impl fmt::Display for LineError {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PakError {
     /// The file given to [`super::parse_file`] could not be read.
-    #[error("error: cannot read pak file {}: {source}\n  = help: check the path; pak files are read relative to the current directory or the stack directory", path.display())]
+    #[error("cannot read pak file {}: {source}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -139,11 +139,14 @@ impl PakError {
         }
     }
 
-    /// The help text of a line error.
+    /// What the user can do about it.
     pub fn help(&self) -> Option<&str> {
         match self {
             PakError::Line(e) => Some(&e.help),
-            PakError::Read { .. } => None,
+            PakError::Read { .. } => Some(
+                "check the path; pak files are read relative to the current directory or the \
+                 stack directory",
+            ),
         }
     }
 
@@ -182,7 +185,7 @@ mod tests {
         let text = PakError::from(e).to_string();
         assert_eq!(
             text,
-            "error: pak/deps.txt:12:8: invalid version specifier `>=1.0,<`\n   |\n12 | numpy >=1.0,<\n   |        ^\n   = help: write a complete specifier such as `numpy>=1.0,<2`"
+            "pak/deps.txt:12:8: invalid version specifier `>=1.0,<`\n   |\n12 | numpy >=1.0,<\n   |        ^"
         );
     }
 }

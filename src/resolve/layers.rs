@@ -17,14 +17,14 @@ use crate::stack::Stack;
 /// Why a resolution's packages do not fall into the stack's layers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayerError {
-    #[error("{target}: the resolution names layer `{layer}`, which stack `{stack}` does not have (it has: {available})\n  = help: this is a bug in the resolver's bookkeeping; please report it with the stack")]
+    #[error("{target}: the resolution names layer `{layer}`, which stack `{stack}` does not have (it has: {available})")]
     UnknownLayer {
         target: String,
         stack: String,
         layer: String,
         available: String,
     },
-    #[error("{target}: {} resolved but no layer's pak files need {}: {}\n  = help: this is a bug in the resolver's bookkeeping (a package outside the dependency graph of every root); please report it with the stack", count(.names.len()), if .names.len() == 1 { "it" } else { "them" }, .names.join(", "))]
+    #[error("{target}: {} resolved but no layer's pak files need {}: {}", count(.names.len()), if .names.len() == 1 { "it" } else { "them" }, .names.join(", "))]
     Unassigned { target: String, names: Vec<String> },
     #[error("{target}: `{name}` is assigned to layer `{layer}` but is not part of the resolution")]
     NotResolved {
@@ -40,6 +40,17 @@ pub enum LayerError {
         layer: String,
         available: String,
     },
+}
+
+impl LayerError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            LayerError::UnknownLayer { .. } => Some("this is a bug in the resolver's bookkeeping; please report it with the stack".to_string()),
+            LayerError::Unassigned { .. } => Some("this is a bug in the resolver's bookkeeping (a package outside the dependency graph of every root); please report it with the stack".to_string()),
+            _ => None,
+        }
+    }
 }
 
 fn count(n: usize) -> String {

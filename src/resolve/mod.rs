@@ -184,13 +184,13 @@ impl ResolveProgress for NoProgress {}
 /// Why a resolution failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("{location}: `{text}`: {reason}\n  = help: comfypak installs prebuilt wheels only: require the project by name from an index that has wheels for the target, or point at a wheel with `name @ https://.../name-version-tags.whl`")]
+    #[error("{location}: `{text}`: {reason}")]
     NeedsBuild {
         location: Location,
         text: String,
         reason: String,
     },
-    #[error("{location}: `{text}`: {message}\n  = help: {help}")]
+    #[error("{location}: `{text}`: {message}")]
     DirectUrl {
         location: Location,
         text: String,
@@ -218,8 +218,20 @@ pub enum ResolveError {
     /// The torch backend setting is unknown, or its PyTorch index is not defined.
     #[error("{0}")]
     Backend(String),
-    #[error("the resolver stopped unexpectedly: {0}\n  = help: this is a bug in comfypak; please report it with the stack")]
+    #[error("the resolver stopped unexpectedly: {0}")]
     Internal(String),
+}
+
+impl ResolveError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            ResolveError::NeedsBuild { .. } => Some("comfypak installs prebuilt wheels only: require the project by name from an index that has wheels for the target, or point at a wheel with `name @ https://.../name-version-tags.whl`".to_string()),
+            ResolveError::DirectUrl { help, .. } => Some(help.clone()),
+            ResolveError::Internal(..) => Some("this is a bug in comfypak; please report it with the stack".to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Resolves every layer of `stack` together for `target`.

@@ -43,19 +43,19 @@ pub const DIRECT_INDEX: &str = "direct";
 /// Why the resolutions could not be turned into a lock.
 #[derive(Debug, thiserror::Error)]
 pub enum ToLockError {
-    #[error("no resolutions to lock: the stack has no target platform\n  = help: list platforms in [target] platforms of stack.toml, or pass --platform")]
+    #[error("no resolutions to lock: the stack has no target platform")]
     NoTargets,
     #[error("{} resolutions but {} layer assignments; they must come in pairs, one per platform", .resolutions, .layers)]
     Mismatch { resolutions: usize, layers: usize },
     #[error("the resolutions are for different interpreters ({first} and {other}); one lock covers one interpreter on several platforms")]
     MixedPython { first: String, other: String },
-    #[error("{name}: {detail}; PEP 508 markers cannot tell platforms of the same architecture apart ({platforms})\n  = help: lock those platforms separately (--platform, -o another file)")]
+    #[error("{name}: {detail}; PEP 508 markers cannot tell platforms of the same architecture apart ({platforms})")]
     AmbiguousMarker {
         name: String,
         detail: String,
         platforms: String,
     },
-    #[error("{name} {version} ({target}): wheel {filename} from {url} has no sha256 on its index; comfypak locks only files it can verify\n  = help: use an index that publishes sha256 digests (PEP 503 `#sha256=` fragments or PEP 691 hashes)")]
+    #[error("{name} {version} ({target}): wheel {filename} from {url} has no sha256 on its index; comfypak locks only files it can verify")]
     NoHash {
         name: String,
         version: String,
@@ -80,6 +80,18 @@ pub enum ToLockError {
     },
 }
 
+impl ToLockError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            ToLockError::NoTargets => Some("list platforms in [target] platforms of stack.toml, or pass --platform".to_string()),
+            ToLockError::AmbiguousMarker { .. } => Some("lock those platforms separately (--platform, -o another file)".to_string()),
+            ToLockError::NoHash { .. } => Some("use an index that publishes sha256 digests (PEP 503 `#sha256=` fragments or PEP 691 hashes)".to_string()),
+            _ => None,
+        }
+    }
+}
+
 /// Why a stack could not be resolved into a lock.
 #[derive(Debug, thiserror::Error)]
 pub enum StackResolveError {
@@ -93,6 +105,17 @@ pub enum StackResolveError {
     Layers(#[from] LayerError),
     #[error(transparent)]
     Lock(#[from] ToLockError),
+}
+
+impl StackResolveError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            StackResolveError::Layers(e) => e.help(),
+            StackResolveError::Lock(e) => e.help(),
+            _ => None,
+        }
+    }
 }
 
 /// What to move on purpose when an existing lock is the starting point.

@@ -46,15 +46,14 @@ pub enum RuntimeError {
     },
     #[error("base {base}: {message}")]
     Base { base: String, message: String },
-    #[error("layer {digest} ({}): {message}\n  = help: nothing of it was kept in the cache", blob.display())]
+    #[error("layer {digest} ({}): {message}", blob.display())]
     BadLayer {
         blob: PathBuf,
         digest: String,
         message: String,
     },
     #[error(
-        "no Python in the base root {}: looked for {tried} on PATH={path}\n  = help: use a base \
-         image with CPython installed (e.g. Debian testing with python3.14: scripts/python-root.sh)",
+        "no Python in the base root {}: looked for {tried} on PATH={path}",
         root.display()
     )]
     NoPython {
@@ -64,8 +63,7 @@ pub enum RuntimeError {
     },
     #[error(
         "the base {base} does not fit the target: its interpreter is {interpreter}, the stack's \
-         target is {target}: {problem}\n  = help: use a base with the target's Python, or change \
-         [target] in stack.toml"
+         target is {target}: {problem}"
     )]
     Mismatch {
         base: String,
@@ -73,13 +71,7 @@ pub enum RuntimeError {
         target: String,
         problem: String,
     },
-    #[error(
-        "cannot run {arch} programs on this {host} host: {problem}\n  = help: install qemu-user \
-         and register it with binfmt_misc (flag F), e.g. `apt-get install qemu-user-static \
-         binfmt-support`, or as root: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` \
-         and write the line of /usr/lib/binfmt.d/{qemu}.conf to \
-         /proc/sys/fs/binfmt_misc/register; comfypak never registers it itself"
-    )]
+    #[error("cannot run {arch} programs on this {host} host: {problem}")]
     NoBinfmt {
         arch: Arch,
         host: String,
@@ -89,8 +81,7 @@ pub enum RuntimeError {
     #[error("sandbox: {message}")]
     Sandbox { message: String },
     #[error(
-        "`{command}` in the sandbox ran longer than {seconds:.0}s and was killed with everything it started\n  = help: \
-         raise the timeout (--timeout) if the interpreter is just slow (qemu is)"
+        "`{command}` in the sandbox ran longer than {seconds:.0}s and was killed with everything it started"
     )]
     Timeout { command: String, seconds: f64 },
     #[error("the base's interpreter {interpreter} failed (exit {code}) while {doing}:\n{stderr}")]
@@ -100,6 +91,27 @@ pub enum RuntimeError {
         code: i32,
         stderr: String,
     },
+}
+
+impl RuntimeError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            RuntimeError::BadLayer { .. } => Some("nothing of it was kept in the cache".to_string()),
+            RuntimeError::NoPython { .. } => Some("use a base \
+         image with CPython installed (e.g. Debian testing with python3.14: scripts/python-root.sh)".to_string()),
+            RuntimeError::Mismatch { .. } => Some("use a base with the target's Python, or change \
+         [target] in stack.toml".to_string()),
+            RuntimeError::NoBinfmt { qemu, .. } => Some(format!("install qemu-user \
+         and register it with binfmt_misc (flag F), e.g. `apt-get install qemu-user-static \
+         binfmt-support`, or as root: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` \
+         and write the line of /usr/lib/binfmt.d/{qemu}.conf to \
+         /proc/sys/fs/binfmt_misc/register; comfypak never registers it itself")),
+            RuntimeError::Timeout { .. } => Some("\
+         raise the timeout (--timeout) if the interpreter is just slow (qemu is)".to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Where a base comes from.

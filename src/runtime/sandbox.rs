@@ -644,12 +644,12 @@ mod tests {
         let binfmt = dir.path();
         // Native: nothing to check.
         assert!(check_arch_runs_in(Arch::X86_64, Some(Arch::X86_64), binfmt).is_ok());
-        // Not mounted.
-        let err = check_arch_runs_in(Arch::Aarch64, Some(Arch::X86_64), binfmt)
-            .unwrap_err()
-            .to_string();
+        // Not mounted; what to install is the error's help.
+        let e = check_arch_runs_in(Arch::Aarch64, Some(Arch::X86_64), binfmt).unwrap_err();
+        let err = e.to_string();
         assert!(err.contains("binfmt_misc is not mounted"), "{err}");
-        assert!(err.contains("apt-get install qemu-user-static"), "{err}");
+        let help = e.help().unwrap_or_default();
+        assert!(help.contains("apt-get install qemu-user-static"), "{help}");
         std::fs::write(binfmt.join("status"), "enabled\n").unwrap();
         let err = check_arch_runs_in(Arch::Aarch64, Some(Arch::X86_64), binfmt)
             .unwrap_err()

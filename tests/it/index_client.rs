@@ -476,7 +476,9 @@ fn a_pinned_package_never_comes_from_another_index() {
         .unwrap_err();
     assert!(matches!(err, IndexError::PinnedMissing { .. }), "{err}");
     assert!(
-        err.to_string().contains("never taken from another index"),
+        err.help()
+            .unwrap_or_default()
+            .contains("never taken from another index"),
         "{err}"
     );
 

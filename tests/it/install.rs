@@ -474,7 +474,7 @@ fn two_packages_writing_one_path_are_a_conflict_unless_overwrite_is_allowed() {
         panic!("expected a conflict, got {err}");
     };
     assert_eq!(conflicts.len(), 1);
-    let text = err.to_string();
+    let text = comfypak::diagnostic::with_help(&err);
     assert!(
         text.contains("lib/python3.14/site-packages/shared/util.py")
             && text.contains("pkg-a (layer deps)")

@@ -112,7 +112,7 @@ fn lock_missing_file_says_how_to_create_it() {
     let path = dir.path().join("pylock.toml");
     let err = Lock::read(&path).unwrap_err();
     assert!(matches!(err, LockError::Missing { .. }), "{err:?}");
-    let text = err.to_string();
+    let text = comfypak::diagnostic::with_help(&err);
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains("comfypak resolve"), "{text}");
 }
@@ -168,7 +168,10 @@ fn lock_version_two_is_refused_with_advice() {
         matches!(&err, LockError::Version { found, .. } if found == "2.0"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("upgrade comfypak"), "{err}");
+    assert!(
+        comfypak::diagnostic::with_help(&err).contains("upgrade comfypak"),
+        "{err}"
+    );
     // A newer minor version of format 1 is read.
     let text = lock(Vec::new())
         .to_toml_string()

@@ -11,6 +11,7 @@ mod cuda;
 mod diff;
 mod diff_real;
 mod doctor;
+mod errors;
 mod fetch;
 mod filename;
 mod fixture_snapshot;

@@ -577,8 +577,8 @@ fn missing_layer_folders_and_bad_settings_are_explained() {
         dir.path().join("img"),
     )
     .try_run()
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    let err = comfypak::diagnostic::with_help(&err);
     assert!(err.contains("layer `deps`"), "{err}");
     assert!(err.contains("comfypak install --layer deps"), "{err}");
 

@@ -476,7 +476,7 @@ fn lock_marker_cannot_split_platforms_of_one_architecture() {
         assign_checked(&r2, &stack).unwrap(),
     ];
     let err = build_lock(&stack, &[r1, r2], &layers).unwrap_err();
-    let text = err.to_string();
+    let text = comfypak::diagnostic::with_help(&err);
     assert!(text.starts_with("c: "), "{text}");
     assert!(text.contains("musllinux_1_2_x86_64"), "{text}");
     assert!(text.contains("--platform"), "{text}");

@@ -219,7 +219,7 @@ fn load_err(manifest: &str, extra: &[(&str, &str)]) -> (StackError, String) {
     files.extend_from_slice(extra);
     let dir = scratch(&files);
     let err = Stack::load(&dir.path().join("pak")).expect_err("must fail");
-    let text = err.to_string();
+    let text = comfypak::diagnostic::with_help(&err);
     (err, text)
 }
 
@@ -243,7 +243,7 @@ fn scratch_stack_loads_and_globs_pin() {
 #[test]
 fn missing_manifest_says_how_to_point_at_one() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Stack::load(dir.path()).unwrap_err().to_string();
+    let err = comfypak::diagnostic::with_help(&Stack::load(dir.path()).unwrap_err());
     assert!(err.contains("stack.toml"), "{err}");
     assert!(err.contains("--stack"), "{err}");
 }

@@ -1,0 +1,255 @@
+//! What a user sees when things go wrong: the rendered text of one error per family,
+//! from the real binary (`error:` first, `Caused by:` with indented causes, `help:` last,
+//! nothing twice). Paths, ports and timings are normalised; the rest is compared exactly.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use comfypak_testkit::{Fault, FixtureIndex, ServerOptions, TestServer, WheelSpec};
+
+use crate::common::write_index_definitions;
+
+/// A one-layer stack for x86_64 on the index `pypi` at `url`, with `pak` as its pak file.
+fn stack(dir: &Path, url: &str, pak: &str) -> std::path::PathBuf {
+    write_index_definitions(dir, &[("pypi", url, "simple")]);
+    let stack = dir.join("pak");
+    std::fs::create_dir_all(&stack).unwrap();
+    std::fs::write(
+        stack.join("stack.toml"),
+        r#"[stack]
+name = "errors"
+index-dir = "../indexes"
+
+[target]
+python = "3.14"
+platforms = ["manylinux_2_39_x86_64"]
+venv = "/opt/venv"
+torch-backend = "cpu"
+
+[indexes]
+default = ["pypi"]
+
+[[layer]]
+name = "deps"
+paks = ["pak4.txt"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(stack.join("pak4.txt"), pak).unwrap();
+    stack
+}
+
+fn index() -> FixtureIndex {
+    FixtureIndex::builder()
+        .wheel(WheelSpec::new("requests", "2.32.0").requires("urllib3<3,>=1.26"))
+        .wheel(WheelSpec::new("urllib3", "2.0.0"))
+        .wheel(WheelSpec::new("urllib3", "3.0.0"))
+        .build()
+}
+
+fn comfypak(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(args)
+        .current_dir(dir)
+        .env("COMFYPAK_CACHE_DIR", dir.join("cache"))
+        .env_remove("NETRC")
+        .output()
+        .unwrap()
+}
+
+/// stderr with the temp folder, loopback ports and timings replaced by placeholders.
+fn rendered(out: &Output, dir: &Path) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = text.replace(&dir.display().to_string(), "[TMP]");
+    let mut normal = String::new();
+    let mut rest = text.as_str();
+    // 127.0.0.1:PORT -> 127.0.0.1:[PORT]
+    while let Some(at) = rest.find("127.0.0.1:") {
+        normal.push_str(&rest[..at + "127.0.0.1:".len()]);
+        rest = &rest[at + "127.0.0.1:".len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        normal.push_str(if digits > 0 { "[PORT]" } else { "" });
+        rest = &rest[digits..];
+    }
+    normal.push_str(rest);
+    // "in 0.3 s" -> "in [T] s"
+    let mut out_text = String::new();
+    let mut rest = normal.as_str();
+    while let Some(at) = rest.find(" in ") {
+        out_text.push_str(&rest[..at + 4]);
+        rest = &rest[at + 4..];
+        let n = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .count();
+        if n > 0 && rest[n..].starts_with(" s") {
+            out_text.push_str("[T]");
+            rest = &rest[n..];
+        }
+    }
+    out_text.push_str(rest);
+    out_text
+}
+
+fn assert_shape(text: &str) {
+    assert!(text.starts_with("error: "), "{text}");
+    assert!(!text.contains("error: error:"), "{text}");
+    assert!(!text.contains("= help:"), "{text}");
+    if let Some(help) = text.find("\nhelp: ") {
+        // Help comes last: nothing but more help after the first one.
+        assert!(
+            text[help..]
+                .lines()
+                .skip(1)
+                .all(|l| l.starts_with("help: ") || l.starts_with("      ")),
+            "{text}"
+        );
+        if let Some(caused) = text.find("Caused by:") {
+            assert!(caused < help, "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_pak_syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(
+        dir.path(),
+        "http://127.0.0.1:9/simple/",
+        "urllib3 >=1.0,<\n",
+    );
+    let out = comfypak(dir.path(), &["resolve", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: [TMP]/pak/pak4.txt:1:15: invalid version specifier `>=1.0,<`: Unexpected end of \
+         version specifier, expected version
+  |
+1 | urllib3 >=1.0,<
+  |               ^
+
+help: write a complete specifier such as `urllib3>=1.0,<2`
+"
+    );
+}
+
+#[test]
+fn an_unreachable_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stack = stack(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/simple/"),
+        "requests\n",
+    );
+    let out = comfypak(dir.path(), &["resolve", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: resolving for 3.14:manylinux_2_39_x86_64
+
+Caused by:
+  looking up `requests`
+  index `pypi` (http://127.0.0.1:[PORT]/simple/) cannot be reached
+  GET http://127.0.0.1:[PORT]/simple/requests/: cannot connect to 127.0.0.1:[PORT]: the \
+         connection was refused (Connection refused (os error 111)); gave up after 4 attempts in \
+         [T] s: 4 failures in a row
+
+help: point `pypi` at a mirror or a local copy with --index pypi=URL (file:// works; `comfypak \
+         mirror` makes one); see README.md, \"Offline builds\"
+help: check the network; behind a proxy set HTTPS_PROXY (and NO_PROXY for local hosts)
+"
+    );
+}
+
+#[test]
+fn a_resolution_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let stack = stack(dir.path(), &server.simple_url(), "requests\nurllib3>=3\n");
+    let out = comfypak(dir.path(), &["resolve", "--stack", stack.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: resolving for 3.14:manylinux_2_39_x86_64
+
+Caused by:
+  cannot resolve the stack for 3.14:manylinux_2_39_x86_64: pak4.txt:2 needs urllib3>=3, but \
+         requests 2.32.0 (pak4.txt:1) needs urllib3>=1.26, <3
+    because:
+      - pak4.txt:1 needs requests
+      - pak4.txt:2 needs urllib3>=3
+      - requests 2.32.0 (pak4.txt:1) needs urllib3>=1.26, <3
+
+  PubGrub's derivation:
+      Because requests depends on urllib3 >=1.26, <3 and the stack 0 depends on requests, the \
+         stack 0 depends on urllib3 >=1.26, <3.
+      And because the stack 0 depends on urllib3 >=3, the stack 0 is forbidden.
+
+help: relax requests in pak4.txt:1 or urllib3>=3 in pak4.txt:2, or pin requests to a version \
+         that accepts urllib3>=3
+"
+    );
+}
+
+#[test]
+fn a_hash_mismatch_and_a_stale_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let stack = stack(dir.path(), &server.simple_url(), "urllib3==2.0.0\n");
+    let stack_arg = stack.to_str().unwrap();
+    let out = comfypak(dir.path(), &["--quiet", "resolve", "--stack", stack_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", rendered(&out, dir.path()));
+
+    // The server now sends other bytes than the lock records.
+    server.inject(Fault::CorruptBody {
+        path_suffix: ".whl".into(),
+        times: 100,
+    });
+    let out = comfypak(dir.path(), &["--quiet", "fetch", "--lock", "pylock.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: fetching the wheels of pylock.toml
+
+Caused by:
+  urllib3-2.0.0-py3-none-any.whl from \
+         http://127.0.0.1:[PORT]/files/urllib3-2.0.0-py3-none-any.whl: sha256 mismatch: expected \
+         151663cd9d3d583643b84083b26a3aa8ff91aec0059ac190bbcffc2fd759d8e4, received \
+         e469f4db30dae4a0943721eec7c24af1c1e8145e3a1c9a4672d006ff545e48b7; the download was \
+         discarded and nothing was cached
+
+help: the server sent other bytes than the lock records; if the file legitimately changed \
+         upstream, re-create the lock with `comfypak resolve`
+"
+    );
+
+    // The stack changed since the lock was written: `--locked` says what, and how to fix it.
+    std::fs::write(stack.join("pak4.txt"), "urllib3==2.0.0\nrequests\n").unwrap();
+    let out = comfypak(dir.path(), &["resolve", "--stack", stack_arg, "--locked"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: pylock.toml is stale: it does not match what the stack resolves to now
+
+  layer `deps`: its inputs changed (pak lines, constraints or target: the inputs-hash differs)
+  layer `deps`: requests 2.32.0: added
+
+help: run `comfypak resolve` (without --locked) to update it
+"
+    );
+}
