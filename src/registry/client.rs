@@ -2,6 +2,8 @@
 //! [`HttpClient`] (its retry policy included), re-authentication when a 401 comes back,
 //! and the reads a pull needs (manifests, blobs). Must not: build or change images.
 
+use std::path::Path;
+
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
@@ -295,6 +297,66 @@ impl Registry {
             digest,
             bytes: response.body,
         })
+    }
+
+    /// Streams a blob into `dest` (through `dest` + `.part`, renamed once the sha256 matches
+    /// `digest`), for layers too large to hold in memory. Returns its size. Connect errors
+    /// and 5xx answers are retried by the client; a 401 re-authenticates once.
+    pub async fn download_blob(&self, digest: &str, dest: &Path) -> Result<u64, RegistryError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let url = self.repo_url(&format!("blobs/{digest}"))?;
+        let io = |source: std::io::Error| RegistryError::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        // A HEAD under the session's auth learns (or refreshes) the token first: the
+        // streaming GET below carries it as it is.
+        self.send(Method::HEAD, &url, HeaderMap::new(), None, &[200])
+            .await?;
+        let mut headers = HeaderMap::new();
+        if let Some(auth) = self.auth.lock().await.clone() {
+            headers.insert(AUTHORIZATION, auth);
+        }
+        let response = self
+            .http
+            .get_stream(&url, headers)
+            .await
+            .map_err(|source| self.http_error(source))?;
+        let part = dest.with_extension("part");
+        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                self.http_error(
+                    crate::http::Failure::from_reqwest(&e).into_error(
+                        &Method::GET,
+                        &url,
+                        crate::http::RetryState::new(self.http.settings())
+                            .summary(crate::http::GiveUp::NotRetryable),
+                    ),
+                )
+            })?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != digest {
+            let _ = std::fs::remove_file(&part);
+            return Err(RegistryError::Status {
+                method: "GET".to_string(),
+                url: redact(&url),
+                status: 200,
+                body: format!("the blob's bytes hash to {actual}, not {digest}"),
+            });
+        }
+        std::fs::rename(&part, dest).map_err(io)?;
+        Ok(size)
     }
 
     /// A blob's bytes, verified against its `sha256:` digest.

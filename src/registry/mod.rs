@@ -1,7 +1,8 @@
 //! An OCI distribution (registry) client on the shared [`HttpClient`]: image references,
 //! credentials and token auth, and a [`Registry`] session that sends requests with auth
 //! and the one retry policy. `pack::push` uploads with it; pulling a base image uses the
-//! same session ([`Registry::get_manifest`], [`Registry::get_blob`]).
+//! same session ([`Registry::get_manifest`], [`Registry::get_blob`],
+//! [`Registry::download_blob`]).
 //!
 //! Owns the registry protocol's transport side: `/v2/` ping, `WWW-Authenticate` challenges
 //! (Basic, Bearer with a token service), re-authentication on 401, plain HTTP only for a
@@ -13,7 +14,7 @@ pub mod client;
 pub mod reference;
 
 pub use auth::{credentials_for, docker_config_credentials, Credentials};
-pub use client::{Registry, RegistryOptions, Scope};
+pub use client::{FetchedManifest, Registry, RegistryOptions, Scope};
 pub use reference::{is_loopback, ImageReference};
 
 use std::path::PathBuf;
@@ -46,6 +47,12 @@ pub enum RegistryError {
     Auth { registry: String, message: String },
     #[error("{}: {message}", path.display())]
     DockerConfig { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl RegistryError {

@@ -530,3 +530,64 @@ fn a_registry_that_keeps_failing_uploads_is_given_up_on_per_blob() {
         "{text}"
     );
 }
+
+#[test]
+fn the_registry_session_pulls_back_what_was_pushed() {
+    use comfypak::pack::oci::{media, Layout, Manifest};
+    use comfypak::registry::{Registry, RegistryOptions, Scope};
+    let Some(registry) = start_registry() else {
+        return;
+    };
+    let b = built(&["manylinux_2_39_x86_64"]);
+    let v1 = b.root.join("v1");
+    PackSetup::new(&b.stack, b.layers.clone(), v1.clone()).run();
+    let reference = format!("127.0.0.1:{}/team/comfyui:pull", registry.port);
+    let http = fast_http(3);
+    let report = push_through(&http, &v1, &reference, insecure()).unwrap();
+
+    let reference: ImageReference = reference.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = rt
+        .block_on(Registry::connect(
+            &http,
+            &reference,
+            RegistryOptions {
+                insecure: true,
+                credentials: None,
+                scope: Scope::Pull,
+            },
+        ))
+        .unwrap();
+    let accept = [media::INDEX, media::MANIFEST];
+    let top = rt
+        .block_on(session.get_manifest(&reference.tag, &accept))
+        .unwrap();
+    assert_eq!(top.digest, report.digest);
+    let manifest: Manifest = serde_json::from_slice(&top.bytes).unwrap();
+    let layout = Layout::open(&v1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for d in manifest
+        .layers
+        .iter()
+        .chain(std::iter::once(&manifest.config))
+    {
+        let dest = out.path().join(d.digest.replace(':', "-"));
+        let size = rt
+            .block_on(session.download_blob(&d.digest, &dest))
+            .unwrap();
+        assert_eq!(size, d.size);
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            layout.read_blob(&d.digest).unwrap()
+        );
+    }
+    let config = rt
+        .block_on(session.get_blob(&manifest.config.digest))
+        .unwrap();
+    assert_eq!(config, layout.read_blob(&manifest.config.digest).unwrap());
+    // A digest that is not there is an error naming the URL, not a file.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let dest = out.path().join("missing");
+    assert!(rt.block_on(session.download_blob(&missing, &dest)).is_err());
+    assert!(!dest.exists());
+}
