@@ -14,7 +14,7 @@ use comfypak_testkit::FixtureIndex;
 
 /// The image index digest of the offline build (`image index sha256:...` in its summary).
 const GOLDEN_INDEX: &str =
-    "sha256:4bc7597ead32ad36f5e6b22e374e7e1882413d36b9e967af83644f5559005a39";
+    "sha256:95c1283104bc85c293c1bd2dd2c6cf965acdcf70b045cb34fffce520c62d7dac";
 
 /// Every layer of every platform manifest, in manifest order: (architecture, layer name from
 /// the `io.comfypak.layer` annotation, digest).
@@ -40,6 +40,11 @@ const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
         "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
     ),
     (
+        "amd64",
+        "runtime-config",
+        "sha256:9364efed39c9d2b887c4d09c6c452e70b39c7dfae548b859550e84e81f24c1fe",
+    ),
+    (
         "arm64",
         "stable",
         "sha256:91ce90a930c4595bb76c253866d9fa9788d82d2c1be1c00c2e8b125111350978",
@@ -58,6 +63,11 @@ const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
         "arm64",
         "volatile",
         "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
+    ),
+    (
+        "arm64",
+        "runtime-config",
+        "sha256:9364efed39c9d2b887c4d09c6c452e70b39c7dfae548b859550e84e81f24c1fe",
     ),
 ];
 
