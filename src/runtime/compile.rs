@@ -34,8 +34,10 @@ def one(path):
         return rel + ": " + str(e.exc_value).splitlines()[0]
 workers = int(sys.argv[3])
 if workers > 1 and len(files) > 64:
+    # fork: the workers inherit `one` (a -c script cannot be imported by spawned workers).
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         results = list(pool.map(one, files, chunksize=64))
 else:
     results = [one(f) for f in files]

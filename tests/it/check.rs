@@ -36,7 +36,13 @@ fn text(out: &Output) -> String {
 /// demo-app (depends on demo-base, has a file with a syntax error) and demo-bad (fails at
 /// import; its script exits 1).
 fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
+    // Enough modules that the compile runs in parallel worker processes.
+    let mut many = WheelSpec::new("demo-many", "1.0").no_stub_module();
+    for i in 0..80 {
+        many = many.file(format!("demo_many/m{i:02}.py"), format!("N = {i}\n"));
+    }
     let index = FixtureIndex::builder()
+        .wheel(many)
         .wheel(
             WheelSpec::new("demo-base", "1.0")
                 .no_stub_module()
@@ -77,7 +83,7 @@ fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
     let pak = dir.join("pak");
     std::fs::create_dir_all(&pak).unwrap();
     std::fs::write(pak.join("base.txt"), "demo-base\n").unwrap();
-    std::fs::write(pak.join("deps.txt"), "demo-app\ndemo-bad\n").unwrap();
+    std::fs::write(pak.join("deps.txt"), "demo-app\ndemo-bad\ndemo-many\n").unwrap();
     std::fs::write(
         pak.join("stack.toml"),
         format!(
@@ -259,7 +265,10 @@ fn build_on_a_python_base_then_check() {
         .filter(|i| i["ok"] == true)
         .map(|i| i["module"].as_str().unwrap())
         .collect();
-    assert_eq!(imported, ["demo_app", "demo_bad_cli", "demo_base"]);
+    assert_eq!(
+        imported,
+        ["demo_app", "demo_bad_cli", "demo_base", "demo_many"]
+    );
     assert_eq!(report["failures"].as_array().unwrap().len(), 1, "{report}");
 
     // With the script allowed too, the check passes.
