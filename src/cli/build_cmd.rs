@@ -21,7 +21,7 @@ use crate::lock::Lock;
 use crate::pack::Reuse;
 use crate::runtime::compile::COMPILE_TIMEOUT;
 use crate::runtime::prepare::{prepare_layers, LayerDir};
-use crate::runtime::{Base, Runtime, RuntimeOptions};
+use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::stack::Stack;
 use crate::units::human_bytes;
 
@@ -45,8 +45,10 @@ pub struct BuildArgs {
     /// The base to build on and run the target's Python from: an OCI image layout (e.g. a CUDA
     /// runtime image with Python 3.14) or a root folder (default: the stack's `[base]`). With
     /// a base, the lowest layer gets the venv skeleton and every layer its bytecode.
-    #[arg(long)]
-    pub base: Option<PathBuf>,
+    /// `ARCH=PATH` gives one architecture its own base (repeatable); only a layout given for
+    /// every platform becomes the image's base layers.
+    #[arg(long, value_name = "[ARCH=]PATH")]
+    pub base: Vec<String>,
     /// Do not compile bytecode into the layers.
     #[arg(long)]
     pub no_compile: bool,
@@ -108,7 +110,10 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     });
     let lock = Lock::read(&args.lock)?;
     let platforms = &lock.tool.comfypak.target.platforms;
-    let base = args.base.clone().or_else(|| stack.base.clone());
+    let mut bases = Bases::parse(&args.base)?;
+    if bases.is_empty() {
+        bases.all = stack.base.clone();
+    }
 
     // 2. Fetch every wheel of every platform at once.
     let t = Instant::now();
@@ -156,11 +161,16 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             },
         };
         check_stage(install_cmd::run(install, quiet), "installing")?;
-        if let Some(base) = &base {
+        let arch_enum = arch.parse().ok();
+        if let Some(base) = arch_enum.and_then(|a| bases.for_arch(a)) {
             prepare_platform(&args, &stack, &lock, base, platform, &out, quiet)?;
+        } else if !bases.is_empty() {
+            anyhow::bail!(
+                "no base for {arch}: give one with --base {arch}=PATH, or one --base PATH for every platform"
+            );
         }
     }
-    if base.is_none() {
+    if bases.is_empty() {
         say(
             "no --base and no [base] in the stack: the layers get no venv skeleton and no bytecode",
         );
@@ -194,7 +204,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         compression: args.compression,
         level: None,
         // A root folder is run, not packed: only an image layout gives the image base layers.
-        base: base.clone().filter(|b| b.join("oci-layout").is_file()),
+        base: bases.all.clone().filter(|b| b.join("oci-layout").is_file()),
         previous: previous.clone(),
         tag: "latest".to_string(),
         name: None,

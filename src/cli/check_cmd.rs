@@ -12,7 +12,7 @@ use clap::Args;
 
 use crate::cache::Cache;
 use crate::runtime::check::{check, CheckReport};
-use crate::runtime::{Base, Runtime, RuntimeOptions};
+use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::stack::Stack;
 
 #[derive(Debug, Args)]
@@ -23,9 +23,10 @@ pub struct CheckArgs {
     /// The build output: layers in OUT/layers (one platform) or OUT/<arch>/layers.
     #[arg(long, default_value = "build")]
     pub out: PathBuf,
-    /// The base (OCI image layout or root folder; default: the stack's `[base]`).
-    #[arg(long)]
-    pub base: Option<PathBuf>,
+    /// The base (OCI image layout or root folder; default: the stack's `[base]`); `ARCH=PATH`
+    /// gives one architecture its own (repeatable).
+    #[arg(long, value_name = "[ARCH=]PATH")]
+    pub base: Vec<String>,
     /// x86_64, aarch64 or all (the stack's platforms).
     #[arg(long, default_value = "all")]
     pub platform: String,
@@ -42,12 +43,10 @@ pub struct CheckArgs {
 
 pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stack = Stack::load(&args.stack)?;
-    let base = args
-        .base
-        .clone()
-        .or_else(|| stack.base.clone())
-        .context("no base to check in: pass --base (an OCI image layout or a root folder) or set [base] path in stack.toml")?;
-    let base = Base::from_path(&base)?;
+    let mut bases = Bases::parse(&args.base)?;
+    if bases.is_empty() {
+        bases.all = stack.base.clone();
+    }
     let targets = stack.target.targets();
     let chosen: Vec<_> = targets
         .iter()
@@ -82,6 +81,13 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             args.out.join(arch)
         };
         let layers = layer_dirs(&stack, &out)?;
+        let base = bases.for_arch(target.platform.arch).with_context(|| {
+            format!(
+                "no base to check {arch} in: pass --base PATH (an OCI image layout or a root \
+                 folder; {arch}=PATH for this architecture alone) or set [base] path in stack.toml"
+            )
+        })?;
+        let base = Base::from_path(base)?;
         let runtime = Runtime::for_platform(&base, target, &stack.target.venv, &options)?;
         let work = cache_dir
             .join("runtime/check")

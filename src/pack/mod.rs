@@ -360,7 +360,15 @@ fn layer_history(request: &PackRequest<'_>, name: &str) -> LayerHistory {
     if let Some(d) = request.settings.directories.iter().find(|d| d.name == name) {
         return LayerHistory {
             created_by: format!("comfypak pack: directory layer {name} -> {}", d.path),
-            comment: format!("from {}", d.source.display()),
+            // The source relative to the stack folder: a host path would make the image's
+            // bytes depend on where it was built.
+            comment: format!(
+                "from {}",
+                d.source
+                    .strip_prefix(stack_dir)
+                    .unwrap_or(Path::new(d.name.as_str()))
+                    .display()
+            ),
         };
     }
     let paks: Vec<String> = match request

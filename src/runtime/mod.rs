@@ -147,6 +147,60 @@ impl Base {
     }
 }
 
+/// The bases of a build: one for every platform, or one per architecture (`ARCH=PATH`, for
+/// root folders and single-platform layouts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bases {
+    /// A base for every platform (`--base PATH`).
+    pub all: Option<PathBuf>,
+    /// A base for one architecture (`--base aarch64=PATH`), ahead of `all`.
+    pub by_arch: std::collections::BTreeMap<Arch, PathBuf>,
+}
+
+impl Bases {
+    /// From `--base` values (`PATH` or `ARCH=PATH`); a value given twice is an error.
+    pub fn parse(values: &[String]) -> Result<Bases, RuntimeError> {
+        let mut bases = Bases::default();
+        for value in values {
+            let bad = |message: String| RuntimeError::Base {
+                base: value.clone(),
+                message,
+            };
+            match value.split_once('=') {
+                Some((arch, path)) if arch.parse::<Arch>().is_ok() => {
+                    let arch: Arch = arch.parse().map_err(|_| bad(String::new()))?;
+                    if bases.by_arch.insert(arch, PathBuf::from(path)).is_some() {
+                        return Err(bad(format!("a second base for {arch}")));
+                    }
+                }
+                _ => {
+                    if bases.all.replace(PathBuf::from(value)).is_some() {
+                        return Err(bad(
+                            "a second base for every platform: give one, or ARCH=PATH per \
+                             architecture"
+                                .to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(bases)
+    }
+
+    /// No base at all.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_none() && self.by_arch.is_empty()
+    }
+
+    /// The base for `arch`, if any.
+    pub fn for_arch(&self, arch: Arch) -> Option<&Path> {
+        self.by_arch
+            .get(&arch)
+            .or(self.all.as_ref())
+            .map(PathBuf::as_path)
+    }
+}
+
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {

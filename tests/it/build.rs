@@ -37,12 +37,7 @@ fn fixture_indexes(dir: &Path) -> Vec<String> {
 /// A copy of the shipped stack (pak/ and indexes/) that a test may edit.
 fn stack_copy(dir: &Path) -> PathBuf {
     for sub in ["pak", "indexes"] {
-        let to = dir.join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
+        super::common::copy_tree(&repo().join(sub), &dir.join(sub));
     }
     dir.join("pak")
 }
@@ -102,7 +97,7 @@ fn build_twice_is_identical_and_a_volatile_bump_rebuilds_only_volatile() {
     assert_eq!(torch.tool.comfypak.layer, "stable");
     assert_eq!(torch.tool.comfypak.index_name, "pytorch-cu130");
     let first_layers = layer_digests(&first);
-    assert_eq!(first_layers.len(), 8, "{first}");
+    assert_eq!(first_layers.len(), 10, "{first}");
     assert!(first_layers.iter().all(|l| l.2 == "new"), "{first}");
     assert!(first.contains("time: resolve"), "{first}");
 

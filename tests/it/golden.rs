@@ -14,7 +14,7 @@ use comfypak_testkit::FixtureIndex;
 
 /// The image index digest of the offline build (`image index sha256:...` in its summary).
 const GOLDEN_INDEX: &str =
-    "sha256:95c1283104bc85c293c1bd2dd2c6cf965acdcf70b045cb34fffce520c62d7dac";
+    "sha256:129f4402a2292a2c5f9a8ee48f367f34620ffcd27a42a6679d84ebfd6f75eb51";
 
 /// Every layer of every platform manifest, in manifest order: (architecture, layer name from
 /// the `io.comfypak.layer` annotation, digest).

@@ -128,12 +128,7 @@ fn fixture(work: &Path, indexes: &Path) -> Fixture {
     ];
     let mut args = vec!["build".to_string(), "--stack".to_string()];
     for sub in ["pak", "indexes"] {
-        let to = work.join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
+        super::common::copy_tree(&repo().join(sub), &work.join(sub));
     }
     args.push(work.join("pak").display().to_string());
     for (name, spec, sub) in specs {

@@ -50,3 +50,18 @@ pub fn write_index_definitions(dir: &Path, definitions: &[(&str, &str, &str)]) -
     }
     indexes
 }
+
+/// Copies the folder `from` to `to` (created), with its subfolders (the shipped `pak/` holds
+/// the `runtime-config/` folder of `image.toml`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
