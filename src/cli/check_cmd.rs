@@ -120,7 +120,7 @@ fn layer_dirs(stack: &Stack, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     if dirs.is_empty() {
         anyhow::bail!(
-            "no installed layers in {}\n  = help: run `comfypak build` (or `comfypak install --all`) first",
+            "no installed layers in {}: run `comfypak build` (or `comfypak install --all`) first",
             out.join("layers").display()
         );
     }

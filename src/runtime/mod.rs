@@ -97,7 +97,11 @@ impl RuntimeError {
     /// What the user can do about it.
     pub fn help(&self) -> Option<String> {
         match self {
-            RuntimeError::BadLayer { .. } => Some("nothing of it was kept in the cache".to_string()),
+            RuntimeError::BadLayer { .. } => Some(
+                "nothing of it was kept in the cache; if a blob is damaged, copy the base again \
+                 (e.g. `skopeo copy`)"
+                    .to_string(),
+            ),
             RuntimeError::NoPython { .. } => Some("use a base \
          image with CPython installed (e.g. Debian testing with python3.14: scripts/python-root.sh)".to_string()),
             RuntimeError::Mismatch { .. } => Some("use a base with the target's Python, or change \

@@ -318,9 +318,9 @@ impl Sandbox {
         let started = Instant::now();
         let mut child = command.spawn().map_err(|e| RuntimeError::Sandbox {
             message: format!(
-                "could not start {program} in the sandbox: {e}\n  = help: the sandbox needs \
-                 user namespaces (sysctl kernel.unprivileged_userns_clone=1 or \
-                 user.max_user_namespaces > 0) and overlayfs"
+                "could not start {program} in the sandbox: {e} (the sandbox needs user \
+                 namespaces: sysctl kernel.unprivileged_userns_clone=1 or \
+                 user.max_user_namespaces > 0, and overlayfs)"
             ),
         })?;
         let mut stdin_pipe = child.stdin.take();

@@ -220,7 +220,7 @@ fn unpack_layer(root: &Path, layer: &LayerBlob) -> Result<(), RuntimeError> {
     if blob.count != layer.size || actual != layer.digest {
         return Err(bad(format!(
             "the blob is {} bytes hashing to {actual}; the manifest says {} bytes, {}: it is \
-             truncated or was changed\n  = help: copy the base again (e.g. `skopeo copy`)",
+             truncated or was changed",
             blob.count, layer.size, layer.digest
         )));
     }
