@@ -24,11 +24,13 @@
 //! # The torch C++ ABI rule
 //!
 //! A C++ extension must be built with the same `_GLIBCXX_USE_CXX11_ABI` as the torch it
-//! loads into, or the import fails with an undefined symbol. PyTorch's Linux wheels use the
-//! C++11 ABI (`cxx11abiTRUE`) from torch 2.7 on, when they moved to manylinux_2_28; torch
-//! 2.6 and older x86_64 wheels used the pre-C++11 ABI (`cxx11abiFALSE`). comfypak applies
-//! that rule by torch version ([`torch_uses_cxx11_abi`]); callers that know better (e.g. from
-//! `torch._C._GLIBCXX_USE_CXX11_ABI` on a real host) pass the value to [`check`] directly.
+//! loads into, or the import fails with an undefined symbol. The ABI belongs to the torch
+//! *build*, not to its version: PyTorch built with the C++11 ABI exactly the wheels it moved
+//! to manylinux_2_28 (torch 2.6's CUDA 12.6 x86_64 builds and all its aarch64 builds, then
+//! every Linux build from 2.7 on), and with the pre-C++11 ABI the manylinux1 / manylinux2014
+//! x86_64 ones. [`torch_build_cxx11_abi`] reads it from the resolved torch wheel's platform
+//! tags; [`torch_uses_cxx11_abi`] (by version: 2.7 and newer) is only the fallback for a
+//! wheel whose tags do not tell (`linux_x86_64`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -256,6 +258,7 @@ impl AbiLabel {
             cuda: self.cuda,
             torch: self.torch,
             cxx11abi: self.cxx11abi,
+            cpu: self.cpu && self.cuda.is_none(),
         }
     }
 
@@ -367,6 +370,9 @@ pub struct Coupling {
     pub torch: Option<TorchSeries>,
     /// Whether it was built with the C++11 ABI.
     pub cxx11abi: Option<bool>,
+    /// A CPU build (`+pt211cpu`, `+torch2.11.cpu`): it fits only the `cpu` backend.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cpu: bool,
 }
 
 /// Why a declared coupling could not be read.
@@ -427,7 +433,7 @@ pub enum CouplingError {
 impl Coupling {
     /// True when no part is known: the build is not checked at all.
     pub fn is_empty(&self) -> bool {
-        self.cuda.is_none() && self.torch.is_none() && self.cxx11abi.is_none()
+        self.cuda.is_none() && self.torch.is_none() && self.cxx11abi.is_none() && !self.cpu
     }
 
     /// How many parts are known, counting a CUDA minor and a torch patch as extra parts;
@@ -476,6 +482,7 @@ impl Coupling {
             cuda,
             torch,
             cxx11abi,
+            cpu: false,
         };
         if coupling.is_empty() {
             return Err(CouplingError::Empty {
@@ -557,6 +564,7 @@ impl Coupling {
             cuda: explicit.cuda.or(release.cuda),
             torch: explicit.torch.or(release.torch),
             cxx11abi: explicit.cxx11abi.or(release.cxx11abi),
+            cpu: false,
         };
         if merged.is_empty() {
             return Err(CouplingError::Empty {
@@ -588,6 +596,9 @@ impl fmt::Display for Coupling {
         if let Some(cuda) = self.cuda {
             parts.push(format!("CUDA {cuda}"));
         }
+        if self.cpu {
+            parts.push("CPU only".to_string());
+        }
         if let Some(torch) = self.torch {
             parts.push(format!("torch {torch}"));
         }
@@ -604,7 +615,41 @@ impl fmt::Display for Coupling {
     }
 }
 
-/// Torch's C++ ABI by version: the C++11 ABI from torch 2.7 on (see the module docs).
+/// The C++ ABI of one torch build, from its wheel's file name (see the module docs): the
+/// C++11 ABI for aarch64 and for manylinux_2_28 or newer, the pre-C++11 ABI for older
+/// manylinux x86_64 tags, else by version ([`torch_uses_cxx11_abi`]).
+pub fn torch_build_cxx11_abi(torch: &Version, wheel_filename: &str) -> bool {
+    let platforms: Vec<&str> = wheel_filename
+        .strip_suffix(".whl")
+        .and_then(|stem| stem.rsplit('-').next())
+        .map(|p| p.split('.').collect())
+        .unwrap_or_default();
+    if platforms.iter().any(|p| p.ends_with("aarch64")) {
+        return true;
+    }
+    let glibc_minor = |p: &str| -> Option<u32> {
+        let rest = p.strip_prefix("manylinux_2_")?;
+        rest.split('_').next()?.parse().ok()
+    };
+    if platforms
+        .iter()
+        .any(|p| glibc_minor(p).is_some_and(|minor| minor >= 28))
+    {
+        return true;
+    }
+    if platforms.iter().any(|p| {
+        p.starts_with("manylinux1_")
+            || p.starts_with("manylinux2010_")
+            || p.starts_with("manylinux2014_")
+            || glibc_minor(p).is_some()
+    }) {
+        return false;
+    }
+    torch_uses_cxx11_abi(torch)
+}
+
+/// Torch's C++ ABI by version: the C++11 ABI from torch 2.7 on; the fallback of
+/// [`torch_build_cxx11_abi`] when a wheel's tags do not tell.
 pub fn torch_uses_cxx11_abi(torch: &Version) -> bool {
     let release = torch.release();
     let major = release.first().copied().unwrap_or(0);
@@ -636,6 +681,11 @@ pub enum MismatchPart {
     CudaOnCpu {
         /// What the build says.
         built: CudaVersion,
+    },
+    /// A CPU build while the backend ships CUDA.
+    CpuOnCuda {
+        /// The backend.
+        backend: Backend,
     },
     /// Built with the other C++ ABI.
     Cxx11Abi {
@@ -673,6 +723,10 @@ impl fmt::Display for MismatchPart {
             MismatchPart::CudaOnCpu { built } => {
                 write!(f, "built for CUDA {built}, backend cpu has no CUDA")
             }
+            MismatchPart::CpuOnCuda { backend } => write!(
+                f,
+                "a CPU build (no CUDA kernels), backend {backend} is a CUDA backend"
+            ),
             MismatchPart::Cxx11Abi {
                 built,
                 torch,
@@ -700,18 +754,20 @@ pub struct Mismatch {
 pub fn check_cuda(coupling: &Coupling, backend: Backend) -> Result<(), Mismatch> {
     let cuda_only = Coupling {
         cuda: coupling.cuda,
+        cpu: coupling.cpu,
         ..Coupling::default()
     };
     check(&cuda_only, &Version::new([0u64]), backend, true)
 }
 
 /// Whether a build with this coupling fits `resolved_torch` on `backend`, where torch uses
-/// the C++11 ABI or not (`torch_cxx11abi`, usually [`torch_uses_cxx11_abi`]).
+/// the C++11 ABI or not (`torch_cxx11abi`, from the build: [`torch_build_cxx11_abi`]).
 ///
 /// Rules: the torch series must match (major.minor, and the patch where the label gives
 /// it); the CUDA major must equal the backend's, and the minor too where the label gives
-/// one; a CUDA build never fits the `cpu` backend; the C++ ABI must match where the label
-/// gives it. Parts the coupling does not state are not checked.
+/// one; a CUDA build never fits the `cpu` backend, and a CPU build never fits a CUDA one;
+/// the C++ ABI must match where the label gives it (`torch_cxx11abi`: the resolved torch
+/// build's, [`torch_build_cxx11_abi`]). Parts the coupling does not state are not checked.
 pub fn check(
     coupling: &Coupling,
     resolved_torch: &Version,
@@ -742,6 +798,9 @@ pub fn check(
                 }
             }
         }
+    }
+    if coupling.cpu && backend.cuda().is_some() {
+        parts.push(MismatchPart::CpuOnCuda { backend });
     }
     if let Some(built) = coupling.cxx11abi {
         if built != torch_cxx11abi {
@@ -786,6 +845,28 @@ mod unit {
         assert_eq!(t("torch2.8.0"), "2.8.0");
         assert_eq!(t("pt211"), "2.11");
         assert!(parse_torch("torch").is_none());
+    }
+
+    #[test]
+    fn cxx11_abi_of_a_torch_build_comes_from_its_tags() {
+        let v = |s: &str| Version::from_str(s).unwrap();
+        let torch = v("2.6.0+cu126");
+        assert!(torch_build_cxx11_abi(
+            &torch,
+            "torch-2.6.0+cu126-cp313-cp313-manylinux_2_28_x86_64.whl"
+        ));
+        assert!(!torch_build_cxx11_abi(
+            &v("2.6.0+cu124"),
+            "torch-2.6.0+cu124-cp313-cp313-manylinux1_x86_64.whl"
+        ));
+        assert!(torch_build_cxx11_abi(
+            &v("2.5.1"),
+            "torch-2.5.1-cp312-cp312-manylinux2014_aarch64.whl"
+        ));
+        assert!(!torch_build_cxx11_abi(
+            &torch,
+            "torch-2.6.0-cp313-cp313-linux_x86_64.whl"
+        ));
     }
 
     #[test]

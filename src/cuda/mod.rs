@@ -21,8 +21,8 @@ pub mod family;
 pub mod select;
 
 pub use abi_label::{
-    check, check_cuda, parse_couplings, torch_uses_cxx11_abi, AbiLabel, Coupling, CouplingError,
-    Mismatch, MismatchPart, TorchSeries,
+    check, check_cuda, parse_couplings, torch_build_cxx11_abi, torch_uses_cxx11_abi, AbiLabel,
+    Coupling, CouplingError, Mismatch, MismatchPart, TorchSeries,
 };
 pub use arch::{
     parse_gpus, torch_archs, wheel_arch_claim, ArchList, Coverage, GpuArch, GpuArchError,

@@ -22,7 +22,7 @@ use pep508_rs::PackageName;
 
 use crate::cuda::arch;
 use crate::cuda::{
-    check_cuda, torch_uses_cxx11_abi, wheel_arch_claim, AbiLabel, Backend, Coupling,
+    check_cuda, torch_build_cxx11_abi, wheel_arch_claim, AbiLabel, Backend, Coupling,
     CouplingSource, Coverage, GpuArch,
 };
 use crate::filename::{
@@ -63,9 +63,15 @@ pub(crate) enum Unusable {
     /// `cpu`) or any torch (a C++ ABI its torch series does not use). `built`: what it is
     /// built for, and where that came from; `reasons`: each failing part.
     AbiMismatch { built: String, reasons: Vec<String> },
-    /// No torch/CUDA label and no `[couplings]` entry, while other builds of the same public
-    /// version carry one: what it was built against is unknown.
-    UnknownBuild { public: String },
+    /// No torch/CUDA label it can read (none, or one such as `+cuda128torch2.10`) and no
+    /// `[couplings]` entry, while the project publishes labelled builds (`example`): what it
+    /// was built against is unknown, so it is refused.
+    UnknownBuild {
+        /// The unreadable label, when it has one.
+        label: Option<String>,
+        /// A labelled build of the project, e.g. `2.8.3+cu13torch2.11cxx11abiTRUE`.
+        example: String,
+    },
     /// Every fitting file claims GPU architectures (a `-hopper-` build tag, `sm90` in its
     /// label) that leave out one of `target.gpus`; `reason` names the file and the
     /// architecture.
@@ -109,11 +115,25 @@ impl Unusable {
                 format!("{built}: {}", reasons.join("; "))
             }
             Unusable::GpuArch { reason } => reason.clone(),
-            Unusable::UnknownBuild { public } => format!(
-                "has no torch/CUDA local label and no [couplings] entry, while other {public} \
-                 builds carry one: what it was built against is unknown (declare it in \
-                 stack.toml [couplings] if you know)"
-            ),
+            Unusable::UnknownBuild { label, example } => {
+                let file = files
+                    .files
+                    .first()
+                    .map(|f| format!("{} ", f.filename))
+                    .unwrap_or_default();
+                let what = match label {
+                    Some(label) => format!(
+                        "{file}has the local label +{label}, which does not state its CUDA and \
+                         torch in a spelling comfypak reads (cu130, torch2.11, cxx11abiTRUE),"
+                    ),
+                    None => format!("{file}has no torch/CUDA local label"),
+                };
+                format!(
+                    "{what} and no [couplings] entry, while the project publishes labelled \
+                     builds (e.g. {example}): what it was built against is unknown, so it is \
+                     refused (declare it in stack.toml [couplings] if you know)"
+                )
+            }
         }
     }
 }
@@ -186,6 +206,17 @@ impl VersionFiles {
             .iter()
             .map(|f| f.filename.as_str())
             .chain(self.other_names.iter().map(String::as_str))
+    }
+
+    /// Whether this version, as a torch build, uses the C++11 ABI: read from its chosen
+    /// wheel's tags (`cuda::torch_build_cxx11_abi`), not from its version number.
+    pub fn torch_cxx11_abi(&self) -> bool {
+        let filename = self
+            .wheel
+            .as_ref()
+            .map(|w| w.file.filename.as_str())
+            .unwrap_or_default();
+        torch_build_cxx11_abi(&self.version, filename)
     }
 
     /// The tags its wheels have (sorted, once each) and its sdists' names.
@@ -467,7 +498,7 @@ pub(crate) fn coupling_of(
     let label = AbiLabel::from_version(version);
     if let Some(label) = &label {
         let coupling = label.coupling();
-        if coupling.cuda.is_some() || coupling.torch.is_some() {
+        if coupling.cuda.is_some() || coupling.torch.is_some() || coupling.cpu {
             return Some(VersionCoupling {
                 coupling,
                 source: CouplingSource::Label,
@@ -485,29 +516,49 @@ pub(crate) fn coupling_of(
 }
 
 /// Sets each version's coupling and rules out, before solving, the builds no resolution on
-/// `backend` can use: another CUDA major (or minor, where the label gives one), a CUDA build
-/// on `cpu`, a C++ ABI that the torch series it names does not use, and an unlabelled,
-/// undeclared build beside labelled torch-extension builds of the same public version.
-/// What depends on the resolved torch (series, ABI) becomes requirements on torch in the
-/// provider, so the solver picks the build that matches the torch it resolves.
+/// `backend` can use: another CUDA major (or minor, where the label gives one, naming the
+/// backends the build is for), a CUDA build on `cpu`, a CPU build on a CUDA backend, the
+/// pre-C++11 ABI for a torch series from 2.7 on (all of whose Linux builds use the C++11
+/// ABI), and, in a project that publishes labelled torch-extension builds, every build
+/// whose label is missing or unreadable and that `[couplings]` does not declare. What
+/// depends on the resolved torch (series, the ABI of its build) becomes requirements on
+/// torch in the provider, so the solver picks the build that matches the torch it resolves.
 fn judge_couplings(versions: &mut [VersionFiles], declared: Option<&Coupling>, backend: Backend) {
     for files in versions.iter_mut() {
         files.coupling = coupling_of(&files.version, declared);
     }
-    let extension_publics: BTreeSet<Version> = versions
+    // A project that publishes torch-extension builds labelled with what they are built
+    // for: its other builds are unchecked, whatever their version.
+    let labelled_example: Option<String> = versions
         .iter()
-        .filter(|v| v.coupling.as_ref().is_some_and(VersionCoupling::ties_torch))
-        .map(|v| v.version.clone().without_local())
-        .collect();
+        .filter(|v| {
+            v.coupling
+                .as_ref()
+                .is_some_and(|c| c.source == CouplingSource::Label && c.ties_torch())
+        })
+        .map(|v| v.version.clone())
+        .max()
+        .map(|v| match AbiLabel::from_version(&v) {
+            Some(label) => format!("{}+{}", v.clone().without_local(), label),
+            None => v.to_string(),
+        });
+    // Which backends some build of each CUDA version fits, for the hint below.
+    let fitting_backends = |coupling: &Coupling| -> Vec<&'static str> {
+        Backend::ALL
+            .into_iter()
+            .filter(|b| *b != backend && check_cuda(coupling, *b).is_ok())
+            .map(|b| b.name())
+            .collect()
+    };
     for files in versions.iter_mut() {
         if files.wheel.is_err() {
             continue;
         }
         let Some(coupling) = &files.coupling else {
-            let public = files.version.clone().without_local();
-            if extension_publics.contains(&public) {
+            if let Some(example) = &labelled_example {
                 files.wheel = Err(Unusable::UnknownBuild {
-                    public: public.to_string(),
+                    label: AbiLabel::from_version(&files.version).map(|l| l.to_string()),
+                    example: example.clone(),
                 });
             }
             continue;
@@ -516,16 +567,22 @@ fn judge_couplings(versions: &mut [VersionFiles], declared: Option<&Coupling>, b
         // Only the CUDA part is known before solving; torch is checked by the solver.
         if let Err(mismatch) = check_cuda(&coupling.coupling, backend) {
             reasons.extend(mismatch.parts.iter().map(ToString::to_string));
-        }
-        if let (Some(series), Some(abi)) = (coupling.coupling.torch, coupling.coupling.cxx11abi) {
-            let torch = Version::new([series.major, series.minor, series.patch.unwrap_or(0)]);
-            let torch_abi = torch_uses_cxx11_abi(&torch);
-            if abi != torch_abi {
+            let others = fitting_backends(&coupling.coupling);
+            if !others.is_empty() {
                 reasons.push(format!(
-                    "built with the {} ABI, but torch {series} uses the {} ABI (torch's Linux \
-                     wheels use the C++11 ABI from 2.7 on), so no torch of its series fits",
-                    if abi { "C++11" } else { "pre-C++11" },
-                    if torch_abi { "C++11" } else { "pre-C++11" },
+                    "this build is for backend {}: set target.torch-backend or pass \
+                     --torch-backend to use it",
+                    others.join(" or ")
+                ));
+            }
+        }
+        // From torch 2.7 on every Linux torch build uses the C++11 ABI (module docs of
+        // `cuda::abi_label`); for older series both exist and the solver matches the build.
+        if let (Some(series), Some(false)) = (coupling.coupling.torch, coupling.coupling.cxx11abi) {
+            if (series.major, series.minor) >= (2, 7) {
+                reasons.push(format!(
+                    "built with the pre-C++11 ABI, but every Linux build of torch {series} uses \
+                     the C++11 ABI (from torch 2.7 on), so no torch of its series fits"
                 ));
             }
         }
@@ -549,7 +606,8 @@ mod tests {
     #[test]
     fn unusable_builds_are_described_in_single_spaced_sentences() {
         let unknown = Unusable::UnknownBuild {
-            public: "2.8.3".to_string(),
+            label: None,
+            example: "2.8.3+cu13torch2.11cxx11abiTRUE".to_string(),
         };
         let files = VersionFiles {
             version: v("2.8.3"),
@@ -560,7 +618,7 @@ mod tests {
         };
         let text = unknown.describe(&files);
         assert!(
-            text.contains("while other 2.8.3 builds carry one: what it was built against is unknown (declare it in stack.toml [couplings]"),
+            text.contains("while the project publishes labelled builds (e.g. 2.8.3+cu13torch2.11cxx11abiTRUE): what it was built against is unknown, so it is refused (declare it in stack.toml [couplings]"),
             "{text}"
         );
         assert!(!text.contains("  "), "{text}");

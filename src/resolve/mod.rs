@@ -388,7 +388,7 @@ pub async fn resolve_counted(
                     &stack.couplings,
                 )
                 .await;
-                if let Some((torch, builds)) = builds {
+                if let Some((torch, coupled, builds)) = builds {
                     let names: Vec<String> = coupled.iter().map(ToString::to_string).collect();
                     message = format!(
                         "cannot resolve the stack for {target}: no build of {} fits torch {torch} (what the rest of the stack resolves to) on backend {backend}\n{}\n\n{message}",
@@ -429,25 +429,50 @@ async fn explain_builds(
     backend: Backend,
     tags: &crate::target::CompatibleTags,
     couplings: &BTreeMap<PackageName, Coupling>,
-) -> Option<(Version, Vec<String>)> {
-    let mut without = SolveInputs::clone(inputs);
-    without.skip = coupled.clone();
-    without
-        .root_deps
-        .retain(|(package, _)| package.base().is_none_or(|name| !coupled.contains(name)));
-    let provider = Provider::new(Arc::clone(fetcher), Arc::new(without), handle.clone());
-    let torch_pkg = Pkg::Name(inputs.torch.clone());
-    let torch = tokio::task::spawn_blocking(move || {
-        // Only the torch version matters; a failure means the coupling is not the cause.
-        pubgrub::resolve(&provider, Pkg::Root, provider::root_version())
-            .ok()
-            .and_then(|solved| solved.get(&torch_pkg).cloned())
-    })
-    .await
-    .ok()??;
-    let context = AbiContext::new(torch.clone(), backend);
+) -> Option<(Version, BTreeSet<PackageName>, Vec<String>)> {
+    // The solver stops at the first conflict: when several coupled packages have no build,
+    // solving without the first one fails on the next. Each round leaves out the coupled
+    // packages found so far, until the rest resolves (bounded: each round adds one).
+    const ROUNDS: usize = 8;
+    let mut coupled = coupled.clone();
+    let mut torch = None;
+    for _ in 0..ROUNDS {
+        let mut without = SolveInputs::clone(inputs);
+        without.skip = coupled.clone();
+        without
+            .root_deps
+            .retain(|(package, _)| package.base().is_none_or(|name| !coupled.contains(name)));
+        let provider = Provider::new(Arc::clone(fetcher), Arc::new(without), handle.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            pubgrub::resolve(&provider, Pkg::Root, provider::root_version())
+        })
+        .await
+        .ok()?;
+        match outcome {
+            Ok(solved) => {
+                torch = solved.get(&Pkg::Name(inputs.torch.clone())).cloned();
+                break;
+            }
+            Err(PubGrubError::NoSolution(tree)) => {
+                let pages = |name: &PackageName| fetcher.ready_page(name);
+                let more = explain::coupled_packages(&tree, &inputs.torch, &pages);
+                let before = coupled.len();
+                coupled.extend(more);
+                if coupled.len() == before {
+                    // Fails without every coupled package too: the coupling is not the cause.
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    let torch = torch?;
+    let mut context = AbiContext::new(torch.clone(), backend);
+    if let Some(abi) = torch_build_abi(fetcher, &inputs.torch, &torch).await {
+        context.torch_cxx11abi = abi;
+    }
     let mut messages = Vec::new();
-    for name in coupled {
+    for name in &coupled {
         let Ok(page) = fetcher.page(name).await else {
             continue;
         };
@@ -463,7 +488,19 @@ async fn explain_builds(
             messages.push(no_build.to_string());
         }
     }
-    (!messages.is_empty()).then_some((torch, messages))
+    (!messages.is_empty()).then_some((torch, coupled, messages))
+}
+
+/// Whether the torch build `version` (its chosen wheel on its page) uses the C++11 ABI;
+/// None when its page or version cannot be read.
+async fn torch_build_abi(
+    fetcher: &Arc<Fetcher>,
+    torch_name: &PackageName,
+    version: &Version,
+) -> Option<bool> {
+    let page = fetcher.page(torch_name).await.ok()?;
+    page.get(version)
+        .map(candidates::VersionFiles::torch_cxx11_abi)
 }
 
 /// The wheels of every build (local label) of the newest public version of a project with a
@@ -494,12 +531,12 @@ fn coupled_build(
     name: &PackageName,
     files: &candidates::VersionFiles,
     torch: Option<&Version>,
+    torch_abi: bool,
     backend: Backend,
 ) -> Result<Option<CoupledBuild>, ResolveError> {
     let Some(coupling) = &files.coupling else {
         return Ok(None);
     };
-    let torch_abi = torch.map(torch_uses_cxx11_abi).unwrap_or(true);
     let checked = match torch {
         Some(torch) => check(&coupling.coupling, torch, backend, torch_abi),
         None if coupling.ties_torch() => {
@@ -839,6 +876,13 @@ async fn assemble(
             Pkg::Name(name) if name == &inputs.torch => Some(version.clone()),
             _ => None,
         });
+    // The C++ ABI of the torch build resolved, from its wheel (not its version number).
+    let torch_abi = match &torch {
+        Some(torch) => torch_build_abi(fetcher, &inputs.torch, torch)
+            .await
+            .unwrap_or_else(|| torch_uses_cxx11_abi(torch)),
+        None => true,
+    };
     let mut packages = BTreeMap::new();
     for (package, version) in &solution {
         let Pkg::Name(name) = package else {
@@ -856,7 +900,7 @@ async fn assemble(
                 "{name} {version} was chosen but is not on its page"
             ))
         })?;
-        let build = coupled_build(name, files, torch.as_ref(), backend)?;
+        let build = coupled_build(name, files, torch.as_ref(), torch_abi, backend)?;
         let wheel = files.wheel.clone().map_err(|why| {
             ResolveError::Internal(format!(
                 "{name} {version} was chosen but {}",

@@ -30,7 +30,7 @@ use pubgrub::{
 };
 use tokio::runtime::Handle;
 
-use super::candidates::{VersionCoupling, VersionFiles};
+use super::candidates::{ProjectCandidates, VersionCoupling, VersionFiles};
 use super::fetcher::Fetcher;
 use super::ranges::{names_prerelease, specifiers_to_ranges};
 use super::ResolveError;
@@ -102,35 +102,61 @@ pub(crate) struct SolveInputs {
 }
 
 /// The requirement on torch that a build's coupling makes: `torch==2.11.*` for a torch
-/// series, `>=2.7` / `<2.7` for the C++11 / pre-C++11 ABI; with the text shown in
-/// explanations. None when the coupling names neither.
-pub(crate) fn torch_requirement(coupling: &VersionCoupling) -> Option<(Ranges<Version>, String)> {
-    let mut parts = Vec::new();
+/// series; for a C++ ABI, the torch builds of `torch_page` that use it (read from each
+/// build's wheel, [`VersionFiles::torch_cxx11_abi`]); with the text shown in explanations.
+/// None when the coupling names neither.
+pub(crate) fn torch_requirement(
+    coupling: &VersionCoupling,
+    torch_page: Option<&ProjectCandidates>,
+) -> Option<(Ranges<Version>, String)> {
+    let mut range = Ranges::full();
+    let mut text = String::new();
     if let Some(series) = coupling.coupling.torch {
-        parts.push(match series.patch {
+        text = match series.patch {
             Some(patch) => format!("=={}.{}.{patch}", series.major, series.minor),
             None => format!("=={}.{}.*", series.major, series.minor),
+        };
+        let specifiers = text.parse::<VersionSpecifiers>().ok()?;
+        range = specifiers_to_ranges(&specifiers);
+    }
+    if let Some(abi) = coupling.coupling.cxx11abi {
+        let builds = match torch_page {
+            Some(page) => page
+                .versions
+                .iter()
+                .filter(|v| v.wheel.is_ok() && v.torch_cxx11_abi() == abi)
+                .fold(Ranges::empty(), |r, v| {
+                    r.union(&Ranges::singleton(v.version.clone()))
+                }),
+            // No torch page to read the builds from: by version (2.7 and newer).
+            None => {
+                let cut = Version::new([2, 7]);
+                if abi {
+                    Ranges::higher_than(cut)
+                } else {
+                    Ranges::strictly_lower_than(cut)
+                }
+            }
+        };
+        range = range.intersection(&builds);
+        text.push_str(if abi {
+            " built with the C++11 ABI"
+        } else {
+            " built with the pre-C++11 ABI"
         });
     }
-    match coupling.coupling.cxx11abi {
-        Some(true) => parts.push(">=2.7".to_string()),
-        Some(false) => parts.push("<2.7".to_string()),
-        None => {}
-    }
-    if parts.is_empty() {
+    if text.is_empty() {
         return None;
     }
-    let text = parts.join(",");
-    let specifiers = text.parse::<VersionSpecifiers>().ok()?;
     Some((
-        specifiers_to_ranges(&specifiers),
+        range,
         format!("torch{text} (ABI coupling: {})", coupling.describe()),
     ))
 }
 
 /// Whether a coupled build fits a torch version (series and C++ ABI; CUDA was checked
 /// against the backend before solving). Builds without a torch coupling fit any torch.
-pub(crate) fn fits_torch(files: &VersionFiles, torch: &Version) -> bool {
+pub(crate) fn fits_torch(files: &VersionFiles, torch: &Version, torch_cxx11abi: bool) -> bool {
     let Some(coupling) = files.coupling.as_ref().filter(|c| c.ties_torch()) else {
         return true;
     };
@@ -139,13 +165,7 @@ pub(crate) fn fits_torch(files: &VersionFiles, torch: &Version) -> bool {
         ..coupling.coupling
     };
     // The backend does not matter without a CUDA part.
-    check(
-        &torch_parts,
-        torch,
-        Backend::Cpu,
-        torch_uses_cxx11_abi(torch),
-    )
-    .is_ok()
+    check(&torch_parts, torch, Backend::Cpu, torch_cxx11abi).is_ok()
 }
 
 /// What the solver learned while running (read after it stops, for explanations).
@@ -282,10 +302,18 @@ impl Provider {
         // Coupled builds that fit the torch chosen so far first (a hint; the synthetic torch
         // requirements keep the choice correct either way).
         let chosen_torch = self.record().chosen.get(&self.inputs.torch).cloned();
+        let chosen_torch = chosen_torch.map(|torch| {
+            let abi = self
+                .fetcher
+                .ready_page(&self.inputs.torch)
+                .and_then(|p| p.get(&torch).map(VersionFiles::torch_cxx11_abi))
+                .unwrap_or_else(|| torch_uses_cxx11_abi(&torch));
+            (torch, abi)
+        });
         let fits = |files: &&VersionFiles| {
             chosen_torch
                 .as_ref()
-                .is_none_or(|torch| fits_torch(files, torch))
+                .is_none_or(|(torch, abi)| fits_torch(files, torch, *abi))
         };
         let ordered = page
             .versions
@@ -475,10 +503,12 @@ impl Provider {
                 .discover(&requirement.name, Some(range), requirement.extras.clone());
         }
         if extra.is_none() && name != &self.inputs.torch {
-            let coupled = page
-                .get(version)
-                .and_then(|files| files.coupling.as_ref())
-                .and_then(torch_requirement);
+            let coupling = page.get(version).and_then(|files| files.coupling.as_ref());
+            let torch_page = match coupling {
+                Some(c) if c.coupling.cxx11abi.is_some() => Some(self.page(&self.inputs.torch)?),
+                _ => None,
+            };
+            let coupled = coupling.and_then(|c| torch_requirement(c, torch_page.as_deref()));
             if let Some((mut range, text)) = coupled {
                 let torch = self.inputs.torch.clone();
                 if let Some((constraint, _)) = self.inputs.constraints.get(&torch) {

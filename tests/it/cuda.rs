@@ -215,7 +215,8 @@ fn cuda_labels_every_real_spelling() {
     assert!(l.torch.is_none() && l.extra.is_empty());
 
     let l = AbiLabel::parse("cpu");
-    assert!(l.cpu && l.cuda.is_none() && l.coupling().is_empty());
+    // A CPU build is a coupling of its own: it fits the `cpu` backend only.
+    assert!(l.cpu && l.cuda.is_none() && l.coupling().cpu && !l.coupling().is_empty());
 
     let l = AbiLabel::parse("torch2.8.0");
     assert_eq!(l.torch, Some(series("2.8.0")));

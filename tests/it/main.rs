@@ -34,4 +34,5 @@ mod resolve_lock;
 mod runtime;
 mod stack;
 mod target;
+mod torch_abi;
 mod torch_backend;

@@ -431,7 +431,8 @@ fn resolve_abi_torch_without_a_flash_attn_build_fails_with_the_builds_explained(
          torch==2.9.*, torch==2.10.*, torch==2.11.*"
     ));
     // The solver's own account names the coupling it enforced.
-    assert!(message.contains("needs torch==2.11.*,>=2.7 (ABI coupling: built for CUDA 13"));
+    assert!(message
+        .contains("needs torch==2.11.* built with the C++11 ABI (ABI coupling: built for CUDA 13"));
 }
 
 #[test]

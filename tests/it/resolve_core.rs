@@ -902,7 +902,25 @@ fn resolve_core_local_versions_match_and_prefer_the_backend_label() {
     assert_eq!(pick("cu130", "accel==1.0"), "1.0+cu130");
     assert_eq!(pick("cpu", "accel==1.0"), "1.0+cpu");
     assert_eq!(pick("cu126", "accel"), "1.0+cu126");
-    assert_eq!(pick("cu130", "accel==1.0+cpu"), "1.0+cpu");
+    assert_eq!(pick("cpu", "accel==1.0+cpu"), "1.0+cpu");
+    // A CPU build is never taken on a CUDA backend, even named exactly.
+    let dir = tempfile::tempdir().unwrap();
+    let pak = write_stack(
+        dir.path(),
+        &StackSpec {
+            indexes: &[("pypi", server.simple_url())],
+            default: &["pypi"],
+            pins: &[],
+            layers: &[("deps", &[("deps.txt", "accel==1.0+cpu\n")])],
+            backend: "cu130",
+            files: &[],
+        },
+    );
+    let message = resolve_err(&pak, X86);
+    assert!(
+        message.contains("a CPU build (no CUDA kernels), backend cu130 is a CUDA backend"),
+        "{message}"
+    );
     assert_eq!(pick("cu130", "accel<=0.9"), "0.9+cu130");
     assert_eq!(pick("cu130", "accel!=1.0"), "0.9+cu130");
 }
