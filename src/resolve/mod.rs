@@ -444,7 +444,7 @@ async fn explain_builds(
             .retain(|(package, _)| package.base().is_none_or(|name| !coupled.contains(name)));
         let provider = Provider::new(Arc::clone(fetcher), Arc::new(without), handle.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            pubgrub::resolve(&provider, Pkg::Root, provider::root_version())
+            pubgrub::resolve(&provider, Pkg::Root, provider::root_version()).map_err(Box::new)
         })
         .await
         .ok()?;
@@ -453,7 +453,10 @@ async fn explain_builds(
                 torch = solved.get(&Pkg::Name(inputs.torch.clone())).cloned();
                 break;
             }
-            Err(PubGrubError::NoSolution(tree)) => {
+            Err(error) => {
+                let PubGrubError::NoSolution(tree) = *error else {
+                    return None;
+                };
                 let pages = |name: &PackageName| fetcher.ready_page(name);
                 let more = explain::coupled_packages(&tree, &inputs.torch, &pages);
                 let before = coupled.len();
@@ -463,7 +466,6 @@ async fn explain_builds(
                     return None;
                 }
             }
-            Err(_) => return None,
         }
     }
     let torch = torch?;

@@ -174,7 +174,7 @@ fn wheels_of(lock: &Lock, name: &str) -> Vec<String> {
         .packages
         .iter()
         .filter(|p| p.name == name)
-        .flat_map(|p| p.wheels.iter().map(|w| w.name.clone()))
+        .flat_map(|p| p.wheels.iter().map(|w| w.name.to_string()))
         .collect();
     names.sort();
     names
