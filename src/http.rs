@@ -901,7 +901,9 @@ async fn read_whole(response: reqwest::Response) -> AttemptResult<Response> {
     Ok(Response {
         status: status.as_u16(),
         headers,
-        body: body.to_vec(),
+        // Without a copy when the body came in several chunks (collected into one buffer
+        // already): pages of several MB are common.
+        body: Vec::from(body),
         url: final_url,
     })
 }

@@ -27,6 +27,7 @@ use super::net::NetworkArgs;
 use crate::diff::human_bytes;
 use crate::lock::{Lock, LockError, LockSummary};
 use crate::resolve::backend::select_backend;
+use crate::resolve::profile::ResolveProfile;
 use crate::resolve::to_lock::{resolve_stack, staleness, UpgradeRequest};
 use crate::resolve::ResolveProgress;
 use crate::stack::Stack;
@@ -74,6 +75,11 @@ pub struct ResolveArgs {
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print to stderr where each target's resolution spent its time: requests and bytes per
+    /// kind, the largest pages, METADATA reads of very large wheels, the solver's waits, and
+    /// the longest chain of dependent fetches.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -141,6 +147,11 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     progress.finish();
     for warning in progress.warnings() {
         eprintln!("warning: {warning}");
+    }
+    if args.profile {
+        for (target, profile) in progress.profiles() {
+            eprintln!("profile of the resolution for {target}:\n{profile}");
+        }
     }
     let lock = outcome?;
     let summary = LockSummary::of(&lock).context("summarizing the new lock")?;
@@ -318,6 +329,8 @@ struct Progress {
     fetched: AtomicU64,
     /// Distinct warnings, first seen first (printed once the bar is gone).
     warnings: Mutex<Vec<String>>,
+    /// Each target's profile, in the order the solvers finished.
+    profiles: Mutex<Vec<(String, ResolveProfile)>>,
 }
 
 impl Progress {
@@ -343,7 +356,15 @@ impl Progress {
             discovered: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
+            profiles: Mutex::new(Vec::new()),
         }
+    }
+
+    fn profiles(&self) -> Vec<(String, ResolveProfile)> {
+        self.profiles
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -374,6 +395,13 @@ impl ResolveProgress for Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(n);
         }
+    }
+
+    fn profile(&self, target: &Target, profile: &ResolveProfile) {
+        self.profiles
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((target.to_string(), profile.clone()));
     }
 
     fn warning(&self, message: &str) {

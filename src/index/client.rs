@@ -4,12 +4,15 @@
 //! Owns the index strategy (a pinned package comes from its index only; an unpinned one
 //! from the first default index that has it), page caching with revalidation, and the
 //! cheapest way to a wheel's METADATA: the PEP 658 file when advertised, else HTTP ranges
-//! over the zip's tail, else the whole wheel once (kept in the cache). It must not choose
-//! versions (that is `resolve`) and never writes a cache entry for something that failed
-//! to parse or verify.
+//! over the zip's tail, else the whole wheel once (kept in the cache). With
+//! [`IndexClient::write_behind`], cache entries are written (and synced) on the blocking pool
+//! while the caller goes on with the page or METADATA it already holds, until
+//! [`IndexClient::flush`]. It must not choose versions (that is `resolve`) and never writes a
+//! cache entry for something that failed to parse or verify.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pep508_rs::PackageName;
 use reqwest::header::{HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH};
@@ -20,6 +23,7 @@ use super::core_metadata::{CoreMetadata, MetadataError};
 use super::definition::{IndexDef, IndexKind};
 use super::page::{self, CoreMetadataRef, DistFile, Hashes, PageError, Yanked, SIMPLE_ACCEPT};
 use super::remote_zip::{self, TailRead, ZipError};
+use super::trace::{FetchTrace, RequestKind};
 use crate::cache::{now_secs, parse_cache_control, Cache, CacheError, CachedPage, MetadataKey};
 use crate::digest::Sha256Hex;
 use crate::filename::SafeFileName;
@@ -28,6 +32,38 @@ use crate::stack::IndexSettings;
 
 /// How much of a wheel's tail the first range request asks for.
 pub const TAIL_BYTES: u64 = 64 * 1024;
+
+/// Pages at least this large are parsed off the async worker threads (on a multi-thread
+/// runtime), so one large page does not hold up the connections' other responses.
+const HEAVY_PAGE: usize = 256 * 1024;
+
+/// The most a second range request reaches back before the central directory.
+const MAX_REACH_BACK: u64 = 16 * 1024 * 1024;
+
+/// Where the second range request over a wheel starts, when the first one's tail began at
+/// `tail_start` and the zip reader needs the bytes from `needed` on (usually the central
+/// directory's start) in a file of `total` bytes. The METADATA member usually sits before the
+/// RECORD, which sits just before the central directory and is about as long (a line per
+/// member, as the directory has an entry per member); so the request reaches back a
+/// directory's length and a quarter, plus a first tail's length, and the member comes with
+/// it instead of costing a third round trip.
+pub fn reach_back(needed: u64, total: u64) -> u64 {
+    let directory = total.saturating_sub(needed);
+    let reach = (directory + directory / 4 + TAIL_BYTES).min(MAX_REACH_BACK);
+    needed.saturating_sub(reach)
+}
+
+/// Runs `parse` over a body of `len` bytes: off the async worker threads when the body is
+/// large and the runtime can lend the thread ([`tokio::task::block_in_place`]), else here.
+fn parse_off_worker<T>(len: usize, parse: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len >= HEAVY_PAGE && multi_thread {
+        tokio::task::block_in_place(parse)
+    } else {
+        parse()
+    }
+}
 
 /// When cached pages may be used without asking the server.
 #[derive(Debug, Clone)]
@@ -153,12 +189,17 @@ fn keep_all(_: &str) -> bool {
     true
 }
 
+/// Cache writes running on the blocking pool.
+type PendingWrites = Arc<Mutex<Vec<tokio::task::JoinHandle<Result<(), CacheError>>>>>;
+
 /// The client: cheap to clone, safe to share across tasks.
 #[derive(Debug, Clone)]
 pub struct IndexClient {
     http: HttpClient,
     cache: Cache,
     policy: CachePolicy,
+    /// Some: cache entries are written in the background until [`IndexClient::flush`].
+    pending: Option<PendingWrites>,
 }
 
 impl IndexClient {
@@ -167,6 +208,61 @@ impl IndexClient {
             http,
             cache,
             policy,
+            pending: None,
+        }
+    }
+
+    /// A client sharing this one's connections and cache that writes cache entries on the
+    /// blocking pool (each still to a temp file, synced, then renamed), so a page or METADATA
+    /// is handed on without waiting for the disk. The caller must [`IndexClient::flush`] it
+    /// before it is done, inside a tokio runtime.
+    pub fn write_behind(&self) -> IndexClient {
+        IndexClient {
+            pending: Some(PendingWrites::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Waits for the cache writes started so far; the first that failed is the error.
+    pub async fn flush(&self) -> Result<(), IndexError> {
+        let Some(pending) = &self.pending else {
+            return Ok(());
+        };
+        let handles = std::mem::take(
+            &mut *pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let mut first = None;
+        for handle in handles {
+            let outcome = match handle.await {
+                Ok(outcome) => outcome.map_err(IndexError::from),
+                Err(e) => Err(IndexError::Config(format!("a cache write failed: {e}"))),
+            };
+            if let Err(e) = outcome {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Runs `write` now, or on the blocking pool when writing behind.
+    fn write_cache(
+        &self,
+        write: impl FnOnce(&Cache) -> Result<(), CacheError> + Send + 'static,
+    ) -> Result<(), IndexError> {
+        let handle = tokio::runtime::Handle::try_current();
+        match (&self.pending, handle) {
+            (Some(pending), Ok(handle)) => {
+                let cache = self.cache.clone();
+                let task = handle.spawn_blocking(move || write(&cache));
+                let mut pending = pending
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                pending.push(task);
+                Ok(())
+            }
+            _ => write(&self.cache).map_err(IndexError::from),
         }
     }
 
@@ -192,12 +288,25 @@ impl IndexClient {
         name: &PackageName,
         keep: FileFilter<'_>,
     ) -> Result<ProjectFiles, IndexError> {
+        let mut trace = FetchTrace::default();
+        self.candidates_traced(settings, name, keep, &mut trace)
+            .await
+    }
+
+    /// [`IndexClient::candidates_filtered`], recording its requests in `trace`.
+    pub async fn candidates_traced(
+        &self,
+        settings: &IndexSettings,
+        name: &PackageName,
+        keep: FileFilter<'_>,
+        trace: &mut FetchTrace,
+    ) -> Result<ProjectFiles, IndexError> {
         if let Some(index) = settings.pinned_index(name) {
             let def = settings
                 .definitions
                 .get(index)
                 .ok_or_else(|| IndexError::Config(format!("unknown index `{index}`")))?;
-            return match self.project_page(def, name, keep).await? {
+            return match self.project_page(def, name, keep, trace).await? {
                 Some((files, other_names)) => Ok(ProjectFiles {
                     index: index.to_string(),
                     files,
@@ -214,7 +323,7 @@ impl IndexClient {
                 .definitions
                 .get(index)
                 .ok_or_else(|| IndexError::Config(format!("unknown index `{index}`")))?;
-            if let Some((files, other_names)) = self.project_page(def, name, keep).await? {
+            if let Some((files, other_names)) = self.project_page(def, name, keep, trace).await? {
                 return Ok(ProjectFiles {
                     index: index.clone(),
                     files,
@@ -235,7 +344,7 @@ impl IndexClient {
         name: &PackageName,
     ) -> Result<Option<Vec<DistFile>>, IndexError> {
         Ok(self
-            .project_page(index, name, &keep_all)
+            .project_page(index, name, &keep_all, &mut FetchTrace::default())
             .await?
             .map(|(files, _)| files))
     }
@@ -247,6 +356,7 @@ impl IndexClient {
         index: &IndexDef,
         name: &PackageName,
         keep: FileFilter<'_>,
+        trace: &mut FetchTrace,
     ) -> Result<Option<(Vec<DistFile>, Vec<String>)>, IndexError> {
         let page = self
             .project_page_unchecked(index, name, keep)
@@ -290,7 +400,7 @@ impl IndexClient {
                     .join(&format!("{normalized}/"))
                     .map_err(|e| IndexError::Config(format!("{}: {e}", index.url)))?;
                 return self
-                    .fetch_page(&url, SIMPLE_ACCEPT, |url, body, content_type| {
+                    .fetch_page(&url, SIMPLE_ACCEPT, trace, |url, body, content_type| {
                         page::parse_simple_page_filtered(url, content_type, body, keep)
                             .map(|p| (p.files, p.other_names))
                     })
@@ -316,7 +426,7 @@ impl IndexClient {
             }
             (IndexKind::FindLinks, _) => {
                 let files = self
-                    .fetch_page(&index.url, "text/html", |url, body, _| {
+                    .fetch_page(&index.url, "text/html", trace, |url, body, _| {
                         page::parse_find_links_html(url, &String::from_utf8_lossy(body))
                     })
                     .await?
@@ -341,6 +451,7 @@ impl IndexClient {
         &self,
         url: &Url,
         accept: &str,
+        trace: &mut FetchTrace,
         parse: impl Fn(&Url, &[u8], Option<&str>) -> Result<T, PageError>,
     ) -> Result<Option<T>, IndexError> {
         let key = format!("{url}#accept={accept}");
@@ -356,9 +467,12 @@ impl IndexClient {
                 None => !page.has_validators() && page.age(now) < self.policy.freshness.as_secs(),
             };
             if self.policy.offline || (fresh && !self.policy.refresh) {
-                return parse(url, &page.body, page.content_type.as_deref())
-                    .map(Some)
-                    .map_err(page_error);
+                trace.from_cache = true;
+                return parse_off_worker(page.body.len(), || {
+                    parse(url, &page.body, page.content_type.as_deref())
+                })
+                .map(Some)
+                .map_err(page_error);
             }
         } else if self.policy.offline {
             return Err(IndexError::Offline { url: redact(url) });
@@ -376,29 +490,42 @@ impl IndexClient {
                 headers.insert(IF_MODIFIED_SINCE, v);
             }
         }
+        let started = Instant::now();
         let response = match self.http.get(url, headers).await {
             Ok(r) => r,
-            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) if e.status() == Some(404) => {
+                trace.record(RequestKind::Page, 0, started);
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
+        let kind = match response.status {
+            304 => RequestKind::PageNotModified,
+            _ => RequestKind::Page,
+        };
+        trace.record(kind, response.body.len(), started);
         if response.status == 304 {
             if let Some(mut page) = cached {
-                let parsed =
-                    parse(url, &page.body, page.content_type.as_deref()).map_err(page_error)?;
+                let parsed = parse_off_worker(page.body.len(), || {
+                    parse(url, &page.body, page.content_type.as_deref())
+                })
+                .map_err(page_error)?;
                 page.fetched_at = now_secs();
-                self.cache.write_page(&page)?;
+                self.write_cache(move |cache| cache.write_page(&page))?;
                 return Ok(Some(parsed));
             }
         }
         let content_type = response.header("content-type").map(str::to_string);
         // Relative links resolve against the final URL, after redirects.
-        let parsed =
-            parse(&response.url, &response.body, content_type.as_deref()).map_err(page_error)?;
+        let parsed = parse_off_worker(response.body.len(), || {
+            parse(&response.url, &response.body, content_type.as_deref())
+        })
+        .map_err(page_error)?;
         let (max_age, no_cache) = response
             .header("cache-control")
             .map(parse_cache_control)
             .unwrap_or((None, false));
-        self.cache.write_page(&CachedPage {
+        let page = CachedPage {
             url: key,
             fetched_at: now_secs(),
             etag: response.header("etag").map(str::to_string),
@@ -407,7 +534,8 @@ impl IndexClient {
             no_cache,
             content_type,
             body: response.body,
-        })?;
+        };
+        self.write_cache(move |cache| cache.write_page(&page))?;
         Ok(Some(parsed))
     }
 
@@ -493,6 +621,15 @@ impl IndexClient {
     /// The core metadata of a wheel: from the cache, the PEP 658 file, HTTP ranges over the
     /// zip's tail, or (when the server ignores ranges) the whole wheel, which is then kept.
     pub async fn metadata(&self, file: &DistFile) -> Result<CoreMetadata, IndexError> {
+        self.metadata_traced(file, &mut FetchTrace::default()).await
+    }
+
+    /// [`IndexClient::metadata`], recording its requests in `trace`.
+    pub async fn metadata_traced(
+        &self,
+        file: &DistFile,
+        trace: &mut FetchTrace,
+    ) -> Result<CoreMetadata, IndexError> {
         let key = metadata_key(file);
         let url_text = redact(&file.url);
         let parse = |bytes: &[u8]| {
@@ -503,6 +640,7 @@ impl IndexClient {
         };
         if let Some(bytes) = self.cache.read_metadata(&key) {
             if let Ok(metadata) = CoreMetadata::parse(&bytes) {
+                trace.from_cache = true;
                 return Ok(metadata);
             }
         }
@@ -519,7 +657,9 @@ impl IndexClient {
             metadata_from_whole(&file.url, &whole)?
         } else if let CoreMetadataRef::Present { sha256 } = &file.core_metadata {
             let url = file.metadata_url();
+            let started = Instant::now();
             let response = self.http.get(&url, HeaderMap::new()).await?;
+            trace.record(RequestKind::MetadataFile, response.body.len(), started);
             if let Some(expected) = sha256 {
                 let actual = hex::encode(Sha256::digest(&response.body));
                 if !actual.eq_ignore_ascii_case(expected) {
@@ -532,18 +672,23 @@ impl IndexClient {
             }
             response.body
         } else {
-            self.metadata_by_range(file).await?
+            self.metadata_by_range(file, trace).await?
         };
         let metadata = parse(&bytes)?;
-        self.cache.write_metadata(&key, &bytes)?;
+        self.write_cache(move |cache| cache.write_metadata(&key, &bytes))?;
         Ok(metadata)
     }
 
-    async fn metadata_by_range(&self, file: &DistFile) -> Result<Vec<u8>, IndexError> {
+    async fn metadata_by_range(
+        &self,
+        file: &DistFile,
+        trace: &mut FetchTrace,
+    ) -> Result<Vec<u8>, IndexError> {
         let zip_error = |source| IndexError::Zip {
             url: redact(&file.url),
             source,
         };
+        let started = Instant::now();
         let (mut start, total, mut tail) = match self
             .http
             .get_range(&file.url, ByteRange::Suffix(TAIL_BYTES))
@@ -553,8 +698,14 @@ impl IndexClient {
                 start,
                 total,
                 bytes,
-            } => (start, total, bytes),
+            } => {
+                trace.record(RequestKind::RangeTail, bytes.len(), started);
+                trace.file_size = Some(total);
+                (start, total, bytes)
+            }
             RangeResponse::Full(whole) => {
+                trace.record(RequestKind::Whole, whole.len(), started);
+                trace.file_size = Some(whole.len() as u64);
                 // The server ignored the range: we hold the whole wheel; keep it.
                 self.verify_whole(file, &whole)?;
                 let sha = file
@@ -580,10 +731,12 @@ impl IndexClient {
                             redact(&file.url)
                         )));
                     }
-                    // METADATA usually sits just before the central directory: reach a little
-                    // further back so the member comes with the same request.
-                    let from = needed.saturating_sub(TAIL_BYTES);
-                    let mut joined = self.span(&file.url, from, start).await?;
+                    // METADATA usually sits before the RECORD, just before the central
+                    // directory: reach back far enough that it comes with the same request.
+                    let from = reach_back(needed, total);
+                    let mut joined = self
+                        .span(&file.url, from, start, RequestKind::RangeDirectory, trace)
+                        .await?;
                     joined.extend_from_slice(&tail);
                     tail = joined;
                     start = from;
@@ -595,20 +748,39 @@ impl IndexClient {
             Some(bytes) => bytes.to_vec(),
             None => {
                 let (span_start, span_end) = remote_zip::member_span(entry, directory.start);
-                self.span(&file.url, span_start, span_end).await?
+                self.span(
+                    &file.url,
+                    span_start,
+                    span_end,
+                    RequestKind::RangeMember,
+                    trace,
+                )
+                .await?
             }
         };
         remote_zip::extract_member(entry, &member_bytes).map_err(zip_error)
     }
 
-    async fn span(&self, url: &Url, start: u64, end: u64) -> Result<Vec<u8>, IndexError> {
+    async fn span(
+        &self,
+        url: &Url,
+        start: u64,
+        end: u64,
+        kind: RequestKind,
+        trace: &mut FetchTrace,
+    ) -> Result<Vec<u8>, IndexError> {
+        let started = Instant::now();
         match self
             .http
             .get_range(url, ByteRange::Span(start, end))
             .await?
         {
-            RangeResponse::Partial { bytes, .. } => Ok(bytes),
+            RangeResponse::Partial { bytes, .. } => {
+                trace.record(kind, bytes.len(), started);
+                Ok(bytes)
+            }
             RangeResponse::Full(whole) => {
+                trace.record(RequestKind::Whole, whole.len(), started);
                 let end = (end as usize).min(whole.len());
                 let start = (start as usize).min(end);
                 Ok(whole[start..end].to_vec())
@@ -684,6 +856,19 @@ pub fn metadata_key(file: &DistFile) -> MetadataKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_second_range_reaches_back_a_directory_and_a_quarter_and_a_tail() {
+        // A 100,000-byte directory at 9,900,000 of 10,000,000: 125,000 + 65,536 back.
+        assert_eq!(reach_back(9_900_000, 10_000_000), 9_900_000 - 190_536);
+        // Never before the file's start, never more than MAX_REACH_BACK.
+        assert_eq!(reach_back(100_000, 1_000_000), 0);
+        let huge = 4_000_000_000;
+        assert_eq!(
+            reach_back(huge - 100_000_000, huge),
+            huge - 100_000_000 - MAX_REACH_BACK
+        );
+    }
 
     #[test]
     fn project_names_from_filenames() {

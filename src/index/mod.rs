@@ -9,3 +9,4 @@ pub mod core_metadata;
 pub mod definition;
 pub mod page;
 pub mod remote_zip;
+pub mod trace;

@@ -9,13 +9,17 @@
 //! solver, which runs on a blocking thread and waits on these futures, waits on the depth of
 //! the dependency graph, not on the number of packages. The HTTP client bounds concurrency.
 //! A page is read in full only for the files whose names may fit the target
-//! (`filename::wheel_may_fit`); the rest are kept by name, for explanations.
+//! (`filename::wheel_may_fit`); the rest are kept by name, for explanations. A likely version
+//! lies within the pak files' bounds (requirements and constraints), so no prefetch is spent
+//! on a version the solver can never choose. Every fetch is logged with its requests and the
+//! fetch that caused it (`profile::TraceLog`), and so is every wait of the solver on one.
 //! Must not: choose versions for the resolution (the provider does), or call the caller's
 //! progress object directly (it is not `'static`): progress goes out as [`Event`]s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use pep440_rs::Version;
@@ -26,12 +30,14 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::family_refusal;
 use super::candidates::{CandidateContext, ProjectCandidates};
+use super::profile::{NodeKey, ResolveProfile, TraceLog};
 use super::ranges::specifiers_to_ranges;
 use crate::filename::wheel_may_fit;
 use crate::http::redact;
 use crate::index::client::{IndexClient, IndexError};
 use crate::index::core_metadata::CoreMetadata;
 use crate::index::page::DistFile;
+use crate::index::trace::FetchTrace;
 use crate::stack::IndexSettings;
 
 pub(crate) type PageResult = Result<Arc<ProjectCandidates>, Arc<IndexError>>;
@@ -63,6 +69,9 @@ pub(crate) struct FetcherSettings {
     pub env: MarkerEnvironment,
     /// Preferred versions (already without the packages being upgraded).
     pub preferences: BTreeMap<PackageName, Version>,
+    /// Ranges every version chosen must lie in, whoever asks: the pak files' requirements
+    /// and constraints. A prefetch outside them would be wasted.
+    pub bounds: BTreeMap<PackageName, Ranges<Version>>,
     pub prerelease: bool,
 }
 
@@ -75,6 +84,8 @@ pub(crate) struct Fetcher {
     events: UnboundedSender<Event>,
     stopped: AtomicBool,
     metadata_reads: AtomicUsize,
+    /// Every page and METADATA fetch, with its requests and cause, for the profile.
+    log: Mutex<TraceLog>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,7 +112,21 @@ impl Fetcher {
             events,
             stopped: AtomicBool::new(false),
             metadata_reads: AtomicUsize::new(0),
+            log: Mutex::new(TraceLog::new(Instant::now())),
         }
+    }
+
+    /// The solver waited on `key` from `since` until now (for the profile).
+    pub fn waited(&self, key: NodeKey, since: Instant) {
+        let mut log = lock(&self.log);
+        if let Some(id) = log.id(&key) {
+            log.waited(id, since);
+        }
+    }
+
+    /// Where the time went so far; `solver` is how long the solver ran.
+    pub fn profile(&self, solver: Duration) -> ResolveProfile {
+        lock(&self.log).profile(solver)
     }
 
     /// How many METADATA reads were started (cache hits included).
@@ -116,15 +141,25 @@ impl Fetcher {
 
     /// The candidates of `name`, fetched once; the fetch starts now if it has not yet.
     pub fn page(self: &Arc<Self>, name: &PackageName) -> SharedPage {
+        self.page_from(name, None)
+    }
+
+    /// [`Fetcher::page`], where the fetch of node `parent` (the METADATA that named `name`)
+    /// caused it.
+    fn page_from(self: &Arc<Self>, name: &PackageName, parent: Option<usize>) -> SharedPage {
         let mut pages = lock(&self.pages);
         if let Some(page) = pages.get(name) {
             return page.clone();
         }
+        let id = lock(&self.log).node(NodeKey::Page(name.clone()), parent);
         let this = Arc::clone(self);
         let owned = name.clone();
-        let task = self
-            .handle
-            .spawn(async move { this.load_page(&owned).await });
+        let task = self.handle.spawn(async move {
+            let mut trace = FetchTrace::default();
+            let page = this.load_page(&owned, &mut trace).await;
+            lock(&this.log).finish(id, trace);
+            page
+        });
         let what = format!("the index page of {name}");
         let shared = async move { task.await.unwrap_or_else(|e| Err(task_failed(&what, e))) }
             .boxed()
@@ -143,7 +178,7 @@ impl Fetcher {
         }
     }
 
-    async fn load_page(&self, name: &PackageName) -> PageResult {
+    async fn load_page(&self, name: &PackageName, trace: &mut FetchTrace) -> PageResult {
         let ctx = &self.settings.candidates;
         if let Some(direct) = self.settings.direct.get(name) {
             let url = redact(&direct.file.url);
@@ -166,7 +201,7 @@ impl Fetcher {
         match self
             .settings
             .client
-            .candidates_filtered(&self.settings.indexes, name, &keep)
+            .candidates_traced(&self.settings.indexes, name, &keep, trace)
             .await
         {
             Ok(found) => {
@@ -213,6 +248,11 @@ impl Fetcher {
         }
         let this = Arc::clone(self);
         let (owned_name, owned_version) = key.clone();
+        let id = {
+            let mut log = lock(&self.log);
+            let page_id = log.id(&NodeKey::Page(name.clone()));
+            log.node(NodeKey::Metadata(name.clone(), version.clone()), page_id)
+        };
         let task = self.handle.spawn(async move {
             let page = page.await?;
             let file = page
@@ -225,12 +265,14 @@ impl Fetcher {
                     )))
                 })?;
             this.metadata_reads.fetch_add(1, Ordering::Relaxed);
+            let mut trace = FetchTrace::default();
             let read = this
                 .settings
                 .client
-                .metadata(&file)
-                .await
-                .map_err(Arc::new)?;
+                .metadata_traced(&file, &mut trace)
+                .await;
+            lock(&this.log).finish(id, trace);
+            let read = read.map_err(Arc::new)?;
             let _ = this.events.send(Event::MetadataFetched(owned_name));
             Ok(Arc::new(read))
         });
@@ -250,7 +292,18 @@ impl Fetcher {
         hint: Option<Ranges<Version>>,
         extras: Vec<ExtraName>,
     ) {
-        let page = self.page(name);
+        self.discover_from(name, hint, extras, None);
+    }
+
+    /// [`Fetcher::discover`], where the METADATA read of node `parent` named `name`.
+    fn discover_from(
+        self: &Arc<Self>,
+        name: &PackageName,
+        hint: Option<Ranges<Version>>,
+        extras: Vec<ExtraName>,
+        parent: Option<usize>,
+    ) {
+        let page = self.page_from(name, parent);
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
@@ -272,6 +325,7 @@ impl Fetcher {
             let Ok(metadata) = this.metadata(&name, &version).await else {
                 return;
             };
+            let id = lock(&this.log).id(&NodeKey::Metadata(name.clone(), version.clone()));
             for requirement in &metadata.requires_dist {
                 if requirement.name == name
                     || !requirement.marker.evaluate(&this.settings.env, &extras)
@@ -284,20 +338,22 @@ impl Fetcher {
                     }
                     _ => None,
                 };
-                this.discover(&requirement.name, hint, requirement.extras.clone());
+                this.discover_from(&requirement.name, hint, requirement.extras.clone(), id);
             }
         });
     }
 
     /// The version the solver will most likely pick: the preferred one when it fits, else
     /// the newest usable non-yanked one (stable unless pre-releases are on, or nothing
-    /// else fits).
+    /// else fits), within `hint` and the pak files' bounds.
     fn likely_version(
         &self,
         page: &ProjectCandidates,
         hint: Option<&Ranges<Version>>,
     ) -> Option<Version> {
-        let in_hint = |v: &Version| hint.is_none_or(|h| h.contains(v));
+        let bound = self.settings.bounds.get(&page.name);
+        let in_hint =
+            |v: &Version| hint.is_none_or(|h| h.contains(v)) && bound.is_none_or(|b| b.contains(v));
         if let Some(preferred) = self.settings.preferences.get(&page.name) {
             if let Some(files) = page.get(preferred) {
                 if in_hint(preferred) && files.wheel.is_ok() {

@@ -13,6 +13,8 @@
 //! couplings as requirements on torch), `explain` (conflicts in plain language; a coupled
 //! package without a fitting build is explained first with `cuda::select_build`'s account of
 //! every build). `layers` assigns packages to layers and `to_lock` builds the lock.
+//! `profile` records where the time went (requests, chains, the solver's waits) and hands it
+//! to [`ResolveProgress::profile`].
 //!
 //! Must not: write the lock, assign layers, download wheels, or build anything.
 
@@ -21,6 +23,7 @@ mod candidates;
 mod explain;
 mod fetcher;
 pub mod layers;
+pub mod profile;
 mod provider;
 mod ranges;
 pub mod to_lock;
@@ -173,6 +176,9 @@ pub trait ResolveProgress: Send + Sync {
     /// name breaks the spec and is accepted anyway. The same message may come once per
     /// target.
     fn warning(&self, _message: &str) {}
+    /// Where the resolution for `target` spent its time (`resolve --profile`); called once
+    /// per target, when its solver is done.
+    fn profile(&self, _target: &Target, _profile: &profile::ResolveProfile) {}
 }
 
 /// Progress that shows nothing.
@@ -218,6 +224,9 @@ pub enum ResolveError {
     /// The torch backend setting is unknown, or its PyTorch index is not defined.
     #[error("{0}")]
     Backend(String),
+    /// A page or METADATA was read but could not be kept in the cache.
+    #[error("writing the index cache: {0}")]
+    Cache(#[source] Arc<IndexError>),
     #[error("the resolver stopped unexpectedly: {0}")]
     Internal(String),
 }
@@ -287,6 +296,8 @@ pub async fn resolve_counted(
         progress.warning(&warning);
     }
     let tags = target.tags();
+    // Pages and METADATA go on to the solver while the disk keeps them; flushed below.
+    let client = &client.write_behind();
 
     let handle = tokio::runtime::Handle::current();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -305,6 +316,7 @@ pub async fn resolve_counted(
             direct: gathered.direct,
             env: env.clone(),
             preferences: gathered.inputs.preferences.clone(),
+            bounds: bounds(&gathered.inputs),
             prerelease,
         },
         handle.clone(),
@@ -327,8 +339,9 @@ pub async fn resolve_counted(
 
     let provider = Provider::new(Arc::clone(&fetcher), Arc::clone(&inputs), handle.clone());
     let solver = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
         let result = pubgrub::resolve(&provider, Pkg::Root, provider::root_version());
-        (result, provider)
+        (result, provider, started.elapsed())
     });
     tokio::pin!(solver);
     let joined = loop {
@@ -341,9 +354,11 @@ pub async fn resolve_counted(
     while let Ok(event) = events_rx.try_recv() {
         report(progress, event);
     }
-    let (result, provider) = joined.map_err(|e| ResolveError::Internal(e.to_string()))?;
+    let (result, provider, solver_time) =
+        joined.map_err(|e| ResolveError::Internal(e.to_string()))?;
+    progress.profile(target, &fetcher.profile(solver_time));
     let reads = fetcher.metadata_reads();
-    match result {
+    let outcome = match result {
         Ok(solution) => {
             let solution: Vec<(Pkg, Version)> = solution.into_iter().collect();
             let resolution = assemble(
@@ -405,7 +420,28 @@ pub async fn resolve_counted(
         Err(PubGrubError::ErrorChoosingVersion { source, .. })
         | Err(PubGrubError::ErrorRetrievingDependencies { source, .. })
         | Err(PubGrubError::ErrorInShouldCancel(source)) => Err(source),
+    };
+    let flushed = client.flush().await;
+    let outcome = outcome?;
+    flushed.map_err(|e| ResolveError::Cache(Arc::new(e)))?;
+    Ok(outcome)
+}
+
+/// The ranges the pak files' requirements and constraints put on each package: whatever
+/// else asks for it, a chosen version lies in them.
+fn bounds(inputs: &SolveInputs) -> BTreeMap<PackageName, Ranges<Version>> {
+    let mut bounds: BTreeMap<PackageName, Ranges<Version>> = BTreeMap::new();
+    for (package, range) in &inputs.root_deps {
+        if let Pkg::Name(name) = package {
+            let entry = bounds.entry(name.clone()).or_insert_with(Ranges::full);
+            *entry = entry.intersection(range);
+        }
     }
+    for (name, (range, _)) in &inputs.constraints {
+        let entry = bounds.entry(name.clone()).or_insert_with(Ranges::full);
+        *entry = entry.intersection(range);
+    }
+    bounds
 }
 
 fn report(progress: &dyn ResolveProgress, event: Event) {

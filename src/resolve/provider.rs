@@ -22,6 +22,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::{ExtraName, MarkerEnvironment, PackageName, Requirement, VersionOrUrl};
@@ -32,6 +33,7 @@ use tokio::runtime::Handle;
 
 use super::candidates::{ProjectCandidates, VersionCoupling, VersionFiles};
 use super::fetcher::Fetcher;
+use super::profile::NodeKey;
 use super::ranges::{names_prerelease, specifiers_to_ranges};
 use super::ResolveError;
 use crate::cuda::{check, torch_uses_cxx11_abi, Backend, Coupling};
@@ -246,12 +248,13 @@ impl Provider {
         &self,
         name: &PackageName,
     ) -> Result<Arc<super::candidates::ProjectCandidates>, ResolveError> {
-        self.handle
-            .block_on(self.fetcher.page(name))
-            .map_err(|source| ResolveError::Index {
-                name: name.to_string(),
-                source,
-            })
+        let since = Instant::now();
+        let page = self.handle.block_on(self.fetcher.page(name));
+        self.fetcher.waited(NodeKey::Page(name.clone()), since);
+        page.map_err(|source| ResolveError::Index {
+            name: name.to_string(),
+            source,
+        })
     }
 
     fn yanked_allowed(&self, name: &PackageName, version: &Version) -> bool {
@@ -403,19 +406,20 @@ impl Provider {
             Pkg::Extra(name, extra) => (name, Some(extra)),
         };
         let page = self.page(name)?;
-        let metadata = self
-            .handle
-            .block_on(self.fetcher.metadata(name, version))
-            .map_err(|source| ResolveError::Metadata {
-                name: name.to_string(),
-                version: version.to_string(),
-                url: page
-                    .get(version)
-                    .and_then(|files| files.wheel.as_ref().ok())
-                    .map(|wheel| crate::http::redact(&wheel.file.url))
-                    .unwrap_or_default(),
-                source,
-            })?;
+        let since = Instant::now();
+        let metadata = self.handle.block_on(self.fetcher.metadata(name, version));
+        self.fetcher
+            .waited(NodeKey::Metadata(name.clone(), version.clone()), since);
+        let metadata = metadata.map_err(|source| ResolveError::Metadata {
+            name: name.to_string(),
+            version: version.to_string(),
+            url: page
+                .get(version)
+                .and_then(|files| files.wheel.as_ref().ok())
+                .map(|wheel| crate::http::redact(&wheel.file.url))
+                .unwrap_or_default(),
+            source,
+        })?;
         if let Some(requires_python) = &metadata.requires_python {
             if !requires_python.contains(&self.inputs.python) {
                 return Ok(Dependencies::Unavailable(format!(

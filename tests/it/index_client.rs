@@ -756,3 +756,44 @@ fn live_torch_metadata_by_range() {
     assert!(cuda.to_string().contains("==13.0.2"), "{cuda}");
     eprintln!("{}: {cuda}", wheel.filename);
 }
+
+#[test]
+fn metadata_behind_a_long_record_comes_with_the_central_directory_in_two_requests() {
+    // 3,000 members: the central directory and the RECORD before it are each far longer than
+    // the first 64 KiB tail, and METADATA sits before the RECORD (the usual layout). The
+    // second request reaches back past the RECORD, so METADATA comes with it.
+    let mut spec = WheelSpec::new("manyfiles", "1.0")
+        .tag("py3-none-any")
+        .requires("numpy>=2")
+        .pad_bytes(2 * 1024 * 1024);
+    for i in 0..3000 {
+        spec = spec.file(format!("manyfiles/sub/module_{i:05}.py"), "x = 1\n");
+    }
+    let index = FixtureIndex::builder().wheel(spec).build();
+    let server = TestServer::serve_index(
+        &index,
+        ServerOptions {
+            serve_metadata_files: false,
+            ..ServerOptions::default()
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let client = client(cache.path());
+    let files = files_of(&client, &simple_def(&server), "manyfiles");
+    server.clear_log();
+    let metadata = rt().block_on(client.metadata(&files[0])).unwrap();
+    assert_eq!(metadata.name, "manyfiles");
+    assert!(metadata
+        .requires_dist
+        .iter()
+        .any(|r| r.name.as_ref() == "numpy"));
+    let log = server.log();
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert_eq!(log[0].range.as_deref(), Some("bytes=-65536"));
+    let size = files[0].size.expect("the fixture index gives sizes");
+    let bytes = server.bytes_sent_for(".whl");
+    // The directory is over 64 KiB; the reads stay far from the 2 MiB of data before the
+    // dist-info.
+    assert!(bytes > 2 * 64 * 1024, "{bytes} of {size} bytes");
+    assert!(bytes < 1024 * 1024, "{bytes} of {size} bytes");
+}

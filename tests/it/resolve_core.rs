@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use comfypak::index::trace::RequestKind;
+use comfypak::resolve::profile::ResolveProfile;
 use comfypak::resolve::{
     resolve_counted, resolve_target, NoProgress, Resolution, ResolveError, ResolveOptions,
     ResolveProgress, Upgrade,
@@ -1080,4 +1082,163 @@ fn resolve_core_backtracking_reads_the_exact_pins_of_older_versions_ahead() {
     println!("11 versions of lib and of pinned tried; METADATA requests: lib {lib}, pinned {pinned}; {took:?}");
     assert!(pinned > 11, "the pins were not read ahead: {pinned} reads");
     assert!(lib <= 11 + 32 && pinned <= 11 + 32, "read too far ahead");
+}
+
+/// Keeps each target's profile.
+#[derive(Default)]
+struct Profiles(std::sync::Mutex<Vec<ResolveProfile>>);
+
+impl ResolveProgress for Profiles {
+    fn profile(&self, _target: &Target, profile: &ResolveProfile) {
+        self.0.lock().unwrap().push(profile.clone());
+    }
+}
+
+impl Profiles {
+    fn last(&self) -> ResolveProfile {
+        self.0.lock().unwrap().last().cloned().expect("no profile")
+    }
+}
+
+#[test]
+fn resolve_core_profile_accounts_for_every_request_and_the_chain_of_causes() {
+    // The real torch cu130 closure, METADATA by ranges (no PEP 658 files), on one index.
+    let cu130 = FixtureIndex::pytorch_cu130().unwrap();
+    let server = TestServer::serve_index(
+        &cu130,
+        ServerOptions {
+            serve_metadata_files: false,
+            ..ServerOptions::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pak = simple_stack(
+        dir.path(),
+        &server,
+        &[("stable", &[("pak1.txt", "torch\n")])],
+    );
+    let stack = Stack::load(&pak).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let client = client(cache.path());
+    let target = Target::from_str(X86).unwrap();
+    let runtime = rt();
+    let progress = Profiles::default();
+    let (cold, _) = runtime
+        .block_on(resolve_counted(
+            &stack,
+            &target,
+            &client,
+            &ResolveOptions::default(),
+            &progress,
+        ))
+        .unwrap();
+    let profile = progress.last();
+    println!("{profile}");
+    let log = server.log();
+    // Every request the server answered is in the profile, under its kind, with its bytes.
+    assert_eq!(profile.requests(), log.len(), "{log:#?}");
+    let pages: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|r| r.path.starts_with("/simple/"))
+        .collect();
+    let ranges: Vec<&RequestRecord> = log.iter().filter(|r| r.range.is_some()).collect();
+    let page_phase = &profile.phases[&RequestKind::Page];
+    assert_eq!(page_phase.requests, pages.len());
+    assert_eq!(
+        page_phase.bytes,
+        pages.iter().map(|r| r.body_bytes).sum::<u64>()
+    );
+    let range_requests: usize = profile
+        .phases
+        .iter()
+        .filter(|(kind, _)| {
+            matches!(
+                kind,
+                RequestKind::RangeTail | RequestKind::RangeDirectory | RequestKind::RangeMember
+            )
+        })
+        .map(|(_, phase)| phase.requests)
+        .sum();
+    assert_eq!(range_requests, ranges.len());
+    assert_eq!(profile.pages.total, cold.packages.len());
+    assert_eq!(profile.pages.from_cache, 0);
+    assert!(profile.metadata.total >= cold.packages.len());
+    assert!(profile.solver_waiting <= profile.solver);
+    // The chain starts at the pak file's requirement and alternates page, METADATA, page, ...
+    // each fetch caused by the one before it: torch's page, torch's METADATA, then the
+    // pages and METADATA of what torch needs.
+    let chain = &profile.chain;
+    assert!(chain.len() >= 4, "{chain:#?}");
+    assert_eq!(chain[0].what, "page torch");
+    assert!(chain[1].what.starts_with("METADATA torch 2."), "{chain:#?}");
+    for (i, link) in chain.iter().enumerate() {
+        let page = i % 2 == 0;
+        assert_eq!(link.what.starts_with("page "), page, "{chain:#?}");
+        assert!(link.requests >= 1, "{chain:#?}");
+    }
+    for pair in chain.windows(2) {
+        assert!(pair[0].end <= pair[1].start + pair[1].gap, "{chain:#?}");
+    }
+    assert!(profile.chain_requests() <= profile.requests());
+
+    // Warm: the same cache; the server's ETags make every page a revalidation (304) and
+    // every METADATA comes from the cache without a request.
+    server.clear_log();
+    let warm = Profiles::default();
+    runtime
+        .block_on(resolve_counted(
+            &stack,
+            &target,
+            &client,
+            &ResolveOptions::default(),
+            &warm,
+        ))
+        .unwrap();
+    let profile = warm.last();
+    assert_eq!(profile.metadata.from_cache, profile.metadata.total);
+    assert!(!profile.phases.contains_key(&RequestKind::RangeTail));
+    assert_eq!(profile.requests(), server.log().len());
+    assert_eq!(
+        profile.phases[&RequestKind::PageNotModified].requests,
+        server.log().iter().filter(|r| r.status == 304).count()
+    );
+}
+
+#[test]
+fn resolve_core_a_cache_that_cannot_be_written_fails_the_resolution_after_the_solve() {
+    // The cache is written behind the solver (on the blocking pool); a write that fails
+    // still fails the resolution, with the cache path, once the solver is done.
+    let index = FixtureIndex::builder()
+        .wheel(
+            WheelSpec::new("demo", "1.0")
+                .tag("py3-none-any")
+                .requires("dep>=1"),
+        )
+        .wheel(WheelSpec::new("dep", "1.2").tag("py3-none-any"))
+        .build();
+    let server = serve(&index);
+    let dir = tempfile::tempdir().unwrap();
+    let pak = simple_stack(dir.path(), &server, &[("deps", &[("pak.txt", "demo\n")])]);
+    let stack = Stack::load(&pak).unwrap();
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let client = client(blocker.path());
+    let err = rt()
+        .block_on(resolve_target(
+            &stack,
+            &Target::from_str(X86).unwrap(),
+            &client,
+            &ResolveOptions::default(),
+            &NoProgress,
+        ))
+        .unwrap_err();
+    assert!(matches!(err, ResolveError::Cache(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("writing the index cache: cache "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&blocker.path().display().to_string()),
+        "{text}"
+    );
 }
