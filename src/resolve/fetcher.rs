@@ -295,6 +295,19 @@ impl Fetcher {
         self.discover_from(name, hint, extras, None);
     }
 
+    /// [`Fetcher::discover`], where the fetch `cause` (the METADATA that named `name`) is
+    /// what the profile says caused it.
+    pub fn discover_after(
+        self: &Arc<Self>,
+        name: &PackageName,
+        hint: Option<Ranges<Version>>,
+        extras: Vec<ExtraName>,
+        cause: &NodeKey,
+    ) {
+        let parent = lock(&self.log).id(cause);
+        self.discover_from(name, hint, extras, parent);
+    }
+
     /// [`Fetcher::discover`], where the METADATA read of node `parent` named `name`.
     fn discover_from(
         self: &Arc<Self>,

@@ -503,8 +503,12 @@ impl Provider {
                 add(&mut deps, child.clone(), range.clone());
                 texts.push((child, text.clone()));
             }
-            self.fetcher
-                .discover(&requirement.name, Some(range), requirement.extras.clone());
+            self.fetcher.discover_after(
+                &requirement.name,
+                Some(range),
+                requirement.extras.clone(),
+                &NodeKey::Metadata(name.clone(), version.clone()),
+            );
         }
         if extra.is_none() && name != &self.inputs.torch {
             let coupling = page.get(version).and_then(|files| files.coupling.as_ref());
@@ -521,7 +525,12 @@ impl Provider {
                 add(&mut deps, Pkg::Name(torch.clone()), range.clone());
                 // First, so explanations quote the coupling rather than a bare `torch`.
                 texts.insert(0, (Pkg::Name(torch.clone()), text));
-                self.fetcher.discover(&torch, Some(range), Vec::new());
+                self.fetcher.discover_after(
+                    &torch,
+                    Some(range),
+                    Vec::new(),
+                    &NodeKey::Metadata(name.clone(), version.clone()),
+                );
             }
         }
         if extra.is_some() {
