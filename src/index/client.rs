@@ -359,7 +359,7 @@ impl IndexClient {
         trace: &mut FetchTrace,
     ) -> Result<Option<(Vec<DistFile>, Vec<String>)>, IndexError> {
         let page = self
-            .project_page_unchecked(index, name, keep)
+            .project_page_unchecked(index, name, keep, trace)
             .await
             .map_err(|e| match e {
                 IndexError::Http(source) if source.is_unreachable() => IndexError::Unreachable {
@@ -390,6 +390,7 @@ impl IndexClient {
         index: &IndexDef,
         name: &PackageName,
         keep: FileFilter<'_>,
+        trace: &mut FetchTrace,
     ) -> Result<Option<(Vec<DistFile>, Vec<String>)>, IndexError> {
         let normalized = page::normalize_name(name.as_ref());
         let files = match (index.kind, index.url.scheme()) {
