@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Packing one layer: `comfypak pack` vs `tar --sort=name ... | gzip` of the same tree, in one
-# run, ratio printed (target: <= 1.2x). Not a test.
+# Packing one layer: `comfypak pack` (parallel gzip -6, src/pack/gzip.rs) vs
+# `tar --sort=name ... | gzip -6` of the same tree, in one run, ratios printed (target: time
+# <= 0.6x on 2 cores, size within 1%); then the same pack with RAYON_NUM_THREADS=1, whose
+# layer blob must equal the parallel one byte for byte; and zstd (level 3) for comparison.
+# Prints the machine's load average: the ratio is only meaningful when the cores are free.
+# Not a test.
 #
 #   bench/pack.sh [LAYER_DIR]
 #
@@ -39,7 +43,7 @@ size=$(du -sb "$layer" | cut -f1)
 files=$(find "$layer" -type f | wc -l)
 
 cargo build --release --quiet --bin comfypak
-bin="$PWD/target/release/comfypak"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/comfypak"
 
 # A one-layer stack pointing at the tree.
 stack="$work/pak"
@@ -65,18 +69,43 @@ now() { date +%s.%N; }
 # Warm the page cache so both sides read from memory.
 tar -cf - -C "$layer" . > /dev/null
 
+# The layer blob of an image layout: its largest blob (configs and manifests are tiny).
+layer_blob() { find "$1/blobs/sha256" -type f -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2; }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
 t0=$(now)
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - -C "$layer" . \
   | gzip -6 -n > "$work/tar.tar.gz"
 t1=$(now)
 SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" --out "$work/build" --output "$work/image"
 t2=$(now)
+SOURCE_DATE_EPOCH=0 RAYON_NUM_THREADS=1 "$bin" pack --quiet --stack "$stack" --out "$work/build" \
+  --output "$work/image-1"
+t3=$(now)
+SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" --out "$work/build" --output "$work/image-zstd" \
+  --compression zstd
+t4=$(now)
 
 tar_s=$(echo "$t1 - $t0" | bc -l)
 pack_s=$(echo "$t2 - $t1" | bc -l)
+one_s=$(echo "$t3 - $t2" | bc -l)
+zstd_s=$(echo "$t4 - $t3" | bc -l)
 tar_bytes=$(stat -c %s "$work/tar.tar.gz")
-pack_bytes=$(find "$work/image/blobs/sha256" -type f -size +1k -printf '%s\n' | sort -n | tail -1)
+blob=$(layer_blob "$work/image")
+blob1=$(layer_blob "$work/image-1")
+pack_bytes=$(stat -c %s "$blob")
+zstd_bytes=$(stat -c %s "$(layer_blob "$work/image-zstd")")
+if cmp -s "$blob" "$blob1"; then same="identical"; else same="DIFFERENT"; fi
+printf 'machine: %s cores, load average %s before, %s after\n' "$(nproc)" "$load_before" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'tree: %s files, %s bytes\n' "$files" "$size"
-printf 'tar --sort=name | gzip -6 : %6.2f s  %s bytes\n' "$tar_s" "$tar_bytes"
-printf 'comfypak pack (gzip 6)    : %6.2f s  %s bytes\n' "$pack_s" "$pack_bytes"
-printf 'ratio comfypak/tar+gzip   : %.2fx (target <= 1.2x)\n' "$(echo "$pack_s / $tar_s" | bc -l)"
+printf 'tar --sort=name | gzip -6      : %7.2f s  %s bytes\n' "$tar_s" "$tar_bytes"
+printf 'comfypak pack (gzip 6)         : %7.2f s  %s bytes\n' "$pack_s" "$pack_bytes"
+printf 'comfypak pack, 1 thread        : %7.2f s  %s (%s)\n' "$one_s" "$same" "$(basename "$blob1")"
+printf 'comfypak pack (zstd 3)         : %7.2f s  %s bytes\n' "$zstd_s" "$zstd_bytes"
+printf 'ratio comfypak/tar+gzip, time  : %.2fx (target <= 0.6x on 2 free cores)\n' \
+  "$(echo "$pack_s / $tar_s" | bc -l)"
+printf 'ratio comfypak/tar+gzip, size  : %.4f (target within 1%%)\n' \
+  "$(echo "$pack_bytes / $tar_bytes" | bc -l)"
+printf 'ratio 1 thread / all threads   : %.2fx\n' "$(echo "$one_s / $pack_s" | bc -l)"
+[ "$same" = identical ] || { echo "error: the 1-thread layer differs from the parallel one" >&2; exit 1; }

@@ -8,10 +8,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use flate2::write::GzEncoder;
-use flate2::GzBuilder;
 use sha2::{Digest, Sha256};
 
+use super::gzip::ParallelGzip;
 use super::oci::{media, BlobStore};
 use super::tar::{collect_entries, TarWriter, TreeSource};
 use super::PackError;
@@ -19,7 +18,8 @@ use super::PackError;
 /// How layer tars are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip with a fixed header (no name, mtime 0); level 0-9.
+    /// gzip with a fixed header (no name, mtime 0); level 0-9; compressed in parallel blocks
+    /// ([`super::gzip`]), the bytes independent of the thread count.
     Gzip { level: u32 },
     /// zstd with a checksum; level 1-19.
     Zstd { level: i32 },
@@ -201,20 +201,14 @@ impl<W: Write> Write for HashCount<W> {
 }
 
 enum Encoder<W: Write> {
-    Gzip(GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::Encoder<'static, W>),
 }
 
 impl<W: Write> Encoder<W> {
     fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip { level } => Encoder::Gzip(
-                // No file name, no comment, mtime 0, OS "unknown": the header is constant.
-                GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(level.min(9))),
-            ),
+            Compression::Gzip { level } => Encoder::Gzip(ParallelGzip::new(inner, level)?),
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::Encoder::new(inner, level.clamp(1, 19))?;
                 encoder.include_checksum(true)?;
@@ -253,4 +247,46 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     io::copy(&mut file, &mut hc)?;
     let (_, hex, size) = hc.finish();
     Ok((hex, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3.5 MiB of compressible bytes, the same on every machine.
+    fn sample() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut x: u32 = 7;
+        while out.len() < 3 * CHUNK + CHUNK / 2 {
+            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+            out.extend_from_slice(
+                format!("lib/site-packages/pkg{}/mod{}.py\n", x >> 28, x >> 20).as_bytes(),
+            );
+            out.push((x >> 24) as u8);
+        }
+        out
+    }
+
+    fn compressed_digest(compression: Compression) -> String {
+        let mut encoder = Encoder::new(HashCount::new(io::sink()), compression).unwrap();
+        for chunk in sample().chunks(CHUNK) {
+            encoder.write_all(chunk).unwrap();
+        }
+        let (_, digest, _) = encoder.finish().unwrap().finish();
+        digest
+    }
+
+    /// The compressors are pinned (src/pack/gzip.rs, Cargo.toml, Cargo.lock): a new version or
+    /// setting that changes their bytes fails here, before it changes every layer digest.
+    #[test]
+    fn compressor_bytes_are_pinned() {
+        assert_eq!(
+            compressed_digest(Compression::Gzip { level: 6 }),
+            "74d367b79cd5c796fc1d8ec8981a746f462c3c91bf435d074f2b36c04d8490ba"
+        );
+        assert_eq!(
+            compressed_digest(Compression::Zstd { level: 3 }),
+            "abc98859ec1bfeada742382c1da1a4449750d2e25ca75514d340f15ff1fe146a"
+        );
+    }
 }

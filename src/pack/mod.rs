@@ -11,6 +11,7 @@
 //! This module must not resolve, fetch or install: it reads trees and writes blobs.
 
 pub mod docker_archive;
+pub mod gzip;
 pub mod image;
 pub mod layer;
 pub mod oci;

@@ -14,7 +14,7 @@ use comfypak_testkit::FixtureIndex;
 
 /// The image index digest of the offline build (`image index sha256:...` in its summary).
 const GOLDEN_INDEX: &str =
-    "sha256:129f4402a2292a2c5f9a8ee48f367f34620ffcd27a42a6679d84ebfd6f75eb51";
+    "sha256:b86c965bfbb33d71754e99b667d233a5e87bcbb207a2d3da1717219f17d277e5";
 
 /// Every layer of every platform manifest, in manifest order: (architecture, layer name from
 /// the `io.comfypak.layer` annotation, digest).
@@ -22,52 +22,52 @@ const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
     (
         "amd64",
         "stable",
-        "sha256:c3d68a8614bbc2d80fe865eff9c95486a5f55e767b5139d9ee95c415bc7f599d",
+        "sha256:1b357c0c1c9d015e4973986b1f877050b1570b3344a90f50ac8ce4faeb0613d3",
     ),
     (
         "amd64",
         "deps",
-        "sha256:3186f650964c01f146b61c097894edd92800172472fd1af37f2ed3148826d00e",
+        "sha256:09187b8aa82f76cfc3cafce5b1c1c0cc1feb5a2f60a63a5a11b7eaba8a382755",
     ),
     (
         "amd64",
         "perf",
-        "sha256:1eb01fef7dbf721ed7464bf34b2bf0d33f7e5081f820ff13948bc249042f574b",
+        "sha256:54a5e5c820b72b4a6579fce6f0859c8d83592fff3139014cb00f95c95f07bbf6",
     ),
     (
         "amd64",
         "volatile",
-        "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
+        "sha256:1578bdd91b1e37e80e477f5fdc52c51ecc08cbeea0e5c0ea3964f1bce173b775",
     ),
     (
         "amd64",
         "runtime-config",
-        "sha256:9364efed39c9d2b887c4d09c6c452e70b39c7dfae548b859550e84e81f24c1fe",
+        "sha256:9456ffe57feee151ec33270f8a97822557c4884d6d7d020face064ea27ba64f0",
     ),
     (
         "arm64",
         "stable",
-        "sha256:91ce90a930c4595bb76c253866d9fa9788d82d2c1be1c00c2e8b125111350978",
+        "sha256:21d142876528b6b63eae917b416ca915c946ca1538ef4d73b86a47e19a9a2212",
     ),
     (
         "arm64",
         "deps",
-        "sha256:b7c38a0d4112f73e0c99a27aa848e150c1d9d67e3681e446b41584eeaa92465a",
+        "sha256:fc6a62af1a2e4d01289553d088ef9ebc670031b7fa7f615d7b38f13a45fa3b98",
     ),
     (
         "arm64",
         "perf",
-        "sha256:455bdc42b918c37ef57b9e481a4c6734810e667ecda9e2dae953b8f8ac333e6a",
+        "sha256:39efe8c4ddaef2515771a5231b27cad4fa1e63fd64b56a38ee294f0993319086",
     ),
     (
         "arm64",
         "volatile",
-        "sha256:1ee2e3416a50c885c01efb309cf263f07cc0267239ec7b6201480de3450e1bc2",
+        "sha256:1578bdd91b1e37e80e477f5fdc52c51ecc08cbeea0e5c0ea3964f1bce173b775",
     ),
     (
         "arm64",
         "runtime-config",
-        "sha256:9364efed39c9d2b887c4d09c6c452e70b39c7dfae548b859550e84e81f24c1fe",
+        "sha256:9456ffe57feee151ec33270f8a97822557c4884d6d7d020face064ea27ba64f0",
     ),
 ];
 
