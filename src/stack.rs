@@ -352,7 +352,9 @@ impl Stack {
                         "a pak file belongs to exactly one layer; move the shared lines to the more stable layer's file",
                     ));
                 }
-                paks.push(pak::parse_file(&path, vars)?);
+                let file = pak::parse_file(&path, vars)?;
+                pak::refuse_index_options(&file)?;
+                paks.push(file);
             }
             layers.push(Layer {
                 name: raw_layer.name.clone(),

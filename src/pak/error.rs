@@ -70,6 +70,47 @@ pub enum PakErrorKind {
     UnsetVariable { name: String },
     /// A constraint with extras, a URL, or no name.
     InvalidConstraint,
+    /// The file is not UTF-8 text; the location is the first bad byte.
+    NotUtf8,
+    /// An option comfypak parses but does not honour in a stack (`--index-url`,
+    /// `--extra-index-url`, `--find-links`): indexes are configured elsewhere.
+    IndexOption { option: String },
+}
+
+/// The most characters of a pak line an error shows (around the column it points at).
+pub const MAX_SHOWN_LINE: usize = 160;
+/// The most characters of a message or help text an error shows.
+pub const MAX_SHOWN_TEXT: usize = 400;
+
+/// `text` cut to `max` characters, with `…` when cut.
+pub fn cap(text: &str, max: usize) -> String {
+    crate::digest::shown(text, max)
+}
+
+/// The part of `line` an error shows: at most [`MAX_SHOWN_LINE`] characters around
+/// `column` (1-based, in characters), tabs shown as spaces; and the caret's column in it.
+pub fn line_window(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
+    if chars.len() <= MAX_SHOWN_LINE {
+        return (chars.into_iter().collect(), column);
+    }
+    let at = column.saturating_sub(1).min(chars.len());
+    let start = at.saturating_sub(MAX_SHOWN_LINE / 2);
+    let end = (start + MAX_SHOWN_LINE).min(chars.len());
+    let mut shown = String::new();
+    let mut caret = at - start + 1;
+    if start > 0 {
+        shown.push('…');
+        caret += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret)
 }
 
 /// An error at a place in a pak file.
@@ -89,21 +130,20 @@ impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let number = self.location.line.to_string();
         let gutter = " ".repeat(number.len());
-        // Tabs would move the caret; show each as one space so the caret lines up.
-        let shown: String = self
-            .line_text
-            .chars()
-            .map(|c| if c == '\t' { ' ' } else { c })
-            .collect();
-        // The help is not part of the message: the renderer prints it last (`help()`).
-        writeln!(f, "{}: {}", self.location, self.message)?;
+        // Tabs would move the caret; they are shown as one space so the caret lines up. A
+        // long line is shown as a window around the column, so an error stays readable
+        // (and small) whatever the input. The help is not part of the message: the
+        // renderer prints it last (`help()`).
+        let (shown, caret) = line_window(&self.line_text, self.location.column);
+        writeln!(
+            f,
+            "{}: {}",
+            self.location,
+            cap(&self.message, MAX_SHOWN_TEXT)
+        )?;
         writeln!(f, "{gutter} |")?;
         writeln!(f, "{number} | {shown}")?;
-        write!(
-            f,
-            "{gutter} | {}^",
-            " ".repeat(self.location.column.saturating_sub(1))
-        )
+        write!(f, "{gutter} | {}^", " ".repeat(caret.saturating_sub(1)))
     }
 }
 
@@ -168,6 +208,15 @@ impl From<LineError> for PakError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_shown_as_a_window_with_the_caret_in_it() {
+        let line = format!("{}X{}", "a".repeat(10_000), "b".repeat(10_000));
+        let (shown, caret) = line_window(&line, 10_001);
+        assert!(shown.chars().count() <= MAX_SHOWN_LINE + 2);
+        assert_eq!(shown.chars().nth(caret - 1), Some('X'));
+        assert_eq!(line_window("a\tb", 3), ("a b".to_string(), 3));
+    }
 
     #[test]
     fn renders_message_line_caret_and_help() {

@@ -3,9 +3,10 @@
 //!
 //! Owns: comments, `\` continuations, `${VAR}` expansion, PEP 508 lines, bare URL lines,
 //! per-line `--hash`, `-r` includes (relative to the including file, with cycle detection),
-//! `-c` constraint files, and the global options comfypak can honour (`-i`,
-//! `--extra-index-url`, `-f`, `--pre`, `--only-binary`, `--no-binary`; `--prefer-binary` is
-//! accepted as a no-op, since comfypak installs wheels only anyway). Everything comfypak cannot
+//! `-c` constraint files, and the global options (`--pre`, `--only-binary`, `--no-binary`;
+//! `--prefer-binary` is accepted as a no-op, since comfypak installs wheels only anyway;
+//! `-i`, `--extra-index-url` and `-f` are read, and a stack refuses them with
+//! [`refuse_index_options`], since its indexes are configured in `indexes/*.toml`). Everything comfypak cannot
 //! honour (editables, local paths, `--trusted-host`, build options, unknown options, ...) is
 //! refused with the file, line and column and what to do instead.
 //!
@@ -139,11 +140,51 @@ pub struct PakFile {
 
 /// Reads and parses the pak file at `path`. `vars` gives the value of `${NAME}`.
 pub fn parse_file(path: &Path, vars: &dyn Fn(&str) -> Option<String>) -> Result<PakFile, PakError> {
-    let contents = std::fs::read_to_string(path).map_err(|source| PakError::Read {
+    let bytes = std::fs::read(path).map_err(|source| PakError::Read {
         path: path.to_path_buf(),
         source: Arc::new(source),
     })?;
+    let contents = utf8_text(path, bytes)?;
     parse_str(path, &contents, vars)
+}
+
+/// The file's bytes as text, or an error at the line and column of the first byte that is
+/// not UTF-8.
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, PakError> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let valid = e.utf8_error().valid_up_to();
+            let before = &bytes[..valid];
+            let line_start = before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let prefix = String::from_utf8_lossy(&before[line_start..]).into_owned();
+            let column = prefix.chars().count() + 1;
+            let line_end = bytes[valid..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| valid + i);
+            let line_text = String::from_utf8_lossy(&bytes[line_start..line_end]).into_owned();
+            Err(PakError::from(LineError {
+                location: Location {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                },
+                line_text,
+                kind: PakErrorKind::NotUtf8,
+                message: format!(
+                    "byte 0x{:02x} is not UTF-8 text; pak files are read as UTF-8",
+                    bytes[valid]
+                ),
+                help: "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)".to_string(),
+            }))
+        }
+    }
 }
 
 /// Parses `contents` as the pak file at `path` (includes are read relative to `path`).
@@ -166,6 +207,58 @@ pub fn parse_str(
     };
     parser.file(path, contents, false)?;
     Ok(parser.out)
+}
+
+/// Refuses the index options of a stack's pak file (`--index-url`, `--extra-index-url`,
+/// `--find-links`, in this file or a file it includes): a stack takes its indexes from
+/// `indexes/*.toml` and the pins in `stack.toml`, so that one pinning rule (a pinned
+/// package comes from its index only) holds for every package. An option that is read but
+/// not honoured would be worse than an error.
+pub fn refuse_index_options(file: &PakFile) -> Result<(), PakError> {
+    let first = file
+        .options
+        .index_url
+        .iter()
+        .map(|v| ("--index-url", v))
+        .chain(
+            file.options
+                .extra_index_urls
+                .iter()
+                .map(|v| ("--extra-index-url", v)),
+        )
+        .chain(file.options.find_links.iter().map(|v| ("--find-links", v)))
+        .min_by_key(|(_, v)| (v.location.file.clone(), v.location.line, v.location.column));
+    let Some((option, value)) = first else {
+        return Ok(());
+    };
+    let line_text = std::fs::read(&value.location.file)
+        .ok()
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .nth(value.location.line.saturating_sub(1))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let kind = if option == "--find-links" {
+        "find-links"
+    } else {
+        "simple"
+    };
+    Err(PakError::from(LineError {
+        location: value.location.clone(),
+        line_text,
+        kind: PakErrorKind::IndexOption {
+            option: option.to_string(),
+        },
+        message: format!(
+            "`{option}` is not honoured in a stack's pak files: a stack's indexes are declared in its index folder (`index-dir`, one NAME.toml per index) and chosen by `[indexes]` in stack.toml"
+        ),
+        help: format!(
+            "remove this line; declare the index as NAME.toml (name, url = {:?}, kind = \"{kind}\") and list it in `[indexes] default` or pin packages to it in `[indexes.pins]`",
+            error::cap(&value.value, 200)
+        ),
+    }))
 }
 
 /// Looks `name` up in the process environment; the usual `vars` for [`parse_file`].
@@ -195,18 +288,19 @@ impl FileCtx<'_> {
         message: String,
         help: impl Into<String>,
     ) -> PakError {
-        let line_text = self
+        let line = self
             .physical
             .get(at.line.saturating_sub(1))
             .copied()
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
+        // Messages quote parts of the line: keep only what an error shows, so a huge line is
+        // not copied into every message (the line itself is shown as a window).
         PakError::from(LineError {
             location: self.location(at),
-            line_text,
+            line_text: line.to_string(),
             kind,
-            message,
-            help: help.into(),
+            message: error::cap(&message, error::MAX_SHOWN_TEXT),
+            help: error::cap(&help.into(), error::MAX_SHOWN_TEXT),
         })
     }
 
@@ -593,7 +687,7 @@ impl Parser<'_> {
                 ),
             ));
         }
-        let contents = std::fs::read_to_string(&path).map_err(|e| {
+        let contents = std::fs::read(&path).map_err(|e| {
             let help = if e.kind() == std::io::ErrorKind::NotFound {
                 format!(
                     "{what}s are read relative to the file that names them ({}); fix the path or create the file",
@@ -609,6 +703,7 @@ impl Parser<'_> {
                 help,
             )
         })?;
+        let contents = utf8_text(&path, contents)?;
         self.file(&path, &contents, constraint)
     }
 }

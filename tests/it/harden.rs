@@ -367,3 +367,107 @@ fn two_builds_of_different_stacks_share_one_cache_at_once() {
     ok(&command(&a.args, &a.work, &cache).output().unwrap());
     assert_eq!(sha_of(&a.work.join("build/image/index.json")), index_a);
 }
+
+/// A copy of the shipped stack with `extra` appended to its volatile pak file.
+fn stack_with(dir: &Path, extra: &[u8]) -> PathBuf {
+    let work = dir.join("work");
+    for sub in ["pak", "indexes"] {
+        let to = work.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    let pak9 = work.join("pak/pak9.txt");
+    let mut bytes = std::fs::read(&pak9).unwrap();
+    if !bytes.ends_with(b"\n") {
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(extra);
+    std::fs::write(&pak9, bytes).unwrap();
+    work
+}
+
+fn stack_cmd(work: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["stack", "--stack", "pak"])
+        .current_dir(work)
+        .output()
+        .unwrap()
+}
+
+/// Line number of the line appended by [`stack_with`].
+fn appended_line(work: &Path, bytes_before: &[u8]) -> usize {
+    let _ = work;
+    bytes_before.iter().filter(|b| **b == b'\n').count() + 1
+}
+
+#[test]
+fn a_huge_pak_line_is_quoted_in_a_small_window() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 MB of version digits, then a bad character: the error points at it.
+    let mut line = b"numpy==1.".to_vec();
+    line.extend(std::iter::repeat_n(b'1', 20 << 20));
+    line.extend_from_slice(b"!!\n");
+    let work = stack_with(dir.path(), &line);
+    let out = stack_cmd(&work);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.len() < 4096, "{} bytes of stderr", stderr.len());
+    assert!(stderr.contains("pak9.txt:"), "{stderr}");
+    assert!(stderr.contains('…'), "{stderr}");
+}
+
+#[test]
+fn a_pak_file_that_is_not_utf8_is_refused_at_the_first_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = std::fs::read(repo().join("pak/pak9.txt")).unwrap();
+    let mut before_nl = before.clone();
+    if !before_nl.ends_with(b"\n") {
+        before_nl.push(b'\n');
+    }
+    let work = stack_with(dir.path(), b"caf\xe9-tools==1.0\n");
+    let line = appended_line(&work, &before_nl);
+    let out = stack_cmd(&work);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pak9.txt:{line}:4: byte 0xe9 is not UTF-8")),
+        "{stderr}"
+    );
+    let err = comfypak::pak::parse_file(&work.join("pak/pak9.txt"), &|_| None).unwrap_err();
+    assert_eq!(err.kind(), Some(&comfypak::pak::PakErrorKind::NotUtf8));
+    let location = err.location().unwrap();
+    assert_eq!((location.line, location.column), (line, 4));
+}
+
+#[test]
+fn index_options_in_a_stacks_pak_files_are_refused_saying_where_indexes_are_configured() {
+    for (option, text) in [
+        ("--index-url", "--index-url https://mirror.example/simple\n"),
+        (
+            "--extra-index-url",
+            "--extra-index-url=https://mirror.example/simple\n",
+        ),
+        ("--find-links", "-f https://mirror.example/links/\n"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let before = std::fs::read(repo().join("pak/pak9.txt")).unwrap();
+        let mut before_nl = before.clone();
+        if !before_nl.ends_with(b"\n") {
+            before_nl.push(b'\n');
+        }
+        let work = stack_with(dir.path(), text.as_bytes());
+        let line = appended_line(&work, &before_nl);
+        let out = stack_cmd(&work);
+        assert!(!out.status.success(), "{option} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("pak9.txt:{line}:")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("`{option}` is not honoured")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("[indexes]"), "{stderr}");
+    }
+}
