@@ -1,12 +1,19 @@
 //! Validating a wheel and unpacking it, once, into the cache's unpacked store.
 //!
 //! The store keeps each wheel's members as plain files under
-//! `unpacked/v1/<sha[..2]>/<sha>/tree/`, with `manifest.json` beside the tree (the dist-info
+//! `unpacked/v2/<sha[..2]>/<sha>/tree/`, with `manifest.json` beside the tree (the dist-info
 //! name, Root-Is-Purelib, every file's size, sha256 and executable bit, entry points). A
 //! wheel enters the store only when every member is safe (no `..`, absolute paths, symlinks
-//! or other special files, no duplicates) and matches its RECORD (sha256/384/512 and size,
-//! nothing missing on either side); it is unpacked into a temp dir and renamed into place
-//! under a per-entry lock, so the store never holds a partial or unverified tree.
+//! or other special files, no duplicates), matches its RECORD (sha256/384/512 and size,
+//! nothing missing on either side) and holds exactly the size the zip declares; when no
+//! member unpacks past [`MAX_RATIO`] times its compressed size and the whole stays under
+//! [`MAX_UNPACKED_TOTAL`] (zip bombs); and when METADATA's name and version are the file
+//! name's. It is unpacked into a temp dir and swapped into place under a per-entry lock, so
+//! the store never holds a partial or unverified tree.
+//!
+//! Store files are read-only, and `stamps.json` records each one's size and mtime: layers
+//! hard-link them, and an entry whose files changed since (an installed file edited in
+//! place) is unpacked again instead of being trusted.
 //!
 //! Must not: decide install locations (`layout`) or write into a layer.
 
@@ -23,7 +30,17 @@ use crate::digest::Sha256Hex;
 use crate::index::remote_zip::{read_central_directory, TailRead};
 
 /// Bump when the manifest or tree layout changes.
-const STORE_FORMAT: u32 = 1;
+const STORE_FORMAT: u32 = 2;
+
+/// The most a wheel may unpack to, all members together (the largest real wheels, CUDA
+/// libraries, unpack to a few GiB).
+pub const MAX_UNPACKED_TOTAL: u64 = 32 << 30;
+/// The highest uncompressed/compressed ratio a member larger than [`RATIO_MIN_SIZE`] may
+/// have. Real wheels stay far below (shared libraries compress 3-10×); deflate bombs reach
+/// about 1000.
+pub const MAX_RATIO: u64 = 200;
+/// Members smaller than this are not ratio-checked (tiny members compress arbitrarily well).
+pub const RATIO_MIN_SIZE: u64 = 4 << 20;
 
 /// Why a wheel was refused or could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +87,19 @@ pub enum WheelError {
     },
     #[error("{wheel}: {message}")]
     BadWheel { wheel: String, message: String },
+    #[error("{wheel}: METADATA says {field} `{metadata}`, the file name says `{filename}`; pip and uv refuse such a wheel too\n  = help: the wheel is mislabelled; use a correctly built wheel")]
+    MetadataMismatch {
+        wheel: String,
+        field: &'static str,
+        metadata: String,
+        filename: String,
+    },
+    #[error("{wheel}: member `{member}` {reason}; refusing a possible zip bomb\n  = help: a real wheel does not do this; nothing was unpacked")]
+    TooLarge {
+        wheel: String,
+        member: String,
+        reason: String,
+    },
     #[error("{wheel}: cannot read the zip archive: {message}")]
     Zip { wheel: String, message: String },
     #[error("{}: {source}", path.display())]
@@ -147,10 +177,76 @@ pub fn unpacked_dir(cache: &Cache, sha256: &Sha256Hex) -> PathBuf {
         .join(sha256.as_str())
 }
 
+/// Size and modification time of one store file, as it was right after unpacking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    mtime_sec: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Stamp {
+            size: meta.len(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
+/// Store files are read-only (0444, 0555 for executables): layers hard-link them, so an
+/// in-place edit of an installed file would otherwise edit the store.
+fn set_store_mode(path: &Path, executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if executable { 0o555 } else { 0o444 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Records every file's [`Stamp`] in `stamps.json` beside the tree.
+fn write_stamps(entry: &Path, manifest: &WheelManifest) -> Result<(), WheelError> {
+    let tree = entry.join("tree");
+    let mut stamps = Vec::with_capacity(manifest.files.len());
+    for file in &manifest.files {
+        let path = tree.join(&file.path);
+        stamps.push(Stamp::of(&path).map_err(io_err(&path))?);
+    }
+    let path = entry.join("stamps.json");
+    let json = serde_json::to_vec(&stamps).map_err(|e| WheelError::BadWheel {
+        wheel: manifest.filename.clone(),
+        message: e.to_string(),
+    })?;
+    crate::fsutil::write_atomic(&path, &json).map_err(io_err(&path))
+}
+
+/// Whether every store file still has the size and mtime recorded when it was unpacked:
+/// a file edited in place (through a hard link in some layer) is caught without hashing.
+fn stamps_match(entry: &Path, manifest: &WheelManifest) -> bool {
+    let Some(stamps) = std::fs::read(entry.join("stamps.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<Stamp>>(&b).ok())
+    else {
+        return false;
+    };
+    let tree = entry.join("tree");
+    stamps.len() == manifest.files.len()
+        && manifest
+            .files
+            .iter()
+            .zip(&stamps)
+            .all(|(file, stamp)| Stamp::of(&tree.join(&file.path)).is_ok_and(|s| s == *stamp))
+}
+
 fn read_store_entry(dir: &Path, sha256: &str) -> Option<UnpackedWheel> {
     let bytes = std::fs::read(dir.join("manifest.json")).ok()?;
     let manifest: WheelManifest = serde_json::from_slice(&bytes).ok()?;
     if manifest.format != STORE_FORMAT || !manifest.sha256.eq_ignore_ascii_case(sha256) {
+        return None;
+    }
+    if !stamps_match(dir, &manifest) {
+        // Changed since it was unpacked: not trusted; the caller unpacks it again.
         return None;
     }
     Some(UnpackedWheel {
@@ -189,6 +285,7 @@ pub fn ensure_unpacked(
         })?;
         let manifest_path = tmp.join("manifest.json");
         crate::fsutil::write_atomic(&manifest_path, &json).map_err(io_err(&manifest_path))?;
+        write_stamps(&tmp, &manifest)?;
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
@@ -291,6 +388,75 @@ struct Member {
     executable: bool,
 }
 
+/// Refuses a member that would unpack far larger than its compressed bytes, and a wheel
+/// whose members together would unpack past [`MAX_UNPACKED_TOTAL`] (by declared sizes;
+/// extraction then holds each member to its declared size).
+fn check_sizes<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    members: &[Member],
+    wheel: &str,
+) -> Result<(), WheelError> {
+    let mut total = 0u64;
+    for member in members {
+        let entry = archive
+            .by_index_raw(member.index)
+            .map_err(|e| WheelError::Zip {
+                wheel: wheel.to_string(),
+                message: e.to_string(),
+            })?;
+        let (size, compressed) = (entry.size(), entry.compressed_size().max(1));
+        if size >= RATIO_MIN_SIZE && size / compressed > MAX_RATIO {
+            return Err(WheelError::TooLarge {
+                wheel: wheel.to_string(),
+                member: member.path.clone(),
+                reason: format!(
+                    "would unpack {size} bytes from {compressed} (ratio {}, the limit is {MAX_RATIO})",
+                    size / compressed
+                ),
+            });
+        }
+        total = total.saturating_add(size);
+        if total > MAX_UNPACKED_TOTAL {
+            return Err(WheelError::TooLarge {
+                wheel: wheel.to_string(),
+                member: member.path.clone(),
+                reason: format!("brings the unpacked total past {MAX_UNPACKED_TOTAL} bytes"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that METADATA's name and version are the file name's (names normalized, versions
+/// compared as PEP 440 versions), as pip and uv do.
+fn check_name_version(filename: &str, name: &str, version: &str) -> Result<(), WheelError> {
+    let Ok(parsed) = filename.parse::<crate::filename::WheelFilename>() else {
+        return Err(WheelError::BadWheel {
+            wheel: filename.to_string(),
+            message: "the file name is not a wheel name".to_string(),
+        });
+    };
+    let mismatch = |field, metadata: &str, filename_value: String| WheelError::MetadataMismatch {
+        wheel: filename.to_string(),
+        field,
+        metadata: crate::digest::shown(metadata, 200),
+        filename: filename_value,
+    };
+    let meta_name = pep508_rs::PackageName::new(name.trim().to_string())
+        .map_err(|_| mismatch("Name", name, parsed.name.to_string()))?;
+    if meta_name != parsed.name {
+        return Err(mismatch("Name", name, parsed.name.to_string()));
+    }
+    let meta_version = version
+        .trim()
+        .parse::<pep440_rs::Version>()
+        .map_err(|_| mismatch("Version", version, parsed.version.to_string()))?;
+    if meta_version != parsed.version {
+        return Err(mismatch("Version", version, parsed.version.to_string()));
+    }
+    Ok(())
+}
+
 /// Lists and checks the members: safe names, regular files only, no duplicates, one
 /// `.dist-info` folder. Returns the file members and the dist-info folder name.
 fn list_members<R: Read + Seek>(
@@ -386,10 +552,13 @@ fn read_member<R: Read + Seek>(
             message: e.to_string(),
         })?;
     let mut out = Vec::with_capacity(member.size.min(1 << 24) as usize);
-    entry.read_to_end(&mut out).map_err(|e| WheelError::Zip {
-        wheel: wheel.to_string(),
-        message: format!("{path}: {e}"),
-    })?;
+    (&mut entry)
+        .take(member.size)
+        .read_to_end(&mut out)
+        .map_err(|e| WheelError::Zip {
+            wheel: wheel.to_string(),
+            message: format!("{path}: {e}"),
+        })?;
     Ok(Some(out))
 }
 
@@ -479,6 +648,7 @@ pub fn unpack_verified(
     let names = central_names(wheel_path, filename)?;
     let mut archive = open_archive(wheel_path, filename)?;
     let (members, dist_info) = list_members(&mut archive, &names, filename)?;
+    check_sizes(&mut archive, &members, filename)?;
     let record_path = format!("{dist_info}/RECORD");
     let record_bytes =
         read_member(&mut archive, &members, &record_path, filename)?.ok_or_else(|| {
@@ -526,6 +696,7 @@ pub fn unpack_verified(
         message: format!("no {dist_info}/METADATA"),
     })?;
     let (name, version) = name_version(&metadata);
+    check_name_version(filename, &name, &version)?;
     let entry_points = read_member(
         &mut archive,
         &members,
@@ -581,10 +752,26 @@ pub fn unpack_verified(
                     wheel: filename.to_string(),
                     message: e.to_string(),
                 })?;
-            std::io::copy(&mut entry, &mut writer).map_err(|e| WheelError::Zip {
+            // Never more than the zip declares: a member whose data runs on is refused.
+            let mut limited = (&mut entry).take(member.size.saturating_add(1));
+            std::io::copy(&mut limited, &mut writer).map_err(|e| WheelError::Zip {
                 wheel: filename.to_string(),
                 message: format!("{}: {e}", member.path),
             })?;
+        }
+        if writer.written != member.size {
+            return Err(WheelError::TooLarge {
+                wheel: filename.to_string(),
+                member: member.path.clone(),
+                reason: if writer.written > member.size {
+                    format!("holds more than the {} bytes the zip declares", member.size)
+                } else {
+                    format!(
+                        "holds {} bytes, but the zip declares {}",
+                        writer.written, member.size
+                    )
+                },
+            });
         }
         writer.flush().map_err(io_err(&dest))?;
         let sha = b64(&writer.sha256.finalize());
@@ -611,7 +798,7 @@ pub fn unpack_verified(
                 });
             }
         }
-        set_mode(&dest, member.executable).map_err(io_err(&dest))?;
+        set_store_mode(&dest, member.executable).map_err(io_err(&dest))?;
         files.push(ManifestFile {
             path: member.path.clone(),
             size: writer.written,

@@ -36,3 +36,4 @@ mod stack;
 mod target;
 mod torch_abi;
 mod torch_backend;
+mod wheel_contents;
