@@ -109,6 +109,12 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         seconds: t.elapsed().as_secs_f64(),
     });
     let lock = Lock::read(&args.lock)?;
+    if args.locked {
+        // Not read from the indexes in this run: every URL must point at a declared index.
+        let mut defs = stack.indexes.definitions.clone();
+        args.network.apply_overrides(&mut defs)?;
+        crate::fetch::select::check_wheel_origins(&lock, &defs)?;
+    }
     let platforms = &lock.tool.comfypak.target.platforms;
     let mut bases = Bases::parse(&args.base)?;
     if bases.is_empty() {

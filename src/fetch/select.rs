@@ -6,7 +6,11 @@
 
 use std::str::FromStr;
 
+use url::Url;
+
 use crate::digest::Sha256Hex;
+use crate::index::definition::IndexDefs;
+use crate::lock::DIRECT_INDEX;
 use crate::lock::{
     lock_targets as summary_lock_targets, Lock, LockedPackage, LockedWheel, PreparedTarget,
     SummaryError,
@@ -36,6 +40,21 @@ pub enum SelectError {
         package: String,
         version: String,
         filename: String,
+    },
+    #[error("package {package} {version}: wheel URL {url} is not served by index `{index}` ({index_url}), which the lock says it came from; a lock used as it is fetches only from the stack's declared indexes\n  = help: re-create the lock with `comfypak resolve`; a file from elsewhere must be a direct requirement (`name @ URL`) in a pak file; if the index links its files on another host, list that origin in the index definition's `files`")]
+    OutsideIndex {
+        package: String,
+        version: String,
+        url: String,
+        index: String,
+        index_url: String,
+    },
+    #[error("package {package} {version} was locked from index `{index}`, which the stack does not declare (declared: {declared})\n  = help: re-create the lock with `comfypak resolve`, or declare the index")]
+    UndeclaredIndex {
+        package: String,
+        version: String,
+        index: String,
+        declared: String,
     },
     #[error(
         "package {package} {version}: wheel {filename} has neither `url` nor `path` in the lock"
@@ -148,6 +167,43 @@ pub fn check_layers(lock: &Lock, layers: &[String]) -> Result<(), SelectError> {
     Ok(())
 }
 
+/// Checks that every wheel URL of the lock is served by the declared index its package was
+/// locked from ([`IndexDef::serves`]), unless the lock marks the package as a direct URL
+/// requirement. For a lock used as it is (`--frozen`): the URLs were not read from the
+/// indexes in this run, so they must at least point where the stack's indexes are.
+pub fn check_wheel_origins(lock: &Lock, defs: &IndexDefs) -> Result<(), SelectError> {
+    for package in &lock.packages {
+        let index = &package.tool.comfypak.index_name;
+        if index == DIRECT_INDEX {
+            continue;
+        }
+        let Some(def) = defs.get(index) else {
+            return Err(SelectError::UndeclaredIndex {
+                package: package.name.clone(),
+                version: package.version.clone(),
+                index: index.clone(),
+                declared: defs.names().collect::<Vec<_>>().join(", "),
+            });
+        };
+        for wheel in &package.wheels {
+            let Some(url) = &wheel.url else {
+                continue;
+            };
+            let inside = Url::parse(url).is_ok_and(|parsed| def.serves(&parsed));
+            if !inside {
+                return Err(SelectError::OutsideIndex {
+                    package: package.name.clone(),
+                    version: package.version.clone(),
+                    url: crate::digest::shown(url, 300),
+                    index: index.clone(),
+                    index_url: crate::http::redact(&def.url),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The best wheel of `package` for a target: best tag priority, then the higher build tag.
 fn best_wheel<'a>(
     package: &'a LockedPackage,
@@ -208,7 +264,7 @@ pub fn select_wheels(
                 filename: wheel.name.to_string(),
             });
         }
-        let direct_url = (package.tool.comfypak.index_name == "direct")
+        let direct_url = (package.tool.comfypak.index_name == DIRECT_INDEX)
             .then(|| wheel.url.clone())
             .flatten();
         out.push(SelectedWheel {

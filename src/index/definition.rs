@@ -44,6 +44,29 @@ pub struct IndexDef {
     /// Where the URL came from when it is not the definition file's own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url_overridden_by: Option<String>,
+    /// Other origins the index's pages link files on (`files = [...]` in the definition),
+    /// besides the index URL's own. A lock used as it is fetches only from these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_origins: Vec<Url>,
+}
+
+impl IndexDef {
+    /// Whether `url` (a wheel URL of a lock) is one this index serves: same origin as the
+    /// index URL or one of its `files` origins; for a `file://` index, a path in the folder
+    /// above the index URL (where a simple tree keeps `simple/` and `files/`).
+    pub fn serves(&self, url: &Url) -> bool {
+        if url.scheme() == "file" {
+            if self.url.scheme() != "file" {
+                return false;
+            }
+            let Ok(root) = self.url.join("..") else {
+                return false;
+            };
+            return url.path().starts_with(root.path());
+        }
+        let origin = url.origin();
+        origin == self.url.origin() || self.file_origins.iter().any(|o| o.origin() == origin)
+    }
 }
 
 impl IndexDef {
@@ -139,6 +162,8 @@ struct RawIndexDef {
     name: String,
     url: String,
     kind: IndexKind,
+    #[serde(default)]
+    files: Vec<String>,
 }
 
 impl IndexDefs {
@@ -189,12 +214,26 @@ impl IndexDefs {
             url: raw.url.clone(),
             reason,
         })?;
+        let mut file_origins = Vec::new();
+        for text in &raw.files {
+            let parsed = Url::parse(text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                .ok_or_else(|| IndexDefError::BadUrl {
+                    path: path.to_path_buf(),
+                    url: text.clone(),
+                    reason: "`files` lists http(s) origins such as \"https://files.example/\""
+                        .to_string(),
+                })?;
+            file_origins.push(parsed);
+        }
         Ok(IndexDef {
             name: raw.name,
             url,
             kind: raw.kind,
             source: path.to_path_buf(),
             url_overridden_by: None,
+            file_origins,
         })
     }
 
@@ -254,6 +293,8 @@ impl IndexDefs {
             reason,
         })?;
         def.url_overridden_by = Some(origin.to_string());
+        // The definition's file origins belong to its own URL, not to a mirror's.
+        def.file_origins.clear();
         Ok(())
     }
 }

@@ -22,6 +22,9 @@ pub use summary::{
     SummaryError,
 };
 
+/// The `index-name` of a package that a pak file names by URL (`name @ URL`).
+pub const DIRECT_INDEX: &str = "direct";
+
 /// The PEP 751 version this writer produces and the reader accepts (major 1).
 pub const LOCK_VERSION: &str = "1.0";
 

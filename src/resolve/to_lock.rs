@@ -37,8 +37,7 @@ use crate::target::{Arch, Target};
 /// `created-by` of every lock comfypak writes.
 pub const CREATED_BY: &str = "comfypak";
 
-/// The index name of a direct URL requirement (`name @ https://.../x.whl`).
-pub const DIRECT_INDEX: &str = "direct";
+pub use crate::lock::DIRECT_INDEX;
 
 /// Why the resolutions could not be turned into a lock.
 #[derive(Debug, thiserror::Error)]

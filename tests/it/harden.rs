@@ -471,3 +471,60 @@ fn index_options_in_a_stacks_pak_files_are_refused_saying_where_indexes_are_conf
         assert!(stderr.contains("[indexes]"), "{stderr}");
     }
 }
+
+#[test]
+fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let fx = fixture(&work, &dir.path().join("indexes"));
+    let cache = dir.path().join("cache");
+    let mut resolve = fx.args.clone();
+    resolve[0] = "resolve".to_string();
+    ok(&command(&resolve, &work, &cache).output().unwrap());
+    let lock_path = work.join("pylock.toml");
+    let text = std::fs::read_to_string(&lock_path).unwrap();
+    let lock = Lock::read(&lock_path).unwrap();
+    let package = lock
+        .packages
+        .iter()
+        .find(|p| p.name == "comfyui-frontend-package")
+        .unwrap();
+    let url = package.wheels[0].url.clone().unwrap();
+    // The same bytes (the hash still matches), from a folder no index serves.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = elsewhere.join(package.wheels[0].name.as_str());
+    std::fs::copy(
+        url::Url::parse(&url).unwrap().to_file_path().unwrap(),
+        &moved,
+    )
+    .unwrap();
+    let moved_url = url::Url::from_file_path(&moved).unwrap().to_string();
+    std::fs::write(&lock_path, text.replace(&url, &moved_url)).unwrap();
+
+    let mut build = fx.args.clone();
+    build.push("--locked".to_string());
+    let out = command(&build, &work, &cache).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not served by index `pypi`"), "{stderr}");
+    assert!(stderr.contains("direct requirement"), "{stderr}");
+    assert!(!work.join("build").exists(), "refused before fetching");
+
+    // Marked as a direct URL requirement, the same URL is accepted by the check.
+    let mut edited = Lock::read(&lock_path).unwrap();
+    let mut defs_fixture =
+        comfypak::index::definition::IndexDefs::load_dir(&work.join("indexes")).unwrap();
+    for pair in fx.args.windows(2).filter(|w| w[0] == "--index") {
+        let (name, url) = pair[1].split_once('=').unwrap();
+        defs_fixture.override_url(name, url, "--index").unwrap();
+    }
+    let err = comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap_err();
+    assert!(err.to_string().contains(&moved_url), "{err}");
+    for p in &mut edited.packages {
+        if p.name == "comfyui-frontend-package" {
+            p.tool.comfypak.index_name = "direct".to_string();
+        }
+    }
+    comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap();
+}

@@ -29,6 +29,7 @@ fn def(name: &str, url: &str, kind: IndexKind) -> IndexDef {
         kind,
         source: PathBuf::from("test"),
         url_overridden_by: None,
+        file_origins: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ mod errors;
 mod fetch;
 mod filename;
 mod fixture_snapshot;
+mod fuzz;
 mod golden;
 mod harden;
 mod http;
