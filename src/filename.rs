@@ -391,6 +391,17 @@ pub fn wheel_may_fit(filename: &str, tags: &CompatibleTags) -> bool {
     }
 }
 
+/// The leading package name of a PEP 508 requirement when it ends in `.`, `-` or `_` and
+/// more text follows (`name- ==1`): pep508_rs 0.9 panics on such a name instead of
+/// returning an error, so callers refuse it before parsing.
+pub fn pep508_bad_leading_name(text: &str) -> Option<&str> {
+    let text = text.trim_start();
+    let len = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        .unwrap_or(text.len());
+    (len > 0 && len < text.len() && text[..len].ends_with(['.', '-', '_'])).then(|| &text[..len])
+}
+
 /// Whether a name as written (`Pillow`, `zope.interface`, `typing_extensions`) normalizes
 /// to `normalized` (lowercase, runs of `-`, `_`, `.` as one `-`), without allocating.
 pub fn name_matches(written: &str, normalized: &PackageName) -> bool {

@@ -155,6 +155,13 @@ impl CoreMetadata {
         };
         let mut requires_dist = Vec::new();
         for h in all("Requires-Dist").filter(|h| !h.value.is_empty()) {
+            if let Some(name) = crate::filename::pep508_bad_leading_name(&h.value) {
+                return Err(MetadataError::InvalidRequiresDist {
+                    line: h.line,
+                    value: h.value.clone(),
+                    message: format!("the package name `{name}` must end with a letter or digit"),
+                });
+            }
             let requirement = Requirement::from_str(&h.value).map_err(|e| {
                 MetadataError::InvalidRequiresDist {
                     line: h.line,

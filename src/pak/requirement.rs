@@ -47,6 +47,18 @@ pub(crate) fn parse_requirement(text: &str) -> Result<PakRequirement, ReqError> 
     if looks_like_local_path(first_word) {
         return Err(local_path_error(0, first_word));
     }
+    // pep508_rs panics on a name that ends in `.`, `-` or `_` when more text follows
+    // (`name- ==1`): refuse such a name before it gets there.
+    if let Some(name) = crate::filename::pep508_bad_leading_name(text) {
+        return Err(ReqError::new(
+            name.len() - 1,
+            PakErrorKind::InvalidName,
+            format!(
+                "invalid requirement: the package name `{name}` must end with a letter or digit"
+            ),
+            "start the line with a package name (letters, digits, `.`, `-`, `_`; starting and ending with a letter or digit), e.g. `numpy>=2`",
+        ));
+    }
 
     match pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(text) {
         Ok(requirement) => {

@@ -302,7 +302,7 @@ fn assert_cache_consistent(cache: &Path) {
         }
     }
     assert!(count > 0);
-    let unpacked = cache.join("unpacked/v1");
+    let unpacked = cache.join("unpacked/v2");
     for prefix in std::fs::read_dir(&unpacked).unwrap().flatten() {
         for entry in std::fs::read_dir(prefix.path()).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -527,4 +527,114 @@ fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
         }
     }
     comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap();
+}
+
+/// `cmd` with its file size limit (RLIMIT_FSIZE) at `bytes` and SIGXFSZ ignored: a write
+/// past the limit fails with EFBIG, as a full disk fails a write with ENOSPC.
+fn with_file_size_limit(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe calls (signal, setrlimit) on values it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn running_out_of_space_keeps_the_old_lock_and_image_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let fx = fixture(&work, &dir.path().join("indexes"));
+    let cache = dir.path().join("cache");
+    ok(&command(&fx.args, &fx.work, &cache).output().unwrap());
+    let build = work.join("build");
+    let index_before = sha_of(&build.join("image/index.json"));
+    let lock_before = sha_of(&work.join("pylock.toml"));
+
+    // A re-pack that cannot write its layers.
+    let pack: Vec<String> = [
+        "pack",
+        "--stack",
+        "pak",
+        "--lock",
+        "pylock.toml",
+        "--out",
+        "build",
+        "--output",
+        "build/image",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut cmd = command(&pack, &work, &cache);
+    with_file_size_limit(&mut cmd, 4096);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "the pack fit in 4 KiB files");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert_eq!(sha_of(&build.join("image/index.json")), index_before);
+    assert!(leftovers(&build).is_empty(), "{:?}", leftovers(&build));
+
+    // A re-resolve into a new lock (the volatile layer changed) that cannot be written.
+    let volatile = work.join("pak/pak9.txt");
+    let text = std::fs::read_to_string(&volatile).unwrap();
+    std::fs::write(
+        &volatile,
+        text.replace(
+            "comfyui-frontend-package==1.45.15",
+            "comfyui-frontend-package==1.58.1",
+        ),
+    )
+    .unwrap();
+    let mut resolve = fx.args.clone();
+    resolve[0] = "resolve".to_string();
+    resolve.push("--output".to_string());
+    resolve.push("pylock.toml".to_string());
+    let fresh_cache = dir.path().join("cache-fresh");
+    let mut cmd = command(&resolve, &work, &fresh_cache);
+    with_file_size_limit(&mut cmd, 4096);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(sha_of(&work.join("pylock.toml")), lock_before);
+    assert!(leftovers(&work).is_empty(), "{:?}", leftovers(&work));
+    let tmp: Vec<_> = std::fs::read_dir(fresh_cache.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn a_requirement_name_ending_in_a_separator_is_an_error_not_a_panic() {
+    // Found by the pak fuzzer: pep508_rs panics on these names when text follows them.
+    for line in [
+        "demo- ==1.0",
+        "demo_ >=1",
+        "demo.\u{0}",
+        "x-\t; python_version > '3'",
+    ] {
+        let err = comfypak::pak::parse_str(Path::new("pak.txt"), &format!("{line}\n"), &|_| None)
+            .expect_err(line);
+        assert_eq!(
+            err.kind(),
+            Some(&comfypak::pak::PakErrorKind::InvalidName),
+            "{line:?}: {err}"
+        );
+    }
+    // The same names in an index's METADATA (untrusted): an error, not a crash.
+    let metadata = b"Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: extra- ==1\n";
+    let err = comfypak::index::core_metadata::CoreMetadata::parse(metadata).unwrap_err();
+    assert!(
+        err.to_string().contains("must end with a letter or digit"),
+        "{err}"
+    );
 }
