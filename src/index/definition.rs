@@ -354,6 +354,7 @@ mod tests {
             kind: IndexKind::Simple,
             source: PathBuf::from(format!("indexes/{name}.toml")),
             url_overridden_by: None,
+            file_origins: Vec::new(),
         };
         let mut defs = IndexDefs::default();
         defs.insert(def("mirror", "http://mirror.example/simple"));
