@@ -487,3 +487,58 @@ fn describe(c: &PackageChange) -> String {
     }
     text
 }
+
+/// What makes `existing` stale against `fresh` (the lock the inputs resolve to now), one line
+/// per finding, most stable layer first; empty when the two write the same bytes.
+pub fn staleness(existing: &Lock, fresh: &Lock) -> Vec<String> {
+    if existing.to_toml_string() == fresh.to_toml_string() {
+        return Vec::new();
+    }
+    let mut lines = Vec::new();
+    let result = diff(existing, fresh);
+    for change in &result.target_changes {
+        lines.push(format!("target: {change}"));
+    }
+    let old_layers: Vec<&str> = existing.layer_names();
+    let new_layers: Vec<&str> = fresh.layer_names();
+    if old_layers != new_layers {
+        lines.push(format!(
+            "layers: the lock has {}, the stack has {}",
+            old_layers.join(", "),
+            new_layers.join(", ")
+        ));
+    }
+    for layer in &result.layers {
+        if layer.inputs_changed {
+            lines.push(format!(
+                "layer `{}`: its inputs changed (pak lines, constraints or target: the inputs-hash differs)",
+                layer.name
+            ));
+        }
+        for change in &layer.changes {
+            let versions = match (&change.old_version, &change.new_version) {
+                (Some(old), Some(new)) if old != new => format!(" {old} -> {new}"),
+                (Some(v), _) | (None, Some(v)) => format!(" {v}"),
+                (None, None) => String::new(),
+            };
+            let detail = change
+                .detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "layer `{}`: {}{versions}: {}{detail}",
+                layer.name,
+                change.name,
+                kind_word(change.kind)
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(
+            "the entries' details differ (dependencies, required-by, markers or index URLs)"
+                .to_string(),
+        );
+    }
+    lines
+}

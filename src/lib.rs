@@ -5,6 +5,7 @@
 //! Every stage is reachable from this library so tests drive the pipeline without
 //! spawning the binary; `main.rs` only parses arguments and calls [`cli::run`].
 
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod cuda;

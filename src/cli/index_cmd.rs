@@ -148,7 +148,11 @@ pub fn explain_tags(
 fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut stack = Stack::load(&args.stack)?;
     args.network
+        .options()
         .apply_overrides(&mut stack.indexes.definitions)?;
+    for warning in stack.indexes.definitions.plain_http_warnings() {
+        eprintln!("warning: {warning}");
+    }
     let python: PythonVersion = match &args.python {
         Some(p) => p.parse().with_context(|| format!("--python {p}"))?,
         None => stack.target.python,
@@ -164,9 +168,9 @@ fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     );
     let name = PackageName::new(args.package.clone())
         .with_context(|| format!("`{}` is not a valid package name", args.package))?;
-    let client = args.network.client()?;
-    let runtime = super::net::runtime()?;
-    let (index, files) = runtime.block_on(async {
+    let session = args.network.session()?;
+    let client = session.index_client();
+    let (index, files) = session.block_on(async {
         match &args.from {
             Some(index) => {
                 let def = stack

@@ -14,6 +14,7 @@ mod install_cmd;
 mod mirror_cmd;
 mod net;
 mod pack_cmd;
+mod progress;
 mod push_cmd;
 mod resolve_cmd;
 mod stack_cmd;
@@ -46,7 +47,8 @@ pub enum Command {
     Index(index_cmd::IndexArgs),
     /// Compare two locks layer by layer: what changes, which image layers rebuild, how many bytes.
     Diff(diff_cmd::DiffArgs),
-    /// The main job: resolve (or --locked), fetch, install every layer, pack the image.
+    /// The main job: resolve (--locked: check, --frozen: reuse the lock), fetch, install every
+    /// layer, pack the image.
     Build(build_cmd::BuildArgs),
     /// In the base's sandbox, import every top-level module and run every console script of
     /// the installed layers, per platform; exit 1 on a failure the stack does not allow.

@@ -1,5 +1,5 @@
 //! `comfypak pack`: the installed layer folders → an OCI image layout or a docker archive,
-//! with a per-layer reuse report. Thin: the work lives in [`crate::pack`].
+//! with a per-layer reuse report. Maps the flags to a [`PackJob`].
 //!
 //! Where layer folders are read from, per platform: `--layers ARCH=DIR` when given; else, with
 //! one platform, `OUT/layers`; with several, `OUT/<arch>/layers` (install each platform with
@@ -8,16 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::lock::Lock;
-use crate::pack::{
-    pack, source_date_epoch_from_env, Compression, ImageSettings, OutputFormat, PackRequest,
-    PackedImage, PlatformLayers,
-};
-use crate::stack::Stack;
-use crate::target::{Arch, Platform};
+use crate::build::{self, parse_arch, PackJob, PlatformChoice};
+use crate::pack::{Compression, OutputFormat, PackedImage};
 use crate::units::human_bytes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,18 +74,8 @@ pub struct PackArgs {
     pub json: bool,
 }
 
-fn parse_arch(text: &str) -> anyhow::Result<Arch> {
-    if let Ok(arch) = text.parse::<Arch>() {
-        return Ok(arch);
-    }
-    Ok(text
-        .parse::<Platform>()
-        .with_context(|| format!("`{text}` is not an architecture or platform tag"))?
-        .arch)
-}
-
 pub fn run(args: PackArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let image = pack_image(&args)?;
+    let image = build::pack(&job(&args)?)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&image_json(&image))?);
     } else if !quiet {
@@ -99,106 +84,46 @@ pub fn run(args: PackArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Packs as `comfypak pack` would, without printing (the `build` command reuses it).
-pub fn pack_image(args: &PackArgs) -> anyhow::Result<PackedImage> {
-    let stack = Stack::load(&args.stack)?;
-    let settings = ImageSettings::for_stack(&stack)?;
-    let lock_path = args.lock.clone().or_else(|| {
-        let default = PathBuf::from("pylock.toml");
-        default.exists().then_some(default)
-    });
-    let lock = match &lock_path {
-        Some(path) => Some(Lock::read(path)?),
-        None => None,
-    };
-    let platforms: Vec<Platform> = if args.platform == "all" {
-        stack.target.platforms.clone()
-    } else {
-        let arch = parse_arch(&args.platform)?;
-        let found: Vec<Platform> = stack
-            .target
-            .platforms
-            .iter()
-            .filter(|p| p.arch == arch)
-            .copied()
-            .collect();
-        if found.is_empty() {
-            bail!(
-                "--platform {}: the stack targets {}",
-                args.platform,
-                stack
-                    .target
-                    .platforms
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        found
-    };
-    let mut explicit = Vec::new();
+/// The layer compression a flag and a level mean (gzip 0-9, default 6; zstd default 3).
+pub fn compression(arg: CompressionArg, level: Option<i32>) -> Compression {
+    match arg {
+        CompressionArg::Gzip => Compression::Gzip {
+            level: level.unwrap_or(6).clamp(0, 9) as u32,
+        },
+        CompressionArg::Zstd => Compression::Zstd {
+            level: level.unwrap_or(3),
+        },
+    }
+}
+
+fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
+    let mut layers = Vec::new();
     for text in &args.layers {
         let (arch, dir) = text.split_once('=').with_context(|| {
             format!("--layers {text}: write ARCH=DIR, e.g. x86_64=build/layers")
         })?;
-        explicit.push((parse_arch(arch)?, PathBuf::from(dir)));
+        layers.push((parse_arch(arch)?, PathBuf::from(dir)));
     }
-    let single = platforms.len() == 1;
-    let layer_dirs: Vec<PlatformLayers> = platforms
-        .iter()
-        .map(|platform| {
-            let dir = explicit
-                .iter()
-                .find(|(arch, _)| *arch == platform.arch)
-                .map(|(_, dir)| dir.clone())
-                .unwrap_or_else(|| {
-                    if single {
-                        args.out.join("layers")
-                    } else {
-                        args.out.join(platform.arch.as_str()).join("layers")
-                    }
-                });
-            PlatformLayers {
-                platform: *platform,
-                dir,
-            }
-        })
-        .collect();
-    let format = match args.format {
-        FormatArg::Oci => OutputFormat::OciLayout,
-        FormatArg::DockerArchive => OutputFormat::DockerArchive,
-    };
-    let compression = match (args.compression, args.level) {
-        (CompressionArg::Gzip, level) => Compression::Gzip {
-            level: level.unwrap_or(6).clamp(0, 9) as u32,
+    Ok(PackJob {
+        stack: args.stack.clone(),
+        lock: args.lock.clone().or_else(|| {
+            let default = PathBuf::from("pylock.toml");
+            default.exists().then_some(default)
+        }),
+        out: args.out.clone(),
+        layers,
+        platform: PlatformChoice::parse(&args.platform),
+        output: args.output.clone(),
+        format: match args.format {
+            FormatArg::Oci => OutputFormat::OciLayout,
+            FormatArg::DockerArchive => OutputFormat::DockerArchive,
         },
-        (CompressionArg::Zstd, level) => Compression::Zstd {
-            level: level.unwrap_or(3),
-        },
-    };
-    let output = args.output.clone().unwrap_or_else(|| match format {
-        OutputFormat::OciLayout => args.out.join("image"),
-        OutputFormat::DockerArchive => args.out.join("image.tar"),
-    });
-    let request = PackRequest {
-        stack: &stack,
-        lock: lock.as_ref(),
-        settings,
-        platforms: layer_dirs,
-        output,
-        format,
-        compression,
-        source_date_epoch: source_date_epoch_from_env()?,
+        compression: compression(args.compression, args.level),
         base: args.base.clone(),
         previous: args.previous.clone(),
         tag: args.tag.clone(),
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| stack.name.to_ascii_lowercase()),
-    };
-    Ok(pack(&request)?)
+        name: args.name.clone(),
+    })
 }
 
 pub fn short(digest: &str) -> &str {

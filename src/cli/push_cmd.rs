@@ -1,5 +1,5 @@
 //! `comfypak push IMAGE_DIR REGISTRY/REPO:TAG`: an OCI image layout to a registry, sending
-//! only the blobs it lacks. Thin: the work lives in [`crate::pack::push`]. Credentials are
+//! only the blobs it lacks. Maps the arguments to a [`PushRequest`]. Credentials are
 //! read from the environment or `~/.docker/config.json` and never printed.
 
 use std::path::PathBuf;
@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::net::runtime;
-use crate::pack::push::{credentials_for, push, BlobOutcome, ImageReference, PushOptions};
+use crate::build::{self, NetworkOptions, PushRequest, Session};
+use crate::pack::push::{BlobOutcome, ImageReference, PushOptions};
 use crate::units::human_bytes;
 
 #[derive(Debug, Args)]
@@ -36,14 +36,19 @@ pub struct PushArgs {
 
 pub fn run(args: PushArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let reference: ImageReference = args.reference.parse()?;
-    let options = PushOptions {
-        insecure: args.insecure,
-        chunk_size: args.chunk_mib.max(1) << 20,
-        mount_from: args.mount_from.clone(),
-        credentials: credentials_for(&reference.registry)?,
-        concurrency: args.concurrency,
+    let request = PushRequest {
+        image: args.image.clone(),
+        reference: reference.clone(),
+        options: PushOptions {
+            insecure: args.insecure,
+            chunk_size: args.chunk_mib.max(1) << 20,
+            mount_from: args.mount_from.clone(),
+            credentials: None,
+            concurrency: args.concurrency,
+        },
     };
-    let report = runtime()?.block_on(push(&args.image, &reference, options))?;
+    let session = Session::new(NetworkOptions::default())?;
+    let report = build::push(&session, &request)?;
     let count = |f: fn(&BlobOutcome) -> bool| report.blobs.iter().filter(|b| f(&b.outcome)).count();
     let uploaded = report.uploaded().len();
     let present = count(|o| *o == BlobOutcome::Present);

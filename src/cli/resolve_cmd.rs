@@ -1,39 +1,27 @@
 //! `comfypak resolve`: the stack → one `pylock.toml` for every target platform.
 //!
-//! Parses the flags, loads the stack and the existing lock, calls
-//! [`crate::resolve::to_lock::resolve_stack`], and writes, checks (`--locked`) or only
-//! summarizes (`--frozen`) the lock. Picks the torch backend (`--torch-backend`, else the
-//! stack's `target.torch-backend`; `auto` asks `cuda::doctor` about this host). Prints the
-//! per-layer summary as text or `--json`, `warning:` lines on stderr for what the resolution
-//! accepted but the user must know (wheel names that break the spec), and shows progress
-//! on a terminal. Exit codes: 0 done, 1 `--locked` found the lock stale,
-//! 2 an error.
+//! Maps the flags to a [`ResolveRequest`] (`--locked`: fail when the lock is stale;
+//! `--frozen`: use it as it is), runs [`build::resolve`] and prints the per-layer summary as
+//! text or `--json`. Exit codes: 0 done, 1 `--locked` found the lock stale, 2 an error.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use pep508_rs::PackageName;
 use serde_json::json;
 
 use super::net::NetworkArgs;
+use super::progress::CliProgress;
+use crate::build::{self, LockMode, ResolveReport, ResolveRequest, ResolveStatus};
 use crate::diff::human_bytes;
-use crate::lock::{Lock, LockError, LockSummary};
-use crate::resolve::backend::select_backend;
-use crate::resolve::profile::ResolveProfile;
-use crate::resolve::to_lock::{resolve_stack, staleness, UpgradeRequest};
-use crate::resolve::ResolveProgress;
-use crate::stack::Stack;
-use crate::target::{Platform, PythonVersion, Target};
+use crate::lock::LockSummary;
+use crate::resolve::to_lock::UpgradeRequest;
+use crate::target::{Platform, PythonVersion};
 
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Args)]
 pub struct ResolveArgs {
     /// The stack folder (holding stack.toml) or the manifest itself.
     #[arg(long, default_value = "pak")]
@@ -85,43 +73,14 @@ pub struct ResolveArgs {
 }
 
 pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let mut stack = Stack::load(&args.stack)?;
-    args.network
-        .apply_overrides(&mut stack.indexes.definitions)?;
-    let stack_layers: Vec<&str> = stack.layers.iter().map(|l| l.name.as_str()).collect();
-
-    if args.frozen {
-        let lock = Lock::read(&args.output)?;
-        lock.check_stack_layers(&args.output, &stack_layers)?;
-        let summary = LockSummary::of(&lock)
-            .with_context(|| format!("summarizing {}", args.output.display()))?;
-        report(&args, quiet, "frozen", &summary, &[])?;
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let (setting, origin) = match &args.torch_backend {
-        Some(flag) => (flag.clone(), "--torch-backend".to_string()),
-        None => (
-            stack.target.torch_backend.clone(),
-            format!("{}: target.torch-backend", stack.manifest.display()),
-        ),
+    let python: Option<PythonVersion> = match &args.python {
+        Some(text) => Some(text.parse().with_context(|| format!("--python {text}"))?),
+        None => None,
     };
-    let selection = select_backend(&setting, &stack.target).with_context(|| origin.clone())?;
-    if setting.trim().eq_ignore_ascii_case("auto") && !quiet {
-        eprintln!("{} ({origin})", selection.why);
+    let mut platforms: Vec<Platform> = Vec::new();
+    for text in &args.platforms {
+        platforms.push(text.parse().with_context(|| format!("--platform {text}"))?);
     }
-    stack.target.torch_backend = selection.backend.name().to_string();
-
-    let targets = targets(&args, &stack)?;
-    let existing = match Lock::read(&args.output) {
-        Ok(lock) => Some(lock),
-        Err(LockError::Missing { .. }) if !args.locked => None,
-        Err(LockError::Missing { path }) => bail!(
-            "--locked: {} does not exist, so there is nothing to check\n  = help: run `comfypak resolve` once to create it",
-            path.display()
-        ),
-        Err(e) => return Err(e.into()),
-    };
     let mut upgrade = UpgradeRequest {
         all: args.upgrade,
         packages: BTreeSet::new(),
@@ -131,107 +90,58 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--upgrade-package {name}: not a valid package name"))?;
         upgrade.packages.insert(parsed);
     }
-
-    let progress = Progress::new(!quiet && std::io::stderr().is_terminal(), targets.len());
-    let client = args.network.client()?;
-    let runtime = super::net::runtime()?;
-    let outcome = runtime.block_on(resolve_stack(
-        &stack,
-        &targets,
-        &client,
-        args.pre,
-        &upgrade,
-        existing.as_ref(),
-        &progress,
-    ));
-    progress.finish();
-    for warning in progress.warnings() {
-        eprintln!("warning: {warning}");
-    }
-    if args.profile {
-        for (target, profile) in progress.profiles() {
-            eprintln!("profile of the resolution for {target}:\n{profile}");
-        }
-    }
-    let lock = outcome?;
-    let summary = LockSummary::of(&lock).context("summarizing the new lock")?;
-
-    if args.locked {
-        let Some(existing) = existing else {
-            bail!("--locked needs an existing lock");
-        };
-        let stale = staleness(&existing, &lock);
-        if stale.is_empty() {
-            report(&args, quiet, "up-to-date", &summary, &[])?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        report(&args, quiet, "stale", &summary, &stale)?;
-        return Ok(ExitCode::from(1));
-    }
-
-    let unchanged = existing
-        .as_ref()
-        .is_some_and(|old| old.to_toml_string() == lock.to_toml_string());
-    if !unchanged {
-        lock.write(&args.output)?;
-    }
-    report(
-        &args,
-        quiet,
-        if unchanged { "unchanged" } else { "written" },
-        &summary,
-        &[],
+    let request = ResolveRequest {
+        stack: args.stack.clone(),
+        lock: args.output.clone(),
+        python,
+        platforms,
+        prerelease: args.pre,
+        upgrade,
+        mode: if args.frozen {
+            LockMode::Frozen
+        } else if args.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Write
+        },
+        torch_backend: args.torch_backend.clone(),
+    };
+    let session = args.network.session()?;
+    let report = build::resolve(
+        &session,
+        &request,
+        &CliProgress::new(quiet).with_profiles(args.profile),
     )?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The targets to resolve for: the stack's, or `--python` / `--platform`.
-fn targets(args: &ResolveArgs, stack: &Stack) -> anyhow::Result<Vec<Target>> {
-    let python: PythonVersion = match &args.python {
-        Some(text) => text.parse().with_context(|| format!("--python {text}"))?,
-        None => stack.target.python,
-    };
-    let platforms: Vec<Platform> = if args.platforms.is_empty() {
-        stack.target.platforms.clone()
-    } else {
-        let mut platforms = Vec::new();
-        for text in &args.platforms {
-            let platform: Platform = text.parse().with_context(|| format!("--platform {text}"))?;
-            if !platforms.contains(&platform) {
-                platforms.push(platform);
-            }
-        }
-        platforms
-    };
-    platforms
-        .into_iter()
-        .map(|platform| {
-            Target::try_new(python, stack.target.free_threaded, platform)
-                .map_err(anyhow::Error::from)
-        })
-        .collect()
+    print_report(&args, quiet, &report)?;
+    Ok(match report.status {
+        ResolveStatus::Stale(_) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// Prints the outcome: the summary table, or the JSON document.
-fn report(
-    args: &ResolveArgs,
-    quiet: bool,
-    status: &str,
-    summary: &LockSummary,
-    stale: &[String],
-) -> anyhow::Result<()> {
+fn print_report(args: &ResolveArgs, quiet: bool, report: &ResolveReport) -> anyhow::Result<()> {
+    let stale: &[String] = match &report.status {
+        ResolveStatus::Stale(lines) => lines,
+        _ => &[],
+    };
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json_document(&args.output, status, summary, stale))?
+            serde_json::to_string_pretty(&json_document(
+                &report.path,
+                report.status.as_str(),
+                &report.summary,
+                stale
+            ))?
         );
         return Ok(());
     }
-    if status == "stale" {
+    if !stale.is_empty() {
         // Rendered as errors are (cargo-style), though the exit code is 1: a difference.
         eprintln!(
             "error: {} is stale: it does not match what the stack resolves to now\n",
-            args.output.display()
+            report.path.display()
         );
         for line in stale {
             eprintln!("  {line}");
@@ -241,16 +151,21 @@ fn report(
     if quiet {
         return Ok(());
     }
-    let headline = match status {
-        "written" => format!("wrote {}", args.output.display()),
-        "unchanged" => format!("{} is up to date (unchanged)", args.output.display()),
-        "up-to-date" => format!("{} is up to date", args.output.display()),
-        "frozen" => format!("{} (frozen, not re-resolved)", args.output.display()),
-        _ => format!("{} would change", args.output.display()),
-    };
-    println!("{headline}");
-    print!("{}", summary_text(summary));
+    println!("{}", headline(report));
+    print!("{}", summary_text(&report.summary));
     Ok(())
+}
+
+/// The first line of a resolve report: what happened to the lock.
+pub fn headline(report: &ResolveReport) -> String {
+    let path = report.path.display();
+    match report.status {
+        ResolveStatus::Written => format!("wrote {path}"),
+        ResolveStatus::Unchanged => format!("{path} is up to date (unchanged)"),
+        ResolveStatus::UpToDate => format!("{path} is up to date"),
+        ResolveStatus::Frozen => format!("{path} (frozen, not re-resolved)"),
+        ResolveStatus::Stale(_) => format!("{path} would change"),
+    }
 }
 
 /// The per-layer table: packages and wheel bytes per platform, most stable layer first.
@@ -320,97 +235,4 @@ pub fn json_document(
         "stale": stale,
         "summary": summary,
     })
-}
-
-/// Packages discovered / metadata fetched, on one progress line (hidden off a terminal).
-struct Progress {
-    bar: Option<ProgressBar>,
-    discovered: AtomicU64,
-    fetched: AtomicU64,
-    /// Distinct warnings, first seen first (printed once the bar is gone).
-    warnings: Mutex<Vec<String>>,
-    /// Each target's profile, in the order the solvers finished.
-    profiles: Mutex<Vec<(String, ResolveProfile)>>,
-}
-
-impl Progress {
-    fn new(visible: bool, platforms: usize) -> Progress {
-        let bar = visible.then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} resolving {prefix}: {pos}/{len} metadata fetched ({msg} discovered) {elapsed}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_prefix(if platforms == 1 {
-                "1 platform".to_string()
-            } else {
-                format!("{platforms} platforms")
-            });
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Progress {
-            bar,
-            discovered: AtomicU64::new(0),
-            fetched: AtomicU64::new(0),
-            warnings: Mutex::new(Vec::new()),
-            profiles: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn profiles(&self) -> Vec<(String, ResolveProfile)> {
-        self.profiles
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    fn warnings(&self) -> Vec<String> {
-        self.warnings
-            .lock()
-            .map(|w| w.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl ResolveProgress for Progress {
-    fn discovered(&self, _name: &PackageName) {
-        let n = self.discovered.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(bar) = &self.bar {
-            bar.set_length(n);
-            bar.set_message(n.to_string());
-        }
-    }
-
-    fn metadata_fetched(&self, _name: &PackageName) {
-        let n = self.fetched.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(bar) = &self.bar {
-            bar.set_position(n);
-        }
-    }
-
-    fn profile(&self, target: &Target, profile: &ResolveProfile) {
-        self.profiles
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((target.to_string(), profile.clone()));
-    }
-
-    fn warning(&self, message: &str) {
-        let mut warnings = self
-            .warnings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !warnings.iter().any(|w| w == message) {
-            warnings.push(message.to_string());
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! The main job end to end, offline: `comfypak build` of the shipped default stack against the
 //! fixture indexes written to disk (file:// URLs), twice for identical digests, then with a
-//! volatile bump that must rebuild only the volatile layer; `comfypak mirror` of the lock and
+//! volatile bump that `--locked` refuses, `--frozen` ignores and a plain build rebuilds in the
+//! volatile layer only; `comfypak mirror` of the lock and
 //! a resolution from that mirror alone; and the error when an index cannot be reached.
 
 use std::path::{Path, PathBuf};
@@ -101,7 +102,10 @@ fn build_twice_is_identical_and_a_volatile_bump_rebuilds_only_volatile() {
     assert!(first_layers.iter().all(|l| l.2 == "new"), "{first}");
     assert!(first.contains("time: resolve"), "{first}");
 
-    let second = ok(&comfypak(&args, work, &cache));
+    // `--locked`: the lock is up to date, so the build goes on with it.
+    let mut locked = args.clone();
+    locked.push("--locked".into());
+    let second = ok(&comfypak(&locked, work, &cache));
     let second_layers = layer_digests(&second);
     for (a, b) in first_layers.iter().zip(&second_layers) {
         assert_eq!((&a.0, &a.1), (&b.0, &b.1), "digests differ between builds");
@@ -119,6 +123,26 @@ fn build_twice_is_identical_and_a_volatile_bump_rebuilds_only_volatile() {
         ),
     )
     .unwrap();
+    // `--locked` now fails and writes nothing: the lock is stale.
+    let locked_lock = std::fs::read(work.join("pylock.toml")).unwrap();
+    let stale = comfypak(&locked, work, &cache);
+    assert_eq!(stale.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(err.contains("is stale"), "{err}");
+    assert!(err.contains("comfyui-frontend-package"), "{err}");
+    assert_eq!(
+        std::fs::read(work.join("pylock.toml")).unwrap(),
+        locked_lock
+    );
+    // `--frozen` builds what is locked: every layer is reused.
+    let mut frozen = args.clone();
+    frozen.push("--frozen".into());
+    let as_locked = ok(&comfypak(&frozen, work, &cache));
+    for ((_, before, _), (name, after, state)) in first_layers.iter().zip(layer_digests(&as_locked))
+    {
+        assert_eq!(*before, after, "{name} must not change under --frozen");
+        assert_eq!(state, "reused", "{name}");
+    }
     let third = ok(&comfypak(&args, work, &cache));
     for ((name, before, _), (_, after, state)) in first_layers.iter().zip(layer_digests(&third)) {
         if name == "volatile" {

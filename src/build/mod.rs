@@ -1,0 +1,580 @@
+//! The pipeline as a library: one typed request per stage ([`ResolveRequest`],
+//! [`FetchRequest`], [`InstallRequest`], [`PackJob`], [`PushRequest`], [`MirrorRequest`]) and
+//! [`run`], the whole build (resolve or reuse the lock, fetch, install every layer of every
+//! platform, pack).
+//!
+//! Owns: the [`Session`] every networked stage shares (one tokio runtime, one
+//! [`HttpClient`] with its DNS cache, the cache folder, the page policy); the order of the
+//! stages; the pipeline's conventions (`OUT/layers` for one platform, `OUT/<arch>/layers`
+//! for several; the previous image kept as `OUT/image.previous` while a build packs);
+//! which layers an install checks for conflicts ([`plan_layers`]).
+//! Must not: parse arguments or print (the cli does, through [`Progress`]); decide versions
+//! (`resolve`), read wheels (`install`) or write blobs (`pack`).
+
+mod stages;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cache::Cache;
+use crate::fetch::progress::ProgressMode;
+use crate::http::{HttpClient, HttpError, HttpSettings};
+use crate::index::client::{CachePolicy, IndexClient};
+use crate::index::definition::{parse_override, IndexDefError, IndexDefs};
+use crate::install::link::LinkMode;
+use crate::install::InstallReport;
+use crate::pack::{Compression, OutputFormat, PackedImage};
+use crate::resolve::ResolveProgress;
+use crate::target::Platform;
+
+pub use stages::{
+    fetch, install, mirror, pack, parse_arch, plan_layers, push, resolve, FetchReport,
+    FetchRequest, InstallRequest, LayerPlan, LockMode, MirrorRequest, PackJob, PlatformChoice,
+    PushRequest, ResolveReport, ResolveRequest, ResolveStatus,
+};
+
+/// Requests in flight at once, unless the caller says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Seconds a page from a server without cache validators is reused, unless told otherwise.
+pub const DEFAULT_PAGE_FRESHNESS_SECS: u64 = 600;
+
+/// How the networked stages reach indexes and the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// `NAME=URL` overrides of index definitions, in order.
+    pub index_overrides: Vec<String>,
+    /// The cache folder; None: `COMFYPAK_CACHE_DIR`, else the user cache folder.
+    pub cache_dir: Option<PathBuf>,
+    /// Use only the cache.
+    pub offline: bool,
+    /// Revalidate every cached page.
+    pub refresh: bool,
+    /// How long a page without validators is reused.
+    pub page_freshness: Duration,
+    /// Requests in flight at once (at least 1).
+    pub concurrency: usize,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        NetworkOptions {
+            index_overrides: Vec::new(),
+            cache_dir: None,
+            offline: false,
+            refresh: false,
+            page_freshness: Duration::from_secs(DEFAULT_PAGE_FRESHNESS_SECS),
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+impl NetworkOptions {
+    /// Applies the `NAME=URL` overrides to `defs`.
+    pub fn apply_overrides(&self, defs: &mut IndexDefs) -> Result<(), IndexDefError> {
+        for text in &self.index_overrides {
+            let (name, url) = parse_override(text, "--index")?;
+            defs.override_url(&name, &url, "--index")?;
+        }
+        Ok(())
+    }
+}
+
+/// What every stage of one process shares: one runtime, one HTTP client (so one connection
+/// pool and one DNS cache), one cache folder.
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    http: HttpClient,
+    cache: Cache,
+    network: NetworkOptions,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("http", &self.http)
+            .field("cache", &self.cache.root())
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Starts the runtime and builds the client.
+    pub fn new(network: NetworkOptions) -> Result<Session, BuildError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(BuildError::AsyncRuntime)?;
+        let http = HttpClient::new(HttpSettings {
+            concurrency: network.concurrency.max(1),
+            ..HttpSettings::default()
+        })?;
+        let cache = Cache::new(Cache::default_root(network.cache_dir.as_deref()));
+        Ok(Session {
+            runtime,
+            http,
+            cache,
+            network,
+        })
+    }
+
+    pub fn network(&self) -> &NetworkOptions {
+        &self.network
+    }
+
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// An index client on the shared HTTP client.
+    pub fn index_client(&self) -> IndexClient {
+        IndexClient::new(
+            self.http.clone(),
+            self.cache.clone(),
+            CachePolicy {
+                offline: self.network.offline,
+                refresh: self.network.refresh,
+                freshness: self.network.page_freshness,
+            },
+        )
+    }
+
+    /// Runs a future to completion on the shared runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+/// What a caller is told while the pipeline runs. Every method has a silent default.
+pub trait Progress: ResolveProgress {
+    /// A resolution for `platforms` target platforms starts.
+    fn resolve_started(&self, _platforms: usize) {}
+    /// The resolution ended (successfully or not).
+    fn resolve_finished(&self) {}
+    /// A stage of `build` starts.
+    fn stage(&self, _message: &str) {}
+    /// Something the user should know that is not an error (`note: ...`).
+    fn note(&self, _message: &str) {}
+    /// How downloads show progress.
+    fn fetch_mode(&self) -> ProgressMode {
+        ProgressMode::Quiet
+    }
+    /// A resolve stage finished (its summary may be printed).
+    fn resolved(&self, _report: &ResolveReport) {}
+    /// A fetch stage finished.
+    fn fetched(&self, _report: &FetchReport) {}
+    /// One layer was installed for `platform` in `seconds`.
+    fn layer_installed(&self, _platform: &Platform, _report: &InstallReport, _seconds: f64) {}
+}
+
+/// Progress that shows nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl ResolveProgress for Silent {}
+impl Progress for Silent {}
+
+/// The whole build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The stack folder (holding stack.toml).
+    pub stack: PathBuf,
+    /// Where layers and the image go.
+    pub out: PathBuf,
+    /// The lock to write, check or read.
+    pub lock: PathBuf,
+    /// Resolve and write, fail when stale (`--locked`), or use as is (`--frozen`).
+    pub mode: LockMode,
+    /// Overrides the stack's `target.torch-backend`.
+    pub torch_backend: Option<String>,
+    /// The bases to build on and run the target's Python from (OCI image layouts or root
+    /// folders, one for every platform or one per architecture); empty: the stack's `[base]`.
+    /// With a base, the lowest layer gets the venv skeleton and, when `compile`, every layer
+    /// its bytecode.
+    pub bases: crate::runtime::Bases,
+    /// Compile bytecode into the layers (with a base).
+    pub compile: bool,
+    /// Keep the upper file on a path written by two packages.
+    pub allow_overwrite: bool,
+    pub compression: Compression,
+    pub network: NetworkOptions,
+}
+
+/// One stage's name and seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageTime {
+    pub name: &'static str,
+    pub seconds: f64,
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The stack's name.
+    pub stack: String,
+    /// The image layout written (`OUT/image`).
+    pub image_dir: PathBuf,
+    pub image: PackedImage,
+    /// Whether an earlier image was there to compare with.
+    pub had_previous: bool,
+    pub stages: Vec<StageTime>,
+    pub seconds: f64,
+}
+
+/// Why a stage or the build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot start the async runtime: {0}")]
+    AsyncRuntime(#[source] std::io::Error),
+    #[error(transparent)]
+    TargetRuntime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
+    #[error(transparent)]
+    IndexDef(#[from] IndexDefError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Summary(#[from] crate::lock::SummaryError),
+    #[error("{origin}: {source}")]
+    Backend {
+        origin: String,
+        #[source]
+        source: crate::resolve::backend::BackendSelectError,
+    },
+    #[error(transparent)]
+    Resolve(Box<crate::resolve::to_lock::StackResolveError>),
+    #[error("--locked: {} does not exist, so there is nothing to check\n  = help: run `comfypak resolve` once to create it", path.display())]
+    NothingToCheck { path: PathBuf },
+    #[error("{} is stale: it does not match what the stack resolves to now\n{}\n  = help: run `comfypak resolve` (without --locked) to update it", path.display(), lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"))]
+    Stale { path: PathBuf, lines: Vec<String> },
+    #[error(transparent)]
+    Select(#[from] crate::fetch::SelectError),
+    #[error("fetching the wheels of {}: {source}", lock.display())]
+    Fetch {
+        lock: PathBuf,
+        #[source]
+        source: crate::fetch::FetchError,
+    },
+    #[error(transparent)]
+    WheelSource(crate::fetch::FetchError),
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+    #[error(transparent)]
+    Pack(#[from] crate::pack::PackError),
+    #[error(transparent)]
+    Push(#[from] crate::pack::push::PushError),
+    #[error(transparent)]
+    Mirror(#[from] crate::mirror::MirrorError),
+    #[error("{message}")]
+    Request { message: String },
+    #[error("moving the previous image to {}: {source}", path.display())]
+    Rotate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stage of `build` failed; the source says how.
+    #[error("{stage}")]
+    Stage {
+        stage: &'static str,
+        #[source]
+        source: Box<BuildError>,
+    },
+}
+
+impl From<crate::resolve::to_lock::StackResolveError> for BuildError {
+    fn from(err: crate::resolve::to_lock::StackResolveError) -> Self {
+        BuildError::Resolve(Box::new(err))
+    }
+}
+
+impl BuildError {
+    fn in_stage(self, stage: &'static str) -> BuildError {
+        BuildError::Stage {
+            stage,
+            source: Box::new(self),
+        }
+    }
+}
+
+/// Where `install` writes a platform's layers and `pack` reads them: `OUT/layers` when the
+/// image has one platform, `OUT/<arch>/layers` when it has several.
+pub fn layers_dir(out: &Path, platform: &Platform, platform_count: usize) -> PathBuf {
+    platform_out(out, platform, platform_count).join("layers")
+}
+
+/// The `--out` of one platform's install: `OUT`, or `OUT/<arch>` when there are several.
+pub fn platform_out(out: &Path, platform: &Platform, platform_count: usize) -> PathBuf {
+    if platform_count == 1 {
+        out.to_path_buf()
+    } else {
+        out.join(platform.arch.as_str())
+    }
+}
+
+/// The main job: resolve (or check, or reuse the lock), fetch every wheel, install every
+/// layer of every platform, pack the image into `OUT/image`, all in one [`Session`].
+pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    let session = Session::new(request.network.clone())?;
+    let stack = crate::stack::Stack::load(&request.stack)?;
+    let mut stages = Vec::new();
+
+    // 1. Resolve: the lock is the contract for every later stage.
+    let t = Instant::now();
+    match request.mode {
+        LockMode::Frozen => progress.stage(&format!(
+            "using {} as it is (--frozen)",
+            request.lock.display()
+        )),
+        LockMode::Locked => progress.stage(&format!(
+            "checking that {} is up to date (--locked)",
+            request.lock.display()
+        )),
+        LockMode::Write => progress.stage(&format!(
+            "resolving {} into {}",
+            request.stack.display(),
+            request.lock.display()
+        )),
+    }
+    let resolved = stages::resolve(
+        &session,
+        &ResolveRequest {
+            stack: request.stack.clone(),
+            lock: request.lock.clone(),
+            mode: request.mode,
+            torch_backend: request.torch_backend.clone(),
+            ..ResolveRequest::default()
+        },
+        progress,
+    )
+    .map_err(|e| e.in_stage("resolving"))?;
+    if let ResolveStatus::Stale(lines) = &resolved.status {
+        return Err(BuildError::Stale {
+            path: request.lock.clone(),
+            lines: lines.clone(),
+        });
+    }
+    if request.mode != LockMode::Frozen {
+        progress.resolved(&resolved);
+    }
+    stages.push(StageTime {
+        name: "resolve",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    let lock = resolved.lock;
+    if request.mode != LockMode::Write {
+        // Not written from the indexes in this run: every wheel URL must point at a declared
+        // index (or the lock must mark the package a direct URL requirement).
+        let mut defs = stack.indexes.definitions.clone();
+        request.network.apply_overrides(&mut defs)?;
+        crate::fetch::select::check_wheel_origins(&lock, &defs)?;
+    }
+
+    // 2. Fetch every wheel of every platform at once.
+    let t = Instant::now();
+    progress.stage("fetching wheels");
+    let fetched = stages::fetch_lock(
+        &session,
+        &lock,
+        &request.lock,
+        &FetchRequest {
+            lock: request.lock.clone(),
+            layers: Vec::new(),
+            platform: PlatformChoice::All,
+        },
+        progress,
+    )
+    .map_err(|e| e.in_stage("fetching"))?;
+    progress.fetched(&fetched);
+    stages.push(StageTime {
+        name: "fetch",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    // 3. Install each platform's layers, from the cache only; with a base, add the venv
+    //    skeleton and bytecode from the base's own Python.
+    let t = Instant::now();
+    let mut bases = request.bases.clone();
+    if bases.is_empty() {
+        bases.all = stack.base.clone();
+    }
+    let targets = crate::fetch::targets_for(&lock, Some("all"))?;
+    for target in &targets {
+        let out = platform_out(&request.out, &target.platform, targets.len());
+        progress.stage(&format!(
+            "installing every layer for {} into {}",
+            target.platform.arch,
+            out.display()
+        ));
+        stages::install_lock(
+            &session,
+            &lock,
+            &InstallRequest {
+                lock: request.lock.clone(),
+                layers: Vec::new(),
+                out: out.clone(),
+                platform: Some(target.platform.to_string()),
+                link_mode: LinkMode::Hardlink,
+                allow_overwrite: request.allow_overwrite,
+                compile_with: None,
+                offline: true,
+            },
+            progress,
+        )
+        .map_err(|e| e.in_stage("installing"))?;
+        if let Some(base) = bases.for_arch(target.platform.arch) {
+            prepare_platform(
+                &session,
+                &lock,
+                base,
+                target,
+                &out,
+                request.compile,
+                progress,
+            )
+            .map_err(|e| e.in_stage("preparing the layers with the base's Python"))?;
+        } else if !bases.is_empty() {
+            let arch = target.platform.arch;
+            return Err(BuildError::Request {
+                message: format!(
+                    "no base for {arch}: give one with --base {arch}=PATH, or one --base PATH for every platform"
+                ),
+            });
+        }
+    }
+    if bases.is_empty() {
+        progress.stage(
+            "no --base and no [base] in the stack: the layers get no venv skeleton and no bytecode",
+        );
+    }
+    stages.push(StageTime {
+        name: "install",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    // 4. Pack, reporting reuse against the previous build's image.
+    let t = Instant::now();
+    let image_dir = request.out.join("image");
+    let previous_dir = request.out.join("image.previous");
+    let _ = std::fs::remove_dir_all(&previous_dir);
+    let previous = if image_dir.join("index.json").exists() {
+        std::fs::rename(&image_dir, &previous_dir).map_err(|source| BuildError::Rotate {
+            path: previous_dir.clone(),
+            source,
+        })?;
+        Some(previous_dir.clone())
+    } else {
+        None
+    };
+    progress.stage(&format!("packing {}", image_dir.display()));
+    let image = stages::pack(&PackJob {
+        stack: request.stack.clone(),
+        lock: Some(request.lock.clone()),
+        out: request.out.clone(),
+        layers: Vec::new(),
+        platform: PlatformChoice::All,
+        output: Some(image_dir.clone()),
+        format: OutputFormat::OciLayout,
+        compression: request.compression,
+        // A root folder is run, not packed: only an image layout gives the image base layers.
+        base: bases.all.clone().filter(|b| b.join("oci-layout").is_file()),
+        previous: previous.clone(),
+        tag: "latest".to_string(),
+        name: None,
+    })
+    .map_err(|e| e.in_stage("packing"))?;
+    if let Some(dir) = &previous {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    stages.push(StageTime {
+        name: "pack",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    Ok(BuildReport {
+        stack: stack.name,
+        image_dir,
+        image,
+        had_previous: previous.is_some(),
+        stages,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The venv skeleton and bytecode for one platform's installed layers, from the base's Python.
+fn prepare_platform(
+    session: &Session,
+    lock: &crate::lock::Lock,
+    base: &Path,
+    target: &crate::target::Target,
+    out: &Path,
+    compile: bool,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    use crate::runtime::compile::COMPILE_TIMEOUT;
+    use crate::runtime::prepare::{prepare_layers, LayerDir};
+    use crate::runtime::{Base, Runtime, RuntimeOptions};
+
+    let options = RuntimeOptions {
+        cache_dir: session.cache().root().to_path_buf(),
+        timeout: COMPILE_TIMEOUT,
+    };
+    let runtime = Runtime::for_platform(
+        &Base::from_path(base)?,
+        target,
+        &lock.tool.comfypak.target.venv,
+        &options,
+    )?;
+    let layers: Vec<LayerDir> = lock
+        .layer_names()
+        .iter()
+        .map(|name| LayerDir {
+            name: name.to_string(),
+            dir: out.join("layers").join(name),
+        })
+        .filter(|l| l.dir.is_dir())
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for layer in prepare_layers(&runtime, &layers, compile, workers)? {
+        let mut what = Vec::new();
+        if layer.skeleton {
+            what.push(format!(
+                "venv skeleton for {} {}",
+                runtime.interpreter.path, runtime.interpreter.version
+            ));
+        }
+        if let Some(c) = &layer.compiled {
+            what.push(format!(
+                "{} .pyc in {:.1}s{}",
+                c.compiled,
+                c.seconds,
+                if c.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} .py did not compile: {})",
+                        c.failed.len(),
+                        c.failed.join("; ")
+                    )
+                }
+            ));
+        }
+        if !what.is_empty() {
+            progress.stage(&format!(
+                "layer {} ({}): {}",
+                layer.name,
+                target.platform.arch,
+                what.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
