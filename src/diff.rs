@@ -3,7 +3,8 @@
 //!
 //! Owns comparing two [`Lock`]s (packages added, removed, upgraded, downgraded, rebuilt at the
 //! same version, moved between layers, index and marker changes), deciding which layers'
-//! contents change, the bytes involved, and rendering the result as text, markdown or JSON.
+//! contents change, the bytes involved, rendering the result as text, markdown or JSON, and
+//! [`staleness`]: why a lock is not what its inputs resolve to now (`--locked`).
 //! It must not resolve, fetch, or read anything but the two locks it is given.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -28,9 +28,9 @@ use crate::resolve::ResolveProgress;
 use crate::target::Platform;
 
 pub use stages::{
-    fetch, install, mirror, pack, parse_arch, plan_layers, push, resolve, FetchReport,
-    FetchRequest, InstallRequest, LayerPlan, LockMode, MirrorRequest, PackJob, PlatformChoice,
-    PushRequest, ResolveReport, ResolveRequest, ResolveStatus,
+    fetch, install, install_wheel, mirror, pack, parse_arch, plan_layers, push, resolve,
+    FetchReport, FetchRequest, InstallRequest, LayerPlan, LockMode, MirrorRequest, PackJob,
+    PlatformChoice, PushRequest, ResolveReport, ResolveRequest, ResolveStatus,
 };
 
 /// Requests in flight at once, unless the caller says otherwise.

@@ -416,6 +416,19 @@ pub fn plan_layers(
     })
 }
 
+/// What `install` needs of a selected wheel (from the lock) and its cache entry.
+pub fn install_wheel(selected: &SelectedWheel, cached: &CachedWheel) -> InstallWheel {
+    InstallWheel {
+        package: selected.package.clone(),
+        layer: selected.layer.clone(),
+        requested: selected.requested,
+        direct_url: selected.direct_url.clone(),
+        filename: cached.filename.clone(),
+        sha256: cached.sha256.clone(),
+        path: cached.path.clone(),
+    }
+}
+
 /// Installs the request's layers for one platform; one report per layer, in order.
 pub fn install(
     session: &Session,
@@ -463,7 +476,7 @@ pub(super) fn install_lock(
         by_layer
             .entry(selected.layer.clone())
             .or_default()
-            .push(InstallWheel::new(selected, cached_wheel));
+            .push(install_wheel(selected, cached_wheel));
     }
     // Other layers: whatever of them the cache holds.
     let dir = lock_dir(&request.lock);
@@ -474,7 +487,7 @@ pub(super) fn install_lock(
             Some(hit) => by_layer
                 .entry(selected.layer.clone())
                 .or_default()
-                .push(InstallWheel::new(selected, &hit)),
+                .push(install_wheel(selected, &hit)),
             None => *skipped.entry(selected.layer.clone()).or_default() += 1,
         }
     }

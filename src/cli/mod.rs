@@ -1,7 +1,9 @@
 //! The command line: clap definitions, output formatting and exit codes.
 //!
-//! Thin by design: each command parses its arguments, calls one library module and prints
-//! the result (human text, or `--json` for scripts). It must not hold pipeline logic.
+//! Each command maps its arguments to a request of [`crate::build`] (or of one library
+//! module), runs it, and prints the report (human text, or `--json` for scripts); progress
+//! goes through `progress::CliProgress`. It must not hold pipeline logic or call another
+//! command's `run`.
 //! Exit codes: 0 success, 1 a check that found a difference, 2 an error.
 
 mod build_cmd;

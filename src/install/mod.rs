@@ -25,7 +25,6 @@ use rayon::prelude::*;
 
 use crate::cache::Cache;
 use crate::digest::Sha256Hex;
-use crate::fetch::{CachedWheel, SelectedWheel};
 use crate::filename::SafeFileName;
 use layout::{plan_wheel, EnvPaths, FileSource, LayoutError, PackageFacts, WheelPlan};
 use link::{place, LinkMode, Placed};
@@ -124,18 +123,6 @@ pub struct InstallWheel {
 }
 
 impl InstallWheel {
-    pub fn new(selected: &SelectedWheel, cached: &CachedWheel) -> Self {
-        InstallWheel {
-            package: selected.package.clone(),
-            layer: selected.layer.clone(),
-            requested: selected.requested,
-            direct_url: selected.direct_url.clone(),
-            filename: cached.filename.clone(),
-            sha256: cached.sha256.clone(),
-            path: cached.path.clone(),
-        }
-    }
-
     fn facts(&self) -> PackageFacts {
         PackageFacts {
             package: self.package.clone(),

@@ -16,7 +16,9 @@
 //! `profile` records where the time went (requests, chains, the solver's waits) and hands it
 //! to [`ResolveProgress::profile`].
 //!
-//! Must not: write the lock, assign layers, download wheels, or build anything.
+//! `layers` assigns packages to layers and `to_lock` turns the resolutions into the lock's
+//! contents (as uv keeps its lock in the resolver); writing the file is `crate::lock`'s.
+//! Must not: write files, download wheels, or build anything.
 
 pub mod backend;
 mod candidates;

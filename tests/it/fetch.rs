@@ -597,8 +597,10 @@ fn kill_9_halfway_through_a_fetch_then_a_rerun_completes_without_torn_entries() 
         assert!(Instant::now() < deadline, "no partial download appeared");
         std::thread::sleep(Duration::from_millis(2));
     }
-    // Give the client time to back off and send the (stalled) resume request, then kill -9.
-    std::thread::sleep(Duration::from_millis(1200));
+    // Once the client has sent the (stalled) resume request, kill -9 it.
+    server.wait_until("the resume request", Duration::from_secs(60), |e| {
+        e.received_for(&built.filename) >= 2
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let cache = Cache::new(cache_dir.path());

@@ -310,7 +310,7 @@ fn installed_tree_equals_pip_install_target() {
     let wheels: Vec<InstallWheel> = selected
         .iter()
         .zip(&cached)
-        .map(|(s, c)| InstallWheel::new(s, c))
+        .map(|(s, c)| comfypak::build::install_wheel(s, c))
         .collect();
     let out = work.path().join("build");
     let env = EnvPaths {

@@ -44,7 +44,9 @@ fn pack_is_reproducible_across_folders_times_and_umask() {
         a.path().join("img"),
     )
     .run();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The second pack runs in another second of the clock, so a timestamp taken from the
+    // clock instead of SOURCE_DATE_EPOCH would show.
+    wait_for_the_next_second();
     let second = PackSetup::new(
         &stack_b,
         b.path().join("out/layers"),
@@ -664,4 +666,18 @@ fn the_cli_packs_and_reports_reuse() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("SOURCE_DATE_EPOCH"));
+}
+
+/// Returns once the wall clock's whole second has changed (at most a second from now).
+fn wait_for_the_next_second() {
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let start = second();
+    while second() == start {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

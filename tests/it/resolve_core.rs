@@ -983,19 +983,22 @@ fn resolve_core_prefetch_waits_on_depth_not_package_count() {
             &[("pak1.txt", "torch==2.11.0\ntorchvision\ntorchaudio\n")],
         )],
     );
-    let started = Instant::now();
     let r = resolve(&pak, X86);
-    let took = started.elapsed();
     let requests = server.log().len();
+    let events = server.events();
     println!(
-        "torch cu130 closure with 100 ms per request: {} packages, {requests} requests, {took:?}",
-        r.packages.len()
+        "torch cu130 closure with 100 ms per request: {} packages, {requests} requests, at most {} at once",
+        r.packages.len(),
+        events.max_in_flight
     );
     assert_eq!(r.packages.len(), 33);
     assert!(requests >= 66, "{requests}");
+    // Pages and METADATA are read concurrently, not one round trip after another: while
+    // one slowed request waits, others are sent.
     assert!(
-        took < Duration::from_millis(100 * requests as u64 / 2),
-        "took {took:?} for {requests} requests of 100 ms each"
+        events.max_in_flight >= 4,
+        "at most {} requests in flight at once",
+        events.max_in_flight
     );
 }
 

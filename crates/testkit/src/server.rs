@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -193,6 +193,34 @@ struct Shared {
     options: ServerOptions,
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<RequestRecord>>,
+    /// What tests wait on: requests received, in flight, answered.
+    events: Mutex<Events>,
+    changed: Condvar,
+}
+
+/// Counters that change as requests arrive and are answered; [`TestServer::wait_until`]
+/// waits on them instead of on the clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Decoded paths of every request whose head was read, in arrival order (also those
+    /// still delayed by a fault).
+    pub received: Vec<String>,
+    /// Requests answered (the same count as the log, but kept when the log is cleared).
+    pub answered: usize,
+    /// Requests received and not yet answered.
+    pub in_flight: usize,
+    /// The most requests that were in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Events {
+    /// Requests received whose decoded path ends with `path_suffix`.
+    pub fn received_for(&self, path_suffix: &str) -> usize {
+        self.received
+            .iter()
+            .filter(|p| p.ends_with(path_suffix))
+            .count()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -266,6 +294,8 @@ impl TestServer {
             options,
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            events: Mutex::new(Events::default()),
+            changed: Condvar::new(),
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let task_shared = Arc::clone(&shared);
@@ -357,6 +387,34 @@ impl TestServer {
             .iter()
             .filter(|r| r.path.ends_with(path_suffix))
             .count()
+    }
+
+    /// The request counters as they are now.
+    pub fn events(&self) -> Events {
+        lock(&self.shared.events).clone()
+    }
+
+    /// Waits until `done` holds for the counters, and returns them; panics with `what` after
+    /// `limit` (a bound against a hung test, not a timing assertion).
+    pub fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Events) -> bool,
+    ) -> Events {
+        let deadline = std::time::Instant::now() + limit;
+        let mut events = lock(&self.shared.events);
+        while !done(&events) {
+            let now = std::time::Instant::now();
+            assert!(now < deadline, "gave up waiting for {what}: {events:?}");
+            events = self
+                .shared
+                .changed
+                .wait_timeout(events, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        events.clone()
     }
 
     /// Adds a fault; it applies to requests that arrive from now on.
@@ -550,7 +608,32 @@ async fn respond(
 ) -> bool {
     let raw_path = request.target.split('?').next().unwrap_or("");
     let path = percent_decode(raw_path).unwrap_or_else(|| raw_path.to_string());
+    {
+        let mut events = lock(&shared.events);
+        events.received.push(path.clone());
+        events.in_flight += 1;
+        events.max_in_flight = events.max_in_flight.max(events.in_flight);
+        shared.changed.notify_all();
+    }
+    let closed = respond_to(shared, stream, request, connection, keep_alive, path).await;
+    {
+        let mut events = lock(&shared.events);
+        events.in_flight -= 1;
+        events.answered += 1;
+        shared.changed.notify_all();
+    }
+    closed
+}
 
+/// [`respond`] once the request is counted.
+async fn respond_to(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    request: &Request,
+    connection: u64,
+    keep_alive: bool,
+    path: String,
+) -> bool {
     let (delay, status_fault) = {
         let mut faults = lock(&shared.faults);
         let delay = take_fault(&mut faults, &path, |f| match f {
