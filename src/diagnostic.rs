@@ -46,6 +46,7 @@ pub fn help_of(err: &(dyn Error + 'static)) -> Option<String> {
         crate::resolve::to_lock::ToLockError,
         crate::resolve::to_lock::StackResolveError,
         crate::runtime::RuntimeError,
+        crate::build::BuildError,
     );
     None
 }

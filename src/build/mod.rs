@@ -250,9 +250,9 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Resolve(Box<crate::resolve::to_lock::StackResolveError>),
-    #[error("--locked: {} does not exist, so there is nothing to check\n  = help: run `comfypak resolve` once to create it", path.display())]
+    #[error("--locked: {} does not exist, so there is nothing to check", path.display())]
     NothingToCheck { path: PathBuf },
-    #[error("{} is stale: it does not match what the stack resolves to now\n{}\n  = help: run `comfypak resolve` (without --locked) to update it", path.display(), lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} is stale: it does not match what the stack resolves to now\n{}", path.display(), lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"))]
     Stale { path: PathBuf, lines: Vec<String> },
     #[error(transparent)]
     Select(#[from] crate::fetch::SelectError),
@@ -296,6 +296,36 @@ impl From<crate::resolve::to_lock::StackResolveError> for BuildError {
 }
 
 impl BuildError {
+    /// What the user can do (see `crate::diagnostic`): the wrapped error's help, or this
+    /// error's own.
+    pub fn help(&self) -> Option<String> {
+        use crate::diagnostic::help_of;
+        match self {
+            BuildError::TargetRuntime(e) => help_of(e),
+            BuildError::Http(e) => help_of(e),
+            BuildError::Stack(e) => help_of(e),
+            BuildError::IndexDef(e) => help_of(e),
+            BuildError::Lock(e) => help_of(e),
+            BuildError::Summary(e) => help_of(e),
+            BuildError::Resolve(e) => help_of(e.as_ref()),
+            BuildError::Select(e) => help_of(e),
+            BuildError::Fetch { source, .. } => help_of(source),
+            BuildError::WheelSource(e) => help_of(e),
+            BuildError::Install(e) => help_of(e),
+            BuildError::Pack(e) => help_of(e),
+            BuildError::Push(e) => help_of(e),
+            BuildError::NothingToCheck { .. } => {
+                Some("run `comfypak resolve` once to create it".to_string())
+            }
+            BuildError::Stale { .. } => Some(
+                "run `comfypak resolve` (without --locked) to update it, or use --frozen to build the lock as it is"
+                    .to_string(),
+            ),
+            BuildError::Stage { source, .. } => source.help(),
+            _ => None,
+        }
+    }
+
     fn in_stage(self, stage: &'static str) -> BuildError {
         BuildError::Stage {
             stage,
