@@ -90,7 +90,11 @@ impl ResolveProgress for CliProgress {
         }
     }
 
-    fn profile(&self, target: &crate::target::Target, profile: &crate::resolve::profile::ResolveProfile) {
+    fn profile(
+        &self,
+        target: &crate::target::Target,
+        profile: &crate::resolve::profile::ResolveProfile,
+    ) {
         if self.profiles {
             eprintln!("profile of the resolution for {target}:\n{profile}");
         }
