@@ -105,9 +105,10 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "`doctor --lock` checks a lock against the host; the check is to leave cuda (review §1)",
     ),
     (
-        "src/install/wheel.rs",
-        "fetch",
-        "cache entry locks and temp paths move to `cache` (issue 13)",
+        "src/fetch/select.rs",
+        "index",
+        "reads the index *definitions* (declared origins, for `--frozen`), never pages; the \
+         definitions are stack configuration and are to move out of `index`",
     ),
     (
         "src/install/wheel.rs",

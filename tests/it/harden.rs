@@ -372,12 +372,7 @@ fn two_builds_of_different_stacks_share_one_cache_at_once() {
 fn stack_with(dir: &Path, extra: &[u8]) -> PathBuf {
     let work = dir.join("work");
     for sub in ["pak", "indexes"] {
-        let to = work.join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for entry in std::fs::read_dir(repo().join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
+        crate::common::copy_tree(&repo().join(sub), &work.join(sub));
     }
     let pak9 = work.join("pak/pak9.txt");
     let mut bytes = std::fs::read(&pak9).unwrap();
@@ -503,7 +498,7 @@ fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
     std::fs::write(&lock_path, text.replace(&url, &moved_url)).unwrap();
 
     let mut build = fx.args.clone();
-    build.push("--locked".to_string());
+    build.push("--frozen".to_string());
     let out = command(&build, &work, &cache).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
