@@ -402,6 +402,14 @@ pub fn pep508_bad_leading_name(text: &str) -> Option<&str> {
     (len > 0 && len < text.len() && text[..len].ends_with(['.', '-', '_'])).then(|| &text[..len])
 }
 
+/// The byte offset and character of the first non-ASCII character of a PEP 508 requirement.
+/// Names, versions, markers (PEP 508's `python_str` characters) and URLs are ASCII, and
+/// pep508_rs 0.9 panics on some non-ASCII text (a slice inside a character after a marker's
+/// quoted value), so callers refuse it before parsing.
+pub fn pep508_first_non_ascii(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|(_, c)| !c.is_ascii())
+}
+
 /// Whether a name as written (`Pillow`, `zope.interface`, `typing_extensions`) normalizes
 /// to `normalized` (lowercase, runs of `-`, `_`, `.` as one `-`), without allocating.
 pub fn name_matches(written: &str, normalized: &PackageName) -> bool {

@@ -155,6 +155,15 @@ impl CoreMetadata {
         };
         let mut requires_dist = Vec::new();
         for h in all("Requires-Dist").filter(|h| !h.value.is_empty()) {
+            if let Some((at, c)) = crate::filename::pep508_first_non_ascii(&h.value) {
+                return Err(MetadataError::InvalidRequiresDist {
+                    line: h.line,
+                    value: h.value.clone(),
+                    message: format!(
+                        "non-ASCII character {c:?} at byte {at}: PEP 508 requirements are ASCII"
+                    ),
+                });
+            }
             if let Some(name) = crate::filename::pep508_bad_leading_name(&h.value) {
                 return Err(MetadataError::InvalidRequiresDist {
                     line: h.line,

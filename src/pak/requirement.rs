@@ -49,6 +49,27 @@ pub(crate) fn parse_requirement(text: &str) -> Result<PakRequirement, ReqError> 
     }
     // pep508_rs panics on a name that ends in `.`, `-` or `_` when more text follows
     // (`name- ==1`): refuse such a name before it gets there.
+    // pep508_rs also panics on some non-ASCII text (after a marker's quoted value); PEP 508
+    // requirements are ASCII (names, versions, markers and URLs), so refuse it here.
+    if let Some((at, c)) = crate::filename::pep508_first_non_ascii(text) {
+        let in_name = text[..at]
+            .trim_start()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        let kind = if in_name {
+            PakErrorKind::InvalidName
+        } else if text[..at].contains(';') {
+            PakErrorKind::InvalidMarker
+        } else {
+            PakErrorKind::InvalidSpecifier
+        };
+        return Err(ReqError::new(
+            at,
+            kind,
+            format!("invalid requirement: non-ASCII character {c:?}"),
+            "PEP 508 requirements are ASCII: names, versions, markers and URLs (percent-encode a URL's other characters)",
+        ));
+    }
     if let Some(name) = crate::filename::pep508_bad_leading_name(text) {
         return Err(ReqError::new(
             name.len() - 1,

@@ -633,3 +633,24 @@ fn a_requirement_name_ending_in_a_separator_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn a_requirement_with_non_ascii_text_is_an_error_not_a_panic() {
+    // Found by the METADATA fuzzer in CI: pep508_rs slices inside a character that follows a
+    // marker's quoted value and panics. PEP 508 requirements are ASCII; both readers refuse
+    // the text before pep508_rs sees it.
+    let requirement = "numpy>=1.26; python_version >= \"3.10\"\u{fffd}";
+    let err =
+        comfypak::pak::parse_str(Path::new("pak.txt"), &format!("{requirement}\n"), &|_| None)
+            .expect_err(requirement);
+    assert_eq!(
+        err.kind(),
+        Some(&comfypak::pak::PakErrorKind::InvalidMarker),
+        "{err}"
+    );
+    assert!(err.to_string().contains("non-ASCII"), "{err}");
+    let metadata =
+        format!("Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: {requirement}\n");
+    let err = comfypak::index::core_metadata::CoreMetadata::parse(metadata.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("non-ASCII"), "{err}");
+}
