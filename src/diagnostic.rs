@@ -29,6 +29,7 @@ pub fn help_of(err: &(dyn Error + 'static)) -> Option<String> {
         crate::index::client::IndexError,
         crate::index::definition::IndexDefError,
         crate::registry::RegistryError,
+        crate::registry::pull::PullError,
         crate::pack::push::PushError,
         crate::fetch::FetchError,
         crate::fetch::select::SelectError,

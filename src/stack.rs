@@ -40,8 +40,9 @@ pub struct Stack {
     /// `[check] allow`: top-level modules or console scripts `comfypak check` may see fail,
     /// each with the reason (an upstream fault, a module that needs a GPU at import).
     pub check_allow: BTreeMap<String, String>,
-    /// `[base]`: the base image to build on and run the target's Python from (a path relative
-    /// to the stack, an OCI layout or a root folder); `--base` overrides it.
+    /// `[base]`: the base image to build on and run the target's Python from: `path` (relative
+    /// to the stack, an OCI layout or a root folder) or `image` (a registry reference,
+    /// `docker://HOST/REPO:TAG` or `@sha256:…`, kept as written); `--base` overrides it.
     pub base: Option<PathBuf>,
 }
 
@@ -217,7 +218,10 @@ struct RawCheck {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawBase {
-    path: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -396,7 +400,26 @@ impl Stack {
                 ));
             }
         }
-        let base_path = raw.base.as_ref().map(|b| base.join(&b.path));
+        let base_path = match &raw.base {
+            None => None,
+            Some(RawBase {
+                path: Some(path),
+                image: None,
+            }) if !path.starts_with("docker://") => Some(base.join(path)),
+            Some(RawBase {
+                path: None,
+                image: Some(image),
+            }) if image.starts_with("docker://") => Some(PathBuf::from(image)),
+            Some(_) => {
+                return Err(invalid(
+                    "base",
+                    "give either `path` (an OCI image layout or a root folder) or `image` (a \
+                     registry reference starting with docker://)"
+                        .to_string(),
+                    "e.g. `[base] image = \"docker://HOST/REPOSITORY:TAG\"` or `[base] path = \"base\"`",
+                ))
+            }
+        };
         Ok(Stack {
             manifest,
             name: raw.stack.name,

@@ -25,7 +25,7 @@ use crate::install::link::LinkMode;
 use crate::install::InstallReport;
 use crate::pack::{Compression, OutputFormat, PackedImage};
 use crate::resolve::ResolveProgress;
-use crate::target::Platform;
+use crate::target::{Arch, Platform};
 
 pub use stages::{
     fetch, install, install_wheel, mirror, pack, parse_arch, plan_layers, push, resolve,
@@ -196,6 +196,8 @@ pub struct BuildRequest {
     /// With a base, the lowest layer gets the venv skeleton and, when `compile`, every layer
     /// its bytecode.
     pub bases: crate::runtime::Bases,
+    /// Pull registry bases (`docker://…`) over plain HTTP (a registry on this machine only).
+    pub insecure_base: bool,
     /// Compile bytecode into the layers (with a base).
     pub compile: bool,
     /// Keep the upper file on a path written by two packages.
@@ -271,6 +273,17 @@ pub enum BuildError {
     #[error(transparent)]
     Push(#[from] crate::pack::push::PushError),
     #[error(transparent)]
+    Pull(#[from] crate::registry::pull::PullError),
+    #[error(
+        "{}: the lock pins no digest for the base {reference}, and {mode} builds only what the lock pins",
+        lock.display()
+    )]
+    BaseNotPinned {
+        lock: PathBuf,
+        reference: String,
+        mode: &'static str,
+    },
+    #[error(transparent)]
     Mirror(#[from] crate::mirror::MirrorError),
     #[error("{message}")]
     Request { message: String },
@@ -314,6 +327,12 @@ impl BuildError {
             BuildError::Install(e) => help_of(e),
             BuildError::Pack(e) => help_of(e),
             BuildError::Push(e) => help_of(e),
+            BuildError::Pull(e) => help_of(e),
+            BuildError::BaseNotPinned { .. } => Some(
+                "build once without --locked/--frozen to resolve the tag and record its digest in \
+                 the lock, or give the base by digest (docker://HOST/REPO@sha256:…)"
+                    .to_string(),
+            ),
             BuildError::NothingToCheck { .. } => {
                 Some("run `comfypak resolve` once to create it".to_string())
             }
@@ -437,6 +456,37 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         bases.all = stack.base.clone();
     }
     let targets = crate::fetch::targets_for(&lock, Some("all"))?;
+    let mut lock = lock;
+    let archs: Vec<Arch> = targets.iter().map(|t| t.platform.arch).collect();
+    let pins = match request.mode {
+        LockMode::Write => BasePins::Resolve,
+        LockMode::Locked => BasePins::Required("--locked"),
+        LockMode::Frozen => BasePins::Required("--frozen"),
+    };
+    let (pulled, recorded) = pull_bases(
+        &session,
+        &mut bases,
+        &archs,
+        request.insecure_base,
+        &lock.tool.comfypak.bases,
+        pins,
+        &request.lock,
+    )?;
+    if pins == BasePins::Resolve && recorded != lock.tool.comfypak.bases {
+        lock.tool.comfypak.bases = recorded;
+        lock.write(&request.lock)?;
+    }
+    for (reference, pulled) in pulled {
+        progress.stage(&format!(
+            "base {reference}: {}{}",
+            pulled.digest,
+            if pulled.cached {
+                " (cached)"
+            } else {
+                " (pulled)"
+            }
+        ));
+    }
     for target in &targets {
         let out = platform_out(&request.out, &target.platform, targets.len());
         progress.stage(&format!(
@@ -537,6 +587,102 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         stages,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// How the tags of registry bases become digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasePins {
+    /// Resolve each tag now and record the digests in the lock (written when they changed).
+    Resolve,
+    /// Pull by the digests the lock records; a tag without one is an error (the flag named).
+    Required(&'static str),
+    /// Pull by the lock's digest where it records one, else resolve the tag; write nothing.
+    Prefer,
+}
+
+/// Replaces every registry base (`docker://…`) among `bases` by the OCI layout it is pulled
+/// into (one image per architecture that uses it), per `pins`. A reference with `@sha256:`
+/// is pulled by that digest whatever `pins` says. Returns what was pulled, as written, and
+/// the digests to record (`locked` are the lock's, `lock_path` names it in errors).
+#[allow(clippy::type_complexity)]
+pub fn pull_bases(
+    session: &Session,
+    bases: &mut crate::runtime::Bases,
+    archs: &[Arch],
+    insecure: bool,
+    locked: &[crate::lock::LockedBase],
+    pins: BasePins,
+    lock_path: &Path,
+) -> Result<
+    (
+        Vec<(String, crate::registry::pull::PulledBase)>,
+        Vec<crate::lock::LockedBase>,
+    ),
+    BuildError,
+> {
+    use crate::lock::LockedBase;
+    use crate::registry::pull::{pull_base, BaseReference, PullOptions};
+
+    // Which base serves which architectures.
+    let mut uses: Vec<(PathBuf, Vec<Arch>)> = Vec::new();
+    for &arch in archs {
+        let Some(base) = bases.for_arch(arch) else {
+            continue;
+        };
+        match uses.iter_mut().find(|(b, _)| b == base) {
+            Some((_, list)) => list.push(arch),
+            None => uses.push((base.to_path_buf(), vec![arch])),
+        }
+    }
+    let mut recorded: Vec<LockedBase> = Vec::new();
+    let mut pulled = Vec::new();
+    for (base, base_archs) in uses {
+        let text = base.to_string_lossy().to_string();
+        if !BaseReference::is_reference(&text) {
+            continue;
+        }
+        let reference: BaseReference = text.parse()?;
+        let written = reference.to_string();
+        let locked = locked
+            .iter()
+            .find(|b| b.reference == written)
+            .map(|b| b.digest.clone());
+        let wanted = match (&reference.digest, pins, locked) {
+            (Some(_), _, _) | (None, BasePins::Resolve, _) | (None, BasePins::Prefer, None) => {
+                reference.clone()
+            }
+            (None, _, Some(digest)) => reference.pinned(&digest),
+            (None, BasePins::Required(mode), None) => {
+                return Err(BuildError::BaseNotPinned {
+                    lock: lock_path.to_path_buf(),
+                    reference: written,
+                    mode,
+                })
+            }
+        };
+        let result = session.block_on(pull_base(
+            session.http(),
+            &wanted,
+            &base_archs,
+            session.cache().root(),
+            &PullOptions { insecure },
+        ))?;
+        recorded.push(LockedBase {
+            reference: written.clone(),
+            digest: result.digest.clone(),
+        });
+        if bases.all.as_deref() == Some(base.as_path()) {
+            bases.all = Some(result.layout.clone());
+        }
+        for path in bases.by_arch.values_mut() {
+            if *path == base {
+                *path = result.layout.clone();
+            }
+        }
+        pulled.push((written, result));
+    }
+    recorded.sort_by(|a, b| a.reference.cmp(&b.reference));
+    Ok((pulled, recorded))
 }
 
 /// The venv skeleton and bytecode for one platform's installed layers, from the base's Python.

@@ -194,7 +194,12 @@ pub fn resolve(
         progress,
     ));
     progress.resolve_finished();
-    let lock = outcome?;
+    let mut lock = outcome?;
+    // The digests registry bases resolved to are not the resolver's: they stay as locked
+    // (`build` updates them when it pulls).
+    if let Some(existing) = &existing {
+        lock.tool.comfypak.bases = existing.tool.comfypak.bases.clone();
+    }
     let summary = LockSummary::of(&lock)?;
 
     if request.mode == LockMode::Locked {

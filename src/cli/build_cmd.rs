@@ -37,12 +37,16 @@ pub struct BuildArgs {
     #[arg(long, value_name = "BACKEND", conflicts_with = "frozen")]
     pub torch_backend: Option<String>,
     /// The base to build on and run the target's Python from: an OCI image layout (e.g. a CUDA
-    /// runtime image with Python 3.14) or a root folder (default: the stack's `[base]`). With
-    /// a base, the lowest layer gets the venv skeleton and every layer its bytecode.
-    /// `ARCH=PATH` gives one architecture its own base (repeatable); only a layout given for
-    /// every platform becomes the image's base layers.
-    #[arg(long, value_name = "[ARCH=]PATH")]
+    /// runtime image with Python 3.14), a registry image (`docker://HOST/REPO:TAG` or
+    /// `@sha256:…`; the tag's digest is recorded in the lock) or a root folder (default: the
+    /// stack's `[base]`). With a base, the lowest layer gets the venv skeleton and every layer
+    /// its bytecode. `ARCH=BASE` gives one architecture its own base (repeatable); only a
+    /// layout or registry image given for every platform becomes the image's base layers.
+    #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
+    /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).
+    #[arg(long)]
+    pub insecure_base: bool,
     /// Do not compile bytecode into the layers.
     #[arg(long)]
     pub no_compile: bool,
@@ -71,6 +75,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         },
         torch_backend: args.torch_backend.clone(),
         bases: Bases::parse(&args.base)?,
+        insecure_base: args.insecure_base,
         compile: !args.no_compile,
         allow_overwrite: args.allow_overwrite,
         compression: compression(args.compression, None),

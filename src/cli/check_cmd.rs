@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use crate::build::{pull_bases, BasePins, NetworkOptions, Session};
 use crate::cache::Cache;
+use crate::lock::Lock;
+use crate::registry::pull::BaseReference;
 use crate::runtime::check::{check, CheckReport};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::stack::Stack;
@@ -23,10 +26,17 @@ pub struct CheckArgs {
     /// The build output: layers in OUT/layers (one platform) or OUT/<arch>/layers.
     #[arg(long, default_value = "build")]
     pub out: PathBuf,
-    /// The base (OCI image layout or root folder; default: the stack's `[base]`); `ARCH=PATH`
-    /// gives one architecture its own (repeatable).
-    #[arg(long, value_name = "[ARCH=]PATH")]
+    /// The base (OCI image layout, registry image `docker://HOST/REPO:TAG` or `@sha256:…`, or
+    /// root folder; default: the stack's `[base]`); `ARCH=BASE` gives one architecture its
+    /// own (repeatable). A registry tag is pulled by the digest the lock records, if any.
+    #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
+    /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).
+    #[arg(long)]
+    pub insecure_base: bool,
+    /// The lock whose recorded base digests registry tags resolve to.
+    #[arg(long, default_value = "pylock.toml")]
+    pub lock: PathBuf,
     /// x86_64, aarch64 or all (the stack's platforms).
     #[arg(long, default_value = "all")]
     pub platform: String,
@@ -68,6 +78,32 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let cache_dir = Cache::default_root(args.cache_dir.as_deref());
+    let registry_base = bases
+        .all
+        .iter()
+        .chain(bases.by_arch.values())
+        .any(|b| BaseReference::is_reference(&b.to_string_lossy()));
+    if registry_base {
+        let session = Session::new(NetworkOptions {
+            cache_dir: Some(cache_dir.clone()),
+            ..NetworkOptions::default()
+        })?;
+        let locked = if args.lock.is_file() {
+            Lock::read(&args.lock)?.tool.comfypak.bases
+        } else {
+            Vec::new()
+        };
+        let archs: Vec<_> = chosen.iter().map(|t| t.platform.arch).collect();
+        pull_bases(
+            &session,
+            &mut bases,
+            &archs,
+            args.insecure_base,
+            &locked,
+            BasePins::Prefer,
+            &args.lock,
+        )?;
+    }
     let options = RuntimeOptions {
         cache_dir: cache_dir.clone(),
         timeout: Duration::from_secs(args.timeout),

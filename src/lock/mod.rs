@@ -74,6 +74,20 @@ pub struct ComfypakLock {
     /// Index name → URL used, for the record (URLs of packages are on each package).
     #[serde(default)]
     pub indexes: BTreeMap<String, String>,
+    /// Registry bases and the digests their references resolved to, so the same lock builds
+    /// on the same base (`--locked` / `--frozen` pull by this digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<LockedBase>,
+}
+
+/// `[[tool.comfypak.bases]]`: one registry base as written and the digest it resolved to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LockedBase {
+    /// The reference as the stack or `--base` gives it (`docker://HOST/REPO:TAG`).
+    pub reference: String,
+    /// `sha256:HEX` of the manifest or index it resolved to.
+    pub digest: String,
 }
 
 /// The target interpreter and platforms the lock covers.

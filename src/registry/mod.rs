@@ -1,8 +1,8 @@
 //! An OCI distribution (registry) client on the shared [`HttpClient`]: image references,
 //! credentials and token auth, and a [`Registry`] session that sends requests with auth
-//! and the one retry policy. `pack::push` uploads with it; pulling a base image uses the
-//! same session ([`Registry::get_manifest`], [`Registry::get_blob`],
-//! [`Registry::download_blob`]).
+//! and the one retry policy. `pack::push` uploads with it; [`pull`] pulls base images
+//! (`docker://…`) with the same session ([`Registry::get_manifest`], [`Registry::get_blob`],
+//! [`Registry::download_blob`]) into OCI layouts in the cache.
 //!
 //! Owns the registry protocol's transport side: `/v2/` ping, `WWW-Authenticate` challenges
 //! (Basic, Bearer with a token service), re-authentication on 401, plain HTTP only for a
@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod pull;
 pub mod reference;
 
 pub use auth::{credentials_for, docker_config_credentials, Credentials};

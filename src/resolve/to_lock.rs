@@ -453,6 +453,7 @@ pub fn build_lock(
                 torch_backend: stack.target.torch_backend.clone(),
                 layers: locked_layers,
                 indexes,
+                bases: Vec::new(),
             },
         },
     })

@@ -13,7 +13,7 @@ use comfypak_testkit::{FixtureIndex, WheelSpec};
 use super::common::write_index_definitions;
 use super::runtime::debian_root;
 
-fn comfypak(args: &[&str], cwd: &Path, cache: &Path) -> Output {
+pub(crate) fn comfypak(args: &[&str], cwd: &Path, cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_comfypak"))
         .args(args)
         .current_dir(cwd)
@@ -23,7 +23,7 @@ fn comfypak(args: &[&str], cwd: &Path, cache: &Path) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status.code(),
@@ -35,7 +35,7 @@ fn text(out: &Output) -> String {
 /// The stack: `stable` holds demo-base (a console script that answers --help), `deps` holds
 /// demo-app (depends on demo-base, has a file with a syntax error) and demo-bad (fails at
 /// import; its script exits 1).
-fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
+pub(crate) fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
     // Enough modules that the compile runs in parallel worker processes.
     let mut many = WheelSpec::new("demo-many", "1.0").no_stub_module();
     for i in 0..80 {

@@ -73,6 +73,7 @@ fn lock(packages: Vec<LockedPackage>) -> Lock {
                 torch_backend: "cu130".to_string(),
                 layers,
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     }

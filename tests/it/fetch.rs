@@ -114,6 +114,7 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
                     })
                     .collect(),
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     };

@@ -121,6 +121,7 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
                     })
                     .collect(),
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     };

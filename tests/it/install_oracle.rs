@@ -275,6 +275,7 @@ fn installed_tree_equals_pip_install_target() {
                     inputs_hash: String::new(),
                 }],
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     };

@@ -71,6 +71,7 @@ fn lock(packages: Vec<LockedPackage>) -> Lock {
                     })
                     .collect(),
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     }

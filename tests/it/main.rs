@@ -5,6 +5,7 @@
 mod common;
 mod pack_support;
 
+mod base_pull;
 mod boundaries;
 mod build;
 mod check;

@@ -16,11 +16,18 @@ use comfypak::pack::push::{
     push, BlobOutcome, Credentials, ImageReference, PushOptions, PushReport,
 };
 
-/// A registry process on 127.0.0.1, stopped when dropped.
-struct Registry {
+/// A registry process on 127.0.0.1, stopped when dropped (also serves the base-pull tests).
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    /// The registry's storage root (blobs under `data/docker/registry/v2/blobs/`).
+    pub(crate) fn storage(&self) -> &Path {
+        self._storage.path()
+    }
 }
 
 impl Drop for Registry {
@@ -51,7 +58,7 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn start_registry() -> Option<Registry> {
+pub(crate) fn start_registry() -> Option<Registry> {
     start_registry_with_auth(None)
 }
 
