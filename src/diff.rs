@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::str::FromStr;
 
 use pep440_rs::Version;
 use serde::Serialize;
@@ -93,9 +92,12 @@ type Entries<'a> = BTreeMap<(String, String), Vec<&'a LockedPackage>>;
 fn entries(lock: &Lock) -> Entries<'_> {
     let mut map: Entries<'_> = BTreeMap::new();
     for package in &lock.packages {
-        map.entry((package.tool.comfypak.layer.clone(), package.name.clone()))
-            .or_default()
-            .push(package);
+        map.entry((
+            package.tool.comfypak.layer.clone(),
+            package.name.to_string(),
+        ))
+        .or_default()
+        .push(package);
     }
     map
 }
@@ -122,15 +124,13 @@ fn bytes_of(packages: &[&LockedPackage]) -> u64 {
 }
 
 fn versions(packages: &[&LockedPackage]) -> String {
-    let set: BTreeSet<&str> = packages.iter().map(|p| p.version.as_str()).collect();
+    // By the written text, as before the lock was typed.
+    let set: BTreeSet<String> = packages.iter().map(|p| p.version.to_string()).collect();
     set.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 fn newest(packages: &[&LockedPackage]) -> Option<Version> {
-    packages
-        .iter()
-        .filter_map(|p| Version::from_str(&p.version).ok())
-        .max()
+    packages.iter().map(|p| p.version.clone()).max()
 }
 
 /// Compares two locks.

@@ -270,6 +270,13 @@ pub enum BuildError {
     Install(#[from] crate::install::InstallError),
     #[error(transparent)]
     Pack(#[from] crate::pack::PackError),
+    /// `pack` with a stack whose layers are no longer the lock's.
+    #[error("cannot pack: the layers of {} no longer match the lock the layers were installed from", stack.display())]
+    StackNotLock {
+        stack: PathBuf,
+        #[source]
+        source: crate::lock::LockError,
+    },
     #[error(transparent)]
     Push(#[from] crate::pack::push::PushError),
     #[error(transparent)]
@@ -338,6 +345,10 @@ impl BuildError {
             }
             BuildError::Stale { .. } => Some(
                 "run `comfypak resolve` (without --locked) to update it, or use --frozen to build the lock as it is"
+                    .to_string(),
+            ),
+            BuildError::StackNotLock { .. } => Some(
+                "install the layers again from a lock made from this stack (`comfypak build`, or `comfypak resolve` then `comfypak install --all`), or pack with the stack the lock was made from"
                     .to_string(),
             ),
             BuildError::Stage { source, .. } => source.help(),
@@ -557,7 +568,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
     progress.stage(&format!("packing {}", image_dir.display()));
     let image = stages::pack(&PackJob {
         stack: request.stack.clone(),
-        lock: Some(request.lock.clone()),
+        lock: request.lock.clone(),
         out: request.out.clone(),
         layers: Vec::new(),
         platform: PlatformChoice::All,

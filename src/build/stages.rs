@@ -463,7 +463,7 @@ pub(super) fn install_lock(
         });
     };
     let env = EnvPaths {
-        venv: lock.tool.comfypak.target.venv.clone(),
+        venv: lock.tool.comfypak.target.venv.to_string(),
         python: target.python,
     };
     let plan = plan_layers(lock, target, &request.layers)?;
@@ -531,10 +531,11 @@ pub(super) fn install_lock(
 /// `pack`: installed layer folders → an OCI image layout or a docker archive.
 #[derive(Debug, Clone)]
 pub struct PackJob {
-    /// The stack folder (for `image.toml` and the image's name).
+    /// The stack folder: only for `image.toml` (its layers are checked against the lock's).
     pub stack: PathBuf,
-    /// The lock the layers were installed from.
-    pub lock: Option<PathBuf>,
+    /// The lock the layers were installed from: the layer order, venv, platforms and image
+    /// name come from it.
+    pub lock: PathBuf,
     /// The folder `install` wrote to (`OUT/layers`, or `OUT/<arch>/layers`).
     pub out: PathBuf,
     /// Explicit layer folders per architecture, instead of the `OUT` convention.
@@ -548,7 +549,7 @@ pub struct PackJob {
     /// An earlier image layout to compare layers with.
     pub previous: Option<PathBuf>,
     pub tag: String,
-    /// The image name in a docker archive; None: the stack's name, lowercase.
+    /// The image name in a docker archive; None: the lock's stack name, lowercase.
     pub name: Option<String>,
 }
 
@@ -567,30 +568,29 @@ pub fn parse_arch(text: &str) -> Result<Arch, BuildError> {
 /// Packs the installed layers (no network).
 pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
     let stack = Stack::load(&job.stack)?;
+    let lock = Lock::read(&job.lock)?;
+    // The layers were installed from the lock; a stack whose layers changed since would
+    // give image.toml's layers and the lock's different neighbours.
+    let stack_layers: Vec<&str> = stack.layers.iter().map(|l| l.name.as_str()).collect();
+    lock.check_stack_layers(&job.lock, &stack_layers)
+        .map_err(|source| BuildError::StackNotLock {
+            stack: stack.manifest.clone(),
+            source,
+        })?;
     let settings = ImageSettings::for_stack(&stack)?;
-    let lock = match &job.lock {
-        Some(path) => Some(Lock::read(path)?),
-        None => None,
-    };
+    let locked = &lock.tool.comfypak.target.platforms;
     let platforms: Vec<Platform> = match &job.platform {
-        PlatformChoice::All => stack.target.platforms.clone(),
-        PlatformChoice::First => stack.target.platforms.iter().take(1).copied().collect(),
+        PlatformChoice::All => locked.clone(),
+        PlatformChoice::First => locked.iter().take(1).copied().collect(),
         PlatformChoice::Named(text) => {
             let arch = parse_arch(text)?;
-            let found: Vec<Platform> = stack
-                .target
-                .platforms
-                .iter()
-                .filter(|p| p.arch == arch)
-                .copied()
-                .collect();
+            let found: Vec<Platform> = locked.iter().filter(|p| p.arch == arch).copied().collect();
             if found.is_empty() {
                 return Err(BuildError::Request {
                     message: format!(
-                        "--platform {text}: the stack targets {}",
-                        stack
-                            .target
-                            .platforms
+                        "--platform {text}: the lock {} covers {}",
+                        job.lock.display(),
+                        locked
                             .iter()
                             .map(|p| p.to_string())
                             .collect::<Vec<_>>()
@@ -617,9 +617,10 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
         OutputFormat::OciLayout => job.out.join("image"),
         OutputFormat::DockerArchive => job.out.join("image.tar"),
     });
+    let stack_dir = stack.manifest.parent().unwrap_or(Path::new("."));
     let request = PackRequest {
-        stack: &stack,
-        lock: lock.as_ref(),
+        lock: &lock,
+        stack_dir,
         settings,
         platforms: layer_dirs,
         output,
@@ -632,7 +633,7 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
         name: job
             .name
             .clone()
-            .unwrap_or_else(|| stack.name.to_ascii_lowercase()),
+            .unwrap_or_else(|| lock.tool.comfypak.stack.to_ascii_lowercase()),
     };
     Ok(crate::pack::pack(&request)?)
 }
@@ -690,12 +691,12 @@ pub fn mirror(
         session.network().offline,
         progress,
     )?;
-    let requires: BTreeMap<(&str, &str), Option<&String>> = lock
+    let requires: BTreeMap<(String, String), Option<&String>> = lock
         .packages
         .iter()
         .map(|p| {
             (
-                (p.name.as_str(), p.version.as_str()),
+                (p.name.to_string(), p.version.to_string()),
                 p.requires_python.as_ref(),
             )
         })
@@ -706,11 +707,11 @@ pub fn mirror(
         .map(|(s, c)| MirrorWheel {
             project: s.package.clone(),
             requires_python: requires
-                .get(&(s.package.as_str(), s.version.as_str()))
+                .get(&(s.package.clone(), s.version.clone()))
                 .and_then(|r| r.cloned()),
             wheel: c,
         })
         .collect();
     let report = write_mirror(&request.out, &wheels)?;
-    Ok((report, lock.tool.comfypak.torch_backend.clone()))
+    Ok((report, lock.tool.comfypak.torch_backend.to_string()))
 }

@@ -34,10 +34,10 @@ pub struct PackArgs {
     /// The stack folder (holding stack.toml and, optionally, image.toml).
     #[arg(long, default_value = "pak")]
     pub stack: PathBuf,
-    /// The lock; names each layer's pak files and package count in the image history
-    /// (default: pylock.toml when it exists).
-    #[arg(long)]
-    pub lock: Option<PathBuf>,
+    /// The lock the layers were installed from: it decides the layer order, the venv, the
+    /// platforms and the image name.
+    #[arg(long, default_value = "pylock.toml")]
+    pub lock: PathBuf,
     /// The folder `comfypak install` wrote to.
     #[arg(long, default_value = "build")]
     pub out: PathBuf,
@@ -66,7 +66,7 @@ pub struct PackArgs {
     /// The tag recorded in the layout (and in the docker archive).
     #[arg(long, default_value = "latest")]
     pub tag: String,
-    /// The image name in a docker archive (default: the stack's name).
+    /// The image name in a docker archive (default: the lock's stack name).
     #[arg(long)]
     pub name: Option<String>,
     /// Print the result as JSON.
@@ -106,10 +106,7 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
     }
     Ok(PackJob {
         stack: args.stack.clone(),
-        lock: args.lock.clone().or_else(|| {
-            let default = PathBuf::from("pylock.toml");
-            default.exists().then_some(default)
-        }),
+        lock: args.lock.clone(),
         out: args.out.clone(),
         layers,
         platform: PlatformChoice::parse(&args.platform),

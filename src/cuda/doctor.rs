@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::arch::{self, parse_gpus, torch_archs, wheel_arch_claim, ArchList, Coverage, GpuArch};
+use super::arch::{self, torch_archs, wheel_arch_claim, ArchList, Coverage, GpuArch};
 use super::backend::{
     Backend, ComputeCapability, CudaVersion, DriverRequirement, DriverVersion, Verdict,
 };
@@ -690,66 +690,57 @@ fn assess_backend(host: &HostReading, backend: Backend) -> BackendReport {
 /// Checks a lock's `[tool.comfypak] torch-backend` (and its torch's local label) against
 /// the host.
 pub fn check_lock(report: &DoctorReport, lock: &Lock, lock_path: &Path) -> LockCheck {
-    let written = lock.tool.comfypak.torch_backend.clone();
+    let backend = lock.tool.comfypak.torch_backend;
     let torch = lock
         .packages
         .iter()
-        .find(|p| p.name == "torch")
-        .map(|p| p.version.clone());
+        .find(|p| p.name.as_ref() == "torch")
+        .map(|p| p.version.to_string());
     let mut reasons = Vec::new();
-    let verdict = match written.parse::<Backend>() {
-        Err(_) => {
+    let verdict = {
+        let entry = report.backend(backend);
+        let verdict = entry.map(|e| e.verdict).unwrap_or(Verdict::No);
+        if let Some(entry) = entry {
             reasons.push(format!(
-                "the lock's torch-backend {written:?} is not one of cu130, cu128, cu126, cpu; \
-                 re-resolve to record the backend"
+                "{backend}: {} here; {}",
+                match verdict {
+                    Verdict::Ok => "runs",
+                    Verdict::Caveat => "runs with caveats",
+                    Verdict::No => "does not run",
+                },
+                entry.driver_reason
             ));
-            Verdict::No
-        }
-        Ok(backend) => {
-            let entry = report.backend(backend);
-            let verdict = entry.map(|e| e.verdict).unwrap_or(Verdict::No);
-            if let Some(entry) = entry {
-                reasons.push(format!(
-                    "{backend}: {} here; {}",
-                    match verdict {
-                        Verdict::Ok => "runs",
-                        Verdict::Caveat => "runs with caveats",
-                        Verdict::No => "does not run",
-                    },
-                    entry.driver_reason
-                ));
-                for g in entry.gpus.iter().filter(|g| g.verdict != Verdict::Ok) {
-                    reasons.push(format!("GPU {} {}: {}", g.index, g.name, g.reason));
-                }
-                reasons.extend(entry.notes.iter().cloned());
+            for g in entry.gpus.iter().filter(|g| g.verdict != Verdict::Ok) {
+                reasons.push(format!("GPU {} {}: {}", g.index, g.name, g.reason));
             }
-            if let Some(version) = &torch {
-                let label = version.split_once('+').map(|(_, l)| l);
-                if let Some(label) = label {
-                    if !label.eq_ignore_ascii_case(backend.local_label()) {
-                        reasons.push(format!(
-                            "the locked torch {version} carries label +{label}, not \
+            reasons.extend(entry.notes.iter().cloned());
+        }
+        if let Some(version) = &torch {
+            let label = version.split_once('+').map(|(_, l)| l);
+            if let Some(label) = label {
+                if !label.eq_ignore_ascii_case(backend.local_label()) {
+                    reasons.push(format!(
+                        "the locked torch {version} carries label +{label}, not \
                              +{backend}: the lock is inconsistent; re-resolve"
-                        ));
-                    }
+                    ));
                 }
             }
-            let (arch_verdict, arch_reasons) =
-                check_lock_archs(report, lock, backend, torch.as_deref());
-            reasons.extend(arch_reasons);
-            if !verdict.runs() {
-                reasons.push(format!(
-                    "re-resolve for this host with --torch-backend {} (what auto picks here), \
-                     or run the image on a host where {backend} runs",
-                    report.auto
-                ));
-            }
-            verdict.max(arch_verdict)
         }
+        let (arch_verdict, arch_reasons) =
+            check_lock_archs(report, lock, backend, torch.as_deref());
+        reasons.extend(arch_reasons);
+        if !verdict.runs() {
+            reasons.push(format!(
+                "re-resolve for this host with --torch-backend {} (what auto picks here), \
+                     or run the image on a host where {backend} runs",
+                report.auto
+            ));
+        }
+        verdict.max(arch_verdict)
     };
     LockCheck {
         lock: lock_path.display().to_string(),
-        torch_backend: written,
+        torch_backend: backend.to_string(),
         torch,
         verdict,
         reasons,
@@ -761,14 +752,13 @@ pub fn check_lock(report: &DoctorReport, lock: &Lock, lock_path: &Path) -> LockC
 fn lock_cpu_arch(lock: &Lock) -> String {
     let platforms = &lock.tool.comfypak.target.platforms;
     let here = std::env::consts::ARCH;
-    if platforms.iter().any(|p| p.ends_with(here)) {
+    if platforms.iter().any(|p| p.arch.to_string() == here) {
         return here.to_string();
     }
     platforms
         .first()
-        .and_then(|p| ["x86_64", "aarch64"].into_iter().find(|a| p.ends_with(a)))
-        .unwrap_or(here)
-        .to_string()
+        .map(|p| p.arch.to_string())
+        .unwrap_or_else(|| here.to_string())
 }
 
 /// Every GPU of the host against the architectures of the locked torch build (the
@@ -786,7 +776,7 @@ fn check_lock_archs(
     let mut reasons = Vec::new();
     let cpu_arch = lock_cpu_arch(lock);
     let torch_list = torch_archs(backend, &cpu_arch);
-    let declared = parse_gpus(&lock.tool.comfypak.target.gpus).unwrap_or_default();
+    let declared = &lock.tool.comfypak.target.gpus;
     // The locked wheels for this CPU architecture that claim GPU architectures.
     let claims: Vec<(String, ArchList, String)> = lock
         .packages
@@ -845,7 +835,7 @@ fn check_lock_archs(
             reasons.push(format!(
                 "{who} is not among the lock's target.gpus ({}): its ABI-coupled wheels were \
                  checked for those only",
-                arch::list(&declared)
+                arch::list(declared)
             ));
         }
     }

@@ -179,8 +179,8 @@ pub fn check_wheel_origins(lock: &Lock, defs: &IndexDefs) -> Result<(), SelectEr
         }
         let Some(def) = defs.get(index) else {
             return Err(SelectError::UndeclaredIndex {
-                package: package.name.clone(),
-                version: package.version.clone(),
+                package: package.name.to_string(),
+                version: package.version.to_string(),
                 index: index.clone(),
                 declared: defs.names().collect::<Vec<_>>().join(", "),
             });
@@ -192,8 +192,8 @@ pub fn check_wheel_origins(lock: &Lock, defs: &IndexDefs) -> Result<(), SelectEr
             let inside = Url::parse(url).is_ok_and(|parsed| def.serves(&parsed));
             if !inside {
                 return Err(SelectError::OutsideIndex {
-                    package: package.name.clone(),
-                    version: package.version.clone(),
+                    package: package.name.to_string(),
+                    version: package.version.to_string(),
                     url: crate::digest::shown(url, 300),
                     index: index.clone(),
                     index_url: crate::http::redact(&def.url),
@@ -212,8 +212,8 @@ fn best_wheel<'a>(
     prepared
         .wheel_for(package)
         .ok_or_else(|| SelectError::NoWheel {
-            package: package.name.clone(),
-            version: package.version.clone(),
+            package: package.name.to_string(),
+            version: package.version.to_string(),
             platform: prepared.platform().to_string(),
             available: if package.wheels.is_empty() {
                 "no wheels".to_string()
@@ -252,15 +252,15 @@ pub fn select_wheels(
         let wheel = best_wheel(package, &prepared)?;
         let Some(sha256) = wheel.sha256().cloned() else {
             return Err(SelectError::NoHash {
-                package: package.name.clone(),
-                version: package.version.clone(),
+                package: package.name.to_string(),
+                version: package.version.to_string(),
                 filename: wheel.name.to_string(),
             });
         };
         if wheel.url.is_none() && wheel.path.is_none() {
             return Err(SelectError::NoLocation {
-                package: package.name.clone(),
-                version: package.version.clone(),
+                package: package.name.to_string(),
+                version: package.version.to_string(),
                 filename: wheel.name.to_string(),
             });
         }
@@ -268,8 +268,8 @@ pub fn select_wheels(
             .then(|| wheel.url.clone())
             .flatten();
         out.push(SelectedWheel {
-            package: package.name.clone(),
-            version: package.version.clone(),
+            package: package.name.to_string(),
+            version: package.version.to_string(),
             layer: layer.clone(),
             requested: package.tool.comfypak.requested,
             direct_url,

@@ -6,6 +6,7 @@
 //! whose layers are not the stack's.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use super::{Lock, LOCK_VERSION};
 
@@ -20,8 +21,17 @@ pub enum LockError {
     },
     #[error("{} does not exist", path.display())]
     Missing { path: PathBuf },
-    #[error("{} is not a pylock.toml: {message}", path.display())]
+    /// A value that does not parse or a table of the wrong shape (the message names the
+    /// line and key).
+    #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
+    /// A value that does not parse, found after the shape was read.
+    #[error("{}: `{field}`: {message}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
     #[error("{} is not a pylock.toml: {message}", path.display())]
     NotALock { path: PathBuf, message: String },
     #[error("{}: lock-version {found} is not supported (this comfypak reads {LOCK_VERSION})", path.display())]
@@ -61,6 +71,7 @@ impl LockError {
             LockError::NotALock { .. } => Some("pass the lock `comfypak resolve` wrote (pylock.toml by default)".to_string()),
             LockError::Version { .. } => Some("upgrade comfypak, or re-create the lock with `comfypak resolve`".to_string()),
             LockError::NotComfypak { .. } => Some("create the lock with `comfypak resolve`".to_string()),
+            LockError::Syntax { .. } | LockError::Field { .. } => Some("the lock was edited by hand or is damaged; re-create it with `comfypak resolve`".to_string()),
             LockError::UnknownLayer { .. } => Some("the lock was edited by hand or is damaged; re-create it with `comfypak resolve`".to_string()),
             LockError::LayerMismatch { .. } => Some("the stack's layers changed since the lock was made; run `comfypak resolve` to re-create it".to_string()),
             _ => None,
@@ -152,6 +163,7 @@ impl Lock {
             message: e.to_string().trim_end().to_string(),
         })?;
         lock.check_package_layers(path)?;
+        lock.check_markers(path)?;
         Ok(lock)
     }
 
@@ -163,14 +175,32 @@ impl Lock {
             if !declared.contains(&layer.as_str()) {
                 return Err(LockError::UnknownLayer {
                     path: path.to_path_buf(),
-                    package: package.name.clone(),
-                    version: package.version.clone(),
+                    package: package.name.to_string(),
+                    version: package.version.to_string(),
                     layer: layer.clone(),
                     declared: if declared.is_empty() {
                         "none".to_string()
                     } else {
                         declared.join(", ")
                     },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every package's marker parses as PEP 508 (so queries over the lock never meet a marker
+    /// they cannot evaluate).
+    fn check_markers(&self, path: &Path) -> Result<(), LockError> {
+        for package in &self.packages {
+            let Some(marker) = package.marker.as_deref() else {
+                continue;
+            };
+            if let Err(e) = pep508_rs::MarkerTree::from_str(marker) {
+                return Err(LockError::Field {
+                    path: path.to_path_buf(),
+                    field: format!("packages.marker of {} {}", package.name, package.version),
+                    message: format!("{marker:?} is not a PEP 508 marker: {e}"),
                 });
             }
         }
@@ -197,13 +227,10 @@ impl Lock {
 
     fn sorted(&self) -> Lock {
         let mut sorted = self.clone();
-        sorted.packages.sort_by(|a, b| {
-            (a.name.as_str(), a.version.as_str(), a.marker.as_deref()).cmp(&(
-                b.name.as_str(),
-                b.version.as_str(),
-                b.marker.as_deref(),
-            ))
-        });
+        // By the written text (not PEP 440 order), so the bytes stay what they always were.
+        sorted
+            .packages
+            .sort_by_cached_key(|p| (p.name.to_string(), p.version.to_string(), p.marker.clone()));
         for package in &mut sorted.packages {
             package.dependencies.sort();
             package.dependencies.dedup();

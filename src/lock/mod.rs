@@ -8,13 +8,20 @@
 
 use std::collections::BTreeMap;
 
+use pep440_rs::Version;
+use pep508_rs::PackageName;
 use serde::{Deserialize, Serialize};
 
+use crate::cuda::{Backend, DriverVersion, GpuArch};
 use crate::digest::{DigestError, Sha256Hex};
 use crate::filename::SafeFileName;
+use crate::target::{Platform, PythonVersion};
 
 mod io;
 mod summary;
+mod text;
+
+pub use text::{LockText, VenvPath, VenvPathError};
 
 pub use io::LockError;
 pub use summary::{
@@ -48,26 +55,28 @@ pub struct Lock {
     /// Sorted by name, then version, then marker.
     #[serde(default)]
     pub packages: Vec<LockedPackage>,
-    #[serde(default)]
+    /// Required: [`Lock::from_toml_str`] refuses a lock without `[tool.comfypak]`.
     pub tool: LockTool,
 }
 
 /// `[tool]` of the lock: comfypak's own table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockTool {
-    #[serde(default)]
+    /// Required: [`Lock::from_toml_str`] refuses a lock without it.
     pub comfypak: ComfypakLock,
 }
 
 /// `[tool.comfypak]`: what the lock was made for and how its packages fall into layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ComfypakLock {
     /// The stack's name.
     pub stack: String,
     pub target: LockedTarget,
-    /// The torch backend the torch family was resolved for (`cu130`, `cpu`, ...).
-    pub torch_backend: String,
+    /// The torch backend the torch family was resolved for (`cu130`, `cpu`, ...): chosen
+    /// once, by `resolve`; later stages take it from here.
+    #[serde(with = "text::one")]
+    pub torch_backend: Backend,
     /// Most stable first.
     #[serde(default)]
     pub layers: Vec<LockedLayer>,
@@ -91,24 +100,30 @@ pub struct LockedBase {
 }
 
 /// The target interpreter and platforms the lock covers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LockedTarget {
     /// `3.14`.
-    pub python: String,
+    #[serde(with = "text::one")]
+    pub python: PythonVersion,
     #[serde(default)]
     pub free_threaded: bool,
     /// Platform tags, e.g. `manylinux_2_39_x86_64`.
-    pub platforms: Vec<String>,
+    #[serde(with = "text::many")]
+    pub platforms: Vec<Platform>,
     /// The environment's path inside the image.
-    pub venv: String,
+    pub venv: VenvPath,
     /// The GPU architectures the image must run on (`target.gpus`, `sm_90`), when declared:
     /// `doctor --lock` checks the host's GPUs against them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gpus: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "text::many")]
+    pub gpus: Vec<GpuArch>,
     /// The oldest NVIDIA driver the image must run with (`target.min-driver`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_driver: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "text::optional"
+    )]
+    pub min_driver: Option<DriverVersion>,
 }
 
 /// One layer: its pak files and a hash of everything that decides its content.
@@ -129,8 +144,10 @@ pub struct LockedLayer {
 #[serde(rename_all = "kebab-case")]
 pub struct LockedPackage {
     /// Normalized name.
-    pub name: String,
-    pub version: String,
+    #[serde(with = "text::one")]
+    pub name: PackageName,
+    #[serde(with = "text::one")]
+    pub version: Version,
     /// When the entry applies to some environments only (e.g. one platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marker: Option<String>,
@@ -151,12 +168,40 @@ pub struct LockedPackage {
 
 /// A dependency reference inside a package entry (PEP 751 allows any subset of keys that
 /// identifies the package; comfypak writes name and, when ambiguous, version).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LockedDependency {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    #[serde(with = "text::one")]
+    pub name: PackageName,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "text::optional"
+    )]
+    pub version: Option<Version>,
+}
+
+impl LockedDependency {
+    /// The order the lock lists dependencies in: by the written text (not PEP 440 order),
+    /// so the bytes stay what they always were.
+    fn text_key(&self) -> (&str, Option<String>) {
+        (
+            self.name.as_ref(),
+            self.version.as_ref().map(ToString::to_string),
+        )
+    }
+}
+
+impl PartialOrd for LockedDependency {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for LockedDependency {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text_key().cmp(&other.text_key())
+    }
 }
 
 /// One wheel file of a package.
@@ -252,8 +297,8 @@ pub struct PackageComfypak {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_reason: Option<String>,
     /// Platforms (from the target) this entry serves, when not all of them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub platforms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "text::many")]
+    pub platforms: Vec<Platform>,
 }
 
 impl Lock {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Lock, LockedPackage, LockedWheel};
 use crate::filename::WheelFilename;
-use crate::target::{CompatibleTags, Platform, PythonVersion, Target};
+use crate::target::{CompatibleTags, Target};
 
 /// Why a lock could not be summarized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,15 +74,15 @@ impl<'t> PreparedTarget<'t> {
     /// See [`applies_to`].
     pub fn applies_to(&self, package: &LockedPackage) -> Result<bool, SummaryError> {
         let platforms = &package.tool.comfypak.platforms;
-        if !platforms.is_empty() && !platforms.contains(&self.platform) {
+        if !platforms.is_empty() && !platforms.contains(&self.target.platform) {
             return Ok(false);
         }
         let Some(marker) = package.marker.as_deref().filter(|m| !m.trim().is_empty()) else {
             return Ok(true);
         };
         let tree = MarkerTree::from_str(marker).map_err(|e| SummaryError::BadMarker {
-            package: package.name.clone(),
-            version: package.version.clone(),
+            package: package.name.to_string(),
+            version: package.version.to_string(),
             marker: marker.to_string(),
             message: e.to_string(),
         })?;
@@ -116,14 +116,15 @@ impl<'t> PreparedTarget<'t> {
 /// Every target platform the lock covers, in lock order.
 pub fn lock_targets(lock: &Lock) -> Result<Vec<Target>, SummaryError> {
     let locked = &lock.tool.comfypak.target;
-    let bad = |message: String| SummaryError::BadTarget { message };
-    let python = PythonVersion::from_str(&locked.python).map_err(|e| bad(e.to_string()))?;
     locked
         .platforms
         .iter()
-        .map(|text| {
-            let platform = Platform::from_str(text).map_err(|e| bad(e.to_string()))?;
-            Target::try_new(python, locked.free_threaded, platform).map_err(|e| bad(e.to_string()))
+        .map(|&platform| {
+            Target::try_new(locked.python, locked.free_threaded, platform).map_err(|e| {
+                SummaryError::BadTarget {
+                    message: e.to_string(),
+                }
+            })
         })
         .collect()
 }
@@ -200,7 +201,7 @@ impl LockSummary {
             let mut names = BTreeSet::new();
             let mut entries = Vec::new();
             for package in lock.layer_packages(&name) {
-                names.insert(package.name.as_str());
+                names.insert(package.name.as_ref());
                 let mut entry_bytes = BTreeMap::new();
                 for prepared in &prepared {
                     if !prepared.applies_to(package)? {
@@ -217,9 +218,15 @@ impl LockSummary {
                     entry_bytes.insert(prepared.platform.clone(), size);
                 }
                 entries.push(PackageSummary {
-                    name: package.name.clone(),
-                    version: package.version.clone(),
-                    platforms: package.tool.comfypak.platforms.clone(),
+                    name: package.name.to_string(),
+                    version: package.version.to_string(),
+                    platforms: package
+                        .tool
+                        .comfypak
+                        .platforms
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     bytes: entry_bytes,
                 });
             }
@@ -243,12 +250,12 @@ impl LockSummary {
         let packages = lock
             .packages
             .iter()
-            .map(|p| p.name.as_str())
-            .collect::<BTreeSet<_>>()
+            .map(|p| p.name.as_ref())
+            .collect::<BTreeSet<&str>>()
             .len();
         Ok(LockSummary {
             stack: lock.tool.comfypak.stack.clone(),
-            python: lock.tool.comfypak.target.python.clone(),
+            python: lock.tool.comfypak.target.python.to_string(),
             platforms,
             packages,
             total_bytes: bytes.values().sum(),

@@ -3,12 +3,15 @@
 //! docker archive; optionally on top of a base image layout; with a reuse report against a
 //! previous image. Pushing to a registry is [`push`].
 //!
-//! Input: for each platform, a folder holding one rootfs-shaped tree per stack layer
-//! (`build/layers/<layer>/opt/comfyui/venv/...`, as `comfypak install` writes it), plus the
-//! directory layers of `image.toml` ([`settings`]). The lock (optional) names each layer's
-//! pak files and package count in the image history.
+//! Input: the lock the layers were installed from, which decides the layer order, the venv
+//! (`PATH`, `VIRTUAL_ENV`) and each layer's history line (pak files, package count); for each
+//! platform, a folder holding one rootfs-shaped tree per locked layer
+//! (`build/layers/<layer>/opt/comfyui/venv/...`, as `comfypak install` writes it); and the
+//! directory layers and image settings of `image.toml` ([`settings`]), the only thing read
+//! from the stack.
 //!
-//! This module must not resolve, fetch or install: it reads trees and writes blobs.
+//! This module must not resolve, fetch or install, nor read `stack.toml`'s layers or target:
+//! it reads trees and writes blobs.
 
 pub mod docker_archive;
 pub mod gzip;
@@ -25,7 +28,6 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::lock::Lock;
-use crate::stack::Stack;
 use crate::target::Platform;
 
 pub use layer::{Compression, LayerBlob};
@@ -94,8 +96,12 @@ pub struct PlatformLayers {
 /// Everything `pack` needs.
 #[derive(Debug, Clone)]
 pub struct PackRequest<'a> {
-    pub stack: &'a Stack,
-    pub lock: Option<&'a Lock>,
+    /// The lock the layers were installed from: layer order, venv, history.
+    pub lock: &'a Lock,
+    /// The stack folder (where `image.toml` is): directory layers' sources are recorded
+    /// relative to it.
+    pub stack_dir: &'a Path,
+    /// From `image.toml` ([`ImageSettings::for_stack`]).
     pub settings: ImageSettings,
     /// One entry per platform to pack, in image-index order.
     pub platforms: Vec<PlatformLayers>,
@@ -314,13 +320,13 @@ fn replace_dir(staging: &Path, output: &Path) -> Result<(), PackError> {
     })
 }
 
-/// The stack layers' folders for one platform, checked to exist.
+/// The locked layers' folders for one platform, checked to exist.
 fn layer_jobs(
     request: &PackRequest<'_>,
     platform: &PlatformLayers,
 ) -> Result<Vec<(String, LayerJob)>, PackError> {
     let mut jobs = Vec::new();
-    for layer in &request.stack.layers {
+    for layer in &request.lock.tool.comfypak.layers {
         let dir = platform.dir.join(&layer.name);
         if !dir.is_dir() {
             return Err(PackError::MissingLayer {
@@ -355,9 +361,9 @@ fn layer_jobs(
     Ok(jobs)
 }
 
-/// The history line of a layer: its pak files (from the lock when given) and package count.
+/// The history line of a layer: its pak files and package count, from the lock.
 fn layer_history(request: &PackRequest<'_>, name: &str) -> LayerHistory {
-    let stack_dir = request.stack.manifest.parent().unwrap_or(Path::new("."));
+    let stack_dir = request.stack_dir;
     if let Some(d) = request.settings.directories.iter().find(|d| d.name == name) {
         return LayerHistory {
             created_by: format!("comfypak pack: directory layer {name} -> {}", d.path),
@@ -372,35 +378,19 @@ fn layer_history(request: &PackRequest<'_>, name: &str) -> LayerHistory {
             ),
         };
     }
-    let paks: Vec<String> = match request
+    let paks: Vec<String> = request
         .lock
-        .and_then(|l| l.tool.comfypak.layers.iter().find(|l| l.name == name))
-    {
-        Some(locked) => locked.paks.clone(),
-        None => request
-            .stack
-            .layer(name)
-            .map(|l| {
-                l.paks
-                    .iter()
-                    .map(|p| {
-                        p.path
-                            .strip_prefix(stack_dir)
-                            .unwrap_or(&p.path)
-                            .display()
-                            .to_string()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    let comment = match request.lock {
-        Some(lock) => format!(
-            "{} packages from the lock",
-            lock.layer_packages(name).count()
-        ),
-        None => "installed layer".to_string(),
-    };
+        .tool
+        .comfypak
+        .layers
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.paks.clone())
+        .unwrap_or_default();
+    let comment = format!(
+        "{} packages from the lock",
+        request.lock.layer_packages(name).count()
+    );
     LayerHistory {
         created_by: format!("comfypak pack: layer {name} ({})", paks.join(", ")),
         comment,
@@ -508,7 +498,7 @@ impl Writer<'_, '_> {
         let config = build_config(&ConfigInputs {
             base: base_image.as_ref().map(|i| &i.config),
             settings: &self.request.settings,
-            venv: &self.request.stack.target.venv,
+            venv: &self.request.lock.tool.comfypak.target.venv,
             architecture,
             created: &self.created,
             diff_ids,

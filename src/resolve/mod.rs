@@ -128,6 +128,8 @@ pub fn root_requirements(stack: &Stack) -> (Vec<RootRequirement>, Vec<RootRequir
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
     pub target: Target,
+    /// The torch backend the torch family was resolved for.
+    pub backend: Backend,
     pub packages: BTreeMap<PackageName, ResolvedPackage>,
     /// Direct requirements per layer (layer name → package names), in stack order; for layer assignment.
     pub roots: Vec<(String, Vec<PackageName>)>,
@@ -999,6 +1001,7 @@ async fn assemble(
     }
     Ok(Resolution {
         target: target.clone(),
+        backend,
         packages,
         roots: layer_roots.to_vec(),
     })

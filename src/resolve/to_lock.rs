@@ -25,14 +25,14 @@ use crate::digest::Sha256Hex;
 use crate::filename::SafeFileName;
 use crate::index::client::IndexClient;
 use crate::index::page::DistFile;
-use crate::lock::WheelHashes;
 use crate::lock::{
     ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage, LockedTarget,
     LockedWheel, PackageComfypak, PackageTool, PreparedTarget, LOCK_VERSION,
 };
+use crate::lock::{VenvPath, WheelHashes};
 use crate::pak::{PakRequirement, Sourced};
 use crate::stack::Stack;
-use crate::target::{Arch, Target};
+use crate::target::{Arch, Platform, Target};
 
 /// `created-by` of every lock comfypak writes.
 pub const CREATED_BY: &str = "comfypak";
@@ -48,6 +48,8 @@ pub enum ToLockError {
     Mismatch { resolutions: usize, layers: usize },
     #[error("the resolutions are for different interpreters ({first} and {other}); one lock covers one interpreter on several platforms")]
     MixedPython { first: String, other: String },
+    #[error("the resolutions are for different torch backends ({first} and {other}); one lock has one backend")]
+    MixedBackend { first: String, other: String },
     #[error("{name}: {detail}; PEP 508 markers cannot tell platforms of the same architecture apart ({platforms})")]
     AmbiguousMarker {
         name: String,
@@ -71,6 +73,8 @@ pub enum ToLockError {
         filename: String,
         value: String,
     },
+    #[error("target.venv: {message}")]
+    BadVenv { message: String },
     #[error("{name} {version}: the index lists an unusable wheel: {message}")]
     UnsafeFile {
         name: String,
@@ -155,16 +159,10 @@ pub fn preferences_for(
         if !prepared.applies_to(package).unwrap_or(false) {
             continue;
         }
-        let (Ok(name), Ok(version)) = (
-            PackageName::from_str(&package.name),
-            Version::from_str(&package.version),
-        ) else {
-            continue;
-        };
-        if upgrade.packages.contains(&name) {
+        if upgrade.packages.contains(&package.name) {
             continue;
         }
-        preferences.insert(name, version);
+        preferences.insert(package.name.clone(), package.version.clone());
     }
     preferences
 }
@@ -271,6 +269,12 @@ pub fn build_lock(
                 other: other.target.to_string(),
             });
         }
+        if other.backend != first.backend {
+            return Err(ToLockError::MixedBackend {
+                first: first.backend.to_string(),
+                other: other.backend.to_string(),
+            });
+        }
     }
     let targets: Vec<&Target> = resolutions.iter().map(|r| &r.target).collect();
     let base = stack_dir(stack);
@@ -336,7 +340,7 @@ pub fn build_lock(
                 let mine: Vec<&Target> = members.iter().map(|(r, _, _)| &r.target).collect();
                 (
                     Some(platform_marker(name, &mine, &targets)?),
-                    mine.iter().map(|t| t.platform.to_string()).collect(),
+                    mine.iter().map(|t| t.platform).collect(),
                 )
             };
             // The most stable layer any platform put it in.
@@ -377,8 +381,8 @@ pub fn build_lock(
                 indexes.insert(index.clone(), index_url.clone());
             }
             packages.push(LockedPackage {
-                name: name.to_string(),
-                version: version.to_string(),
+                name: (*name).clone(),
+                version: version.clone(),
                 marker,
                 requires_python: sample.requires_python.clone(),
                 index: (index != DIRECT_INDEX).then(|| index_url.clone()),
@@ -406,7 +410,7 @@ pub fn build_lock(
         }
     }
 
-    let platforms: Vec<String> = targets.iter().map(|t| t.platform.to_string()).collect();
+    let platforms: Vec<Platform> = targets.iter().map(|t| t.platform).collect();
     let mut environments: Vec<String> = Vec::new();
     for target in &targets {
         let marker = environment_marker(target);
@@ -414,7 +418,7 @@ pub fn build_lock(
             environments.push(marker);
         }
     }
-    let target_line = target_line(first, &platforms, &stack.target.torch_backend);
+    let target_line = target_line(first, &platforms);
     let locked_layers = stack
         .layers
         .iter()
@@ -443,14 +447,18 @@ pub fn build_lock(
             comfypak: ComfypakLock {
                 stack: stack.name.clone(),
                 target: LockedTarget {
-                    python: first.target.python.to_string(),
+                    python: first.target.python,
                     free_threaded: first.target.free_threaded,
                     platforms,
-                    venv: stack.target.venv.clone(),
-                    gpus: stack.target.gpus.iter().map(ToString::to_string).collect(),
-                    min_driver: stack.target.min_driver.as_ref().map(ToString::to_string),
+                    venv: VenvPath::from_str(&stack.target.venv).map_err(|e| {
+                        ToLockError::BadVenv {
+                            message: e.to_string(),
+                        }
+                    })?,
+                    gpus: stack.target.gpus.clone(),
+                    min_driver: stack.target.min_driver.clone(),
                 },
-                torch_backend: stack.target.torch_backend.clone(),
+                torch_backend: first.backend,
                 layers: locked_layers,
                 indexes,
                 bases: Vec::new(),
@@ -517,10 +525,10 @@ fn dependencies_of(
         .map(|dep| {
             let ambiguous = by_name.get(dep).is_some_and(|groups| groups.len() > 1);
             let version = if ambiguous {
-                let versions: BTreeSet<String> = members
+                let versions: BTreeSet<Version> = members
                     .iter()
                     .filter_map(|(resolution, _, _)| resolution.packages.get(dep))
-                    .map(|p| p.version.to_string())
+                    .map(|p| p.version.clone())
                     .collect();
                 if versions.len() == 1 {
                     versions.into_iter().next()
@@ -531,7 +539,7 @@ fn dependencies_of(
                 None
             };
             LockedDependency {
-                name: dep.to_string(),
+                name: dep.clone(),
                 version,
             }
         })
@@ -601,12 +609,17 @@ fn relative(base: &Path, path: &Path) -> String {
 }
 
 /// The target part of every layer's inputs: interpreter, platforms, torch backend.
-fn target_line(first: &Resolution, platforms: &[String], backend: &str) -> String {
+fn target_line(first: &Resolution, platforms: &[Platform]) -> String {
     format!(
-        "target python={} free-threaded={} platforms={} torch-backend={backend}",
+        "target python={} free-threaded={} platforms={} torch-backend={}",
         first.target.python,
         first.target.free_threaded,
-        platforms.join(",")
+        platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        first.backend
     )
 }
 

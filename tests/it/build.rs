@@ -93,8 +93,12 @@ fn build_twice_is_identical_and_a_volatile_bump_rebuilds_only_volatile() {
     let first = ok(&comfypak(&args, work, &cache));
     let lock = Lock::read(&work.join("pylock.toml")).unwrap();
     assert_eq!(lock.layer_names(), ["stable", "deps", "perf", "volatile"]);
-    let torch = lock.packages.iter().find(|p| p.name == "torch").unwrap();
-    assert_eq!(torch.version, "2.11.0+cu130");
+    let torch = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "torch")
+        .unwrap();
+    assert_eq!(torch.version.to_string(), "2.11.0+cu130");
     assert_eq!(torch.tool.comfypak.layer, "stable");
     assert_eq!(torch.tool.comfypak.index_name, "pytorch-cu130");
     let first_layers = layer_digests(&first);
@@ -204,8 +208,8 @@ fn mirror_then_resolve_from_the_mirror_alone() {
             .iter()
             .map(|p| {
                 (
-                    p.name.clone(),
-                    p.version.clone(),
+                    p.name.to_string(),
+                    p.version.to_string(),
                     p.tool.comfypak.layer.clone(),
                 )
             })

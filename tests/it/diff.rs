@@ -13,8 +13,8 @@ use comfypak::lock::{
 
 fn package(name: &str, version: &str, layer: &str, sha: &str, size: u64) -> LockedPackage {
     LockedPackage {
-        name: name.to_string(),
-        version: version.to_string(),
+        name: name.parse().unwrap(),
+        version: version.parse().unwrap(),
         marker: None,
         requires_python: None,
         index: Some("http://127.0.0.1:1/simple/".to_string()),
@@ -63,14 +63,14 @@ fn lock(packages: Vec<LockedPackage>) -> Lock {
             comfypak: ComfypakLock {
                 stack: "t".to_string(),
                 target: LockedTarget {
-                    python: "3.14".to_string(),
+                    python: "3.14".parse().unwrap(),
                     free_threaded: false,
-                    platforms: vec!["manylinux_2_39_x86_64".to_string()],
-                    venv: "/opt/venv".to_string(),
+                    platforms: vec!["manylinux_2_39_x86_64".parse().unwrap()],
+                    venv: "/opt/venv".parse().unwrap(),
                     gpus: Vec::new(),
                     min_driver: None,
                 },
-                torch_backend: "cu130".to_string(),
+                torch_backend: comfypak::cuda::Backend::Cu130,
                 layers,
                 indexes: BTreeMap::new(),
                 bases: Vec::new(),

@@ -253,3 +253,38 @@ help: run `comfypak resolve` (without --locked) to update it
 "
     );
 }
+
+#[test]
+fn a_stack_that_no_longer_matches_the_lock_at_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let stack = stack(dir.path(), &server.simple_url(), "urllib3==2.0.0\n");
+    let stack_arg = stack.to_str().unwrap();
+    let out = comfypak(dir.path(), &["--quiet", "resolve", "--stack", stack_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", rendered(&out, dir.path()));
+
+    // A layer added to the stack after the lock (and the install) was made.
+    let manifest = stack.join("stack.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[[layer]]\nname = \"volatile\"\npaks = [\"pak9.txt\"]\n");
+    std::fs::write(&manifest, text).unwrap();
+    std::fs::write(stack.join("pak9.txt"), "requests\n").unwrap();
+    let out = comfypak(dir.path(), &["pack", "--stack", stack_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: cannot pack: the layers of [TMP]/pak/stack.toml no longer match the lock the \
+         layers were installed from
+
+Caused by:
+  pylock.toml: the lock's layers (deps) are not the stack's (deps, volatile)
+
+help: install the layers again from a lock made from this stack (`comfypak build`, or \
+         `comfypak resolve` then `comfypak install --all`), or pack with the stack the lock was \
+         made from
+help: the stack's layers changed since the lock was made; run `comfypak resolve` to re-create it
+"
+    );
+}

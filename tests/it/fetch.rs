@@ -63,8 +63,8 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
         packages: packages
             .iter()
             .map(|p| LockedPackage {
-                name: p.name.into(),
-                version: p.version.into(),
+                name: p.name.parse().unwrap(),
+                version: p.version.parse().unwrap(),
                 marker: p.marker.map(str::to_string),
                 requires_python: None,
                 index: Some(server.simple_url()),
@@ -95,14 +95,14 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
             comfypak: ComfypakLock {
                 stack: "test".into(),
                 target: LockedTarget {
-                    python: "3.14".into(),
+                    python: "3.14".parse().unwrap(),
                     free_threaded: false,
-                    platforms: vec![X86.into(), ARM.into()],
-                    venv: "/opt/venv".into(),
+                    platforms: vec![X86.parse().unwrap(), ARM.parse().unwrap()],
+                    venv: "/opt/venv".parse().unwrap(),
                     gpus: Vec::new(),
                     min_driver: None,
                 },
-                torch_backend: "cpu".into(),
+                torch_backend: comfypak::cuda::Backend::Cpu,
                 layers: ["stable", "deps"]
                     .iter()
                     .enumerate()

@@ -355,8 +355,8 @@ fn two_builds_of_different_stacks_share_one_cache_at_once() {
     let frontend = |lock: &Lock| {
         lock.packages
             .iter()
-            .find(|p| p.name == "comfyui-frontend-package")
-            .map(|p| p.version.clone())
+            .find(|p| p.name.as_ref() == "comfyui-frontend-package")
+            .map(|p| p.version.to_string())
     };
     assert_eq!(frontend(&lock_a).as_deref(), Some("1.45.15"));
     assert_eq!(frontend(&lock_b).as_deref(), Some("1.58.1"));
@@ -482,7 +482,7 @@ fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
     let package = lock
         .packages
         .iter()
-        .find(|p| p.name == "comfyui-frontend-package")
+        .find(|p| p.name.as_ref() == "comfyui-frontend-package")
         .unwrap();
     let url = package.wheels[0].url.clone().unwrap();
     // The same bytes (the hash still matches), from a folder no index serves.
@@ -517,7 +517,7 @@ fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
     let err = comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap_err();
     assert!(err.to_string().contains(&moved_url), "{err}");
     for p in &mut edited.packages {
-        if p.name == "comfyui-frontend-package" {
+        if p.name.as_ref() == "comfyui-frontend-package" {
             p.tool.comfypak.index_name = "direct".to_string();
         }
     }

@@ -74,8 +74,8 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
         packages: packages
             .iter()
             .map(|p| LockedPackage {
-                name: p.name.clone(),
-                version: "1.0".into(),
+                name: p.name.parse().unwrap(),
+                version: "1.0".parse().unwrap(),
                 marker: None,
                 requires_python: None,
                 index: None,
@@ -102,14 +102,14 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
             comfypak: ComfypakLock {
                 stack: "test".into(),
                 target: LockedTarget {
-                    python: python.into(),
+                    python: python.parse().unwrap(),
                     free_threaded: false,
-                    platforms: vec!["manylinux_2_39_x86_64".into()],
-                    venv: VENV.into(),
+                    platforms: vec!["manylinux_2_39_x86_64".parse().unwrap()],
+                    venv: VENV.parse().unwrap(),
                     gpus: Vec::new(),
                     min_driver: None,
                 },
-                torch_backend: "cpu".into(),
+                torch_backend: comfypak::cuda::Backend::Cpu,
                 layers: ["stable", "deps"]
                     .iter()
                     .enumerate()

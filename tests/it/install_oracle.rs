@@ -232,8 +232,8 @@ fn installed_tree_equals_pip_install_target() {
             .iter()
             .zip(&built)
             .map(|(spec, b)| LockedPackage {
-                name: spec.name.clone(),
-                version: spec.version.clone(),
+                name: spec.name.parse().unwrap(),
+                version: spec.version.parse().unwrap(),
                 marker: None,
                 requires_python: None,
                 index: None,
@@ -260,14 +260,14 @@ fn installed_tree_equals_pip_install_target() {
             comfypak: ComfypakLock {
                 stack: "oracle".into(),
                 target: LockedTarget {
-                    python: "3.14".into(),
+                    python: "3.14".parse().unwrap(),
                     free_threaded: false,
-                    platforms: vec!["manylinux_2_39_x86_64".into()],
-                    venv: VENV.into(),
+                    platforms: vec!["manylinux_2_39_x86_64".parse().unwrap()],
+                    venv: VENV.parse().unwrap(),
                     gpus: Vec::new(),
                     min_driver: None,
                 },
-                torch_backend: "cpu".into(),
+                torch_backend: comfypak::cuda::Backend::Cpu,
                 layers: vec![LockedLayer {
                     name: "deps".into(),
                     rank: 1,
@@ -315,7 +315,7 @@ fn installed_tree_equals_pip_install_target() {
         .collect();
     let out = work.path().join("build");
     let env = EnvPaths {
-        venv: VENV.into(),
+        venv: VENV.parse().unwrap(),
         python: "3.14".parse().unwrap(),
     };
     install_layer(

@@ -223,7 +223,7 @@ fn uv() -> PathBuf {
 fn lock_versions(lock: &Lock) -> BTreeMap<String, String> {
     lock.packages
         .iter()
-        .map(|p| (normalize(&p.name), p.version.clone()))
+        .map(|p| (normalize(p.name.as_ref()), p.version.to_string()))
         .collect()
 }
 
@@ -413,7 +413,7 @@ fn live_fetch_and_install_deps_layer() {
         let mut filtered = lock.clone();
         filtered
             .packages
-            .retain(|p| !KNOWN_BAD_RECORD.contains(&normalize(&p.name).as_str()));
+            .retain(|p| !KNOWN_BAD_RECORD.contains(&normalize(p.name.as_ref()).as_str()));
         left_out = KNOWN_BAD_RECORD.iter().map(|s| s.to_string()).collect();
         let filtered_path = work.join("pylock-without-bad-record.toml");
         filtered.write(&filtered_path).unwrap();
@@ -481,7 +481,7 @@ fn live_fetch_and_install_deps_layer() {
     let deps_wheels: BTreeSet<String> = lock
         .packages
         .iter()
-        .filter(|p| in_deps(p) && !left_out.contains(&normalize(&p.name)))
+        .filter(|p| in_deps(p) && !left_out.contains(&normalize(p.name.as_ref())))
         .flat_map(|p| p.wheels.iter().map(|w| w.name.to_string()))
         .collect();
     wheels.retain(|w| deps_wheels.contains(&w.file_name().unwrap().to_string_lossy().to_string()));

@@ -12,8 +12,8 @@ use comfypak::lock::{
 
 fn package(name: &str, version: &str, layer: &str) -> LockedPackage {
     LockedPackage {
-        name: name.to_string(),
-        version: version.to_string(),
+        name: name.parse().unwrap(),
+        version: version.parse().unwrap(),
         marker: None,
         requires_python: None,
         index: Some("http://127.0.0.1:1/simple/".to_string()),
@@ -52,14 +52,14 @@ fn lock(packages: Vec<LockedPackage>) -> Lock {
             comfypak: ComfypakLock {
                 stack: "demo".to_string(),
                 target: LockedTarget {
-                    python: "3.14".to_string(),
+                    python: "3.14".parse().unwrap(),
                     free_threaded: false,
-                    platforms: vec!["manylinux_2_39_x86_64".to_string()],
-                    venv: "/opt/venv".to_string(),
+                    platforms: vec!["manylinux_2_39_x86_64".parse().unwrap()],
+                    venv: "/opt/venv".parse().unwrap(),
                     gpus: Vec::new(),
                     min_driver: None,
                 },
-                torch_backend: "cu130".to_string(),
+                torch_backend: comfypak::cuda::Backend::Cu130,
                 layers: ["stable", "deps"]
                     .iter()
                     .enumerate()
@@ -95,7 +95,7 @@ fn lock_round_trips_byte_for_byte() {
     original.write(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let back = Lock::read(&path).unwrap();
-    assert_eq!(back.packages[0].name, "alpha");
+    assert_eq!(back.packages[0].name.as_ref(), "alpha");
     assert_eq!(back.to_toml_string().as_bytes(), bytes.as_slice());
     back.write(&path).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
@@ -247,4 +247,64 @@ fn lock_shape_errors_name_the_field() {
     let text = err.to_string();
     assert!(matches!(err, LockError::Syntax { .. }), "{err:?}");
     assert!(text.contains("size"), "{text}");
+}
+
+#[test]
+fn lock_values_that_do_not_parse_are_errors_naming_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut with_marker = package("a", "1.0", "stable");
+    with_marker.marker = Some("platform_machine == 'x86_64'".to_string());
+    let good = lock(vec![with_marker]).to_toml_string();
+    let path = dir.path().join("pylock.toml");
+    std::fs::write(&path, &good).unwrap();
+    Lock::read(&path).unwrap();
+    // (what is written, what replaces it, words the error must name)
+    let cases = [
+        (
+            "python = \"3.14\"",
+            "python = \"3\"",
+            &["python", "\"3\""][..],
+        ),
+        (
+            "platforms = [\"manylinux_2_39_x86_64\"]",
+            "platforms = [\"linux_x86_64\"]",
+            &["platforms", "linux_x86_64"],
+        ),
+        (
+            "venv = \"/opt/venv\"",
+            "venv = \"opt/venv\"",
+            &["venv", "opt/venv"],
+        ),
+        (
+            "torch-backend = \"cu130\"",
+            "torch-backend = \"cu999\"",
+            &["torch-backend", "cu999"],
+        ),
+        (
+            "\nversion = \"1.0\"",
+            "\nversion = \"one\"",
+            &["version", "\"one\""],
+        ),
+        ("name = \"a\"", "name = \"-a-\"", &["name", "\"-a-\""]),
+        (
+            "marker = \"platform_machine == 'x86_64'\"",
+            "marker = \"platform_machine ==\"",
+            &["marker", "a 1.0"],
+        ),
+    ];
+    for (from, to, words) in cases {
+        assert!(good.contains(from), "{from} not in\n{good}");
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let err = Lock::read(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, LockError::Syntax { .. } | LockError::Field { .. }),
+            "{err:?}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        for word in words {
+            assert!(text.contains(word), "{word} not in: {text}");
+        }
+        assert!(err.help().unwrap().contains("comfypak resolve"), "{text}");
+    }
 }

@@ -624,6 +624,8 @@ fn the_cli_packs_and_reports_reuse() {
     let dir = tempfile::tempdir().unwrap();
     let stack = write_stack(&dir.path().join("pak"), &["manylinux_2_39_x86_64"]);
     write_layers(&dir.path().join("build/layers"), "1", false);
+    // `pack` reads the lock the layers were installed from (pylock.toml by default).
+    write_lock(&stack, &dir.path().join("pylock.toml"));
     let bin = env!("CARGO_BIN_EXE_comfypak");
     let run = |extra: &[&str]| {
         run_ok(
@@ -666,6 +668,59 @@ fn the_cli_packs_and_reports_reuse() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("SOURCE_DATE_EPOCH"));
+}
+
+#[test]
+fn pack_takes_the_venv_and_the_image_name_from_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = write_stack(&dir.path().join("pak"), &["manylinux_2_39_x86_64"]);
+    write_layers(&dir.path().join("build/layers"), "1", false);
+    write_lock(&stack, &dir.path().join("pylock.toml"));
+    // After install, the stack's venv and name change (its layers do not): the image still
+    // points PATH and VIRTUAL_ENV where the installed files are, and keeps the lock's name.
+    let manifest = stack.join("stack.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("venv = \"/opt/comfyui/venv\"") && text.contains("name = \"comfyui\""));
+    fs::write(
+        &manifest,
+        text.replace("venv = \"/opt/comfyui/venv\"", "venv = \"/srv/other\"")
+            .replace("name = \"comfyui\"", "name = \"renamed\""),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_comfypak");
+    run_ok(
+        Command::new(bin)
+            .current_dir(dir.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "pack",
+                "--format",
+                "docker-archive",
+                "--output",
+                "image.tar",
+                "--stack",
+            ])
+            .arg(&stack),
+    );
+    let x = dir.path().join("x");
+    fs::create_dir_all(&x).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(dir.path().join("image.tar"))
+            .arg("-C")
+            .arg(&x),
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest[0]["RepoTags"][0], "comfyui:latest");
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join(manifest[0]["Config"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("VIRTUAL_ENV=/opt/comfyui/venv"), "{env}");
+    assert!(env.contains("PATH=/opt/comfyui/venv/bin:"), "{env}");
+    assert!(!env.contains("/srv/other"), "{env}");
 }
 
 /// Returns once the wall clock's whole second has changed (at most a second from now).

@@ -199,7 +199,7 @@ fn resolve_one(pak: &Path, target: &str) -> Result<Resolution, String> {
 }
 
 fn entry<'a>(lock: &'a Lock, package: &str) -> &'a LockedPackage {
-    let mut found = lock.packages.iter().filter(|p| p.name == package);
+    let mut found = lock.packages.iter().filter(|p| p.name.as_ref() == package);
     let first = found
         .next()
         .unwrap_or_else(|| panic!("{package} is not in the lock"));
@@ -237,11 +237,11 @@ fn resolve_abi_default_stack_picks_the_torch_2_11_cuda_13_builds_on_both_arches(
         "",
     );
     let lock = lock_stack(&pak).unwrap();
-    assert_eq!(lock.tool.comfypak.torch_backend, "cu130");
-    assert_eq!(entry(&lock, "torch").version, "2.11.0+cu130");
+    assert_eq!(lock.tool.comfypak.torch_backend.to_string(), "cu130");
+    assert_eq!(entry(&lock, "torch").version.to_string(), "2.11.0+cu130");
 
     let flash = entry(&lock, "flash-attn");
-    assert_eq!(flash.version, "2.8.3+cu13torch2.11cxx11abitrue");
+    assert_eq!(flash.version.to_string(), "2.8.3+cu13torch2.11cxx11abitrue");
     assert_eq!(flash.marker, None, "one build for both architectures");
     let mut wheels = wheel_names(flash);
     wheels.sort();
@@ -262,7 +262,7 @@ fn resolve_abi_default_stack_picks_the_torch_2_11_cuda_13_builds_on_both_arches(
     assert_eq!(flash.tool.comfypak.layer, "perf");
 
     let sage = entry(&lock, "sageattention");
-    assert_eq!(sage.version, "2.2.0+cu130torch2.11");
+    assert_eq!(sage.version.to_string(), "2.2.0+cu130torch2.11");
     let mut wheels = wheel_names(sage);
     wheels.sort();
     assert_eq!(
@@ -281,7 +281,7 @@ fn resolve_abi_default_stack_picks_the_torch_2_11_cuda_13_builds_on_both_arches(
         )
     );
     // sageattention's METADATA names no dependency; its build needs torch all the same.
-    assert!(sage.dependencies.iter().any(|d| d.name == "torch"));
+    assert!(sage.dependencies.iter().any(|d| d.name.as_ref() == "torch"));
     // torch's own +cu130 label is a CUDA coupling too, checked against the backend.
     assert_eq!(
         entry(&lock, "torch").tool.comfypak.build_reason.as_deref(),
@@ -323,21 +323,24 @@ fn resolve_abi_backend_cu128_moves_the_torch_family_and_picks_the_cu12_builds() 
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lock = Lock::read(&dir.path().join("cu128.toml")).unwrap();
-    assert_eq!(lock.tool.comfypak.torch_backend, "cu128");
+    assert_eq!(lock.tool.comfypak.torch_backend.to_string(), "cu128");
     let torch = entry(&lock, "torch");
-    assert_eq!(torch.version, "2.11.0+cu128");
+    assert_eq!(torch.version.to_string(), "2.11.0+cu128");
     assert_eq!(
         torch.index.as_deref(),
         Some(servers.cu128.simple_url().as_str())
     );
     assert_eq!(torch.tool.comfypak.index_name, "pytorch-cu128");
-    assert_eq!(entry(&lock, "torchvision").version, "0.26.0+cu128");
+    assert_eq!(
+        entry(&lock, "torchvision").version.to_string(),
+        "0.26.0+cu128"
+    );
     assert_eq!(
         entry(&lock, "triton").tool.comfypak.index_name,
         "pytorch-cu128"
     );
     let flash = entry(&lock, "flash-attn");
-    assert_eq!(flash.version, "2.8.3+cu12torch2.11cxx11abitrue");
+    assert_eq!(flash.version.to_string(), "2.8.3+cu12torch2.11cxx11abitrue");
     assert_eq!(
         flash.tool.comfypak.build_reason.as_deref(),
         Some(
@@ -527,7 +530,7 @@ fn resolve_abi_declared_coupling_of_an_unlabelled_wheel_is_enforced() {
     let (_dir, pak) = stack("torch==2.11.0\n", "cu130", declared);
     let lock = lock_stack(&pak).unwrap();
     let sage3 = entry(&lock, "sageattn3");
-    assert_eq!(sage3.version, "1.0.0");
+    assert_eq!(sage3.version.to_string(), "1.0.0");
     assert_eq!(
         sage3.tool.comfypak.build_reason.as_deref(),
         Some(
@@ -601,7 +604,7 @@ fn resolve_abi_cli_default_stack_warns_about_the_hopper_file_name() {
     assert!(warnings[0].contains("the build tag must start with a digit"));
     let lock = Lock::read(&dir.path().join("pylock.toml")).unwrap();
     assert_eq!(
-        entry(&lock, "flash-attn").version,
+        entry(&lock, "flash-attn").version.to_string(),
         "2.8.3+cu13torch2.11cxx11abitrue"
     );
 }
@@ -739,7 +742,10 @@ fn resolve_abi_cli_auto_backend_is_what_doctor_picks_here() {
         "{stderr}"
     );
     let lock = Lock::read(&dir.path().join("pylock.toml")).unwrap();
-    assert_eq!(lock.tool.comfypak.torch_backend, host.auto.name());
+    assert_eq!(
+        lock.tool.comfypak.torch_backend.to_string(),
+        host.auto.name()
+    );
 
     // An unknown backend is refused before anything is fetched.
     let out = comfypak(

@@ -118,6 +118,7 @@ fn resolution(
 ) -> Resolution {
     Resolution {
         target: target(target_text),
+        backend: comfypak::cuda::Backend::Cu130,
         packages: packages.into_iter().map(|p| (p.name.clone(), p)).collect(),
         roots: roots
             .iter()
@@ -261,7 +262,10 @@ fn lock_merges_platforms_into_one_entry_or_marked_entries() {
         ]
     );
     let entries = |n: &str| -> Vec<&comfypak::lock::LockedPackage> {
-        lock.packages.iter().filter(|p| p.name == n).collect()
+        lock.packages
+            .iter()
+            .filter(|p| p.name.as_ref() == n)
+            .collect()
     };
     let a = entries("a");
     assert_eq!(a.len(), 1);
@@ -281,15 +285,15 @@ fn lock_merges_platforms_into_one_entry_or_marked_entries() {
 
     let e = entries("e");
     assert_eq!(e.len(), 2);
-    let by_version: BTreeMap<&str, &comfypak::lock::LockedPackage> =
-        e.iter().map(|p| (p.version.as_str(), *p)).collect();
+    let by_version: BTreeMap<String, &comfypak::lock::LockedPackage> =
+        e.iter().map(|p| (p.version.to_string(), *p)).collect();
     assert_eq!(
         by_version["1.0"].marker.as_deref(),
         Some("platform_machine == 'x86_64'")
     );
     assert_eq!(
         by_version["1.0"].tool.comfypak.platforms,
-        vec!["manylinux_2_39_x86_64".to_string()]
+        vec!["manylinux_2_39_x86_64".parse().unwrap()]
     );
     assert_eq!(
         by_version["2.0"].marker.as_deref(),
@@ -306,10 +310,15 @@ fn lock_merges_platforms_into_one_entry_or_marked_entries() {
     // both platforms, whose e differs: no version then.
     let d = entries("d");
     assert_eq!(d.len(), 1);
-    let d_deps: Vec<(&str, Option<&str>)> = d[0]
+    let d_deps: Vec<(&str, Option<String>)> = d[0]
         .dependencies
         .iter()
-        .map(|dep| (dep.name.as_str(), dep.version.as_deref()))
+        .map(|dep| {
+            (
+                dep.name.as_ref(),
+                dep.version.as_ref().map(ToString::to_string),
+            )
+        })
         .collect();
     assert_eq!(d_deps, vec![("b", None), ("e", None), ("only-arm", None)]);
 
@@ -368,7 +377,7 @@ fn lock_tool_data_required_by_and_deterministic_bytes() {
     let r = resolution(X86, packages, ROOTS);
     let layers = vec![assign_checked(&r, &stack).unwrap()];
     let lock = build_lock(&stack, std::slice::from_ref(&r), &layers).unwrap();
-    let get = |n: &str| lock.packages.iter().find(|p| p.name == n).unwrap();
+    let get = |n: &str| lock.packages.iter().find(|p| p.name.as_ref() == n).unwrap();
     assert_eq!(get("a").tool.comfypak.required_by, vec!["pak1.txt:1"]);
     assert!(get("a").tool.comfypak.requested);
     assert_eq!(get("d").tool.comfypak.required_by, vec!["pak2.txt:2"]);
@@ -393,9 +402,12 @@ fn lock_tool_data_required_by_and_deterministic_bytes() {
 
     let c = &lock.tool.comfypak;
     assert_eq!(c.stack, "demo");
-    assert_eq!(c.torch_backend, "cu130");
-    assert_eq!(c.target.python, "3.14");
-    assert_eq!(c.target.platforms, vec!["manylinux_2_39_x86_64"]);
+    assert_eq!(c.torch_backend.to_string(), "cu130");
+    assert_eq!(c.target.python.to_string(), "3.14");
+    assert_eq!(
+        c.target.platforms,
+        vec!["manylinux_2_39_x86_64".parse().unwrap()]
+    );
     assert_eq!(
         c.layers
             .iter()
@@ -881,8 +893,8 @@ fn entry_texts(lock: &Lock) -> BTreeMap<(String, String, String), String> {
             (
                 (
                     p.tool.comfypak.layer.clone(),
-                    p.name.clone(),
-                    p.version.clone(),
+                    p.name.to_string(),
+                    p.version.to_string(),
                 ),
                 toml::to_string(p).unwrap(),
             )
@@ -898,9 +910,13 @@ fn resolve_cli_writes_a_deterministic_multi_platform_lock() {
     let lock = flow.lock();
 
     // The torch family from the cu130 fixture, in the stable layer, one entry, both wheels.
-    let torch: Vec<_> = lock.packages.iter().filter(|p| p.name == "torch").collect();
+    let torch: Vec<_> = lock
+        .packages
+        .iter()
+        .filter(|p| p.name.as_ref() == "torch")
+        .collect();
     assert_eq!(torch.len(), 1, "{first}");
-    assert_eq!(torch[0].version, "2.11.0+cu130");
+    assert_eq!(torch[0].version.to_string(), "2.11.0+cu130");
     assert_eq!(torch[0].tool.comfypak.index_name, "pytorch-cu130");
     assert_eq!(torch[0].tool.comfypak.layer, "stable");
     assert_eq!(torch[0].tool.comfypak.required_by, vec!["pak1.txt:1"]);
@@ -927,7 +943,7 @@ fn resolve_cli_writes_a_deterministic_multi_platform_lock() {
     let layer_of = |n: &str| -> Vec<String> {
         lock.packages
             .iter()
-            .filter(|p| p.name == n)
+            .filter(|p| p.name.as_ref() == n)
             .map(|p| p.tool.comfypak.layer.clone())
             .collect()
     };
@@ -940,7 +956,7 @@ fn resolve_cli_writes_a_deterministic_multi_platform_lock() {
     let armshim: Vec<_> = lock
         .packages
         .iter()
-        .filter(|p| p.name == "armshim")
+        .filter(|p| p.name.as_ref() == "armshim")
         .collect();
     assert_eq!(armshim.len(), 1);
     assert_eq!(
@@ -949,9 +965,13 @@ fn resolve_cli_writes_a_deterministic_multi_platform_lock() {
     );
     assert_eq!(
         armshim[0].tool.comfypak.platforms,
-        vec!["manylinux_2_39_aarch64"]
+        vec!["manylinux_2_39_aarch64".parse().unwrap()]
     );
-    let urllib3 = lock.packages.iter().find(|p| p.name == "urllib3").unwrap();
+    let urllib3 = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "urllib3")
+        .unwrap();
     assert_eq!(
         urllib3.wheels[0]
             .upload_time
@@ -1039,7 +1059,7 @@ fn resolve_cli_volatile_addition_leaves_other_layers_untouched() {
     assert_eq!(stable_and_deps(&before), stable_and_deps(&after));
     let names = |lock: &Lock| -> BTreeSet<String> {
         lock.layer_packages("volatile")
-            .map(|p| p.name.clone())
+            .map(|p| p.name.to_string())
             .collect()
     };
     assert_eq!(
@@ -1136,8 +1156,8 @@ fn resolve_cli_keeps_locked_versions_until_asked_to_upgrade() {
     let version_of = |lock: &Lock, n: &str| {
         lock.packages
             .iter()
-            .find(|p| p.name == n)
-            .map(|p| p.version.clone())
+            .find(|p| p.name.as_ref() == n)
+            .map(|p| p.version.to_string())
             .unwrap()
     };
     assert_eq!(version_of(&before, "urllib3"), "2.0.0");
@@ -1214,7 +1234,7 @@ fn resolve_cli_lock_installs_with_uv() {
                 .packages
                 .iter()
                 .filter(|p| comfypak::lock::applies_to(p, &target).unwrap())
-                .map(|p| format!("{}-{}", p.name.replace('-', "_"), p.version))
+                .map(|p| format!("{}-{}", p.name.as_ref().replace('-', "_"), p.version))
                 .collect();
             assert!(
                 expected.contains("armshim-1.0") == (arch == "aarch64"),

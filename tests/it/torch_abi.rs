@@ -173,7 +173,7 @@ fn wheels_of(lock: &Lock, name: &str) -> Vec<String> {
     let mut names: Vec<String> = lock
         .packages
         .iter()
-        .filter(|p| p.name == name)
+        .filter(|p| p.name.as_ref() == name)
         .flat_map(|p| p.wheels.iter().map(|w| w.name.to_string()))
         .collect();
     names.sort();
@@ -259,7 +259,7 @@ fn torch_abi_cxx11_abi_comes_from_the_torch_build_not_its_version() {
     let entry = lock
         .packages
         .iter()
-        .find(|p| p.name == "flash-attn")
+        .find(|p| p.name.as_ref() == "flash-attn")
         .unwrap();
     let reason = entry.tool.comfypak.build_reason.clone().unwrap_or_default();
     assert!(reason.contains("C++11 ABI"), "{reason}");

@@ -319,11 +319,11 @@ fn lock_for(
     .map_err(|e| e.to_string())
 }
 
-fn versions_of<'a>(lock: &'a Lock, name: &str) -> Vec<&'a str> {
+fn versions_of(lock: &Lock, name: &str) -> Vec<String> {
     lock.packages
         .iter()
-        .filter(|p| p.name == name)
-        .map(|p| p.version.as_str())
+        .filter(|p| p.name.as_ref() == name)
+        .map(|p| p.version.to_string())
         .collect()
 }
 
@@ -331,7 +331,9 @@ fn cuda_wheels(lock: &Lock) -> Vec<String> {
     lock.packages
         .iter()
         .filter(|p| {
-            p.name.starts_with("nvidia-") || p.name.starts_with("cuda-") || p.name == "triton"
+            p.name.as_ref().starts_with("nvidia-")
+                || p.name.as_ref().starts_with("cuda-")
+                || p.name.as_ref() == "triton"
         })
         .map(|p| format!("{} {}", p.name, p.version))
         .collect()
@@ -343,14 +345,18 @@ fn torch_backend_cpu_timm_gets_torch_cpu_from_the_cpu_index_and_no_cuda_wheel() 
     let dir = tempfile::tempdir().unwrap();
     let stack = write_stack(dir.path(), &servers, "cpu", "timm\n", "");
     let lock = lock(&stack, &NoProgress).unwrap();
-    assert_eq!(lock.tool.comfypak.torch_backend, "cpu");
+    assert_eq!(lock.tool.comfypak.torch_backend.to_string(), "cpu");
     assert_eq!(versions_of(&lock, "torch"), ["2.15.0+cpu"]);
     assert_eq!(versions_of(&lock, "torchvision"), ["0.30.0+cpu"]);
     assert_eq!(versions_of(&lock, "timm"), ["1.0.22"]);
     assert_eq!(cuda_wheels(&lock), Vec::<String>::new());
     let cpu_url = servers.cpu.simple_url();
     for family in ["torch", "torchvision"] {
-        let entry = lock.packages.iter().find(|p| p.name == family).unwrap();
+        let entry = lock
+            .packages
+            .iter()
+            .find(|p| p.name.as_ref() == family)
+            .unwrap();
         assert_eq!(entry.index.as_deref(), Some(cpu_url.as_str()), "{family}");
         for wheel in &entry.wheels {
             assert!(
@@ -384,7 +390,11 @@ fn torch_backend_cu128_timm_gets_the_cu128_builds_and_their_cuda_12_wheels() {
     );
     let cu128_url = servers.cu128.simple_url();
     for name in ["torch", "torchvision", "triton", "nvidia-cudnn-cu12"] {
-        let entry = lock.packages.iter().find(|p| p.name == name).unwrap();
+        let entry = lock
+            .packages
+            .iter()
+            .find(|p| p.name.as_ref() == name)
+            .unwrap();
         assert_eq!(entry.index.as_deref(), Some(cu128_url.as_str()), "{name}");
     }
     assert_eq!(servers.public.requests_for("/torch/"), 0);
@@ -480,8 +490,8 @@ fn torch_gpus_sm_61_refuses_cu130_and_auto_picks_cu126_naming_sm_61() {
     );
 
     let locked = lock(&stack, &NoProgress).unwrap();
-    assert_eq!(locked.tool.comfypak.torch_backend, "cu126");
-    assert_eq!(locked.tool.comfypak.target.gpus, ["sm_61"]);
+    assert_eq!(locked.tool.comfypak.torch_backend.to_string(), "cu126");
+    assert_eq!(locked.tool.comfypak.target.gpus, ["sm_61".parse().unwrap()]);
     assert_eq!(versions_of(&locked, "torch"), ["2.15.0+cu126"]);
     assert_eq!(versions_of(&locked, "nvidia-cublas-cu12"), ["12.6.4.1"]);
 
@@ -562,7 +572,7 @@ fn sage_wheel(lock: &Lock) -> String {
     let entry = lock
         .packages
         .iter()
-        .find(|p| p.name == "sageattention")
+        .find(|p| p.name.as_ref() == "sageattention")
         .unwrap();
     entry.wheels[0].name.to_string()
 }

@@ -9,6 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use comfypak::lock::{ComfypakLock, Lock, LockTool, LockedLayer, LockedTarget};
 use comfypak::pack::{
     pack, Compression, ImageSettings, OutputFormat, PackRequest, PackedImage, PlatformLayers,
 };
@@ -40,6 +41,57 @@ pub fn write_stack(dir: &Path, platforms: &[&str]) -> PathBuf {
     }
     fs::write(dir.join("stack.toml"), toml).unwrap();
     dir.to_path_buf()
+}
+
+/// The lock `pack` reads for `stack`: its layers (no packages), venv and platforms, as
+/// `comfypak resolve` would record them.
+pub fn lock_for(stack: &Stack) -> Lock {
+    let dir = stack.manifest.parent().unwrap();
+    Lock {
+        lock_version: "1.0".into(),
+        environments: vec![],
+        requires_python: None,
+        extras: vec![],
+        dependency_groups: vec![],
+        default_groups: vec![],
+        created_by: "comfypak-tests".into(),
+        packages: vec![],
+        tool: LockTool {
+            comfypak: ComfypakLock {
+                stack: stack.name.clone(),
+                target: LockedTarget {
+                    python: stack.target.python,
+                    free_threaded: stack.target.free_threaded,
+                    platforms: stack.target.platforms.clone(),
+                    venv: stack.target.venv.parse().unwrap(),
+                    gpus: vec![],
+                    min_driver: None,
+                },
+                torch_backend: comfypak::cuda::Backend::Cpu,
+                layers: stack
+                    .layers
+                    .iter()
+                    .map(|l| LockedLayer {
+                        name: l.name.clone(),
+                        rank: l.rank,
+                        paks: l
+                            .paks
+                            .iter()
+                            .map(|p| p.path.strip_prefix(dir).unwrap().display().to_string())
+                            .collect(),
+                        inputs_hash: "sha256:00".into(),
+                    })
+                    .collect(),
+                indexes: BTreeMap::new(),
+            },
+        },
+    }
+}
+
+/// Writes [`lock_for`] the stack in `stack_dir` to `path`.
+pub fn write_lock(stack_dir: &Path, path: &Path) {
+    let stack = Stack::load(stack_dir).unwrap();
+    lock_for(&stack).write(path).unwrap();
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) {
@@ -192,9 +244,10 @@ impl<'a> PackSetup<'a> {
                 }
             })
             .collect();
+        let lock = lock_for(&stack);
         pack(&PackRequest {
-            stack: &stack,
-            lock: None,
+            lock: &lock,
+            stack_dir: self.stack_dir,
             settings,
             platforms,
             output: self.output.clone(),
