@@ -275,7 +275,7 @@ pub enum BuildError {
     StackNotLock {
         stack: PathBuf,
         #[source]
-        source: crate::lock::LockError,
+        source: Box<crate::lock::LockError>,
     },
     #[error(transparent)]
     Push(#[from] crate::pack::push::PushError),

@@ -575,7 +575,7 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
     lock.check_stack_layers(&job.lock, &stack_layers)
         .map_err(|source| BuildError::StackNotLock {
             stack: stack.manifest.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let settings = ImageSettings::for_stack(&stack)?;
     let locked = &lock.tool.comfypak.target.platforms;
