@@ -3,8 +3,10 @@
 //! Owns the lock's data types, reading, deterministic writing (same lock → same bytes),
 //! atomic replacement of the file, and queries later stages need (a layer's packages, the
 //! wheel of a package for a target). The lock is the contract between stages: `fetch`,
-//! `install`, `pack` and `diff` read it and never resolve. This module must not talk to an
-//! index or decide versions.
+//! `install`, `pack` and `diff` read it and never resolve. Its values are typed (python,
+//! platforms, venv, torch backend, names, versions; see `text.rs`): a value that does not parse
+//! fails the read, naming the lock, line and key. This module must not talk to an index or
+//! decide versions.
 
 use std::collections::BTreeMap;
 

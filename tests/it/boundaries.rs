@@ -26,10 +26,10 @@ const RULES: &[(&str, &[&str], &str)] = &[
     (
         "lock",
         &[
-            "resolve", "index", "fetch", "install", "pack", "http", "cuda", "diff", "stack",
-            "build",
+            "resolve", "index", "fetch", "install", "pack", "http", "diff", "stack", "build",
         ],
-        "the lock is data: read, written, queried",
+        "the lock is data: read, written, queried (its values are `target`'s and `cuda`'s \
+         types: platforms, backend, GPU architectures)",
     ),
     (
         "cuda",
