@@ -83,6 +83,7 @@ pub fn lock_for(stack: &Stack) -> Lock {
                     })
                     .collect(),
                 indexes: BTreeMap::new(),
+                bases: Vec::new(),
             },
         },
     }
