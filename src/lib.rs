@@ -36,6 +36,8 @@ pub mod mirror;
 pub mod install;
 // The base image's own CPython, sandboxed: venv skeleton, bytecode, checks.
 pub mod runtime;
+// Sources (sdists, folders) built into wheels by a PEP 517 frontend in the target runtime.
+pub mod source;
 // Reproducible image layers, OCI layouts, docker archives, registry push.
 pub mod pack;
 // The whole pipeline and one typed request per stage, in one session.

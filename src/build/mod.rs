@@ -11,6 +11,7 @@
 //! Must not: parse arguments or print (the cli does, through [`Progress`]); decide versions
 //! (`resolve`), read wheels (`install`) or write blobs (`pack`).
 
+mod sources;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::pack::{Compression, OutputFormat, PackedImage};
 use crate::resolve::ResolveProgress;
 use crate::target::{Arch, Platform};
 
+pub use sources::StackBuildEnvs;
 pub use stages::{
     fetch, install, install_wheel, mirror, pack, parse_arch, plan_layers, push, resolve,
     FetchReport, FetchRequest, InstallRequest, LayerPlan, LockMode, MirrorRequest, PackJob,

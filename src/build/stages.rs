@@ -331,7 +331,7 @@ fn lock_dir(lock_path: &Path) -> &Path {
 }
 
 /// Fetches `selected` (deduplicated by sha256) and returns the cache entries in order.
-fn fetch_selected(
+pub(super) fn fetch_selected(
     session: &Session,
     lock_path: &Path,
     selected: &[SelectedWheel],

@@ -91,6 +91,14 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "target is tags and markers",
     ),
     (
+        "source",
+        &[
+            "resolve", "fetch", "install", "pack", "lock", "http", "build",
+        ],
+        "source builds one source into a wheel in the target runtime; the pipeline resolves, \
+         fetches and installs its build environment",
+    ),
+    (
         "mirror",
         &["resolve", "index", "http", "build"],
         "mirror writes files it is given",

@@ -35,6 +35,7 @@ mod resolve_abi;
 mod resolve_core;
 mod resolve_lock;
 mod runtime;
+mod source;
 mod stack;
 mod target;
 mod torch_abi;

@@ -1,0 +1,558 @@
+//! Source builds: real sdists and folders made by the tests, built into wheels by the PEP 517
+//! frontend in the sandbox of a real Debian root with CPython 3.14 (made by
+//! scripts/python-root.sh; skipped with a note where it is absent), with a build backend
+//! written here in Python, served as a real wheel from a loopback index and installed into the
+//! build environment by comfypak's own resolver and installer. Failures (a failing build, a
+//! hash mismatch, a build that wants the network, one that hangs, one that writes outside its
+//! folder, one whose wheel contradicts its sdist) are each checked to leave nothing in the
+//! built-wheel cache.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use comfypak::build::{NetworkOptions, Session, StackBuildEnvs};
+use comfypak::runtime::{Base, Runtime};
+use comfypak::source::{
+    build_wheel, metadata, BuildFailure, BuildOptions, MetadataOrigin, Source, SourceError,
+    SourceKind,
+};
+use comfypak::stack::Stack;
+use comfypak::target::{Arch, Target};
+use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
+use sha2::{Digest, Sha256};
+
+use super::common::write_index_definitions;
+use super::runtime::{debian_root, options, target};
+
+/// A PEP 517 backend in a few lines: packs the `[project]` table of `pyproject.toml` and the
+/// package folder into a wheel, with zip times from `SOURCE_DATE_EPOCH`; `[tool.mini]` adds
+/// build requirements and tells a hook to fail, hang, reach the network or write outside.
+const MINI_BACKEND: &str = r#"
+import base64, hashlib, os, time, tomllib, zipfile
+
+def _load():
+    with open("pyproject.toml", "rb") as f:
+        data = tomllib.load(f)
+    return data["project"], data.get("tool", {}).get("mini", {})
+
+def _dist(name):
+    return name.replace("-", "_").replace(".", "_").lower()
+
+def _metadata(name, version, project):
+    lines = ["Metadata-Version: 2.4", "Name: " + name, "Version: " + version]
+    lines += ["Requires-Dist: " + r for r in project.get("dependencies", [])]
+    return "\n".join(lines) + "\n"
+
+def _act(tool, hook):
+    what = tool.get(hook)
+    if what == "fail":
+        for i in range(1, 41):
+            print("mini: log line %d" % i)
+        raise RuntimeError("told to fail in " + hook)
+    if what == "hang":
+        print("mini: hanging", flush=True)
+        while True:
+            time.sleep(1)
+    if what == "network":
+        import urllib.request
+        urllib.request.urlopen("http://192.0.2.10/blob-1.0.tar.gz")
+    if what == "write-outside":
+        with open("/usr/lib/mini-was-here", "w") as f:
+            f.write("x")
+
+def get_requires_for_build_wheel(config_settings=None):
+    project, tool = _load()
+    _act(tool, "get_requires")
+    return list(tool.get("extra-requires", []))
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    project, tool = _load()
+    _act(tool, "prepare")
+    d = "%s-%s.dist-info" % (_dist(project["name"]), project["version"])
+    os.makedirs(os.path.join(metadata_directory, d))
+    with open(os.path.join(metadata_directory, d, "METADATA"), "w") as f:
+        f.write(_metadata(project["name"], project["version"], project))
+    return d
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    project, tool = _load()
+    _act(tool, "build")
+    for module in tool.get("import", []):
+        __import__(module)
+    name = _dist(project["name"])
+    version = tool.get("claim-version", project["version"])
+    date = time.gmtime(max(int(os.environ["SOURCE_DATE_EPOCH"]), 315532800))[:6]
+    contents = []
+    for top, dirs, names in os.walk(name):
+        dirs.sort()
+        for n in sorted(names):
+            path = os.path.join(top, n)
+            with open(path, "rb") as f:
+                contents.append((path, f.read()))
+    dist_info = "%s-%s.dist-info" % (name, version)
+    contents.append((dist_info + "/METADATA", _metadata(project["name"], version, project).encode()))
+    contents.append((dist_info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: mini\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
+    record = []
+    for path, data in contents:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append("%s,sha256=%s,%d" % (path, digest, len(data)))
+    record.append(dist_info + "/RECORD,,")
+    contents.append((dist_info + "/RECORD", ("\n".join(record) + "\n").encode()))
+    wheel = "%s-%s-py3-none-any.whl" % (name, version)
+    with zipfile.ZipFile(os.path.join(wheel_directory, wheel), "w") as z:
+        for path, data in contents:
+            info = zipfile.ZipInfo(path, date)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    print("mini: built", wheel)
+    return wheel
+"#;
+
+/// The loopback index: the backend, and a helper a project's `get_requires` asks for.
+fn index() -> FixtureIndex {
+    FixtureIndex::builder()
+        .wheel(WheelSpec::new("mini-backend", "1.0").file("mini_backend/__init__.py", MINI_BACKEND))
+        .wheel(
+            WheelSpec::new("helper-dep", "2.0")
+                .file("helper_dep/__init__.py", "VALUE = 'helped'\n"),
+        )
+        .build()
+}
+
+/// A stack folder whose one index is `server`; returns the loaded stack.
+fn stack(dir: &Path, server: &TestServer) -> Stack {
+    write_index_definitions(dir, &[("pypi", server.simple_url().as_str(), "simple")]);
+    let pak = dir.join("pak");
+    std::fs::create_dir_all(&pak).unwrap();
+    std::fs::write(pak.join("deps.txt"), "").unwrap();
+    std::fs::write(
+        pak.join("stack.toml"),
+        "[stack]\nname = \"demo\"\nindex-dir = \"../indexes\"\n\n[target]\npython = \"3.14\"\n\
+         platforms = [\"manylinux_2_39_x86_64\"]\nvenv = \"/opt/venv\"\ntorch-backend = \"cpu\"\n\n\
+         [indexes]\ndefault = [\"pypi\"]\n\n[[layer]]\nname = \"deps\"\npaks = [\"deps.txt\"]\n",
+    )
+    .unwrap();
+    Stack::load(&pak).unwrap()
+}
+
+/// `pyproject.toml` of project `name` 1.0 built by the mini backend, with `tool` lines.
+fn pyproject(name: &str, tool: &str) -> String {
+    format!(
+        "[build-system]\nrequires = [\"mini-backend>=1\"]\nbuild-backend = \"mini_backend\"\n\n\
+         [project]\nname = \"{name}\"\nversion = \"1.0\"\ndependencies = [\"six>=1\"]\n\n\
+         [tool.mini]\n{tool}\n"
+    )
+}
+
+/// The files of project `name` (a module that says hello).
+fn project_files(name: &str, tool: &str) -> Vec<(String, String)> {
+    vec![
+        ("pyproject.toml".to_string(), pyproject(name, tool)),
+        (
+            format!("{name}/__init__.py"),
+            format!("GREETING = 'hello from {name}'\n"),
+        ),
+    ]
+}
+
+/// A `.tar.gz` sdist of project `name` 1.0 (top folder `name-1.0/`) with a PEP 643 PKG-INFO
+/// (`Metadata-Version` as given).
+fn write_sdist(dir: &Path, name: &str, tool: &str, metadata_version: &str) -> PathBuf {
+    let path = dir.join(format!("{name}-1.0.tar.gz"));
+    let mut files = project_files(name, tool);
+    files.push((
+        "PKG-INFO".to_string(),
+        format!(
+            "Metadata-Version: {metadata_version}\nName: {name}\nVersion: 1.0\nRequires-Dist: six>=1\n"
+        ),
+    ));
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (rel, text) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(text.len() as u64);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{name}-1.0/{rel}"), text.as_bytes())
+            .unwrap();
+    }
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    path
+}
+
+fn write_folder(dir: &Path, name: &str, tool: &str) -> PathBuf {
+    let root = dir.join(name);
+    for (rel, text) in project_files(name, tool) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    root
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    _server: TestServer,
+    work: PathBuf,
+    cache: PathBuf,
+    session: Session,
+    stack: Stack,
+    runtime: Runtime,
+    target: Target,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        let root = debian_root()?;
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::serve_index(&index(), ServerOptions::default());
+        let cache = dir.path().join("cache");
+        let session = Session::new(NetworkOptions {
+            cache_dir: Some(cache.clone()),
+            ..NetworkOptions::default()
+        })
+        .unwrap();
+        let stack = stack(&dir.path().join("stack"), &server);
+        let target = target((3, 14), Arch::X86_64);
+        let runtime = Runtime::for_platform(
+            &Base::Root(root),
+            &target,
+            "/opt/venv",
+            &options(&cache, Duration::from_secs(120)),
+        )
+        .unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        Some(Env {
+            work,
+            cache,
+            _dir: dir,
+            _server: server,
+            session,
+            stack,
+            runtime,
+            target,
+        })
+    }
+
+    fn envs(&self) -> StackBuildEnvs<'_> {
+        StackBuildEnvs {
+            session: &self.session,
+            stack: &self.stack,
+            target: self.target.clone(),
+        }
+    }
+
+    fn options(&self) -> BuildOptions {
+        let mut options = BuildOptions::new(&self.cache);
+        options.jobs = 2;
+        options
+    }
+
+    fn build(
+        &self,
+        kind: SourceKind,
+        package: &str,
+        options: &BuildOptions,
+    ) -> Result<comfypak::source::BuiltWheel, SourceError> {
+        let source = Source {
+            kind,
+            package: package.to_string(),
+            expected_sha256: None,
+        };
+        build_wheel(&source, &self.target, &self.runtime, &self.envs(), options)
+    }
+
+    /// The entries of the built-wheel cache.
+    fn cached_builds(&self) -> Vec<String> {
+        match std::fs::read_dir(self.cache.join("source-builds/v1")) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn wheel_members(path: &Path) -> Vec<String> {
+    let zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    zip.file_names().map(str::to_string).collect()
+}
+
+#[test]
+fn source_sdist_and_folder_build_in_the_sandbox_and_the_second_build_is_a_cache_hit() {
+    let Some(env) = Env::new() else { return };
+    // get_requires asks for helper-dep; build_wheel imports it: the second environment holds it.
+    let tool = "extra-requires = [\"helper-dep\"]\nimport = [\"helper_dep\"]";
+    let sdist = write_sdist(&env.work, "demo", tool, "2.2");
+    let options = env.options();
+
+    let first = env
+        .build(SourceKind::Sdist(sdist.clone()), "demo", &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!first.cached);
+    assert_eq!(first.filename, "demo-1.0-py3-none-any.whl");
+    assert_eq!(sha256_of(&first.path), first.sha256);
+    assert_eq!(first.source_sha256, sha256_of(&sdist));
+    let members = wheel_members(&first.path);
+    assert!(
+        members.contains(&"demo/__init__.py".to_string()),
+        "{members:?}"
+    );
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(
+        log.contains("mini: built demo-1.0-py3-none-any.whl"),
+        "{log}"
+    );
+    assert!(
+        log.contains("get_requires_for_build_wheel via mini_backend"),
+        "{log}"
+    );
+
+    let second = env
+        .build(SourceKind::Sdist(sdist.clone()), "demo", &options)
+        .unwrap();
+    assert!(second.cached, "the same inputs are never built twice");
+    assert_eq!(second.sha256, first.sha256);
+    assert_eq!(second.key, first.key);
+    println!(
+        "demo sdist: first build {:.2}s, second (cache hit) {:.2}s",
+        first.seconds, second.seconds
+    );
+
+    // A clean rebuild makes the same bytes (SOURCE_DATE_EPOCH, sorted members).
+    std::fs::remove_dir_all(env.cache.join("source-builds/v1")).unwrap();
+    let again = env
+        .build(SourceKind::Sdist(sdist.clone()), "demo", &options)
+        .unwrap();
+    assert!(!again.cached);
+    assert_eq!(again.sha256, first.sha256, "two clean builds differ");
+
+    // Another config setting is another build.
+    let mut other = env.options();
+    other
+        .config_settings
+        .insert("flavour".to_string(), "b".to_string());
+    let flavoured = env
+        .build(SourceKind::Sdist(sdist.clone()), "demo", &other)
+        .unwrap();
+    assert!(!flavoured.cached);
+    assert_ne!(flavoured.key, first.key);
+
+    // The same project as a local folder.
+    let folder = write_folder(&env.work, "demo", tool);
+    let from_folder = env
+        .build(SourceKind::Directory(folder.clone()), "demo", &options)
+        .unwrap();
+    assert_eq!(from_folder.filename, "demo-1.0-py3-none-any.whl");
+    assert!(!from_folder.cached);
+    // The folder was not written to (the build ran on a copy).
+    assert!(!folder.join("build").exists());
+    let entries: Vec<_> = std::fs::read_dir(&folder).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 2);
+    // A change to the folder is a new build; the same content again is a hit.
+    let hit = env
+        .build(SourceKind::Directory(folder.clone()), "demo", &options)
+        .unwrap();
+    assert!(hit.cached);
+    std::fs::write(folder.join("demo/extra.py"), "X = 1\n").unwrap();
+    let changed = env
+        .build(SourceKind::Directory(folder), "demo", &options)
+        .unwrap();
+    assert!(!changed.cached);
+    assert!(wheel_members(&changed.path).contains(&"demo/extra.py".to_string()));
+    // Nothing of the builds' work folders is left.
+    let tmp = env.cache.join("source-builds/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn source_metadata_from_pep643_pkg_info_or_the_prepare_hook_and_cached() {
+    let Some(env) = Env::new() else { return };
+    let options = env.options();
+    let source = |kind| Source {
+        kind,
+        package: "demo".to_string(),
+        expected_sha256: None,
+    };
+    // PEP 643 PKG-INFO: read directly, even though the backend would fail.
+    let static_sdist = write_sdist(&env.work, "demo", "prepare = \"fail\"", "2.2");
+    let (meta, origin) = metadata(
+        &source(SourceKind::Sdist(static_sdist)),
+        &env.target,
+        &env.runtime,
+        &env.envs(),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(origin, MetadataOrigin::PkgInfo);
+    assert_eq!(meta.name, "demo");
+    assert_eq!(meta.requires_dist.len(), 1);
+
+    // Metadata-Version 2.1: the prepare hook runs in the runtime; then the cache answers.
+    let old_dir = env.work.join("old");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let old = write_sdist(&old_dir, "demo", "", "2.1");
+    let (meta, origin) = metadata(
+        &source(SourceKind::Sdist(old.clone())),
+        &env.target,
+        &env.runtime,
+        &env.envs(),
+        &options,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(origin, MetadataOrigin::PrepareHook);
+    assert_eq!(meta.version.to_string(), "1.0");
+    assert_eq!(meta.requires_dist[0].name.as_ref(), "six");
+    let (_, origin) = metadata(
+        &source(SourceKind::Sdist(old)),
+        &env.target,
+        &env.runtime,
+        &env.envs(),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(origin, MetadataOrigin::Cache);
+    assert!(env.cached_builds().is_empty(), "no wheel was built");
+}
+
+#[test]
+fn source_build_failures_say_what_failed_and_cache_nothing() {
+    let Some(env) = Env::new() else { return };
+    let options = env.options();
+    let case = |name: &str, tool: &str, options: &BuildOptions| -> SourceError {
+        let dir = env.work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sdist = write_sdist(&dir, "demo", tool, "2.2");
+        let e = env
+            .build(SourceKind::Sdist(sdist), "demo", options)
+            .expect_err(name);
+        println!("--- {name}:\n{e}\nhelp: {:?}", e.help());
+        e
+    };
+
+    // A failing build: package, backend, the last 30 lines of its log, the whole log's path.
+    let e = case("fail", "build = \"fail\"", &options);
+    let SourceError::BuildFailed(failure) = &e else {
+        panic!("{e:?}")
+    };
+    let BuildFailure {
+        package,
+        backend,
+        hook,
+        tail,
+        log,
+        ..
+    } = failure.as_ref();
+    assert_eq!(package, "demo");
+    assert_eq!(backend, "mini_backend");
+    assert_eq!(hook, "build_wheel");
+    assert_eq!(tail.lines().count(), 30, "{tail}");
+    assert!(
+        tail.contains("RuntimeError: told to fail in build"),
+        "{tail}"
+    );
+    assert!(tail.contains("mini: log line 40"), "{tail}");
+    assert!(!tail.lines().any(|l| l == "mini: log line 2"), "{tail}");
+    let whole = std::fs::read_to_string(log).unwrap();
+    assert!(whole.lines().any(|l| l == "mini: log line 2"), "{whole}");
+    let message = e.to_string();
+    assert!(
+        message.contains("building demo failed: backend mini_backend"),
+        "{message}"
+    );
+    assert!(message.contains(&log.display().to_string()), "{message}");
+
+    // A hash mismatch: refused before anything runs.
+    let dir = env.work.join("hash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sdist = write_sdist(&dir, "demo", "", "2.2");
+    let e = build_wheel(
+        &Source {
+            kind: SourceKind::Sdist(sdist),
+            package: "demo".to_string(),
+            expected_sha256: Some("0".repeat(64)),
+        },
+        &env.target,
+        &env.runtime,
+        &env.envs(),
+        &options,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SourceError::HashMismatch { .. }), "{e:?}");
+    assert!(e.to_string().contains(&"0".repeat(64)), "{e}");
+
+    // A build that reaches for the network: the package and the URL it wanted.
+    let e = case("network", "build = \"network\"", &options);
+    let message = e.to_string();
+    assert!(matches!(e, SourceError::Network { .. }), "{e:?}");
+    assert!(
+        message.contains("building demo tried to reach the network"),
+        "{message}"
+    );
+    assert!(
+        message.contains("http://192.0.2.10/blob-1.0.tar.gz"),
+        "{message}"
+    );
+
+    // A build that writes outside its folder: the base is read-only.
+    let e = case("outside", "build = \"write-outside\"", &options);
+    let SourceError::BuildFailed(failure) = &e else {
+        panic!("{e:?}")
+    };
+    let tail = &failure.tail;
+    assert!(tail.contains("Read-only file system"), "{tail}");
+
+    // A wheel that contradicts the sdist's PKG-INFO.
+    let e = case("contradiction", "claim-version = \"2.0\"", &options);
+    let message = e.to_string();
+    assert!(matches!(e, SourceError::BadOutput { .. }), "{e:?}");
+    assert!(
+        message.contains("contradicts the sdist's PKG-INFO"),
+        "{message}"
+    );
+
+    // A backend that is not installed.
+    let dir = env.work.join("nobackend");
+    let root = dir.join("demo");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"no_such_backend\"\n",
+    )
+    .unwrap();
+    let e = env
+        .build(SourceKind::Directory(root), "demo", &options)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("No module named 'no_such_backend'"),
+        "{e}"
+    );
+
+    // A build that hangs is killed at the time limit.
+    let mut short = env.options();
+    short.timeout = Duration::from_secs(5);
+    let e = case("hang", "build = \"hang\"", &short);
+    assert!(matches!(e, SourceError::Timeout { .. }), "{e:?}");
+    assert!(e.to_string().contains("ran longer than 5s"), "{e}");
+
+    assert!(
+        env.cached_builds().is_empty(),
+        "a failed build cached {:?}",
+        env.cached_builds()
+    );
+    let tmp = env.cache.join("source-builds/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
