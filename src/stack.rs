@@ -4,8 +4,9 @@
 //! platforms, in-image venv path, torch backend, the GPU architectures and minimum driver
 //! the image must run on), which indexes packages come from (default
 //! order and pins), the declared ABI couplings of unlabelled performance wheels
-//! (`[couplings]`, read by [`crate::cuda::parse_couplings`]), and the pak files kept out of
-//! the stack on purpose. It reads pak files through [`crate::pak`] and index definitions
+//! (`[couplings]`, read by [`crate::cuda::parse_couplings`]), the pak files kept out of
+//! the stack on purpose, and `[pack] split-threshold` (read here, applied by
+//! [`crate::pack::split`]). It reads pak files through [`crate::pak`] and index definitions
 //! through [`crate::index::definition`]; it must not resolve, fetch or install anything.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,10 @@ pub struct Stack {
     /// to the stack, an OCI layout or a root folder) or `image` (a registry reference,
     /// `docker://HOST/REPO:TAG` or `@sha256:…`, kept as written); `--base` overrides it.
     pub base: Option<PathBuf>,
+    /// `[pack] split-threshold`: packages whose largest locked wheel has at least this many
+    /// bytes get an image layer of their own (`Some(None)`: `off`); `None` when not set
+    /// (pack's default applies).
+    pub split_threshold: Option<Option<u64>>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -206,6 +211,15 @@ struct RawManifest {
     check: RawCheck,
     #[serde(default)]
     base: Option<RawBase>,
+    #[serde(default)]
+    pack: RawPack,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPack {
+    #[serde(default)]
+    split_threshold: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -420,6 +434,16 @@ impl Stack {
                 ))
             }
         };
+        let split_threshold = match &raw.pack.split_threshold {
+            None => None,
+            Some(text) => Some(crate::units::parse_size_or_off(text).map_err(|message| {
+                invalid(
+                    "pack.split-threshold",
+                    message,
+                    "write a wheel size such as \"32MiB\" or \"100MB\", or \"off\" for one image layer per stack layer",
+                )
+            })?),
+        };
         Ok(Stack {
             manifest,
             name: raw.stack.name,
@@ -430,6 +454,7 @@ impl Stack {
             couplings,
             check_allow: raw.check.allow,
             base: base_path,
+            split_threshold,
         })
     }
 

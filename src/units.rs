@@ -1,4 +1,5 @@
-//! Human-readable quantities for command output. Owns nothing else.
+//! Human-readable quantities: sizes for command output, and sizes people write in
+//! settings and flags (`32MiB`). Owns nothing else.
 
 /// Decimal units, the way image registries and package indexes show sizes: `310.0 MB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -16,9 +17,57 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Parses a threshold: `off` (no split), a byte count, or a number with `k`, `M`, `G`
+/// (decimal) or `KiB`, `MiB`, `GiB` (binary), e.g. `32MiB`, `100 MB`.
+pub fn parse_size_or_off(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 32MiB, 100MB, or off"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use B, kB, MB, GB, KiB, MiB or GiB, or off"
+            ))
+        }
+    };
+    let bytes = value * factor as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!(
+            "`{text}`: the threshold must be at least 1 byte (or off)"
+        ));
+    }
+    Ok(Some(bytes as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size_or_off("32MiB"), Ok(Some(32 << 20)));
+        assert_eq!(parse_size_or_off("100 MB"), Ok(Some(100_000_000)));
+        assert_eq!(parse_size_or_off("1"), Ok(Some(1)));
+        assert_eq!(parse_size_or_off("off"), Ok(None));
+        assert!(parse_size_or_off("0").is_err());
+        assert!(parse_size_or_off("12 parsecs").is_err());
+        assert!(parse_size_or_off("MB").is_err());
+    }
 
     #[test]
     fn bytes_read_like_a_registry() {

@@ -205,6 +205,8 @@ pub struct BuildRequest {
     /// Keep the upper file on a path written by two packages.
     pub allow_overwrite: bool,
     pub compression: Compression,
+    /// Overrides the stack's `[pack] split-threshold` (`Some(None)`: no split).
+    pub split_threshold: Option<Option<u64>>,
     pub network: NetworkOptions,
 }
 
@@ -582,6 +584,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         previous: previous.clone(),
         tag: "latest".to_string(),
         name: None,
+        split_threshold: request.split_threshold,
     })
     .map_err(|e| e.in_stage("packing"))?;
     if let Some(dir) = &previous {

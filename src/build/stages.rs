@@ -551,6 +551,9 @@ pub struct PackJob {
     pub tag: String,
     /// The image name in a docker archive; None: the lock's stack name, lowercase.
     pub name: Option<String>,
+    /// Overrides the stack's `[pack] split-threshold` (`Some(None)`: no split); `None`: the
+    /// stack's, or [`crate::pack::split::DEFAULT_SPLIT_THRESHOLD`].
+    pub split_threshold: Option<Option<u64>>,
 }
 
 /// An architecture (`x86_64`, `arm64`, ...) or a platform tag's architecture.
@@ -634,6 +637,10 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
             .name
             .clone()
             .unwrap_or_else(|| lock.tool.comfypak.stack.to_ascii_lowercase()),
+        split_threshold: job
+            .split_threshold
+            .or(stack.split_threshold)
+            .unwrap_or(Some(crate::pack::split::DEFAULT_SPLIT_THRESHOLD)),
     };
     Ok(crate::pack::pack(&request)?)
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::net::NetworkArgs;
-use super::pack_cmd::{compression, short, CompressionArg};
+use super::pack_cmd::{compression, short, split_threshold_arg, CompressionArg, SplitThreshold};
 use super::progress::CliProgress;
 use crate::build::{self, BuildReport, BuildRequest, LockMode};
 use crate::pack::Reuse;
@@ -57,6 +57,11 @@ pub struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
     pub compression: CompressionArg,
+    /// Packages whose largest wheel has at least this size get an image layer of their own
+    /// (e.g. 32MiB, 100MB; `off`: one image layer per stack layer). Default: the stack's
+    /// `[pack] split-threshold`, else 32MiB.
+    #[arg(long, value_name = "SIZE", value_parser = split_threshold_arg)]
+    pub split_threshold: Option<SplitThreshold>,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -79,6 +84,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         compile: !args.no_compile,
         allow_overwrite: args.allow_overwrite,
         compression: compression(args.compression, None),
+        split_threshold: args.split_threshold.map(|t| t.0),
         network: args.network.options(),
     };
     let progress = CliProgress::new(quiet).with_stage_reports();
@@ -104,6 +110,13 @@ fn summary(report: &BuildReport) -> String {
             p.architecture,
             short(&p.manifest.digest)
         ));
+        let width = p
+            .layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
         for l in &p.layers {
             let state = match (report.had_previous, l.from_base) {
                 (_, true) => "base",
@@ -114,7 +127,7 @@ fn summary(report: &BuildReport) -> String {
                 },
             };
             out.push_str(&format!(
-                "  {:<10} {}  {:>12}  {}\n",
+                "  {:<width$} {}  {:>12}  {}\n",
                 l.name,
                 short(&l.descriptor.digest),
                 human_bytes(l.descriptor.size),

@@ -69,9 +69,24 @@ pub struct PackArgs {
     /// The image name in a docker archive (default: the lock's stack name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Packages whose largest locked wheel has at least this size get an image layer of
+    /// their own inside their stack layer's rank (e.g. 32MiB, 100MB; `off`: one image layer
+    /// per stack layer). Default: the stack's `[pack] split-threshold`, else
+    /// 32MiB.
+    #[arg(long, value_name = "SIZE", value_parser = split_threshold_arg)]
+    pub split_threshold: Option<SplitThreshold>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A `--split-threshold` value: bytes, or `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitThreshold(pub Option<u64>);
+
+/// Parses `--split-threshold`.
+pub fn split_threshold_arg(text: &str) -> Result<SplitThreshold, String> {
+    crate::units::parse_size_or_off(text).map(SplitThreshold)
 }
 
 pub fn run(args: PackArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -120,6 +135,7 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
         previous: args.previous.clone(),
         tag: args.tag.clone(),
         name: args.name.clone(),
+        split_threshold: args.split_threshold.map(|t| t.0),
     })
 }
 
@@ -137,9 +153,16 @@ pub fn image_text(image: &PackedImage, previous: Option<&Path>) -> String {
             short(&p.manifest.digest),
             short(&p.config.digest)
         ));
+        let width = p
+            .layers
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
         for l in &p.layers {
             out.push_str(&format!(
-                "  {:<12} {}  {:>10}  {}\n",
+                "  {:<width$} {}  {:>10}  {}\n",
                 l.name,
                 short(&l.descriptor.digest),
                 human_bytes(l.descriptor.size),

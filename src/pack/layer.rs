@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::gzip::ParallelGzip;
 use super::oci::{media, BlobStore};
-use super::tar::{collect_entries, TarWriter, TreeSource};
+use super::tar::{collect_entries, Entry, TarWriter, TreeSource};
 use super::PackError;
 
 /// How layer tars are compressed.
@@ -65,6 +65,16 @@ pub fn build_layer(
     mtime: u64,
 ) -> Result<LayerBlob, PackError> {
     let entries = collect_entries(sources)?;
+    build_layer_from_entries(&entries, store, compression, mtime)
+}
+
+/// Packs collected tar `entries` (in tar order) into one compressed layer blob in `store`.
+pub fn build_layer_from_entries(
+    entries: &[Entry],
+    store: &BlobStore,
+    compression: Compression,
+    mtime: u64,
+) -> Result<LayerBlob, PackError> {
     let (tmp_path, file) = store.temp_file()?;
     let io_err = |source: io::Error| PackError::Io {
         path: tmp_path.clone(),
@@ -91,7 +101,7 @@ pub fn build_layer(
     });
     let mut tar = TarWriter::new(uncompressed, mtime);
     let written = tar
-        .write_entries(&entries)
+        .write_entries(entries)
         .map_err(PackError::from)
         .and_then(|()| tar.finish().map_err(io_err));
     let finished = written.and_then(|uncompressed| {

@@ -20,6 +20,7 @@ pub mod layer;
 pub mod oci;
 pub mod push;
 pub mod settings;
+pub mod split;
 pub mod tar;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -118,6 +119,10 @@ pub struct PackRequest<'a> {
     pub tag: String,
     /// The image name in a docker archive (`comfyui`), tagged with `tag`.
     pub name: String,
+    /// Packages of the lock whose largest wheel has at least this many bytes get an image
+    /// layer of their own inside their stack layer's rank ([`split`]); `None`: one image
+    /// layer per stack layer.
+    pub split_threshold: Option<u64>,
 }
 
 /// How a layer compares with the previous image.
@@ -147,7 +152,8 @@ impl Reuse {
 /// One layer of a packed image.
 #[derive(Debug, Clone)]
 pub struct PackedLayer {
-    /// The stack or directory layer's name, or `base-N` for the base's layers.
+    /// The stack or directory layer's name, `LAYER/DISTRIBUTION` for a distribution's own
+    /// layer ([`split`]), or `base-N` for the base's layers.
     pub name: String,
     pub from_base: bool,
     pub descriptor: Descriptor,
@@ -194,14 +200,41 @@ pub fn source_date_epoch_from_env() -> Result<u64, PackError> {
     }
 }
 
-/// A layer to build: where its trees come from.
+/// A layer to build: where its trees come from, and which part of them when the stack
+/// layer is split per distribution.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LayerJob {
     sources: Vec<TreeSource>,
+    /// `None`: every entry of the sources. `Some(None)`: the rest of a split stack layer;
+    /// `Some(Some(name))`: that distribution's own layer.
+    part: Option<Option<String>>,
 }
 
-/// One platform's layers to build, by layer name, in image order.
-type NamedJobs = Vec<(String, LayerJob)>;
+/// One image layer to build for one platform.
+#[derive(Debug, Clone)]
+struct NamedJob {
+    /// The stack or directory layer.
+    layer: String,
+    /// The distribution alone in this image layer, with its version.
+    distribution: Option<(String, String)>,
+    job: LayerJob,
+}
+
+impl NamedJob {
+    /// `stable`, or `stable/torch` for a distribution's layer.
+    fn name(&self) -> String {
+        split::part_name(
+            &self.layer,
+            self.distribution.as_ref().map(|(d, _)| d.as_str()),
+        )
+    }
+}
+
+/// One platform's layers to build, in image order.
+type NamedJobs = Vec<NamedJob>;
+
+/// The entries of split layers, collected once while splitting.
+type SplitEntries = HashMap<LayerJob, Vec<tar::Entry>>;
 
 /// Packs the image described by `request`.
 pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
@@ -320,11 +353,14 @@ fn replace_dir(staging: &Path, output: &Path) -> Result<(), PackError> {
     })
 }
 
-/// The locked layers' folders for one platform, checked to exist.
+/// The stack layers' folders for one platform, checked to exist, each cut per large
+/// distribution when the request asks for it ([`split`]); then the directory layers.
+/// Collected entries of split layers go into `entries`.
 fn layer_jobs(
     request: &PackRequest<'_>,
     platform: &PlatformLayers,
-) -> Result<Vec<(String, LayerJob)>, PackError> {
+    entries: &mut SplitEntries,
+) -> Result<NamedJobs, PackError> {
     let mut jobs = Vec::new();
     for layer in &request.lock.tool.comfypak.layers {
         let dir = platform.dir.join(&layer.name);
@@ -335,34 +371,88 @@ fn layer_jobs(
                 path: dir,
             });
         }
-        jobs.push((
-            layer.name.clone(),
-            LayerJob {
-                sources: vec![TreeSource {
-                    dir,
-                    image_path: "/".to_string(),
-                    exclude: Vec::new(),
-                }],
-            },
-        ));
+        let sources = vec![TreeSource {
+            dir: dir.clone(),
+            image_path: "/".to_string(),
+            exclude: Vec::new(),
+        }];
+        let large = match request.split_threshold {
+            Some(threshold) => split::large_distributions(request.lock, &layer.name, threshold),
+            None => Vec::new(),
+        };
+        let parts = if large.is_empty() {
+            Vec::new()
+        } else {
+            let all = tar::collect_entries(&sources)?;
+            split::split_entries(&dir, &site_packages(request.lock), all, &large)?
+        };
+        if parts.len() < 2 {
+            // Nothing to cut out on this platform: the whole layer, as without a split.
+            jobs.push(NamedJob {
+                layer: layer.name.clone(),
+                distribution: None,
+                job: LayerJob {
+                    sources,
+                    part: None,
+                },
+            });
+            continue;
+        }
+        for part in parts {
+            let job = LayerJob {
+                sources: sources.clone(),
+                part: Some(part.distribution.clone()),
+            };
+            entries.insert(job.clone(), part.entries);
+            jobs.push(NamedJob {
+                layer: layer.name.clone(),
+                distribution: part.distribution.zip(part.version),
+                job,
+            });
+        }
     }
     for d in &request.settings.directories {
-        jobs.push((
-            d.name.clone(),
-            LayerJob {
+        jobs.push(NamedJob {
+            layer: d.name.clone(),
+            distribution: None,
+            job: LayerJob {
                 sources: vec![TreeSource {
                     dir: d.source.clone(),
                     image_path: d.path.clone(),
                     exclude: d.exclude.clone(),
                 }],
+                part: None,
             },
-        ));
+        });
     }
     Ok(jobs)
 }
 
-/// The history line of a layer: its pak files and package count, from the lock.
-fn layer_history(request: &PackRequest<'_>, name: &str) -> LayerHistory {
+/// The in-image site-packages path of the lock's target
+/// (`/opt/comfyui/venv/lib/python3.14/site-packages`).
+fn site_packages(lock: &Lock) -> String {
+    let target = &lock.tool.comfypak.target;
+    format!(
+        "{}/lib/python{}.{}{}/site-packages",
+        target.venv.as_str().trim_end_matches('/'),
+        target.python.major,
+        target.python.minor,
+        if target.free_threaded { "t" } else { "" }
+    )
+}
+
+/// The history line of an image layer: its pak files (from the lock when given) and package
+/// count; for a distribution's own layer, that distribution.
+fn layer_history(request: &PackRequest<'_>, job: &NamedJob) -> LayerHistory {
+    let name = job.layer.as_str();
+    if let Some((distribution, version)) = &job.distribution {
+        return LayerHistory {
+            created_by: format!(
+                "comfypak pack: layer {name}, distribution {distribution} {version}"
+            ),
+            comment: "one distribution in its own layer".to_string(),
+        };
+    }
     let stack_dir = request.stack_dir;
     if let Some(d) = request.settings.directories.iter().find(|d| d.name == name) {
         return LayerHistory {
@@ -387,10 +477,12 @@ fn layer_history(request: &PackRequest<'_>, name: &str) -> LayerHistory {
         .find(|l| l.name == name)
         .map(|l| l.paks.clone())
         .unwrap_or_default();
-    let comment = format!(
-        "{} packages from the lock",
-        request.lock.layer_packages(name).count()
-    );
+    let count = request.lock.layer_packages(name).count();
+    let comment = if job.job.part.is_some() {
+        format!("{count} packages from the lock, the rest of those not in their own layers")
+    } else {
+        format!("{count} packages from the lock")
+    };
     LayerHistory {
         created_by: format!("comfypak pack: layer {name} ({})", paks.join(", ")),
         comment,
@@ -411,7 +503,7 @@ fn pack_into(
         base,
         previous: previous.map(|(images, _)| images),
     };
-    let (per_platform, blobs) = build_unique_layers(request, &store)?;
+    let (per_platform, blobs) = build_unique_layers(request, &store, base)?;
     let mut platforms = Vec::new();
     for (platform, jobs) in request.platforms.iter().zip(&per_platform) {
         platforms.push(writer.write_platform(platform, jobs, &blobs)?);
@@ -433,27 +525,56 @@ fn pack_into(
 fn build_unique_layers(
     request: &PackRequest<'_>,
     store: &BlobStore,
+    base: Option<&Layout>,
 ) -> Result<(Vec<NamedJobs>, HashMap<LayerJob, LayerBlob>), PackError> {
     let mut per_platform: Vec<NamedJobs> = Vec::new();
     let mut unique: Vec<LayerJob> = Vec::new();
+    let mut entries = SplitEntries::new();
     for platform in &request.platforms {
-        let jobs = layer_jobs(request, platform)?;
-        for (_, job) in &jobs {
-            if !unique.contains(job) {
-                unique.push(job.clone());
+        let jobs = layer_jobs(request, platform, &mut entries)?;
+        let base_layers = match base {
+            Some(layout) => layout
+                .image_for(platform.platform.arch.oci_name())?
+                .manifest
+                .layers
+                .len(),
+            None => 0,
+        };
+        let mut per_layer: Vec<(String, usize)> = Vec::new();
+        for job in &jobs {
+            match per_layer.last_mut() {
+                Some((name, count)) if *name == job.layer => *count += 1,
+                _ => per_layer.push((job.layer.clone(), 1)),
+            }
+        }
+        split::check_layer_count(
+            &platform.platform.to_string(),
+            base_layers,
+            &per_layer,
+            request.split_threshold,
+        )?;
+        for job in &jobs {
+            if !unique.contains(&job.job) {
+                unique.push(job.job.clone());
             }
         }
         per_platform.push(jobs);
     }
     let built: Vec<LayerBlob> = unique
         .par_iter()
-        .map(|job| {
-            layer::build_layer(
+        .map(|job| match entries.get(job) {
+            Some(entries) => layer::build_layer_from_entries(
+                entries,
+                store,
+                request.compression,
+                request.source_date_epoch,
+            ),
+            None => layer::build_layer(
                 &job.sources,
                 store,
                 request.compression,
                 request.source_date_epoch,
-            )
+            ),
         })
         .collect::<Result<_, _>>()?;
     Ok((per_platform, unique.into_iter().zip(built).collect()))
@@ -474,7 +595,7 @@ impl Writer<'_, '_> {
     fn write_platform(
         &self,
         platform: &PlatformLayers,
-        jobs: &[(String, LayerJob)],
+        jobs: &[NamedJob],
         blobs: &HashMap<LayerJob, LayerBlob>,
     ) -> Result<PackedPlatform, PackError> {
         let architecture = platform.platform.arch.oci_name();
@@ -605,43 +726,47 @@ impl Writer<'_, '_> {
     /// and history lines for the config; reuse compares by layer name with the previous image.
     fn stack_layers(
         &self,
-        jobs: &[(String, LayerJob)],
+        jobs: &[NamedJob],
         blobs: &HashMap<LayerJob, LayerBlob>,
         previous_image: Option<&LayoutImage>,
     ) -> (Vec<PackedLayer>, Vec<String>, Vec<LayerHistory>) {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
         let mut history = Vec::new();
-        for (name, job) in jobs {
-            let blob = &blobs[job];
+        for named in jobs {
+            let blob = &blobs[&named.job];
+            let distribution = named.distribution.as_ref().map(|(d, _)| d);
+            let mut annotations =
+                BTreeMap::from([(oci::LAYER_NAME.to_string(), named.layer.clone())]);
+            if let Some(d) = distribution {
+                annotations.insert(split::DISTRIBUTION.to_string(), d.clone());
+            }
             let reuse = match previous_image {
                 None => Reuse::Unknown,
-                Some(prev) => match prev
-                    .manifest
-                    .layers
-                    .iter()
-                    .find(|l| l.annotations.get(oci::LAYER_NAME) == Some(name))
-                {
+                Some(prev) => match prev.manifest.layers.iter().find(|l| {
+                    l.annotations.get(oci::LAYER_NAME) == Some(&named.layer)
+                        && l.annotations.get(split::DISTRIBUTION) == distribution
+                }) {
                     Some(p) if p.digest == blob.digest => Reuse::Identical,
                     Some(_) => Reuse::Changed,
                     None => Reuse::New,
                 },
             };
             layers.push(PackedLayer {
-                name: name.clone(),
+                name: named.name(),
                 from_base: false,
                 descriptor: Descriptor {
                     media_type: blob.media_type.clone(),
                     digest: blob.digest.clone(),
                     size: blob.size,
                     platform: None,
-                    annotations: BTreeMap::from([(oci::LAYER_NAME.to_string(), name.clone())]),
+                    annotations,
                 },
                 diff_id: blob.diff_id.clone(),
                 reuse,
             });
             diff_ids.push(blob.diff_id.clone());
-            history.push(layer_history(self.request, name));
+            history.push(layer_history(self.request, named));
         }
         (layers, diff_ids, history)
     }

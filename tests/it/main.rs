@@ -28,6 +28,7 @@ mod install_oracle;
 mod live;
 mod lock;
 mod pack;
+mod pack_split;
 mod pack_tools;
 mod pak;
 mod push;

@@ -259,6 +259,7 @@ impl<'a> PackSetup<'a> {
             previous: self.previous.clone(),
             tag: "latest".to_string(),
             name: "comfyui".to_string(),
+            split_threshold: None,
         })
     }
 }
