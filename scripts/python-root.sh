@@ -7,9 +7,12 @@
 # Prints the root's path on the last line of stdout. The root lives at
 # OUTPUT_PARENT/root-SUITE-ARCH-KEY, where KEY hashes the suite, mirror, architecture and package
 # list; a complete root carries a `.python-root-complete` marker and is reused as it is, a
-# partial one (an interrupted run) is removed and built again. Needs root and debootstrap; the
-# foreign architecture (arm64 on x86_64) also needs qemu-user registered with binfmt_misc
-# (flag F), which this script checks and never registers.
+# partial one (an interrupted run) is removed and built again. Needs root and debootstrap. The
+# foreign architecture (arm64 on x86_64) is unpacked on the host (debootstrap --foreign resolves
+# and downloads the packages; every .deb is extracted without running maintainer scripts; only
+# the standard library's bytecode is compiled under qemu), a minute or two instead of the hour
+# the second stage takes under qemu; it needs qemu-user registered with binfmt_misc (flag F),
+# which this script checks and never registers.
 # Settings (environment):
 #   PYTHON_ROOT_SUITE   Debian suite with python3.14 (default: testing)
 #   PYTHON_ROOT_MIRROR  Debian mirror URL (default: the first Debian one in apt's sources)
@@ -58,7 +61,10 @@ if [ "$ARCH" != "$HOST_ARCH" ]; then
   FOREIGN=1
 fi
 
-KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "python-root-v1" | sha256sum | cut -c1-12)
+# The foreign root is made another way (unpacked on the host), so it has its own key.
+METHOD=python-root-v1
+[ -z "$FOREIGN" ] || METHOD=python-root-v2-unpacked
+KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "$METHOD" | sha256sum | cut -c1-12)
 ROOT=$OUT/root-$SUITE-$ARCH-$KEY
 mkdir -p "$OUT"
 if [ -f "$ROOT/.python-root-complete" ]; then
@@ -72,11 +78,38 @@ done
 echo "python-root.sh: debootstrap $SUITE $ARCH minbase + $PACKAGES from $MIRROR" >&2
 LOG=$OUT/debootstrap-$ARCH.log
 if [ -n "$FOREIGN" ]; then
+  # The foreign architecture: debootstrap's first stage resolves and downloads the package
+  # closure and unpacks the essential set; every downloaded .deb is then unpacked on the host
+  # (no maintainer scripts, nothing run under qemu: the second stage took over an hour there).
+  # What the scripts would have made that Python needs: /etc/passwd and /etc/group.
   debootstrap --arch="$ARCH" --foreign --variant=minbase --include="${PACKAGES// /,}" \
-    "$SUITE" "$ROOT.partial" "$MIRROR" >"$LOG" 2>&1 &&
-    chroot "$ROOT.partial" /debootstrap/debootstrap --second-stage >>"$LOG" 2>&1 || {
+    "$SUITE" "$ROOT.partial" "$MIRROR" >"$LOG" 2>&1 || {
     tail -n 30 "$LOG" >&2
-    echo "python-root.sh: debootstrap failed (log: $LOG)" >&2
+    echo "python-root.sh: debootstrap --foreign failed (log: $LOG)" >&2
+    exit 1
+  }
+  for deb in "$ROOT.partial"/var/cache/apt/archives/*.deb; do
+    dpkg-deb --fsys-tarfile "$deb" | tar -x --keep-directory-symlink -C "$ROOT.partial" >>"$LOG" 2>&1 || {
+      echo "python-root.sh: unpacking $deb failed (log: $LOG)" >&2
+      exit 1
+    }
+  done
+  for f in passwd group; do
+    [ -s "$ROOT.partial/etc/$f" ] || cp "$ROOT.partial/usr/share/base-passwd/$f.master" "$ROOT.partial/etc/$f"
+  done
+  rm -rf "$ROOT.partial/debootstrap"
+  # The first stage links /proc to the host's (for its chroot); a container mounts its own there.
+  if [ -L "$ROOT.partial/proc" ]; then
+    rm "$ROOT.partial/proc"
+    mkdir "$ROOT.partial/proc"
+  fi
+  # What python3.14's postinst would have done (py3compile): the standard library's bytecode,
+  # without which every start of the interpreter compiles what it imports (tens of seconds
+  # under qemu, and nothing can write it in a read-only base). The one step run under qemu.
+  chroot "$ROOT.partial" /usr/bin/python3.14 -E -S -m compileall -q -j 0 -x '/test/|/idlelib/' \
+    /usr/lib/python3.14 >>"$LOG" 2>&1 || {
+    tail -n 30 "$LOG" >&2
+    echo "python-root.sh: compiling the standard library under qemu failed (log: $LOG)" >&2
     exit 1
   }
 else

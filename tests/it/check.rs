@@ -36,6 +36,11 @@ pub(crate) fn text(out: &Output) -> String {
 /// demo-app (depends on demo-base, has a file with a syntax error) and demo-bad (fails at
 /// import; its script exits 1).
 pub(crate) fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
+    fixture_stack_for(dir, allow, &["manylinux_2_39_x86_64"])
+}
+
+/// [`fixture_stack`] for these platforms (its wheels are pure Python: any platform).
+pub(crate) fn fixture_stack_for(dir: &Path, allow: &str, platforms: &[&str]) -> PathBuf {
     // Enough modules that the compile runs in parallel worker processes.
     let mut many = WheelSpec::new("demo-many", "1.0").no_stub_module();
     for i in 0..80 {
@@ -88,10 +93,15 @@ pub(crate) fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
         pak.join("stack.toml"),
         format!(
             "[stack]\nname = \"demo\"\nindex-dir = \"../indexes\"\n\n[target]\npython = \"3.14\"\n\
-             platforms = [\"manylinux_2_39_x86_64\"]\nvenv = \"/opt/venv\"\n\
+             platforms = [{}]\nvenv = \"/opt/venv\"\n\
              torch-backend = \"cpu\"\n\n[indexes]\ndefault = [\"pypi\"]\n\n\
              [[layer]]\nname = \"stable\"\npaks = [\"base.txt\"]\n\n\
-             [[layer]]\nname = \"deps\"\npaks = [\"deps.txt\"]\n\n[check.allow]\n{allow}"
+             [[layer]]\nname = \"deps\"\npaks = [\"deps.txt\"]\n\n[check.allow]\n{allow}",
+            platforms
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     )
     .unwrap();
@@ -292,4 +302,109 @@ fn build_on_a_python_base_then_check() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("check: OK"));
+}
+
+/// Both architectures, as CI runs them where qemu-aarch64 is registered: one build with a base
+/// per architecture (the aarch64 root's python3.14 runs under qemu-user for the skeleton and
+/// the bytecode), then `comfypak check` of each platform in its own sandbox. Pure-Python
+/// layers compiled by the two interpreters are byte-identical.
+#[test]
+fn build_and_check_on_both_architectures() {
+    let Some(root) = debian_root() else { return };
+    let Some(arm_root) = super::runtime::debian_root_aarch64() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pak = fixture_stack_for(
+        dir.path(),
+        "demo_bad = \"imports a module no distribution ships\"\n\
+         demo-bad = \"exits 1 whatever it is asked\"\n",
+        &["manylinux_2_39_x86_64", "manylinux_2_39_aarch64"],
+    );
+    let x86 = format!("x86_64={}", root.display());
+    let arm = format!("aarch64={}", arm_root.display());
+    let out = comfypak(
+        &[
+            "build",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out",
+            "--lock",
+            "pylock.toml",
+            "--base",
+            &x86,
+            "--base",
+            &arm,
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("layer stable (aarch64): venv skeleton for /usr/bin/python3.14 3.14."),
+        "{log}"
+    );
+    for arch in ["x86_64", "aarch64"] {
+        let layers = dir.path().join("out").join(arch).join("layers");
+        let pyc = layers.join(
+            "deps/opt/venv/lib/python3.14/site-packages/demo_app/__pycache__/__init__.cpython-314.pyc",
+        );
+        assert!(pyc.is_file(), "{arch}: no {}", pyc.display());
+        assert!(
+            layers.join("stable/opt/venv/pyvenv.cfg").is_file(),
+            "{arch}"
+        );
+    }
+    let a = tree(&dir.path().join("out/x86_64/layers/deps"));
+    let b = tree(&dir.path().join("out/aarch64/layers/deps"));
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x == y, "deps: {} differs between x86_64 and aarch64", x.0);
+    }
+
+    let out = comfypak(
+        &[
+            "check",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out",
+            "--base",
+            &x86,
+            "--base",
+            &arm,
+            "--json",
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let platforms: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["x86_64", "aarch64"]);
+    for report in reports.as_array().unwrap() {
+        let imported: Vec<&str> = report["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["ok"] == true)
+            .map(|i| i["module"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            imported,
+            ["demo_app", "demo_bad_cli", "demo_base", "demo_many"],
+            "{report}"
+        );
+    }
 }

@@ -37,6 +37,34 @@ pub fn debian_root() -> Option<PathBuf> {
     None
 }
 
+/// The Debian testing root for arm64 (scripts/python-root.sh --arch arm64), where aarch64
+/// programs run here (`COMFYPAK_TEST_AARCH64=1`, qemu-user through binfmt_misc): CI must have
+/// made it then; elsewhere `None`.
+pub fn debian_root_aarch64() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COMFYPAK_TEST_PYTHON_ROOT_AARCH64") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.join("usr/bin/python3.14").exists(),
+            "COMFYPAK_TEST_PYTHON_ROOT_AARCH64={} has no usr/bin/python3.14",
+            p.display()
+        );
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true")
+        && std::env::var("COMFYPAK_TEST_AARCH64").as_deref() == Ok("1")
+    {
+        panic!(
+            "aarch64 programs run here but COMFYPAK_TEST_PYTHON_ROOT_AARCH64 is not set: \
+             .ci/setup.d/50-python-root.sh makes the arm64 root"
+        );
+    }
+    eprintln!(
+        "note: COMFYPAK_TEST_PYTHON_ROOT_AARCH64 is not set; skipping the aarch64 half (run \
+         scripts/python-root.sh --arch arm64 DIR where qemu-aarch64 is registered)"
+    );
+    None
+}
+
 pub fn target(python: (u8, u8), arch: Arch) -> Target {
     Target::new(
         PythonVersion {
@@ -633,4 +661,58 @@ fn venv_skeleton_as_uv_writes_it() {
         "{}",
         out.stderr_tail()
     );
+}
+
+#[test]
+fn real_aarch64_interpreter_under_qemu() {
+    let Some(root) = debian_root_aarch64() else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::for_platform(
+        &Base::Root(root.clone()),
+        &target((3, 14), Arch::Aarch64),
+        VENV,
+        &options(cache.path(), Duration::from_secs(300)),
+    )
+    .unwrap();
+    let i = &runtime.interpreter;
+    assert_eq!(i.path, "/usr/bin/python3.14");
+    assert!(i.version.starts_with("3.14."), "{i:?}");
+    assert_eq!(i.machine, "aarch64");
+    let tags = i.supported_tags().unwrap();
+    assert!(
+        tags.iter()
+            .any(|t| t == "cp314-cp314-manylinux_2_39_aarch64"),
+        "{tags:?}"
+    );
+    let out = runtime
+        .run(
+            &[
+                "/usr/bin/python3.14".into(),
+                "-c".into(),
+                "import os, platform, ssl, sqlite3, ctypes; print(os.getpid(), platform.machine())"
+                    .into(),
+            ],
+            &[],
+            None,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 aarch64",
+        "{}",
+        out.stderr_tail()
+    );
+    // The arm64 root is not an x86_64 base.
+    let err = Runtime::for_platform(
+        &Base::Root(root),
+        &target((3, 14), Arch::X86_64),
+        VENV,
+        &options(cache.path(), Duration::from_secs(300)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("an aarch64 executable"), "{err}");
 }
