@@ -27,7 +27,10 @@ fn sha(bytes: &[u8]) -> String {
 /// An OCI layout at `dir` holding one image per (arch, uncompressed layers), under a nested
 /// image index when there are several (as skopeo copies multi-arch images). Returns the digest
 /// of the top manifest or index, and the layer digests of each image.
-fn base_layout(dir: &Path, images: &[(Arch, Vec<Vec<u8>>)]) -> (String, Vec<Vec<String>>) {
+pub(crate) fn base_layout(
+    dir: &Path,
+    images: &[(Arch, Vec<Vec<u8>>)],
+) -> (String, Vec<Vec<String>>) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();

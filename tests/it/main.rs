@@ -31,6 +31,7 @@ mod pack;
 mod pack_split;
 mod pack_tools;
 mod pak;
+mod podman;
 mod push;
 mod resolve_abi;
 mod resolve_core;
