@@ -118,12 +118,10 @@ pub fn render_error(err: &anyhow::Error) -> String {
     let mut helps: Vec<String> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     for cause in &chain {
-        let (text, legacy) = split_legacy_help(&cause.to_string());
         if let Some(help) = crate::diagnostic::help_of(*cause) {
             helps.push(help);
         }
-        helps.extend(legacy);
-        texts.push(text);
+        texts.push(cause.to_string().trim_end().to_string());
     }
     // A message that ends with its cause's text (`…: {source}`) keeps only its own part;
     // a cause already shown word for word in the message above is not shown again.
@@ -176,20 +174,6 @@ pub fn render_error(err: &anyhow::Error) -> String {
     out
 }
 
-/// Lines `= help: …` inside a message (messages built as text, such as the resolver's
-/// explanation) are taken out and returned as helps, to be printed last.
-fn split_legacy_help(text: &str) -> (String, Vec<String>) {
-    let mut helps = Vec::new();
-    let mut kept: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        match line.trim_start().strip_prefix("= help: ") {
-            Some(help) => helps.push(help.to_string()),
-            None => kept.push(line),
-        }
-    }
-    (kept.join("\n").trim_end().to_string(), helps)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,16 +186,23 @@ mod tests {
     }
 
     #[derive(Debug, thiserror::Error)]
-    #[error("inner problem\non two lines\n  = help: do the inner thing")]
-    struct Inner;
+    #[error("inner problem\non two lines")]
+    struct Inner {
+        #[source]
+        source: crate::pack::PackError,
+    }
 
     #[test]
     fn causes_are_indented_once_and_help_comes_last() {
-        let err = anyhow::Error::new(Outer { source: Inner }).context("building the image");
+        let inner = Inner {
+            source: crate::pack::PackError::ArchiveOnePlatform { count: 2 },
+        };
+        let err = anyhow::Error::new(Outer { source: inner }).context("building the image");
         assert_eq!(
             render_error(&err),
             "error: building the image\n\nCaused by:\n  outer step failed\n  inner problem\n  \
-             on two lines\n\nhelp: do the inner thing"
+             on two lines\n  a docker archive holds one platform, and 2 were asked for\n\n\
+             help: pass --platform with one of them"
         );
     }
 

@@ -159,10 +159,12 @@ impl NoBuild {
                 }
             ));
         }
-        for help in &self.help {
-            out.push_str(&format!("\n  = help: {help}"));
-        }
         out
+    }
+
+    /// What the user can do about it (one piece of advice per line).
+    pub fn help(&self) -> Option<String> {
+        (!self.help.is_empty()).then(|| self.help.join("\n"))
     }
 }
 

@@ -41,7 +41,7 @@ pub enum SelectError {
         version: String,
         filename: String,
     },
-    #[error("package {package} {version}: wheel URL {url} is not served by index `{index}` ({index_url}), which the lock says it came from; a lock used as it is fetches only from the stack's declared indexes\n  = help: re-create the lock with `comfypak resolve`; a file from elsewhere must be a direct requirement (`name @ URL`) in a pak file; if the index links its files on another host, list that origin in the index definition's `files`")]
+    #[error("package {package} {version}: wheel URL {url} is not served by index `{index}` ({index_url}), which the lock says it came from; a lock used as it is fetches only from the stack's declared indexes")]
     OutsideIndex {
         package: String,
         version: String,
@@ -49,7 +49,7 @@ pub enum SelectError {
         index: String,
         index_url: String,
     },
-    #[error("package {package} {version} was locked from index `{index}`, which the stack does not declare (declared: {declared})\n  = help: re-create the lock with `comfypak resolve`, or declare the index")]
+    #[error("package {package} {version} was locked from index `{index}`, which the stack does not declare (declared: {declared})")]
     UndeclaredIndex {
         package: String,
         version: String,
@@ -82,6 +82,15 @@ impl SelectError {
             }
             SelectError::NoHash { .. } => {
                 Some("re-create the lock with `comfypak resolve`".to_string())
+            }
+            SelectError::OutsideIndex { .. } => Some(
+                "re-create the lock with `comfypak resolve`; a file from elsewhere must be a \
+                 direct requirement (`name @ URL`) in a pak file; if the index links its files \
+                 on another host, list that origin in the index definition's `files`"
+                    .to_string(),
+            ),
+            SelectError::UndeclaredIndex { .. } => {
+                Some("re-create the lock with `comfypak resolve`, or declare the index".to_string())
             }
             _ => None,
         }

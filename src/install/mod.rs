@@ -50,6 +50,12 @@ pub enum InstallError {
     Conflicts { conflicts: Vec<Conflict> },
     #[error("bytecode compilation with {}: {message}", python.display())]
     Compile { python: PathBuf, message: String },
+    #[error("bytecode compilation with {}: it is Python {found}, but the lock targets Python {target}; bytecode is version-specific", python.display())]
+    CompileVersion {
+        python: PathBuf,
+        found: String,
+        target: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -63,6 +69,9 @@ impl InstallError {
     pub fn help(&self) -> Option<String> {
         match self {
             InstallError::Wheel(e) => e.help(),
+            InstallError::CompileVersion { target, .. } => Some(format!(
+                "pass the target's interpreter (e.g. a python{target} binary), or drop --compile"
+            )),
             InstallError::Conflicts { .. } => Some("fix the stack so one package owns each file, or pass --allow-overwrite to keep the upper layer's file (the later package within one layer)".to_string()),
             _ => None,
         }
@@ -491,10 +500,11 @@ fn compile(
     let tag = lines.next().unwrap_or("").trim().to_string();
     let version = lines.next().unwrap_or("").trim().to_string();
     if version != env.python.to_string() {
-        return Err(fail(format!(
-            "it is Python {version}, but the lock targets Python {}; bytecode is version-specific\n  = help: pass the target's interpreter (e.g. a python{} binary), or drop --compile",
-            env.python, env.python
-        )));
+        return Err(InstallError::CompileVersion {
+            python: python.to_path_buf(),
+            found: version,
+            target: env.python.to_string(),
+        });
     }
     let site_rel = env.site_packages();
     let site_abs = root.join(&site_rel);

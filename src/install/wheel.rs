@@ -87,14 +87,14 @@ pub enum WheelError {
     },
     #[error("{wheel}: {message}")]
     BadWheel { wheel: String, message: String },
-    #[error("{wheel}: METADATA says {field} `{metadata}`, the file name says `{filename}`; pip and uv refuse such a wheel too\n  = help: the wheel is mislabelled; use a correctly built wheel")]
+    #[error("{wheel}: METADATA says {field} `{metadata}`, the file name says `{filename}`; pip and uv refuse such a wheel too")]
     MetadataMismatch {
         wheel: String,
         field: &'static str,
         metadata: String,
         filename: String,
     },
-    #[error("{wheel}: member `{member}` {reason}; refusing a possible zip bomb\n  = help: a real wheel does not do this; nothing was unpacked")]
+    #[error("{wheel}: member `{member}` {reason}; refusing a possible zip bomb")]
     TooLarge {
         wheel: String,
         member: String,
@@ -116,6 +116,12 @@ impl WheelError {
         match self {
             WheelError::Unsafe { .. } => {
                 Some("this wheel is malformed or malicious; nothing was installed".to_string())
+            }
+            WheelError::MetadataMismatch { .. } => {
+                Some("the wheel is mislabelled; use a correctly built wheel".to_string())
+            }
+            WheelError::TooLarge { .. } => {
+                Some("a real wheel does not do this; nothing was unpacked".to_string())
             }
             _ => None,
         }

@@ -65,6 +65,18 @@ pub enum PackError {
     Output { path: PathBuf, message: String },
     #[error("{message}")]
     Request { message: String },
+    #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970")]
+    BadEpoch { value: String },
+    #[error("a docker archive holds one platform, and {count} were asked for")]
+    ArchiveOnePlatform { count: usize },
+    #[error("{}: exists and is not an OCI image layout; comfypak replaces only its own output", path.display())]
+    NotOurOutput { path: PathBuf },
+    #[error("{}: no linux/{architecture} image in it (it has: {has})", path.display())]
+    NoPlatformImage {
+        path: PathBuf,
+        architecture: String,
+        has: String,
+    },
 }
 
 impl PackError {
@@ -72,6 +84,19 @@ impl PackError {
     pub fn help(&self) -> Option<String> {
         match self {
             PackError::Tree(e) => e.help(),
+            PackError::BadEpoch { .. } => Some(
+                "set it to e.g. the last commit's time: `git log -1 --format=%ct`".to_string(),
+            ),
+            PackError::ArchiveOnePlatform { .. } => {
+                Some("pass --platform with one of them".to_string())
+            }
+            PackError::NotOurOutput { .. } => {
+                Some("choose another --output, or remove it".to_string())
+            }
+            PackError::NoPlatformImage { .. } => Some(
+                "copy the base with every platform, e.g. `skopeo copy --all docker://IMAGE oci:DIR`"
+                    .to_string(),
+            ),
             PackError::MissingLayer { layer, .. } => Some(format!("run `comfypak install --layer {layer}` first, or point --layers at the folder that holds the layer folders")),
             _ => None,
         }
@@ -191,12 +216,10 @@ pub fn source_date_epoch_from_env() -> Result<u64, PackError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
         Ok(text) if text.trim().is_empty() => Ok(0),
-        Ok(text) => text.trim().parse().map_err(|_| PackError::Request {
-            message: format!(
-                "SOURCE_DATE_EPOCH={text:?} is not a whole number of seconds since 1970\n  = help: \
-                 set it to e.g. the last commit's time: `git log -1 --format=%ct`"
-            ),
-        }),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| PackError::BadEpoch { value: text }),
     }
 }
 
@@ -244,12 +267,8 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
         });
     }
     if request.format == OutputFormat::DockerArchive && request.platforms.len() > 1 {
-        return Err(PackError::Request {
-            message: format!(
-                "a docker archive holds one platform, and {} were asked for\n  = help: pass \
-                 --platform with one of them",
-                request.platforms.len()
-            ),
+        return Err(PackError::ArchiveOnePlatform {
+            count: request.platforms.len(),
         });
     }
     let previous_layout = match &request.previous {
@@ -332,11 +351,8 @@ fn staging_dir(output: &Path, format: OutputFormat) -> Result<PathBuf, PackError
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
         if !empty {
-            return Err(PackError::Output {
+            return Err(PackError::NotOurOutput {
                 path: output.to_path_buf(),
-                message: "exists and is not an OCI image layout; comfypak replaces only its own \
-                          output\n  = help: choose another --output, or remove it"
-                    .to_string(),
             });
         }
     }

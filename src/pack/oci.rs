@@ -364,21 +364,18 @@ impl Layout {
             .collect();
         match found.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(PackError::BadLayout {
+            [] => Err(PackError::NoPlatformImage {
                 path: self.dir.clone(),
-                message: format!(
-                    "no linux/{architecture} image in it (it has: {})\n  = help: copy the base \
-                     with every platform, e.g. `skopeo copy --all docker://IMAGE oci:DIR`",
-                    if images.is_empty() {
-                        "none".to_string()
-                    } else {
-                        images
-                            .iter()
-                            .map(|i| format!("{}/{}", i.os, i.architecture))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
+                architecture: architecture.to_string(),
+                has: if images.is_empty() {
+                    "none".to_string()
+                } else {
+                    images
+                        .iter()
+                        .map(|i| format!("{}/{}", i.os, i.architecture))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             }),
             _ => Err(PackError::BadLayout {
                 path: self.dir.clone(),

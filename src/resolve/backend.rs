@@ -42,18 +42,33 @@ pub enum BackendSelectError {
     #[error(transparent)]
     Parse(#[from] BackendParseError),
     /// A backend set explicitly that does not cover `target.gpus` / `target.min-driver`.
-    #[error("torch backend {backend} does not cover the stack's target: {}\n  = help: {help}", .reasons.join("; "))]
+    #[error("torch backend {backend} does not cover the stack's target: {}", .reasons.join("; "))]
     Uncovered {
         backend: Backend,
         reasons: Vec<String>,
         help: String,
     },
     /// `auto` with declared GPUs, and no backend covers them.
-    #[error("torch backend auto: no backend covers the stack's target ({target}): {}\n  = help: drop the architectures no backend builds for from target.gpus, or lower target.min-driver's demands", .reasons.join("; "))]
+    #[error("torch backend auto: no backend covers the stack's target ({target}): {}", .reasons.join("; "))]
     NoneCovers {
         target: String,
         reasons: Vec<String>,
     },
+}
+
+impl BackendSelectError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            BackendSelectError::Parse(_) => None,
+            BackendSelectError::Uncovered { help, .. } => Some(help.clone()),
+            BackendSelectError::NoneCovers { .. } => Some(
+                "drop the architectures no backend builds for from target.gpus, or lower \
+                 target.min-driver's demands"
+                    .to_string(),
+            ),
+        }
+    }
 }
 
 /// `target.gpus` and `target.min-driver` in words: "gpus sm_61, min-driver 535".
@@ -203,13 +218,25 @@ pub fn select_backend(
 
 /// Why the pins cannot follow the backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("backend {backend}: the stack pins {packages} to `{from}`, so under backend {backend} they come from `{to}`, but no index definition `{to}` exists in {dir}\n  = help: add {dir}/{to}.toml (name, url, kind), or pass --index {to}=URL, or pick another --torch-backend")]
+#[error("backend {backend}: the stack pins {packages} to `{from}`, so under backend {backend} they come from `{to}`, but no index definition `{to}` exists in {dir}")]
 pub struct BackendIndexError {
     pub backend: Backend,
     pub from: String,
     pub to: String,
     pub packages: String,
     pub dir: String,
+}
+
+impl BackendIndexError {
+    /// What the user can do about it.
+    pub fn help(&self) -> Option<String> {
+        Some(format!(
+            "add {dir}/{to}.toml (name, url, kind), or pass --index {to}=URL, or pick another \
+             --torch-backend",
+            dir = self.dir,
+            to = self.to
+        ))
+    }
 }
 
 /// Whether `index` is one of the PyTorch backend indexes (`pytorch-cu130`, ..., `pytorch-cpu`).

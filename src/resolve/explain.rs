@@ -56,7 +56,12 @@ enum Fact {
 
 /// The whole message. `tree` is PubGrub's derivation as it came (its "no versions" leaves
 /// say why); `collapsed` is the same with those leaves folded in, for PubGrub's own report.
-pub(crate) fn explain(tree: &Tree, collapsed: &Tree, cx: &ExplainContext<'_>) -> String {
+/// The explanation of a conflict, and what the user can do (one help per line of advice).
+pub(crate) fn explain(
+    tree: &Tree,
+    collapsed: &Tree,
+    cx: &ExplainContext<'_>,
+) -> (String, Vec<String>) {
     let mut externals = Vec::new();
     collect_externals(tree, &mut externals);
     let mut facts: Vec<Fact> = Vec::new();
@@ -96,15 +101,13 @@ pub(crate) fn explain(tree: &Tree, collapsed: &Tree, cx: &ExplainContext<'_>) ->
             out.push_str(&format!("\n    - {bullet}"));
         }
     }
-    for help in help_lines(&facts, cx) {
-        out.push_str(&format!("\n  = help: {help}"));
-    }
+    let help = help_lines(&facts, cx);
     let derivation = DefaultStringReporter::report(collapsed);
     out.push_str("\n\nPubGrub's derivation:");
     for line in derivation.lines() {
         out.push_str(&format!("\n    {line}"));
     }
-    out
+    (out, help)
 }
 
 /// The ABI-coupled projects (torch extensions: some build names a torch series or C++ ABI)

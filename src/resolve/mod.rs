@@ -222,12 +222,24 @@ pub enum ResolveError {
         source: Arc<IndexError>,
     },
     /// The requirements conflict; `message` explains it (first lines plain language, then
-    /// PubGrub's derivation).
+    /// PubGrub's derivation); `help` says what to change, one piece of advice each.
     #[error("{message}")]
-    NoSolution { target: String, message: String },
-    /// The torch backend setting is unknown, or its PyTorch index is not defined.
-    #[error("{0}")]
-    Backend(String),
+    NoSolution {
+        target: String,
+        message: String,
+        help: Vec<String>,
+    },
+    /// The torch backend setting cannot be used for this stack (`origin` says where it was
+    /// set).
+    #[error("{origin}: {source}")]
+    Backend {
+        origin: String,
+        #[source]
+        source: backend::BackendSelectError,
+    },
+    /// The pins cannot follow the backend: its PyTorch index is not defined.
+    #[error(transparent)]
+    BackendIndex(#[from] backend::BackendIndexError),
     /// A page or METADATA was read but could not be kept in the cache.
     #[error("writing the index cache: {0}")]
     Cache(#[source] Arc<IndexError>),
@@ -241,6 +253,9 @@ impl ResolveError {
         match self {
             ResolveError::NeedsBuild { .. } => Some("comfypak installs prebuilt wheels only: require the project by name from an index that has wheels for the target, or point at a wheel with `name @ https://.../name-version-tags.whl`".to_string()),
             ResolveError::DirectUrl { help, .. } => Some(help.clone()),
+            ResolveError::NoSolution { help, .. } if !help.is_empty() => Some(help.join("\n")),
+            ResolveError::Backend { source, .. } => source.help(),
+            ResolveError::BackendIndex(e) => e.help(),
             ResolveError::Internal(..) => Some("this is a bug in comfypak; please report it with the stack".to_string()),
             _ => None,
         }
@@ -285,17 +300,14 @@ pub async fn resolve_counted(
         Some(backend) => backend,
         None => {
             select_backend(&stack.target.torch_backend, &stack.target)
-                .map_err(|e| {
-                    ResolveError::Backend(format!(
-                        "{}: target.torch-backend: {e}",
-                        stack.manifest.display()
-                    ))
+                .map_err(|source| ResolveError::Backend {
+                    origin: format!("{}: target.torch-backend", stack.manifest.display()),
+                    source,
                 })?
                 .backend
         }
     };
-    let indexes = indexes_for_backend(&stack.indexes, backend)
-        .map_err(|e| ResolveError::Backend(e.to_string()))?;
+    let indexes = indexes_for_backend(&stack.indexes, backend)?;
     for warning in family_pin_warnings(&indexes, backend) {
         progress.warning(&warning);
     }
@@ -383,7 +395,7 @@ pub async fn resolve_counted(
             let record = provider.into_record();
             let base_dir = stack.manifest.parent().unwrap_or(Path::new(""));
             let pages = |name: &PackageName| fetcher.ready_page(name);
-            let mut message = explain::explain(
+            let (mut message, mut help) = explain::explain(
                 &tree,
                 &collapsed,
                 &explain::ExplainContext {
@@ -407,7 +419,8 @@ pub async fn resolve_counted(
                     &stack.couplings,
                 )
                 .await;
-                if let Some((torch, coupled, builds)) = builds {
+                if let Some((torch, coupled, builds, build_help)) = builds {
+                    help.splice(0..0, build_help);
                     let names: Vec<String> = coupled.iter().map(ToString::to_string).collect();
                     message = format!(
                         "cannot resolve the stack for {target}: no build of {} fits torch {torch} (what the rest of the stack resolves to) on backend {backend}\n{}\n\n{message}",
@@ -419,6 +432,7 @@ pub async fn resolve_counted(
             Err(ResolveError::NoSolution {
                 target: target.to_string(),
                 message,
+                help,
             })
         }
         Err(PubGrubError::ErrorChoosingVersion { source, .. })
@@ -469,7 +483,7 @@ async fn explain_builds(
     backend: Backend,
     tags: &crate::target::CompatibleTags,
     couplings: &BTreeMap<PackageName, Coupling>,
-) -> Option<(Version, BTreeSet<PackageName>, Vec<String>)> {
+) -> Option<(Version, BTreeSet<PackageName>, Vec<String>, Vec<String>)> {
     // The solver stops at the first conflict: when several coupled packages have no build,
     // solving without the first one fails on the next. Each round leaves out the coupled
     // packages found so far, until the rest resolves (bounded: each round adds one).
@@ -514,6 +528,7 @@ async fn explain_builds(
         context.torch_cxx11abi = abi;
     }
     let mut messages = Vec::new();
+    let mut help: Vec<String> = Vec::new();
     for name in &coupled {
         let Ok(page) = fetcher.page(name).await else {
             continue;
@@ -528,9 +543,14 @@ async fn explain_builds(
         };
         if let Err(no_build) = select_build(&files, &context, tags, couplings.get(name)) {
             messages.push(no_build.to_string());
+            for line in &no_build.help {
+                if !help.contains(line) {
+                    help.push(line.clone());
+                }
+            }
         }
     }
-    (!messages.is_empty()).then_some((torch, coupled, messages))
+    (!messages.is_empty()).then_some((torch, coupled, messages, help))
 }
 
 /// Whether the torch build `version` (its chosen wheel on its page) uses the C++11 ABI;

@@ -187,10 +187,10 @@ pub async fn resolve_stack(
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
-            source: ResolveError::Backend(format!(
-                "{}: target.torch-backend: {e}",
-                stack.manifest.display()
-            )),
+            source: ResolveError::Backend {
+                origin: format!("{}: target.torch-backend", stack.manifest.display()),
+                source: e,
+            },
         })?;
     let concrete;
     let stack = if stack.target.torch_backend == selection.backend.name() {

@@ -288,3 +288,35 @@ help: the stack's layers changed since the lock was made; run `comfypak resolve`
 "
     );
 }
+
+/// Help comes from each error type's `help()`, printed last by the renderer; a message that
+/// carries its own `= help:` line would print it in the middle. Checked on the source.
+#[test]
+fn no_message_carries_its_own_help() {
+    fn walk(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if !code.starts_with("//") && code.contains("= help:") {
+                        found.push(format!("{}:{}: {}", path.display(), n + 1, code));
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(
+        found.is_empty(),
+        "help text inside messages:\n{}",
+        found.join("\n")
+    );
+}

@@ -173,7 +173,7 @@ fn lock_stack(pak: &Path) -> Result<Lock, String> {
         &NoProgress,
     ))
     .map_err(|e| {
-        let message = e.to_string();
+        let message = comfypak::diagnostic::with_help(&e);
         println!("{message}\n---");
         message
     })
@@ -192,7 +192,7 @@ fn resolve_one(pak: &Path, target: &str) -> Result<Resolution, String> {
         &NoProgress,
     ))
     .map_err(|e: ResolveError| {
-        let message = e.to_string();
+        let message = comfypak::diagnostic::with_help(&e);
         println!("{message}\n---");
         message
     })
@@ -395,7 +395,7 @@ fn resolve_abi_backend_cu128_without_a_sageattention_build_explains_every_build(
     ));
     // And what to do.
     assert!(
-        message.contains("= help: a build fits torch 2.11 on backend cu130"),
+        message.contains("a build fits torch 2.11 on backend cu130"),
         "{message}"
     );
 }
@@ -430,7 +430,7 @@ fn resolve_abi_torch_without_a_flash_attn_build_fails_with_the_builds_explained(
          CUDA 13.0; built with the pre-C++11 ABI (cxx11abiFALSE)"
     ));
     assert!(message.contains(
-        "= help: pin torch to a series flash-attn is built for on backend cu130: torch==2.8.*, \
+        "pin torch to a series flash-attn is built for on backend cu130: torch==2.8.*, \
          torch==2.9.*, torch==2.10.*, torch==2.11.*"
     ));
     // The solver's own account names the coupling it enforced.
@@ -669,9 +669,9 @@ fn resolve_abi_backend_pins_map_in_one_place() {
     assert_eq!(cu128.default, stack.indexes.default);
 
     // No pytorch-cpu definition: said, with what to do.
-    let err = indexes_for_backend(&stack.indexes, Backend::Cpu)
-        .unwrap_err()
-        .to_string();
+    let err = comfypak::diagnostic::with_help(
+        &indexes_for_backend(&stack.indexes, Backend::Cpu).unwrap_err(),
+    );
     assert!(err.contains("no index definition `pytorch-cpu`"), "{err}");
     assert!(err.contains("--index pytorch-cpu=URL"), "{err}");
 

@@ -139,7 +139,7 @@ fn resolve_err(pak: &Path, target: &str) -> String {
     match resolve_with(pak, target, &ResolveOptions::default()) {
         Ok(r) => panic!("expected an error, resolved {:?}", versions(&r)),
         Err(e) => {
-            let message = e.to_string();
+            let message = comfypak::diagnostic::with_help(&e);
             println!("{message}\n---");
             message
         }

@@ -464,7 +464,7 @@ fn selected(stack_dir: &Path) -> Result<(Backend, String), String> {
     let stack = Stack::load(stack_dir).unwrap();
     select_backend(&stack.target.torch_backend, &stack.target)
         .map(|s| (s.backend, s.why))
-        .map_err(|e| e.to_string())
+        .map_err(|e| comfypak::diagnostic::with_help(&e))
 }
 
 #[test]
