@@ -65,6 +65,15 @@ pub enum PackError {
     Output { path: PathBuf, message: String },
     #[error("{message}")]
     Request { message: String },
+    #[error("the {platform} image would have {total} layers ({base} from the base; {detail}), more than the {} an image may have", split::MAX_LAYERS)]
+    TooManyLayers {
+        platform: String,
+        total: usize,
+        base: usize,
+        detail: String,
+        /// The split threshold in force (`off`, `32 MiB`).
+        threshold: String,
+    },
     #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970")]
     BadEpoch { value: String },
     #[error("a docker archive holds one platform, and {count} were asked for")]
@@ -84,6 +93,10 @@ impl PackError {
     pub fn help(&self) -> Option<String> {
         match self {
             PackError::Tree(e) => e.help(),
+            PackError::TooManyLayers { threshold, .. } => Some(format!(
+                "raise the split threshold (now {threshold}) with --split-threshold or \
+                 `[pack] split-threshold` in stack.toml, or `off` to keep one layer per stack layer"
+            )),
             PackError::BadEpoch { .. } => Some(
                 "set it to e.g. the last commit's time: `git log -1 --format=%ct`".to_string(),
             ),

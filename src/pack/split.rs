@@ -330,16 +330,14 @@ pub fn check_layer_count(
         return Ok(());
     }
     let detail: Vec<String> = per_layer.iter().map(|(n, c)| format!("{n} {c}")).collect();
-    Err(PackError::Request {
-        message: format!(
-            "the {platform} image would have {total} layers ({base} from the base; {}), more \
-             than the {MAX_LAYERS} an image may have\n  = help: raise the split threshold (now {}) with --split-threshold or \
-             `[pack] split-threshold` in stack.toml, or `off` to keep one layer per stack layer",
-            detail.join(", "),
-            threshold
-                .map(crate::units::human_bytes)
-                .unwrap_or_else(|| "off".to_string())
-        ),
+    Err(PackError::TooManyLayers {
+        platform: platform.to_string(),
+        total,
+        base,
+        detail: detail.join(", "),
+        threshold: threshold
+            .map(crate::units::human_bytes)
+            .unwrap_or_else(|| "off".to_string()),
     })
 }
 
