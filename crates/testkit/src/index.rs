@@ -170,6 +170,7 @@ impl FixtureIndex {
                     spec.provides_extra = file.provides_extra.clone();
                     spec.build_tag = file.build_tag.clone();
                     spec.root_is_purelib = file.root_is_purelib;
+                    spec.pad_bytes = file.pad_bytes.unwrap_or(0);
                     spec.try_build()?
                 }
             };

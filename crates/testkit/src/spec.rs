@@ -1,6 +1,6 @@
 //! The fixture spec format (serde): projects, each a list of files with the index-side facts
 //! (version, file name, tags, Requires-Dist, Requires-Python, extras, yanked, upload time,
-//! real installed size). Checked-in specs live in `fixtures/indexes/*.json`.
+//! real installed size, optional filler bytes). Checked-in specs live in `fixtures/indexes/*.json`.
 //! Must not: build wheels or render pages (see `index.rs`).
 
 use std::collections::BTreeMap;
@@ -48,6 +48,11 @@ pub struct FixtureFile {
     /// WHEEL `Root-Is-Purelib` of the real wheel, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_is_purelib: Option<bool>,
+    /// Bytes of incompressible filler the built wheel carries (`<module>/_pad.bin`), so a
+    /// fixture can stand for a distribution's size (bench/vs-dockerfile.sh scales `real_size`
+    /// down into it). Absent: a tiny wheel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_bytes: Option<u64>,
 }
 
 impl FixtureFile {
@@ -65,6 +70,7 @@ impl FixtureFile {
             real_size: None,
             build_tag: None,
             root_is_purelib: None,
+            pad_bytes: None,
         }
     }
 

@@ -257,3 +257,24 @@ fn spec_round_trips_through_json() {
     let b: Vec<_> = again.files().map(|f| f.wheel.sha256.clone()).collect();
     assert_eq!(a, b, "the same spec builds the same wheels");
 }
+
+#[test]
+fn pad_bytes_in_a_spec_make_the_wheel_that_much_larger_with_incompressible_filler() {
+    let spec_json = |pad: &str| {
+        format!(
+            "{{\"projects\": {{\"big\": [{{\"version\": \"1.0\", \"filename\": \"big-1.0-py3-none-any.whl\"{pad}}}]}}}}"
+        )
+    };
+    let load = |json: String| {
+        let index = FixtureIndex::from_spec(serde_json::from_str(&json).unwrap()).unwrap();
+        let file = index.files().next().unwrap();
+        (file.entry.pad_bytes, file.wheel.bytes.len())
+    };
+    let (none, tiny) = load(spec_json(""));
+    let (pad, padded) = load(spec_json(", \"pad_bytes\": 200000"));
+    assert_eq!(none, None);
+    assert_eq!(pad, Some(200_000));
+    // Stored, not deflated, and random: the zip grows by the filler's full size.
+    assert!(padded >= tiny + 200_000, "tiny {tiny}, padded {padded}");
+    assert!(padded < tiny + 201_000, "tiny {tiny}, padded {padded}");
+}
