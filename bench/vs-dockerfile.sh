@@ -27,6 +27,9 @@
 #   FIXTURE_SCALE   fixture wheels carry real size / this many bytes (default 100)
 #   BENCH_DIR       work folder, emptied first (default: $CARGO_TARGET_DIR or target, then
 #                   /bench-vs-dockerfile)
+#   SPLIT_THRESHOLD comfypak build --split-threshold (a package whose wheel is at least this big
+#                   gets its own image layer); default: comfypak's own (32MiB) live, and
+#                   32MiB / FIXTURE_SCALE at fixture scale
 #   KEEP=1          keep BENCH_DIR (images, registries, caches) after the run
 #   FRONTEND_IN=pak9 (default) the Dockerfile has one RUN per pak file of the stack, the
 #                   front-end packages last (pak9), as comfypak's stack splits them;
@@ -93,6 +96,12 @@ done
   die "$py is not a Python >= 3.11 with packaging; set COMFYPAK_ORACLE_PYTHON (the CI tools venv has both)"
 [ "$(id -u)" = 0 ] || die "run as root (podman builds with its own storage under BENCH_DIR)"
 case "$scale" in '' | *[!0-9]* | 0) die "FIXTURE_SCALE must be a positive integer, not '$scale'" ;; esac
+split_args=()
+if [ -n "${SPLIT_THRESHOLD:-}" ]; then
+  split_args=(--split-threshold "$SPLIT_THRESHOLD")
+elif [ "$live" != 1 ]; then
+  split_args=(--split-threshold "$((32 * 1024 * 1024 / scale))")
+fi
 
 note "building the release binaries (cargo build --release)"
 cargo build --release --quiet --bin comfypak
@@ -309,7 +318,7 @@ for scenario in "${scenarios[@]}"; do
   COMFYPAK_CACHE_DIR="$work/comfypak-cache" "$comfypak" -q build --frozen --stack "$stack" \
     --lock "$work/pylock-mirror.toml" --out "$work/comfypak-out" --base "$work/base" \
     --index "pypi=file://$work/mirror/simple/" --index "pytorch-cu130=file://$work/mirror/simple/" \
-    --index "perf-wheels=file://$work/mirror/simple/"
+    --index "perf-wheels=file://$work/mirror/simple/" "${split_args[@]}"
   t1=$(now)
   "$comfypak" -q push --insecure "$work/comfypak-out/image" \
     "127.0.0.1:${registry_port[comfypak]}/bench/comfypak:latest"
@@ -330,6 +339,7 @@ done
 
 echo
 echo "comfypak vs Dockerfile ($([ "$live" = 1 ] && echo "live: public index, torch family from it, no flash-attn/sageattention" || echo "fixture indexes, wheels at real size / $scale")); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "comfypak build ${split_args[*]:-(default split threshold)}"
 echo "Dockerfile: one RUN pip install per pak file$([ "$frontend_in" = pak4 ] && echo ", the front-end packages (pak9) in the pak4 RUN as ComfyUI's requirements.txt has them")"
 echo "scenarios: volatile = comfyui-frontend-package $volatile_from -> $volatile_to, deps = $deps_package $deps_from -> $deps_to, torch = ${torch_from[*]} -> ${torch_to[*]}"
 echo
