@@ -607,6 +607,7 @@ type AttemptResult<T> = Result<T, Failure>;
 
 impl HttpClient {
     pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
+        crate::test_hook::http_client_created();
         // reqwest with `rustls-tls-native-roots` trusts the system store and honours
         // SSL_CERT_FILE / SSL_CERT_DIR; proxies come from the environment by default.
         let client = reqwest::Client::builder()

@@ -1,5 +1,7 @@
 //! The `comfypak` binary: parses arguments and hands over to [`comfypak::cli`].
 
 fn main() -> std::process::ExitCode {
-    comfypak::cli::main()
+    let code = comfypak::cli::main();
+    comfypak::test_hook::write_counts();
+    code
 }

@@ -3,8 +3,29 @@
 //! `<point>` and then waits there forever, so a test can kill it (SIGKILL) at exactly that
 //! step and check what the next run makes of the leftovers.
 //!
-//! Owns only the pause. Must not: change behaviour when the variables are unset (the
-//! default), or be used for anything but tests.
+//! And counts for tests that must see how the process worked: with
+//! `COMFYPAK_TEST_COUNTS_FILE=<path>` set, the binary writes `http-clients N` there when it
+//! exits (how many HTTP clients the whole command built: one, shared by every stage).
+//!
+//! Owns only the pause and the counts. Must not: change behaviour when the variables are
+//! unset (the default), or be used for anything but tests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static HTTP_CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// An HTTP client was built ([`crate::http::HttpClient::new`]).
+pub fn http_client_created() {
+    HTTP_CLIENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Writes the counts to `COMFYPAK_TEST_COUNTS_FILE` when it is set (see the module doc).
+pub fn write_counts() {
+    if let Some(file) = std::env::var_os("COMFYPAK_TEST_COUNTS_FILE") {
+        let text = format!("http-clients {}\n", HTTP_CLIENTS.load(Ordering::Relaxed));
+        let _ = std::fs::write(file, text);
+    }
+}
 
 /// Pauses here when `COMFYPAK_TEST_PAUSE_AT` names `point` (see the module doc).
 pub fn point(point: &str) {

@@ -19,7 +19,7 @@ use url::Url;
 
 use super::oci::{media, Descriptor, Index, Layout, Manifest, REF_NAME};
 use super::PackError;
-use crate::http::{Attempts, HttpClient, HttpSettings};
+use crate::http::{Attempts, HttpClient};
 pub use crate::registry::{
     credentials_for, docker_config_credentials, Credentials, ImageReference,
 };
@@ -374,21 +374,6 @@ async fn put_manifest(
         .await?;
     report.manifests_put.push(reference.to_string());
     Ok(())
-}
-
-/// Pushes the image in the OCI layout `layout_dir` to `reference`, on a client of its own
-/// with default settings. Prefer [`push_with`] and the pipeline's shared client.
-pub async fn push(
-    layout_dir: &Path,
-    reference: &ImageReference,
-    options: PushOptions,
-) -> Result<PushReport, PushError> {
-    let http = HttpClient::new(HttpSettings::default()).map_err(|source| RegistryError::Http {
-        registry: reference.registry.clone(),
-        loopback_tls: false,
-        source: Box::new(source),
-    })?;
-    push_with(&http, layout_dir, reference, options).await
 }
 
 /// Pushes the image in the OCI layout `layout_dir` to `reference` over `http`.

@@ -255,3 +255,48 @@ fn an_unreachable_index_names_the_override() {
     assert!(err.contains("cannot be reached"), "{err}");
     assert!(err.contains("--index pytorch-cu130=URL"), "{err}");
 }
+
+/// Every stage of a `build` (resolve's pages and METADATA, fetch's downloads) goes through one
+/// HTTP client: the process reports how many it built (`COMFYPAK_TEST_COUNTS_FILE`), and the
+/// server saw both the page and the wheel requests.
+#[test]
+fn a_whole_build_uses_one_http_client() {
+    use comfypak_testkit::{ServerOptions, TestServer, WheelSpec};
+    let index = FixtureIndex::builder()
+        .wheel(WheelSpec::new("requests", "2.32.0").requires("urllib3<3,>=1.26"))
+        .wheel(WheelSpec::new("urllib3", "2.0.0"))
+        .build();
+    let server = TestServer::serve_index(&index, ServerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    super::common::write_index_definitions(work, &[("pypi", &server.simple_url(), "simple")]);
+    let stack = work.join("pak");
+    std::fs::create_dir_all(&stack).unwrap();
+    std::fs::write(
+        stack.join("stack.toml"),
+        "[stack]\nname = \"one-client\"\nindex-dir = \"../indexes\"\n\n[target]\n\
+         python = \"3.14\"\nplatforms = [\"manylinux_2_39_x86_64\"]\nvenv = \"/opt/venv\"\n\
+         torch-backend = \"cpu\"\n\n[indexes]\ndefault = [\"pypi\"]\n\n[[layer]]\n\
+         name = \"deps\"\npaks = [\"pak4.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(stack.join("pak4.txt"), "requests\n").unwrap();
+    let counts = work.join("counts.txt");
+    let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["build", "--stack"])
+        .arg(&stack)
+        .current_dir(work)
+        .env("COMFYPAK_CACHE_DIR", work.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("COMFYPAK_TEST_COUNTS_FILE", &counts)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(server.requests_for("/simple/requests/") >= 1);
+    assert!(server.requests_for("urllib3-2.0.0-py3-none-any.whl") >= 1);
+    assert_eq!(
+        std::fs::read_to_string(&counts).unwrap(),
+        "http-clients 1\n",
+        "resolve, fetch and the rest must share the session's client"
+    );
+}

@@ -12,9 +12,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::pack_support::*;
+use comfypak::http::{HttpClient, HttpSettings};
 use comfypak::pack::push::{
-    push, BlobOutcome, Credentials, ImageReference, PushOptions, PushReport,
+    push_with, BlobOutcome, Credentials, ImageReference, PushError, PushOptions, PushReport,
 };
+
+/// A push on a client of the test's own (the library pushes only on a client it is given:
+/// the pipeline's shared one).
+async fn push(
+    layout: &Path,
+    reference: &ImageReference,
+    options: PushOptions,
+) -> Result<PushReport, PushError> {
+    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    push_with(&http, layout, reference, options).await
+}
 
 /// A registry process on 127.0.0.1, stopped when dropped (also serves the base-pull tests).
 pub(crate) struct Registry {
