@@ -14,6 +14,8 @@ pub mod stack;
 pub mod target;
 // Wheel and sdist file names.
 pub mod filename;
+// The wheel format's readers: a zip member from an archive's tail, core METADATA.
+pub mod wheel;
 
 // Resolve: the stack → one lock.
 // Torch backends, GPU architectures, ABI-coupled local labels, the host's driver.

@@ -165,23 +165,7 @@ pub enum PageError {
     UnsupportedContentType { url: String, content_type: String },
 }
 
-/// PEP 503 name normalization: lowercase, every run of `-`, `_` and `.` becomes one `-`.
-pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut in_separator_run = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_separator_run {
-                out.push('-');
-            }
-            in_separator_run = true;
-        } else {
-            out.extend(c.to_lowercase());
-            in_separator_run = false;
-        }
-    }
-    out
-}
+pub use crate::wheel::normalize_name;
 
 /// Parse a project page by its response `Content-Type` (JSON v1, HTML v1 or `text/html`;
 /// a missing content type is treated as HTML, as `file://` pages have none).

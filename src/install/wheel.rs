@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::record::{b64, parse_record, RecordHasher};
 use crate::cache::{Cache, EntryLock};
 use crate::digest::Sha256Hex;
-use crate::index::remote_zip::{read_central_directory, TailRead};
+use crate::wheel::remote_zip::{read_central_directory, TailRead};
 
 /// Bump when the manifest or tree layout changes.
 const STORE_FORMAT: u32 = 2;
@@ -570,7 +570,7 @@ fn read_member<R: Read + Seek>(
 
 /// `Name` and `Version` from METADATA.
 fn name_version(metadata: &[u8]) -> (String, String) {
-    let headers = crate::index::core_metadata::parse_headers(metadata);
+    let headers = crate::wheel::core_metadata::parse_headers(metadata);
     let get = |field: &str| {
         headers
             .iter()
@@ -583,7 +583,7 @@ fn name_version(metadata: &[u8]) -> (String, String) {
 
 /// Reads WHEEL: checks `Wheel-Version` 1.x and returns `Root-Is-Purelib`.
 fn parse_wheel_file(text: &[u8], wheel: &str, dist_info: &str) -> Result<bool, WheelError> {
-    let headers = crate::index::core_metadata::parse_headers(text);
+    let headers = crate::wheel::core_metadata::parse_headers(text);
     let get = |field: &str| {
         headers
             .iter()

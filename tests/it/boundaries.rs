@@ -99,6 +99,14 @@ const RULES: &[(&str, &[&str], &str)] = &[
          fetches and installs its build environment",
     ),
     (
+        "wheel",
+        &[
+            "index", "http", "fetch", "resolve", "install", "pack", "lock", "cache", "stack",
+            "build", "source",
+        ],
+        "wheel parses bytes in memory (zip tails, METADATA) for index, install and source",
+    ),
+    (
         "mirror",
         &["resolve", "index", "http", "build"],
         "mirror writes files it is given",
@@ -117,11 +125,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "index",
         "reads the index *definitions* (declared origins, for `--frozen`), never pages; the \
          definitions are stack configuration and are to move out of `index`",
-    ),
-    (
-        "src/install/wheel.rs",
-        "index",
-        "remote_zip and core_metadata are wheel-format helpers (issue 19: a `wheel` module)",
     ),
 ];
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::Requirement;
 
-use super::page::normalize_name;
+use super::normalize_name;
 
 /// The resolver-relevant part of a distribution's core metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
