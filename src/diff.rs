@@ -489,6 +489,88 @@ fn describe(c: &PackageChange) -> String {
     text
 }
 
+/// One image layer's part of a diff, when packages whose largest wheel reaches a threshold
+/// have image layers of their own (`comfypak pack --split-threshold`, the same rule): the
+/// distribution's layer `LAYER/NAME`, or the rest of the stack layer `LAYER`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageLayerDiff {
+    /// `stable/torch`, or `stable` for the rest.
+    pub name: String,
+    /// Whether its content (and so its digest) changes: its packages' wheel files differ.
+    pub changed: bool,
+    /// Wheel bytes of its packages in the old and new lock (all platforms).
+    pub old_bytes: u64,
+    pub new_bytes: u64,
+}
+
+/// The image layers of both locks under `threshold` (`None`: one per stack layer), in image
+/// order: per stack layer, its large distributions by name, then the rest.
+pub fn image_layers(old: &Lock, new: &Lock, threshold: Option<u64>) -> Vec<ImageLayerDiff> {
+    // Image layer name -> its packages' (wheel name, sha256) and wheel bytes, per lock.
+    type Contents = BTreeMap<String, (BTreeSet<(String, String)>, u64)>;
+    let contents = |lock: &Lock| -> Contents {
+        let mut map: Contents = BTreeMap::new();
+        // A package is large when any of its entries' wheels reaches the threshold.
+        let large: BTreeSet<(&str, String)> = lock
+            .packages
+            .iter()
+            .filter(|p| {
+                let largest = p.wheels.iter().filter_map(|w| w.size).max();
+                threshold.is_some_and(|t| largest.is_some_and(|size| size >= t))
+            })
+            .map(|p| (p.tool.comfypak.layer.as_str(), p.name.to_string()))
+            .collect();
+        for p in &lock.packages {
+            let layer = &p.tool.comfypak.layer;
+            let own = large.contains(&(layer.as_str(), p.name.to_string()));
+            let name = if own {
+                format!("{layer}/{}", p.name)
+            } else {
+                layer.clone()
+            };
+            let entry = map.entry(name).or_default();
+            entry.0.extend(p.wheels.iter().map(|w| {
+                (
+                    w.name.to_string(),
+                    w.sha256().map(|s| s.to_string()).unwrap_or_default(),
+                )
+            }));
+            entry.1 += p.wheels.iter().filter_map(|w| w.size).sum::<u64>();
+        }
+        map
+    };
+    let (before, after) = (contents(old), contents(new));
+    let mut order: Vec<String> = new.layer_names().iter().map(|s| s.to_string()).collect();
+    for name in old.layer_names() {
+        if !order.iter().any(|n| n == name) {
+            order.push(name.to_string());
+        }
+    }
+    let empty = (BTreeSet::new(), 0);
+    let mut out = Vec::new();
+    for layer in order {
+        let prefix = format!("{layer}/");
+        let own: BTreeSet<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        for name in own.into_iter().chain(std::iter::once(&layer)) {
+            let (a, b) = (
+                before.get(name).unwrap_or(&empty),
+                after.get(name).unwrap_or(&empty),
+            );
+            out.push(ImageLayerDiff {
+                name: name.clone(),
+                changed: a.0 != b.0,
+                old_bytes: a.1,
+                new_bytes: b.1,
+            });
+        }
+    }
+    out
+}
+
 /// What makes `existing` stale against `fresh` (the lock the inputs resolve to now), one line
 /// per finding, most stable layer first; empty when the two write the same bytes.
 pub fn staleness(existing: &Lock, fresh: &Lock) -> Vec<String> {

@@ -181,14 +181,37 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
     let lock_path = work.join("pylock.toml");
     let lock = Lock::read(&lock_path).unwrap();
 
-    // A threshold at torch's wheel size cuts torch and every larger wheel out.
-    let torch_size = lock
-        .packages
-        .iter()
-        .filter(|p| p.name.as_ref() == "torch")
-        .flat_map(|p| p.wheels.iter().filter_map(|w| w.size))
-        .max()
-        .unwrap();
+    // A torch bump (2.11 → 2.10 with its torchvision and torchaudio), built with the default
+    // threshold; its layers are packed split further down.
+    let bumped = stack_copy(
+        &work.join("stack-bumped"),
+        "torch==2.10.0\ntorchvision==0.25.0\ntorchaudio==2.10.0\n",
+    );
+    let bumped_arg = bumped.display().to_string();
+    let mut args: Vec<&str> = vec![
+        "build",
+        "--stack",
+        &bumped_arg,
+        "--lock",
+        "bumped.toml",
+        "--out",
+        "build-bumped",
+    ];
+    args.extend(indexes.iter().map(String::as_str));
+    ok(comfypak(work, &args, "2"), "build after the bump");
+    let new_lock = Lock::read(&work.join("bumped.toml")).unwrap();
+
+    // A threshold at torch's wheel size (the smaller of the two locks') cuts torch and every
+    // larger wheel out, in both images.
+    let torch_of = |lock: &Lock| {
+        lock.packages
+            .iter()
+            .filter(|p| p.name.as_ref() == "torch")
+            .flat_map(|p| p.wheels.iter().filter_map(|w| w.size))
+            .max()
+            .unwrap()
+    };
+    let torch_size = torch_of(&lock).min(torch_of(&new_lock));
     let threshold = torch_size.to_string();
     let whole = pack(work, &stack, &lock_path, "whole", "off", "2");
     let split = pack(work, &stack, &lock_path, "split", &threshold, "2");
@@ -277,28 +300,8 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
         }
     }
 
-    // A torch bump (2.11 → 2.10 with its torchvision and torchaudio): the layers that change
-    // are exactly those of the packages whose wheels changed, and the rest layers of stack
-    // layers where a package below the threshold changed.
-    let bumped = stack_copy(
-        &work.join("stack-bumped"),
-        "torch==2.10.0\ntorchvision==0.25.0\ntorchaudio==2.10.0\n",
-    );
-    let bumped_arg = bumped.display().to_string();
-    let mut args: Vec<&str> = vec![
-        "build",
-        "--stack",
-        &bumped_arg,
-        "--lock",
-        "bumped.toml",
-        "--out",
-        "build-bumped",
-        "--split-threshold",
-        &threshold,
-    ];
-    args.extend(indexes.iter().map(String::as_str));
-    ok(comfypak(work, &args, "2"), "build after the bump");
-    let new_lock = Lock::read(&work.join("bumped.toml")).unwrap();
+    // The layers that change are exactly those of the packages whose wheels changed, and the
+    // rest layers of stack layers where a package below the threshold changed.
     let bump_json = ok(
         comfypak(
             work,
@@ -340,6 +343,7 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
         changed_packages.contains(&("stable".to_string(), "torch".to_string())),
         "{changed_packages:?}"
     );
+    let mut moved_any: BTreeSet<String> = BTreeSet::new();
     for arch in ["amd64", "arm64"] {
         let before: BTreeMap<&str, &str> = split
             .iter()
@@ -370,8 +374,72 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
             .collect();
         let moved: BTreeSet<String> = moved.into_iter().map(String::from).collect();
         assert_eq!(moved, expected, "{arch}: the layers a torch bump changes");
+        assert!(moved.contains("stable/torch"), "{arch}: {moved:?}");
         assert!(moved.iter().all(|n| !n.starts_with("stable/nvidia-cublas")));
+        moved_any.extend(moved);
     }
+
+    // `comfypak diff` predicts the same image layers from the two locks alone.
+    let output = comfypak(
+        work,
+        &[
+            "diff",
+            "pylock.toml",
+            "bumped.toml",
+            "--format",
+            "json",
+            "--split-threshold",
+            &threshold,
+        ],
+        "2",
+    );
+    assert_eq!(output.status.code(), Some(1), "diff exits 1 on changes");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let predicted: BTreeSet<String> = json["image_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["changed"] == true)
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        predicted, moved_any,
+        "diff's image layers against pack's digests"
+    );
+    let names: Vec<&str> = json["image_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    let packed: Vec<&str> = after
+        .iter()
+        .filter(|(a, n, _)| a == "amd64" && n != "runtime-config")
+        .map(|(_, n, _)| n.as_str())
+        .collect();
+    let split_amd64: Vec<&str> = split
+        .iter()
+        .filter(|(a, n, _)| a == "amd64" && n != "runtime-config")
+        .map(|(_, n, _)| n.as_str())
+        .collect();
+    assert_eq!(names, packed, "diff names the image layers in pack's order");
+    assert_eq!(names, split_amd64, "the bump keeps the same image layers");
+    let text = comfypak(
+        work,
+        &[
+            "diff",
+            "pylock.toml",
+            "bumped.toml",
+            "--split-threshold",
+            &threshold,
+        ],
+        "2",
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("image layers:") && text.contains("stable/torch"),
+        "{text}"
+    );
 
     // Beyond 127 layers: refused, saying what to change.
     let output = comfypak(
