@@ -11,8 +11,11 @@
 //! Must not: parse arguments or print (the cli does, through [`Progress`]); decide versions
 //! (`resolve`), read wheels (`install`) or write blobs (`pack`).
 
+mod doctor;
 mod sources;
 mod stages;
+
+pub use doctor::check_lock;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use crate::cuda::doctor::{assess, check_lock, read_host, render_text, HostSources};
+use crate::build::check_lock;
+use crate::cuda::doctor::{assess, read_host, render_text, HostSources};
 use crate::lock::Lock;
 
 #[derive(Debug, Args)]

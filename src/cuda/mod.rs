@@ -31,6 +31,6 @@ pub use backend::{
     Backend, BackendChoice, BackendParseError, ComputeCapability, CudaVersion, DriverRequirement,
     DriverVersion, Verdict,
 };
-pub use doctor::{assess, check_lock, read_host, DoctorReport, HostReading, HostSources};
+pub use doctor::{assess, read_host, DoctorReport, HostReading, HostSources, LockCheck};
 pub use family::{family_member, FamilyMember, MemberKind, TORCH_FAMILY};
 pub use select::{select_build, AbiContext, CouplingSource, NoBuild, RejectedBuild, SelectedBuild};
