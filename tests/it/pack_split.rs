@@ -131,30 +131,75 @@ fn pack(
     threshold: &str,
     threads: &str,
 ) -> Layers {
+    layers_of(&pack_json(work, stack, lock, out, threshold, threads, &[]))
+}
+
+/// `comfypak pack --json` with `extra` arguments; its output.
+fn pack_json(
+    work: &Path,
+    stack: &Path,
+    lock: &Path,
+    out: &str,
+    threshold: &str,
+    threads: &str,
+    extra: &[&str],
+) -> String {
     let stack = stack.display().to_string();
     let lock = lock.display().to_string();
-    let json = ok(
-        comfypak(
-            work,
-            &[
-                "pack",
-                "--stack",
-                &stack,
-                "--lock",
-                &lock,
-                "--out",
-                "build",
-                "--output",
-                out,
-                "--split-threshold",
-                threshold,
-                "--json",
-            ],
-            threads,
-        ),
-        &format!("pack --split-threshold {threshold}"),
-    );
-    layers_of(&json)
+    let mut args = vec![
+        "pack",
+        "--stack",
+        &stack,
+        "--lock",
+        &lock,
+        "--out",
+        "build",
+        "--output",
+        out,
+        "--split-threshold",
+        threshold,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    ok(
+        comfypak(work, &args, threads),
+        &format!("pack --split-threshold {threshold} {extra:?}"),
+    )
+}
+
+/// `(architecture, name, diff_id, media type)` of every layer of a pack's JSON and layout.
+fn tars_of(json: &str, image: &Path) -> Vec<(String, String, String, String)> {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut out = Vec::new();
+    for p in value["platforms"].as_array().unwrap() {
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                image.join("blobs/sha256").join(
+                    p["manifest"]
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix("sha256:")
+                        .unwrap(),
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        for (l, m) in p["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(manifest["layers"].as_array().unwrap())
+        {
+            out.push((
+                p["architecture"].as_str().unwrap().to_string(),
+                l["name"].as_str().unwrap().to_string(),
+                l["diff_id"].as_str().unwrap().to_string(),
+                m["mediaType"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
 }
 
 #[test]
@@ -299,6 +344,31 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
             assert_eq!(union, want, "{arch} {layer}: the split lost or added files");
         }
     }
+
+    // zstd, split: the same tars (diff_ids) as gzip's, the zstd media type, and bytes that do
+    // not depend on the thread count.
+    let gzip_json = pack_json(work, &stack, &lock_path, "split-gz", &threshold, "2", &[]);
+    let zstd = ["--compression", "zstd"];
+    let z1 = pack_json(work, &stack, &lock_path, "zstd1", &threshold, "1", &zstd);
+    let z2 = pack_json(work, &stack, &lock_path, "zstd2", &threshold, "2", &zstd);
+    assert_eq!(
+        layers_of(&z1),
+        layers_of(&z2),
+        "zstd digests depend on the thread count"
+    );
+    let gzip_tars = tars_of(&gzip_json, &work.join("split-gz"));
+    let zstd_tars = tars_of(&z1, &work.join("zstd1"));
+    assert_eq!(gzip_tars.len(), zstd_tars.len());
+    for (g, z) in gzip_tars.iter().zip(&zstd_tars) {
+        assert_eq!(
+            (&g.0, &g.1, &g.2),
+            (&z.0, &z.1, &z.2),
+            "zstd and gzip tars differ"
+        );
+        assert_eq!(g.3, "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(z.3, "application/vnd.oci.image.layer.v1.tar+zstd");
+    }
+    assert_ne!(layers_of(&z1), layers_of(&gzip_json));
 
     // The layers that change are exactly those of the packages whose wheels changed, and the
     // rest layers of stack layers where a package below the threshold changed.
