@@ -13,6 +13,9 @@
 //! 6), blocks of [`BLOCK`] bytes. zlib-rs picks SIMD routines at run time only where they
 //! compute the same values (match length, hash slide); its hash function is the same on every
 //! CPU. A change to any of these changes layer digests, and `tests/it/golden.rs` says so.
+//! Level 6 stays the default: its output is about 2 % larger than GNU `gzip -6` on real
+//! layers (zlib-rs's level-6 match finder; stock zlib in the same blocks is within 0.2 %), and
+//! level 9, the first within 1 %, takes 2.3 times the CPU (README, "Layer compression").
 //!
 //! Owns the gzip container and the block scheme. Must not know about tar, layers or images.
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/pull.sh: pull time of the real stable + deps layers from a local registry (Debian's
+# docker-registry on 127.0.0.1) into containers-storage (skopeo copy, overlay driver, a store
+# of its own), for three packings of the same installed layers, in one run:
+#   gzip, one layer per stack layer    (--split-threshold off: the stable layer is one stream)
+#   gzip, a layer per large distribution (--split-threshold $THRESHOLD, default 32MiB)
+#   zstd, one layer per stack layer    (--compression zstd)
+# and the ratios against the first (goal: zstd <= 0.5).
+#
+#   COMFYPAK_LIVE=1 bench/pull.sh                  # real layers: bench/real-stack.sh (torch 2.14 CUDA closure + impact-was)
+#   WORK=/big/dir COMFYPAK_LIVE=1 bench/pull.sh    # keep downloads and packs (bench/torch-bump.sh shares them)
+#   bench/pull.sh --fixture                        # sanity check: the offline fixture build (tiny layers), no network
+#                                                  # (FIXTURES_BIN: a built comfypak-fixtures, else built here)
+#
+# Each pull goes into a fresh store; the previous store is moved aside (deleted at the end),
+# not deleted before the next timed pull (bench/README.md says why). The three are pulled in
+# turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
+# with one thread per layer stream, and pulls several layers at once: splitting a rank into
+# several streams lets the pull use more cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+threshold="${THRESHOLD:-32MiB}"
+runs="${RUNS:-2}"
+mode=real
+[ "${1:-}" = --fixture ] && mode=fixture
+
+for tool in skopeo curl python3; do
+  if ! command -v "$tool" > /dev/null; then echo "$tool not found" >&2; exit 2; fi
+done
+if [ -n "${COMFYPAK_BIN:-}" ]; then
+  comfypak=$(realpath "$COMFYPAK_BIN")
+else
+  echo "building comfypak (release)..." >&2
+  cargo build --release --quiet --bin comfypak
+  comfypak="${CARGO_TARGET_DIR:-$repo/target}/release/comfypak"
+fi
+if [ -n "${WORK:-}" ]; then
+  work=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/comfypak-bench-pull.XXXXXX")
+fi
+
+if [ "$mode" = fixture ]; then
+  export COMFYPAK_LIVE=1  # real-stack.sh's guard; nothing here reaches the network
+  source "$repo/bench/real-stack.sh"
+  # The offline build of the shipped stack (as scripts/build-offline.sh does it), x86_64.
+  if [ ! -f "$work/fixture/pylock.toml" ]; then
+    fixtures="${FIXTURES_BIN:-}"
+    if [ -z "$fixtures" ]; then
+      cargo build --release --quiet -p comfypak-testkit --bin comfypak-fixtures
+      fixtures="${CARGO_TARGET_DIR:-$repo/target}/release/comfypak-fixtures"
+    fi
+    for spec in pypi-snapshot:pypi pytorch-cu130:pytorch-cu130 perf-wheels:perf-wheels; do
+      "$fixtures" write "fixtures/indexes/${spec%%:*}.json" "$work/fixture/indexes/${spec##*:}" > /dev/null
+    done
+    i="$work/fixture/indexes"
+    SOURCE_DATE_EPOCH=1700000000 COMFYPAK_CACHE_DIR="$work/fixture/cache" "$comfypak" --quiet build \
+      --stack pak --lock "$work/fixture/pylock.toml" --out "$work/fixture/build" \
+      --index "pypi=file://$i/pypi/simple/" --index "pytorch-cu130=file://$i/pytorch-cu130/simple/" \
+      --index "perf-wheels=file://$i/perf-wheels/files/"
+  fi
+  # Its fixture wheels are 1-3 kB: 1500 B splits out the larger ones (about 25 per platform).
+  threshold="${THRESHOLD:-1500}"
+  mkdir -p "$work/F"
+  ln -sfn "$repo/pak" "$work/F/stack"
+  ln -sfn "$work/fixture/pylock.toml" "$work/F/pylock.toml"
+  mkdir -p "$work/F/build"
+  ln -sfn "$work/fixture/build/x86_64/layers" "$work/F/build/layers"
+  name=F
+  platform=(--platform x86_64)
+else
+  source "$repo/bench/real-stack.sh"
+  prepare_real A "$TORCH_A" "$VISION_A"
+  name=A
+  platform=()
+fi
+
+pack_one() { # OUT THRESHOLD COMPRESSION
+  local out=$1 t=$2 c=$3
+  local stamp="$name $t $c $(sha256sum "$comfypak" | cut -c1-16)"
+  if [ -f "$work/$out/index.json" ] && [ "$(cat "$work/$out.stamp" 2> /dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  SOURCE_DATE_EPOCH=1700000000 "$comfypak" --quiet pack --stack "$work/$name/stack" \
+    --lock "$work/$name/pylock.toml" --out "$work/$name/build" --output "$work/$out" \
+    "${platform[@]}" --split-threshold "$t" --compression "$c"
+  echo "$stamp" > "$work/$out.stamp"
+}
+kinds=(gzip-single gzip-split zstd)
+pack_one "image-$name-off" off gzip
+pack_one "image-$name-$threshold" "$threshold" gzip
+pack_one "image-$name-zstd" off zstd
+declare -A image=(
+  [gzip-single]="image-$name-off"
+  [gzip-split]="image-$name-$threshold"
+  [zstd]="image-$name-zstd"
+)
+
+rm -rf "$work/pull-registry"
+start_registry "$work/pull-registry"
+mkdir -p "$work/pull-trash"
+# containers-storage leaves its overlay graph root mounted: unmount before moving or deleting.
+unmount_stores() {
+  findmnt -rn -o TARGET | grep "^$work/pull-" | sort -r | xargs -r -n1 umount 2> /dev/null || true
+}
+cleanup() {
+  kill "$registry_pid" 2> /dev/null || true
+  unmount_stores
+  rm -rf "$work/pull-trash" "$work/pull-store" "$work/pull-registry"
+  if [ -z "${WORK:-}" ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+for kind in "${kinds[@]}"; do
+  "$comfypak" --quiet push --insecure "$work/${image[$kind]}" "$registry/pull/$kind:latest"
+done
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+pull_once() { # KIND -> seconds
+  unmount_stores
+  if [ -e "$work/pull-store" ]; then mv "$work/pull-store" "$(mktemp -d "$work/pull-trash/XXXXXX")/"; fi
+  mkdir -p "$work/pull-store/root" "$work/pull-store/run"
+  local t0 t1
+  t0=$(now)
+  skopeo --insecure-policy copy --quiet --src-tls-verify=false \
+    "docker://$registry/pull/$1:latest" \
+    "containers-storage:[overlay@$work/pull-store/root+$work/pull-store/run]pull/$1:latest" > /dev/null
+  t1=$(now)
+  echo "$t1 - $t0" | bc -l
+}
+
+declare -A times
+for _ in $(seq "$runs"); do
+  for kind in "${kinds[@]}"; do
+    times[$kind]="${times[$kind]:-} $(pull_once "$kind")"
+  done
+done
+
+size_of() { # LAYOUT -> compressed bytes and layer count of its manifest's layers
+  python3 - "$1" << 'PY'
+import json, sys
+d = sys.argv[1]
+i = json.load(open(d + "/index.json"))
+m = json.load(open(d + "/blobs/sha256/" + i["manifests"][0]["digest"].split(":")[1]))
+print(sum(l["size"] for l in m["layers"]), len(m["layers"]))
+PY
+}
+
+echo
+echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay), $mode layers, median of $runs; the 2-core machine was shared with other work"
+printf '%-12s %8s %14s %10s %8s\n' kind layers "bytes" "pull s" ratio
+base=$(echo "${times[gzip-single]}" | tr ' ' '\n' | grep . | median)
+for kind in "${kinds[@]}"; do
+  read -r bytes count < <(size_of "$work/${image[$kind]}")
+  t=$(echo "${times[$kind]}" | tr ' ' '\n' | grep . | median)
+  printf '%-12s %8s %14s %10.2f %8.2f\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)"
+done
+echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]}"

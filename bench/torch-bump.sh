@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# bench/torch-bump.sh: the bytes a push sends for a torch patch bump that keeps the nvidia-*
+# pins, with one image layer per stack layer (`--split-threshold off`) against a layer per
+# large distribution (`--split-threshold $THRESHOLD`, default 32MiB), in one run, against a
+# local registry (Debian's docker-registry on 127.0.0.1).
+#
+#   COMFYPAK_LIVE=1 bench/torch-bump.sh          # TORCH_A/B, VISION_A/B, SET: bench/real-stack.sh
+#   WORK=/big/dir COMFYPAK_LIVE=1 bench/torch-bump.sh   # keep the downloads and packs for the next run
+#
+# Two real locks (bench/real-stack.sh: torch 2.14.0 -> 2.14.1 with torchvision, the
+# impact-was custom-node set as deps, x86_64), their layers installed; each image packed
+# both ways (gzip); then, per way, the old image is pushed to an empty repository and the new
+# one after it, and `comfypak push --json` says how many bytes went over the wire. The goal:
+# after the bump, only the torch family's layers (and the small rest of the stable layer,
+# where torchvision lives below the threshold) are sent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+threshold="${THRESHOLD:-32MiB}"
+
+if [ -n "${COMFYPAK_BIN:-}" ]; then
+  comfypak=$(realpath "$COMFYPAK_BIN")
+else
+  echo "building comfypak (release)..." >&2
+  cargo build --release --quiet --bin comfypak
+  comfypak="${CARGO_TARGET_DIR:-$repo/target}/release/comfypak"
+fi
+if [ -n "${WORK:-}" ]; then
+  work=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/comfypak-bench-bump.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+fi
+# shellcheck source=bench/real-stack.sh
+source "$repo/bench/real-stack.sh"
+
+prepare_real A "$TORCH_A" "$VISION_A"
+prepare_real B "$TORCH_B" "$VISION_B"
+echo "== what the bump changes (comfypak diff, split at $threshold)"
+"$comfypak" diff "$work/A/pylock.toml" "$work/B/pylock.toml" --color never \
+  --split-threshold "$threshold" || true
+
+for mode in off "$threshold"; do
+  pack_real A "image-A-$mode" "$mode" gzip
+  pack_real B "image-B-$mode" "$mode" gzip
+done
+
+rm -rf "$work/registry"
+start_registry "$work/registry"
+trap 'kill "$registry_pid" 2> /dev/null || true' EXIT
+if [ -z "${WORK:-}" ]; then trap 'kill "$registry_pid" 2> /dev/null || true; rm -rf "$work"' EXIT; fi
+
+sent() { python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_sent"])'; }
+uploaded() { python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["blobs"] if b["outcome"].startswith("uploaded")))'; }
+layers() { python3 -c 'import json,sys; i=json.load(open(sys.argv[1]+"/index.json")); m=i["manifests"][0]["digest"].split(":")[1]; print(len(json.load(open(sys.argv[1]+"/blobs/sha256/"+m))["layers"]))' "$1"; }
+
+declare -A first second count
+for mode in off "$threshold"; do
+  repo_name="bump-$(echo "$mode" | tr -c 'a-z0-9\n' '-')"
+  out=$("$comfypak" push --insecure --json "$work/image-A-$mode" "$registry/$repo_name:a")
+  first[$mode]=$(echo "$out" | sent)
+  out=$("$comfypak" push --insecure --json "$work/image-B-$mode" "$registry/$repo_name:b")
+  second[$mode]=$(echo "$out" | sent)
+  count[$mode]="$(echo "$out" | uploaded) of $(layers "$work/image-B-$mode") layers + config/manifest"
+done
+
+echo
+echo "== push bytes (local registry $registry; the 2-core machine was shared with other work)"
+printf '%-22s %16s %18s  %s\n' "layers" "first push" "push after bump" "blobs uploaded after bump"
+for mode in off "$threshold"; do
+  label="one per stack layer"
+  [ "$mode" != off ] && label="split at $mode"
+  printf '%-22s %16s %18s  %s\n' "$label" "${first[$mode]}" "${second[$mode]}" "${count[$mode]}"
+done
+python3 -c "import sys; a, b = int(sys.argv[1]), int(sys.argv[2]); print(f'after the bump, split / not split: {b / a:.3f} ({b / 1e6:.1f} MB vs {a / 1e6:.1f} MB)')" \
+  "${second[off]}" "${second[$threshold]}"
