@@ -40,32 +40,41 @@ echo "== what the bump changes (comfypak diff, split at $threshold)"
 "$comfypak" diff "$work/A/pylock.toml" "$work/B/pylock.toml" --color never \
   --split-threshold "$threshold" || true
 
-for mode in off "$threshold"; do
-  pack_real A "image-A-$mode" "$mode" gzip
-  pack_real B "image-B-$mode" "$mode" gzip
-done
-
-rm -rf "$work/registry"
-start_registry "$work/registry"
-trap 'kill "$registry_pid" 2> /dev/null || true' EXIT
-if [ -z "${WORK:-}" ]; then trap 'kill "$registry_pid" 2> /dev/null || true; rm -rf "$work"' EXIT; fi
-
 sent() { python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_sent"])'; }
 uploaded() { python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["blobs"] if b["outcome"].startswith("uploaded")))'; }
 layers() { python3 -c 'import json,sys; i=json.load(open(sys.argv[1]+"/index.json")); m=i["manifests"][0]["digest"].split(":")[1]; print(len(json.load(open(sys.argv[1]+"/blobs/sha256/"+m))["layers"]))' "$1"; }
 
+# One way at a time, each with a registry of its own that is removed afterwards (and the
+# images too, unless KEEP_IMAGES=1): the two ways' images and registries together need
+# about 25 GB.
+registry_pid=""
+cleanup() {
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2> /dev/null || true; fi
+  if [ -z "${WORK:-}" ]; then rm -rf "$work"; else rm -rf "$work/registry"; fi
+}
+trap cleanup EXIT
 declare -A first second count
 for mode in off "$threshold"; do
-  repo_name="bump-$(echo "$mode" | tr -c 'a-z0-9\n' '-')"
-  out=$("$comfypak" push --insecure --json "$work/image-A-$mode" "$registry/$repo_name:a")
+  pack_real A "image-A-$mode" "$mode" gzip
+  pack_real B "image-B-$mode" "$mode" gzip
+  rm -rf "$work/registry"
+  start_registry "$work/registry"
+  out=$("$comfypak" push --insecure --json "$work/image-A-$mode" "$registry/bump:a")
   first[$mode]=$(echo "$out" | sent)
-  out=$("$comfypak" push --insecure --json "$work/image-B-$mode" "$registry/$repo_name:b")
+  out=$("$comfypak" push --insecure --json "$work/image-B-$mode" "$registry/bump:b")
   second[$mode]=$(echo "$out" | sent)
   count[$mode]="$(echo "$out" | uploaded) of $(layers "$work/image-B-$mode") layers + config/manifest"
+  kill "$registry_pid"
+  wait "$registry_pid" 2> /dev/null || true
+  registry_pid=""
+  rm -rf "$work/registry"
+  if [ "${KEEP_IMAGES:-}" != 1 ]; then
+    rm -rf "$work/image-A-$mode" "$work/image-B-$mode" "$work/image-A-$mode.stamp" "$work/image-B-$mode.stamp"
+  fi
 done
 
 echo
-echo "== push bytes (local registry $registry; the 2-core machine was shared with other work)"
+echo "== push bytes (local docker-registry on 127.0.0.1; the 2-core machine was shared with other work)"
 printf '%-22s %16s %18s  %s\n' "layers" "first push" "push after bump" "blobs uploaded after bump"
 for mode in off "$threshold"; do
   label="one per stack layer"
