@@ -31,7 +31,7 @@ use crate::pack::{Compression, OutputFormat, PackedImage};
 use crate::resolve::ResolveProgress;
 use crate::target::{Arch, Platform};
 
-pub use sources::StackBuildEnvs;
+pub use sources::{prebuild, record_sources, BuiltSource, Prebuilt, SourceOrigin, StackBuildEnvs};
 pub use stages::{
     fetch, install, install_wheel, mirror, pack, parse_arch, plan_layers, push, resolve,
     FetchReport, FetchRequest, InstallRequest, LayerPlan, LockMode, MirrorRequest, PackJob,
@@ -276,6 +276,8 @@ pub enum BuildError {
     #[error(transparent)]
     Install(#[from] crate::install::InstallError),
     #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
     Pack(#[from] crate::pack::PackError),
     /// `pack` with a stack whose layers are no longer the lock's.
     #[error("cannot pack: the layers of {} no longer match the lock the layers were installed from", stack.display())]
@@ -339,6 +341,7 @@ impl BuildError {
             BuildError::Fetch { source, .. } => help_of(source),
             BuildError::WheelSource(e) => help_of(e),
             BuildError::Install(e) => help_of(e),
+            BuildError::Source(e) => e.help(),
             BuildError::Pack(e) => help_of(e),
             BuildError::Push(e) => help_of(e),
             BuildError::Pull(e) => help_of(e),
@@ -418,6 +421,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             lock: request.lock.clone(),
             mode: request.mode,
             torch_backend: request.torch_backend.clone(),
+            bases: request.bases.clone(),
             ..ResolveRequest::default()
         },
         progress,

@@ -7,16 +7,27 @@
 //! folder that the sandbox stacks over the base. Must not build anything itself
 //! (`source` does) nor write outside the folders it is given.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use pep508_rs::{PackageName, VersionOrUrl};
+use sha2::{Digest, Sha256};
+use url::Url;
 
 use super::stages::fetch_selected;
-use super::{Session, Silent};
+use super::{BuildError, Progress, Session, Silent};
+use crate::digest::Sha256Hex;
 use crate::fetch::select_wheels;
+use crate::filename::{SafeFileName, SdistFilename};
 use crate::install::layout::EnvPaths;
 use crate::install::{install_layer, InstallOptions, InstallWheel};
-use crate::lock::Lock;
+use crate::lock::{Lock, LockedDirectory, LockedSdist, WheelHashes};
+use crate::pak::{PakLine, PakRequirement};
 use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
-use crate::source::BuildEnvironments;
+use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
+use crate::source::{
+    build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, Source, SourceError, SourceKind,
+};
 use crate::stack::{Layer, Stack};
 use crate::target::Target;
 
@@ -114,5 +125,436 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
             .map_err(|e| format!("{}: {e}", layer_dir.display()))?;
         let _ = std::fs::remove_dir_all(&out);
         Ok(())
+    }
+}
+
+/// Where a source requirement's source is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceOrigin {
+    /// An sdist at an `http(s)` URL (its sha256 is required).
+    Url(Url),
+    /// An sdist on this machine (`file:///…/x-1.0.tar.gz`).
+    File(PathBuf),
+    /// A source folder on this machine (`file:///…/folder`).
+    Directory(PathBuf),
+}
+
+/// A stack requirement that was built from source before the resolution.
+#[derive(Debug, Clone)]
+pub struct BuiltSource {
+    pub name: PackageName,
+    pub origin: SourceOrigin,
+    /// The sdist's sha256, or the folder's content hash.
+    pub source_sha256: String,
+    /// The sdist's size.
+    pub size: Option<u64>,
+    /// The wheel built for each target whose markers select the line.
+    pub wheels: Vec<(Target, BuiltWheel)>,
+}
+
+/// What [`prebuild`] did: the stack whose source lines now name their built wheels (for the
+/// resolver, which takes wheels only), and the builds (for the lock).
+#[derive(Debug, Clone)]
+pub struct Prebuilt {
+    pub stack: Stack,
+    pub sources: Vec<BuiltSource>,
+}
+
+/// How a pak requirement names a source, or None for anything else (index requirements,
+/// wheel URLs, VCS URLs: the resolver deals with those).
+fn source_of(line: &PakLine) -> Option<(PackageName, SourceOrigin, Option<String>)> {
+    let PakRequirement::Named(requirement) = &line.requirement else {
+        return None;
+    };
+    let Some(VersionOrUrl::Url(url)) = &requirement.version_or_url else {
+        return None;
+    };
+    let given = url.given().unwrap_or(url.as_str());
+    let parsed = Url::parse(given).ok()?;
+    let file = parsed
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .map(crate::http::percent_decode)
+        .unwrap_or_default();
+    if file.ends_with(".whl") {
+        return None;
+    }
+    let is_sdist = SdistFilename::parse(&file, Some(&requirement.name)).is_ok();
+    let mut sha256 = parsed.fragment().and_then(|f| {
+        f.split('&')
+            .find_map(|p| p.strip_prefix("sha256="))
+            .map(str::to_ascii_lowercase)
+    });
+    if sha256.is_none() {
+        sha256 = line
+            .hashes
+            .iter()
+            .find_map(|h| h.strip_prefix("sha256:"))
+            .map(str::to_string);
+    }
+    let mut bare = parsed.clone();
+    bare.set_fragment(None);
+    let origin = match parsed.scheme() {
+        "http" | "https" if is_sdist => SourceOrigin::Url(bare),
+        "file" => {
+            let path = parsed.to_file_path().ok()?;
+            if is_sdist {
+                SourceOrigin::File(path)
+            } else {
+                SourceOrigin::Directory(path)
+            }
+        }
+        _ => return None,
+    };
+    Some((requirement.name.clone(), origin, sha256))
+}
+
+fn source_error(line: &PakLine, message: String) -> BuildError {
+    BuildError::Request {
+        message: format!("{}: `{}`: {message}", line.location, line.text),
+    }
+}
+
+/// The sdist of `url` in the cache (`sources/v1/<sha256>/<file>`), downloaded and checked
+/// against `sha256` when it is not there yet.
+fn fetch_sdist(
+    session: &Session,
+    line: &PakLine,
+    url: &Url,
+    sha256: &str,
+) -> Result<PathBuf, BuildError> {
+    let file = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .map(crate::http::percent_decode)
+        .filter(|f| !f.is_empty() && !f.starts_with('.') && !f.contains(['/', '\\']))
+        .ok_or_else(|| source_error(line, "the URL names no file".to_string()))?;
+    let digest = Sha256Hex::parse(sha256)
+        .map_err(|e| source_error(line, format!("`#sha256={sha256}`: {e}")))?;
+    let dest = session
+        .cache()
+        .root()
+        .join("sources/v1")
+        .join(digest.as_str())
+        .join(&file);
+    if dest.is_file() && crate::source::sdist::sha256_file(&dest).ok().as_deref() == Some(sha256) {
+        return Ok(dest);
+    }
+    let response = session.block_on(session.http().get(url, Default::default()))?;
+    let actual = hex::encode(Sha256::digest(&response.body));
+    if actual != sha256 {
+        return Err(SourceError::HashMismatch {
+            package: line.text.clone(),
+            path: PathBuf::from(crate::http::redact(url)),
+            expected: sha256.to_string(),
+            actual,
+        }
+        .into());
+    }
+    crate::fsutil::write_atomic(&dest, &response.body).map_err(|source| {
+        BuildError::from(SourceError::Io {
+            path: dest.clone(),
+            source,
+        })
+    })?;
+    Ok(dest)
+}
+
+/// Builds every source requirement of `stack` (sdist URLs, local sdists and folders) into a
+/// wheel for each target, in the runtime of the target's base, puts the wheels into the
+/// wheel cache and returns the stack with those lines rewritten to name the built wheels.
+/// None when the stack has no source requirement (then no base is needed).
+pub fn prebuild(
+    session: &Session,
+    stack: &Stack,
+    targets: &[Target],
+    bases: &Bases,
+    progress: &dyn Progress,
+) -> Result<Option<Prebuilt>, BuildError> {
+    let mut found = Vec::new();
+    for (li, layer) in stack.layers.iter().enumerate() {
+        for (pi, pak) in layer.paks.iter().enumerate() {
+            for (ri, line) in pak.requirements.iter().enumerate() {
+                if let Some(source) = source_of(line) {
+                    found.push(((li, pi, ri), line.clone(), source));
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let cache_dir = session.cache().root().to_path_buf();
+    let mut runtimes: BTreeMap<String, Runtime> = BTreeMap::new();
+    let mut rewritten = stack.clone();
+    let mut sources = Vec::new();
+    // Last first: a line that becomes two (one per platform) does not move the ones before it.
+    for ((li, pi, ri), line, (name, origin, sha256)) in found.into_iter().rev() {
+        let (kind, size) = match &origin {
+            SourceOrigin::Url(url) => {
+                let Some(sha256) = &sha256 else {
+                    return Err(source_error(
+                        &line,
+                        "an sdist URL needs its sha256: add `#sha256=HEX` to the URL (or \
+                         `--hash=sha256:HEX`)"
+                            .to_string(),
+                    ));
+                };
+                let path = fetch_sdist(session, &line, url, sha256)?;
+                let size = std::fs::metadata(&path).ok().map(|m| m.len());
+                (SourceKind::Sdist(path), size)
+            }
+            SourceOrigin::File(path) => {
+                let size = std::fs::metadata(path).ok().map(|m| m.len());
+                (SourceKind::Sdist(path.clone()), size)
+            }
+            SourceOrigin::Directory(path) => {
+                if !path.is_dir() {
+                    return Err(source_error(
+                        &line,
+                        format!("{} is not a folder", path.display()),
+                    ));
+                }
+                (SourceKind::Directory(path.clone()), None)
+            }
+        };
+        let source = Source {
+            kind,
+            package: name.to_string(),
+            expected_sha256: sha256.clone(),
+        };
+        let PakRequirement::Named(requirement) = &line.requirement else {
+            continue;
+        };
+        let mut wheels = Vec::new();
+        for target in targets {
+            if !requirement.marker.evaluate(&target.markers(), &[]) {
+                continue;
+            }
+            let arch = target.platform.arch;
+            let base = bases.for_arch(arch).ok_or_else(|| {
+                source_error(
+                    &line,
+                    format!(
+                        "building {name} from source for {target} needs a base to run the \
+                         target's Python: set `[base]` in stack.toml or pass --base"
+                    ),
+                )
+            })?;
+            let key = format!("{}|{target}", base.display());
+            if !runtimes.contains_key(&key) {
+                let runtime = Runtime::for_platform(
+                    &Base::from_path(base)?,
+                    target,
+                    &stack.target.venv,
+                    &RuntimeOptions {
+                        cache_dir: cache_dir.clone(),
+                        timeout: crate::runtime::DEFAULT_TIMEOUT,
+                    },
+                )?;
+                runtimes.insert(key.clone(), runtime);
+            }
+            let Some(runtime) = runtimes.get(&key) else {
+                continue;
+            };
+            let envs = StackBuildEnvs {
+                session,
+                stack,
+                target: target.clone(),
+            };
+            progress.stage(&format!("building {name} from source for {target}"));
+            let built = build_wheel(
+                &source,
+                target,
+                runtime,
+                &envs,
+                &BuildOptions::new(&cache_dir),
+            )?;
+            progress.note(&format!(
+                "{name}: {} {} in {:.1}s",
+                built.filename,
+                if built.cached {
+                    "from the build cache"
+                } else {
+                    "built"
+                },
+                built.seconds
+            ));
+            wheels.push((target.clone(), built));
+        }
+        let mut lines = Vec::new();
+        let distinct: BTreeSet<&str> = wheels.iter().map(|(_, w)| w.sha256.as_str()).collect();
+        for (target, built) in &wheels {
+            if distinct.len() > 1 || lines.is_empty() {
+                let extra_marker = (distinct.len() > 1)
+                    .then(|| format!("platform_machine == '{}'", target.platform.arch.as_str()));
+                lines.push(wheel_line(
+                    session,
+                    &line,
+                    requirement,
+                    built,
+                    extra_marker,
+                )?);
+            }
+        }
+        let pak = &mut rewritten.layers[li].paks[pi];
+        // Replace the line (in place, so the other lines keep their order).
+        pak.requirements.splice(ri..=ri, lines);
+        sources.push(BuiltSource {
+            name,
+            origin,
+            source_sha256: wheels
+                .first()
+                .map(|(_, w)| w.source_sha256.clone())
+                .unwrap_or_default(),
+            size,
+            wheels,
+        });
+    }
+    sources.reverse();
+    Ok(Some(Prebuilt {
+        stack: rewritten,
+        sources,
+    }))
+}
+
+/// The pak line `name[extras] @ file:///<wheel in the cache>#sha256=… ; marker` that stands
+/// for `line` in the resolution.
+fn wheel_line(
+    session: &Session,
+    line: &PakLine,
+    requirement: &pep508_rs::Requirement,
+    built: &BuiltWheel,
+    extra_marker: Option<String>,
+) -> Result<PakLine, BuildError> {
+    let bad = |message: String| source_error(line, message);
+    let sha = Sha256Hex::parse(&built.sha256).map_err(|e| bad(e.to_string()))?;
+    let filename = SafeFileName::parse(&built.filename).map_err(|e| bad(e.to_string()))?;
+    let cached = session.cache().wheel_path(&sha, &filename);
+    if !cached.is_file() {
+        let bytes = std::fs::read(&built.path).map_err(|source| SourceError::Io {
+            path: built.path.clone(),
+            source,
+        })?;
+        crate::fsutil::write_atomic(&cached, &bytes).map_err(|source| SourceError::Io {
+            path: cached.clone(),
+            source,
+        })?;
+    }
+    let url = Url::from_file_path(&cached)
+        .map_err(|()| bad(format!("{} is not an absolute path", cached.display())))?;
+    let extras = if requirement.extras.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "[{}]",
+            requirement
+                .extras
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let mut markers: Vec<String> = Vec::new();
+    if let Some(marker) = requirement.marker.try_to_string() {
+        markers.push(format!("({marker})"));
+    }
+    markers.extend(extra_marker);
+    let mut text = format!(
+        "{} {extras}@ {url}#sha256={}",
+        requirement.name, built.sha256
+    );
+    if !markers.is_empty() {
+        text.push_str(&format!(" ; {}", markers.join(" and ")));
+    }
+    text.push('\n');
+    let parsed = crate::pak::parse_str(&line.location.file, &text, &|_| None)
+        .map_err(|e| bad(format!("the built wheel's line `{}`: {e}", text.trim())))?;
+    let mut new = parsed
+        .requirements
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("the built wheel's line parsed to nothing".to_string()))?;
+    new.location = line.location.clone();
+    new.text = line.text.clone();
+    new.hashes.clear();
+    Ok(new)
+}
+
+/// Records the sources in `lock`: each built package gets `[packages.sdist]` or
+/// `[packages.directory]`, its built wheels move from `wheels` (where the resolver put the
+/// cache's `file://` URL) to `[packages.tool.comfypak] built`, without a location.
+pub fn record_sources(lock: &mut Lock, stack: &Stack, prebuilt: &Prebuilt, lock_path: &Path) {
+    let lock_dir = lock_path.parent().unwrap_or(Path::new("."));
+    for package in &mut lock.packages {
+        let Some(source) = prebuilt.sources.iter().find(|s| s.name == package.name) else {
+            continue;
+        };
+        let mut built = std::mem::take(&mut package.wheels);
+        for wheel in &mut built {
+            wheel.url = None;
+            wheel.path = None;
+            if let Some((_, made)) = source
+                .wheels
+                .iter()
+                .find(|(_, w)| Some(w.sha256.as_str()) == wheel.sha256().map(|s| s.as_str()))
+            {
+                wheel.size = Some(made.size);
+            }
+        }
+        package.tool.comfypak.built = built;
+        package.index = None;
+        match &source.origin {
+            SourceOrigin::Url(url) => {
+                package.sdist = Some(sdist_entry(Some(url.to_string()), None, source));
+            }
+            SourceOrigin::File(path) => {
+                let shown = path
+                    .strip_prefix(lock_dir)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|_| path.clone());
+                package.sdist = Some(sdist_entry(None, Some(shown.display().to_string()), source));
+            }
+            SourceOrigin::Directory(path) => {
+                let shown = path
+                    .strip_prefix(lock_dir)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|_| path.clone());
+                package.directory = Some(LockedDirectory {
+                    path: shown.display().to_string(),
+                });
+                package.tool.comfypak.source_hash =
+                    Some(format!("sha256:{}", source.source_sha256));
+            }
+        }
+    }
+    // The layers' input hashes are over the pak lines as written, not as rewritten.
+    let target_line = crate::resolve::to_lock::lock_target_line(lock);
+    for layer in &mut lock.tool.comfypak.layers {
+        if let Some(original) = stack.layer(&layer.name) {
+            layer.inputs_hash = crate::resolve::to_lock::layer_inputs_hash(original, &target_line);
+        }
+    }
+}
+
+fn sdist_entry(url: Option<String>, path: Option<String>, source: &BuiltSource) -> LockedSdist {
+    let name = match &source.origin {
+        SourceOrigin::Url(url) => url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .map(crate::http::percent_decode),
+        SourceOrigin::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        SourceOrigin::Directory(_) => None,
+    };
+    LockedSdist {
+        name,
+        url,
+        path,
+        size: source.size,
+        hashes: WheelHashes {
+            sha256: Sha256Hex::parse(&source.source_sha256).ok(),
+            other: BTreeMap::new(),
+        },
     }
 }

@@ -88,6 +88,9 @@ pub struct ResolveRequest {
     pub mode: LockMode,
     /// Overrides the stack's `target.torch-backend` (`auto` reads this host).
     pub torch_backend: Option<String>,
+    /// The bases whose Python builds the stack's source requirements (sdists, folders);
+    /// empty: the stack's `[base]`.
+    pub bases: crate::runtime::Bases,
 }
 
 /// What `resolve` found.
@@ -182,10 +185,16 @@ pub fn resolve(
         Err(e) => return Err(e.into()),
     };
 
+    // Source requirements become wheels first: the resolver takes wheels only.
+    let mut bases = request.bases.clone();
+    if bases.is_empty() {
+        bases.all = stack.base.clone();
+    }
+    let prebuilt = super::sources::prebuild(session, &stack, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());
     let outcome = session.block_on(resolve_stack(
-        &stack,
+        prebuilt.as_ref().map_or(&stack, |p| &p.stack),
         &targets,
         &client,
         request.prerelease,
@@ -199,6 +208,9 @@ pub fn resolve(
     // (`build` updates them when it pulls).
     if let Some(existing) = &existing {
         lock.tool.comfypak.bases = existing.tool.comfypak.bases.clone();
+    }
+    if let Some(prebuilt) = &prebuilt {
+        super::sources::record_sources(&mut lock, &stack, prebuilt, &request.lock);
     }
     let summary = LockSummary::of(&lock)?;
 

@@ -105,6 +105,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             LockMode::Write
         },
         torch_backend: args.torch_backend.clone(),
+        bases: crate::runtime::Bases::default(),
     };
     let session = args.network.session()?;
     let report = build::resolve(

@@ -37,6 +37,8 @@ pub enum WheelLocation {
     Url(Url),
     /// A local file (a lock `path`, or a `file://` URL).
     Path(PathBuf),
+    /// A wheel comfypak built from source: only the cache has it.
+    Built,
 }
 
 impl std::fmt::Display for WheelLocation {
@@ -44,6 +46,7 @@ impl std::fmt::Display for WheelLocation {
         match self {
             WheelLocation::Url(url) => f.write_str(&redact(url)),
             WheelLocation::Path(path) => write!(f, "{}", path.display()),
+            WheelLocation::Built => f.write_str("comfypak's built-wheel cache"),
         }
     }
 }
@@ -86,6 +89,7 @@ impl WheelSource {
                 }
             }
             (None, Some(path)) => WheelLocation::Path(lock_dir.join(path)),
+            (None, None) if selected.built => WheelLocation::Built,
             (None, None) => {
                 return Err(FetchError::BadLocation {
                     filename: wheel.name.clone(),
@@ -182,6 +186,13 @@ pub enum FetchError {
         attempts: Box<Attempts>,
         received: u64,
     },
+    #[error(
+        "{filename} (sha256 {sha256}) was built from source by comfypak and is not in this cache"
+    )]
+    NotBuilt {
+        filename: SafeFileName,
+        sha256: Sha256Hex,
+    },
     #[error("{filename}: {message}")]
     BadLocation {
         filename: SafeFileName,
@@ -202,6 +213,7 @@ impl FetchError {
     pub fn help(&self) -> Option<String> {
         match self {
             FetchError::NotCached { .. } => Some("run `comfypak fetch` once with network access to fill the cache".to_string()),
+            FetchError::NotBuilt { .. } => Some("run `comfypak resolve` (or `comfypak build`) on this machine: it builds the package's source again".to_string()),
             FetchError::HashMismatch { .. } => Some("the server sent other bytes than the lock records; if the file legitimately changed upstream, re-create the lock with `comfypak resolve`".to_string()),
             _ => None,
         }
@@ -263,6 +275,11 @@ pub async fn fetch_wheels(
         }
         if let Some(hit) = cached(cache, source) {
             done.insert(source.sha256.clone(), hit);
+        } else if source.location == WheelLocation::Built {
+            errors.push(FetchError::NotBuilt {
+                filename: source.filename.clone(),
+                sha256: source.sha256.clone(),
+            });
         } else if options.offline {
             errors.push(FetchError::NotCached {
                 filename: source.filename.clone(),
@@ -342,6 +359,12 @@ async fn fetch_one(
         WheelLocation::Path(path) => {
             let (size, sha) = copy_local(path, &tmp.path, &mut file_progress)?;
             (size, sha, FetchOutcome::Copied)
+        }
+        WheelLocation::Built => {
+            return Err(FetchError::NotBuilt {
+                filename: source.filename.clone(),
+                sha256: source.sha256.clone(),
+            })
         }
     };
     if let Some(expected) = source.size {

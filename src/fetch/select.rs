@@ -112,6 +112,9 @@ pub struct SelectedWheel {
     /// The platform tag it was chosen for.
     pub platform: String,
     pub wheel: LockedWheel,
+    /// A wheel comfypak built from the package's source (`[packages.tool.comfypak] built`):
+    /// it has no location; only the cache of the machine that built it holds it.
+    pub built: bool,
     sha256: Sha256Hex,
 }
 
@@ -258,6 +261,7 @@ pub fn select_wheels(
         if !prepared.applies_to(package)? {
             continue;
         }
+        let built = package.wheels.is_empty() && !package.tool.comfypak.built.is_empty();
         let wheel = best_wheel(package, &prepared)?;
         let Some(sha256) = wheel.sha256().cloned() else {
             return Err(SelectError::NoHash {
@@ -266,16 +270,20 @@ pub fn select_wheels(
                 filename: wheel.name.to_string(),
             });
         };
-        if wheel.url.is_none() && wheel.path.is_none() {
+        if !built && wheel.url.is_none() && wheel.path.is_none() {
             return Err(SelectError::NoLocation {
                 package: package.name.to_string(),
                 version: package.version.to_string(),
                 filename: wheel.name.to_string(),
             });
         }
-        let direct_url = (package.tool.comfypak.index_name == DIRECT_INDEX)
-            .then(|| wheel.url.clone())
-            .flatten();
+        let direct_url = match (&package.sdist, &package.directory) {
+            (Some(sdist), _) if built => sdist.url.clone(),
+            (_, Some(directory)) if built => Some(format!("file://{}", directory.path)),
+            _ => (package.tool.comfypak.index_name == DIRECT_INDEX)
+                .then(|| wheel.url.clone())
+                .flatten(),
+        };
         out.push(SelectedWheel {
             package: package.name.to_string(),
             version: package.version.to_string(),
@@ -284,6 +292,7 @@ pub fn select_wheels(
             direct_url,
             platform: target.platform.to_string(),
             wheel: wheel.clone(),
+            built,
             sha256,
         });
     }

@@ -164,8 +164,37 @@ pub struct LockedPackage {
     /// listed under `wheels`; `archive` is only for non-wheel archives, which comfypak refuses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wheels: Vec<LockedWheel>,
+    /// PEP 751 `[packages.sdist]`: the source archive a package is built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdist: Option<LockedSdist>,
+    /// PEP 751 `[packages.directory]`: the local folder a package is built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<LockedDirectory>,
     #[serde(default)]
     pub tool: PackageTool,
+}
+
+/// `[packages.sdist]`: a source archive, by URL or local path, with its hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LockedSdist {
+    /// The archive's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub hashes: WheelHashes,
+}
+
+/// `[packages.directory]`: a local source folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LockedDirectory {
+    pub path: String,
 }
 
 /// A dependency reference inside a package entry (PEP 751 allows any subset of keys that
@@ -301,6 +330,14 @@ pub struct PackageComfypak {
     /// Platforms (from the target) this entry serves, when not all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "text::many")]
     pub platforms: Vec<Platform>,
+    /// For a package built from source (`sdist` or `directory`): the wheels comfypak built,
+    /// one per distinct build (name, size, sha256; no location: they live in the cache of
+    /// the machine that built them, and `install` reuses exactly these bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub built: Vec<LockedWheel>,
+    /// For a folder source: the content hash of the folder that was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_hash: Option<String>,
 }
 
 impl Lock {

@@ -94,7 +94,13 @@ impl<'t> PreparedTarget<'t> {
     pub fn wheel_for<'a>(&self, package: &'a LockedPackage) -> Option<&'a LockedWheel> {
         let tags = &self.tags;
         let mut best: Option<(&LockedWheel, WheelFilename)> = None;
-        for wheel in &package.wheels {
+        // A package built from source has its built wheels instead of published ones.
+        let wheels = if package.wheels.is_empty() {
+            &package.tool.comfypak.built
+        } else {
+            &package.wheels
+        };
+        for wheel in wheels {
             let Ok(parsed) = WheelFilename::from_str(&wheel.name) else {
                 continue;
             };

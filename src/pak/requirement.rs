@@ -31,7 +31,7 @@ impl ReqError {
     }
 }
 
-const LOCAL_PATH_HELP: &str = "comfypak installs from indexes and URLs only: build a wheel, put it in a find-links directory (`-f file:///abs/dir`) and require it by name, or write `name @ file:///abs/path/name-1.0-py3-none-any.whl`";
+const LOCAL_PATH_HELP: &str = "name the project and give an absolute URL: `name @ file:///abs/path/folder` or `name @ file:///abs/path/name-1.0.tar.gz` (built from source in the target runtime), or `name @ file:///abs/path/name-1.0-py3-none-any.whl`; wheels can also come from a find-links directory (`-f file:///abs/dir`)";
 
 /// Parses the requirement part of a line (already expanded and trimmed, not empty).
 pub(crate) fn parse_requirement(text: &str) -> Result<PakRequirement, ReqError> {
@@ -119,6 +119,15 @@ fn parse_bare_url(text: &str, url: &str) -> Result<PakRequirement, ReqError> {
         ));
     }
     check_url(url, 0)?;
+    let file = last_segment(url);
+    if url.to_ascii_lowercase().starts_with("file:") && !is_wheel(file) && !is_sdist(file) {
+        return Err(ReqError::new(
+            0,
+            PakErrorKind::LocalPath,
+            format!("`{url}` is a local folder without a project name"),
+            LOCAL_PATH_HELP,
+        ));
+    }
     let name = match egg_name(url) {
         Some((egg, egg_offset)) => Some(PackageName::from_str(egg).map_err(|e| {
             ReqError::new(
@@ -159,24 +168,15 @@ fn check_url(url: &str, offset: usize) -> Result<(), ReqError> {
             "write a complete URL such as `https://files.example/pkg/name-1.0-py3-none-any.whl`",
         ));
     }
-    if scheme_lower == "file" {
-        if !rest.starts_with("//") {
-            return Err(ReqError::new(
-                offset,
-                PakErrorKind::LocalPath,
-                format!("`{url}` is a relative `file:` path"),
-                "write an absolute URL such as `file:///abs/path/name-1.0-py3-none-any.whl`",
-            ));
-        }
-        let file = last_segment(url);
-        if !is_wheel(file) && !is_sdist(file) {
-            return Err(ReqError::new(
-                offset,
-                PakErrorKind::LocalPath,
-                format!("`{url}` is a local directory, which pip would build and install"),
-                LOCAL_PATH_HELP,
-            ));
-        }
+    // An absolute `file:` URL of a wheel, an sdist or a folder (built from source, as pip
+    // builds it) is accepted.
+    if scheme_lower == "file" && !rest.starts_with("//") {
+        return Err(ReqError::new(
+            offset,
+            PakErrorKind::LocalPath,
+            format!("`{url}` is a relative `file:` path"),
+            "write an absolute URL such as `file:///abs/path/name-1.0-py3-none-any.whl`",
+        ));
     }
     Ok(())
 }
@@ -294,13 +294,10 @@ pub(crate) fn url_needs_build(url: &str) -> Option<String> {
         None
     } else if is_sdist(file) {
         Some(format!(
-            "`{file}` is a source distribution: it must be built, and comfypak installs prebuilt wheels only"
+            "`{file}` is a source distribution: the resolver takes wheels only, so it is built first, in the target runtime of the stack's base (`[base]` in stack.toml)"
         ))
     } else if scheme == "file" {
-        Some(
-            "a local directory: it must be built, and comfypak installs prebuilt wheels only"
-                .into(),
-        )
+        Some("a local folder: the resolver takes wheels only, so it is built first, in the target runtime of the stack's base (`[base]` in stack.toml)".into())
     } else {
         Some(format!(
             "`{}` is not a wheel (.whl) URL, and comfypak installs prebuilt wheels only",

@@ -388,6 +388,8 @@ pub fn build_lock(
                 index: (index != DIRECT_INDEX).then(|| index_url.clone()),
                 dependencies,
                 wheels: wheels.into_values().collect(),
+                sdist: None,
+                directory: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer,
@@ -404,6 +406,8 @@ pub fn build_lock(
                             .find_map(|(_, package, _)| package.build.as_ref())
                             .map(|build| build.reason.clone()),
                         platforms,
+                        built: Vec::new(),
+                        source_hash: None,
                     },
                 },
             });
@@ -610,16 +614,39 @@ fn relative(base: &Path, path: &Path) -> String {
 
 /// The target part of every layer's inputs: interpreter, platforms, torch backend.
 fn target_line(first: &Resolution, platforms: &[Platform]) -> String {
-    format!(
-        "target python={} free-threaded={} platforms={} torch-backend={}",
+    format_target_line(
         first.target.python,
         first.target.free_threaded,
+        platforms,
+        first.backend,
+    )
+}
+
+fn format_target_line(
+    python: impl std::fmt::Display,
+    free_threaded: bool,
+    platforms: &[Platform],
+    backend: impl std::fmt::Display,
+) -> String {
+    format!(
+        "target python={python} free-threaded={free_threaded} platforms={} torch-backend={backend}",
         platforms
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(","),
-        first.backend
+            .join(",")
+    )
+}
+
+/// The target line of the layers' input hashes ([`layer_inputs_hash`]) of `lock`, as
+/// [`build_lock`] wrote it.
+pub fn lock_target_line(lock: &Lock) -> String {
+    let target = &lock.tool.comfypak.target;
+    format_target_line(
+        target.python,
+        target.free_threaded,
+        &target.platforms,
+        lock.tool.comfypak.torch_backend,
     )
 }
 

@@ -29,6 +29,8 @@ fn package(name: &str, version: &str, layer: &str, sha: &str, size: u64) -> Lock
             size: Some(size),
             hashes: WheelHashes::sha256(sha.repeat(64 / sha.len()).parse().unwrap()),
         }],
+        sdist: None,
+        directory: None,
         tool: PackageTool {
             comfypak: PackageComfypak {
                 layer: layer.to_string(),

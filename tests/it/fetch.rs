@@ -81,6 +81,8 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
                         hashes: WheelHashes::sha256(w.sha256.parse().unwrap()),
                     })
                     .collect(),
+                sdist: None,
+                directory: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: p.layer.into(),

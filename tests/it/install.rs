@@ -88,6 +88,8 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
                     size: Some(p.wheel.size),
                     hashes: WheelHashes::sha256(p.wheel.sha256.parse().unwrap()),
                 }],
+                sdist: None,
+                directory: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: p.layer.clone(),

@@ -246,6 +246,8 @@ fn installed_tree_equals_pip_install_target() {
                     size: Some(b.size()),
                     hashes: WheelHashes::sha256(b.sha256.parse().unwrap()),
                 }],
+                sdist: None,
+                directory: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: "deps".into(),

@@ -28,6 +28,8 @@ fn package(name: &str, version: &str, layer: &str) -> LockedPackage {
             size: Some(1234),
             hashes: WheelHashes::sha256("ab".repeat(32).parse().unwrap()),
         }],
+        sdist: None,
+        directory: None,
         tool: PackageTool {
             comfypak: PackageComfypak {
                 layer: layer.to_string(),

@@ -490,14 +490,6 @@ fn bad_cases() -> Vec<Bad> {
             "name @ file:///",
         ),
         b(
-            "x @ file:///srv/src/x\n",
-            m,
-            1,
-            5,
-            K::LocalPath,
-            "find-links directory",
-        ),
-        b(
             "x @ ../src/x-1.0.tar.gz\n",
             m,
             1,

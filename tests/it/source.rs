@@ -118,6 +118,7 @@ fn index() -> FixtureIndex {
             WheelSpec::new("helper-dep", "2.0")
                 .file("helper_dep/__init__.py", "VALUE = 'helped'\n"),
         )
+        .wheel(WheelSpec::new("six", "1.17.0"))
         .build()
 }
 
@@ -555,4 +556,187 @@ fn source_build_failures_say_what_failed_and_cache_nothing() {
     );
     let tmp = env.cache.join("source-builds/tmp");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+/// Progress that keeps the notes (which say whether a source was built or came from cache).
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl comfypak::resolve::ResolveProgress for Notes {}
+impl comfypak::build::Progress for Notes {
+    fn note(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+impl Notes {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn source_requirements_are_built_locked_with_their_sources_and_installed_from_the_built_bytes() {
+    use comfypak::build::{InstallRequest, ResolveRequest, ResolveStatus};
+    use comfypak::runtime::Bases;
+
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    // An sdist served over HTTP, one on disk, and a folder.
+    let files = dir.path().join("site/files");
+    std::fs::create_dir_all(&files).unwrap();
+    let remote = write_sdist(&files, "remote", "", "2.2");
+    let remote_sha = sha256_of(&remote);
+    let site = TestServer::serve_dir(&dir.path().join("site"), ServerOptions::default());
+    let local = write_sdist(dir.path(), "localsd", "", "2.1");
+    let folder = write_folder(dir.path(), "folderpkg", "");
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    let deps = |remote_sha: &str| {
+        format!(
+            "remote @ {}/files/remote-1.0.tar.gz#sha256={remote_sha}\nlocalsd @ file://{}\n\
+             folderpkg @ file://{}\n",
+            site.url(),
+            local.display(),
+            folder.display()
+        )
+    };
+    std::fs::write(stack_dir.join("pak/deps.txt"), deps(&remote_sha)).unwrap();
+    let cache = dir.path().join("cache");
+    let session = Session::new(NetworkOptions {
+        cache_dir: Some(cache.clone()),
+        ..NetworkOptions::default()
+    })
+    .unwrap();
+    let lock_path = stack_dir.join("pylock.toml");
+    let request = ResolveRequest {
+        stack: stack_dir.join("pak"),
+        lock: lock_path.clone(),
+        bases: Bases {
+            all: Some(root.clone()),
+            ..Bases::default()
+        },
+        ..ResolveRequest::default()
+    };
+    let notes = Notes::default();
+    let started = std::time::Instant::now();
+    let report = comfypak::build::resolve(&session, &request, &notes)
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let cold = started.elapsed().as_secs_f64();
+    assert_eq!(report.status, ResolveStatus::Written);
+    let built = notes.take();
+    assert_eq!(
+        built.iter().filter(|n| n.contains(" built in ")).count(),
+        3,
+        "{built:?}"
+    );
+
+    // The lock names the sources and the built wheels, and nothing of this machine's cache.
+    let text = std::fs::read_to_string(&lock_path).unwrap();
+    println!("{text}");
+    assert!(!text.contains(cache.to_str().unwrap()), "{text}");
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let entry = |name: &str| {
+        lock.packages
+            .iter()
+            .find(|p| p.name.as_ref() == name)
+            .unwrap_or_else(|| panic!("{name} not locked"))
+    };
+    let remote_entry = entry("remote");
+    let sdist = remote_entry.sdist.as_ref().unwrap();
+    assert_eq!(
+        sdist.url.as_deref(),
+        Some(format!("{}/files/remote-1.0.tar.gz", site.url()).as_str())
+    );
+    assert_eq!(sdist.hashes.sha256.as_ref().unwrap().as_str(), remote_sha);
+    assert!(remote_entry.wheels.is_empty());
+    let remote_built = &remote_entry.tool.comfypak.built;
+    assert_eq!(remote_built.len(), 1);
+    assert_eq!(remote_built[0].name.as_str(), "remote-1.0-py3-none-any.whl");
+    assert!(remote_built[0].url.is_none() && remote_built[0].path.is_none());
+    let built_sha = remote_built[0].sha256().unwrap().as_str().to_string();
+    let in_cache = cache
+        .join("source-builds/v1")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("remote-1.0-py3-none-any.whl"))
+        .find(|p| p.is_file())
+        .unwrap();
+    assert_eq!(sha256_of(&in_cache), built_sha);
+    assert_eq!(
+        remote_built[0].size,
+        Some(std::fs::metadata(&in_cache).unwrap().len())
+    );
+    assert!(entry("localsd").sdist.as_ref().unwrap().path.is_some());
+    let folder_entry = entry("folderpkg");
+    assert!(folder_entry.directory.is_some());
+    assert!(folder_entry.tool.comfypak.source_hash.is_some());
+    // The sources' dependency came from the index.
+    assert_eq!(entry("six").version.to_string(), "1.17.0");
+
+    // Again: every source comes from the build cache (0 builds), and the lock is unchanged.
+    let started = std::time::Instant::now();
+    let again = comfypak::build::resolve(&session, &request, &notes).unwrap();
+    let warm = started.elapsed().as_secs_f64();
+    assert_eq!(again.status, ResolveStatus::Unchanged);
+    let notes_again = notes.take();
+    assert_eq!(
+        notes_again
+            .iter()
+            .filter(|n| n.contains("from the build cache"))
+            .count(),
+        3,
+        "{notes_again:?}"
+    );
+    println!("resolve with 3 source builds: cold {cold:.2}s, warm (0 builds) {warm:.2}s");
+
+    // Install uses exactly the built bytes, from the cache.
+    let out = dir.path().join("out");
+    comfypak::build::install(
+        &session,
+        &InstallRequest {
+            lock: lock_path.clone(),
+            out: out.clone(),
+            ..InstallRequest::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let site_packages = out.join("layers/deps/opt/venv/lib/python3.14/site-packages");
+    for module in ["remote", "localsd", "folderpkg", "six"] {
+        assert!(
+            site_packages.join(module).join("__init__.py").is_file(),
+            "{module} not installed"
+        );
+    }
+    let direct_url =
+        std::fs::read_to_string(site_packages.join("remote-1.0.dist-info/direct_url.json"))
+            .unwrap();
+    assert!(direct_url.contains("remote-1.0.tar.gz"), "{direct_url}");
+
+    // Without the built wheel in the cache, install says so (and does not guess).
+    std::fs::remove_dir_all(cache.join("wheels")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let e = comfypak::build::install(
+        &session,
+        &InstallRequest {
+            lock: lock_path.clone(),
+            out: out.clone(),
+            offline: true,
+            ..InstallRequest::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_err();
+    let message = format!("{e} {:?}", e.help());
+    assert!(message.contains("built from source"), "{message}");
+
+    // A remote sdist whose bytes are not the pinned ones is refused.
+    std::fs::write(stack_dir.join("pak/deps.txt"), deps(&"1".repeat(64))).unwrap();
+    let e = comfypak::build::resolve(&session, &request, &notes).unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("1111111111"), "{message}");
+    assert!(message.contains(&remote_sha), "{message}");
 }
