@@ -276,7 +276,7 @@ pub enum BuildError {
     #[error(transparent)]
     Install(#[from] crate::install::InstallError),
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(Box<crate::source::SourceError>),
     #[error(transparent)]
     Pack(#[from] crate::pack::PackError),
     /// `pack` with a stack whose layers are no longer the lock's.
@@ -316,6 +316,12 @@ pub enum BuildError {
         #[source]
         source: Box<BuildError>,
     },
+}
+
+impl From<crate::source::SourceError> for BuildError {
+    fn from(err: crate::source::SourceError) -> Self {
+        BuildError::Source(Box::new(err))
+    }
 }
 
 impl From<crate::resolve::to_lock::StackResolveError> for BuildError {

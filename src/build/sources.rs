@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use pep508_rs::{PackageName, VersionOrUrl};
 use sha2::{Digest, Sha256};
@@ -21,10 +22,11 @@ use crate::fetch::select_wheels;
 use crate::filename::{SafeFileName, SdistFilename};
 use crate::install::layout::EnvPaths;
 use crate::install::{install_layer, InstallOptions, InstallWheel};
-use crate::lock::{Lock, LockedDirectory, LockedSdist, WheelHashes};
+use crate::lock::{Lock, LockedDirectory, LockedSdist, LockedVcs, WheelHashes};
 use crate::pak::{PakLine, PakRequirement};
 use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
+use crate::source::git::GitUrl;
 use crate::source::{
     build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, Source, SourceError, SourceKind,
 };
@@ -137,6 +139,8 @@ pub enum SourceOrigin {
     File(PathBuf),
     /// A source folder on this machine (`file:///…/folder`).
     Directory(PathBuf),
+    /// A git repository at a branch, tag or commit (`git+https://…@REF`).
+    Git(GitUrl),
 }
 
 /// A stack requirement that was built from source before the resolution.
@@ -148,6 +152,8 @@ pub struct BuiltSource {
     pub source_sha256: String,
     /// The sdist's size.
     pub size: Option<u64>,
+    /// The commit a git source resolved to.
+    pub commit: Option<String>,
     /// The wheel built for each target whose markers select the line.
     pub wheels: Vec<(Target, BuiltWheel)>,
 }
@@ -160,16 +166,45 @@ pub struct Prebuilt {
     pub sources: Vec<BuiltSource>,
 }
 
-/// How a pak requirement names a source, or None for anything else (index requirements,
-/// wheel URLs, VCS URLs: the resolver deals with those).
-fn source_of(line: &PakLine) -> Option<(PackageName, SourceOrigin, Option<String>)> {
-    let PakRequirement::Named(requirement) = &line.requirement else {
-        return None;
+/// How a pak requirement names a source (the requirement as a named one, where it is, the
+/// sha256 it must have), or None for anything else (index requirements, wheel URLs, other
+/// VCS: the resolver deals with those).
+type FoundSource = (pep508_rs::Requirement, SourceOrigin, Option<String>);
+
+fn source_of(line: &PakLine) -> Result<Option<FoundSource>, BuildError> {
+    let requirement: pep508_rs::Requirement = match &line.requirement {
+        PakRequirement::Named(requirement) => requirement.clone(),
+        PakRequirement::UnnamedUrl {
+            url,
+            name: Some(name),
+        } if url.starts_with("git+") => {
+            match pep508_rs::Requirement::from_str(&format!("{name} @ {url}")) {
+                Ok(requirement) => requirement,
+                Err(e) => return Err(source_error(line, e.to_string())),
+            }
+        }
+        _ => return Ok(None),
     };
     let Some(VersionOrUrl::Url(url)) = &requirement.version_or_url else {
-        return None;
+        return Ok(None);
     };
-    let given = url.given().unwrap_or(url.as_str());
+    let given = url.given().unwrap_or(url.as_str()).to_string();
+    if given.starts_with("git+") {
+        let git = GitUrl::parse(&given).map_err(|e| source_error(line, e.to_string()))?;
+        return Ok(Some((requirement, SourceOrigin::Git(git), None)));
+    }
+    let Some(found) = file_source_of(line, &requirement, &given) else {
+        return Ok(None);
+    };
+    Ok(Some(found))
+}
+
+/// [`source_of`] for an archive or folder URL.
+fn file_source_of(
+    line: &PakLine,
+    requirement: &pep508_rs::Requirement,
+    given: &str,
+) -> Option<FoundSource> {
     let parsed = Url::parse(given).ok()?;
     let file = parsed
         .path_segments()
@@ -206,7 +241,11 @@ fn source_of(line: &PakLine) -> Option<(PackageName, SourceOrigin, Option<String
         }
         _ => return None,
     };
-    Some((requirement.name.clone(), origin, sha256))
+    Some((requirement.clone(), origin, sha256))
+}
+
+fn help_suffix(help: Option<String>) -> String {
+    help.map(|h| format!("\nhelp: {h}")).unwrap_or_default()
 }
 
 fn source_error(line: &PakLine, message: String) -> BuildError {
@@ -275,7 +314,7 @@ pub fn prebuild(
     for (li, layer) in stack.layers.iter().enumerate() {
         for (pi, pak) in layer.paks.iter().enumerate() {
             for (ri, line) in pak.requirements.iter().enumerate() {
-                if let Some(source) = source_of(line) {
+                if let Some(source) = source_of(line)? {
                     found.push(((li, pi, ri), line.clone(), source));
                 }
             }
@@ -289,8 +328,28 @@ pub fn prebuild(
     let mut rewritten = stack.clone();
     let mut sources = Vec::new();
     // Last first: a line that becomes two (one per platform) does not move the ones before it.
-    for ((li, pi, ri), line, (name, origin, sha256)) in found.into_iter().rev() {
+    for ((li, pi, ri), line, (requirement, origin, sha256)) in found.into_iter().rev() {
+        let name = requirement.name.clone();
+        let mut commit = None;
         let (kind, size) = match &origin {
+            SourceOrigin::Git(git) => {
+                let offline = session.network().offline;
+                let (db, resolved) = crate::source::git::resolve(&cache_dir, git, offline)
+                    .map_err(|e| source_error(&line, format!("{e}{}", help_suffix(e.help()))))?;
+                let tree = crate::source::git::checkout(&cache_dir, git, &db, &resolved)
+                    .map_err(|e| source_error(&line, format!("{e}{}", help_suffix(e.help()))))?;
+                progress.note(&format!(
+                    "{name}: {} at {} is commit {resolved}",
+                    git.repository,
+                    git.reference.as_deref().unwrap_or("HEAD")
+                ));
+                commit = Some(resolved);
+                let dir = match &git.subdirectory {
+                    Some(sub) => tree.join(sub),
+                    None => tree,
+                };
+                (SourceKind::Directory(dir), None)
+            }
             SourceOrigin::Url(url) => {
                 let Some(sha256) = &sha256 else {
                     return Err(source_error(
@@ -322,9 +381,6 @@ pub fn prebuild(
             kind,
             package: name.to_string(),
             expected_sha256: sha256.clone(),
-        };
-        let PakRequirement::Named(requirement) = &line.requirement else {
-            continue;
         };
         let mut wheels = Vec::new();
         for target in targets {
@@ -391,7 +447,7 @@ pub fn prebuild(
                 lines.push(wheel_line(
                     session,
                     &line,
-                    requirement,
+                    &requirement,
                     built,
                     extra_marker,
                 )?);
@@ -408,6 +464,7 @@ pub fn prebuild(
                 .map(|(_, w)| w.source_sha256.clone())
                 .unwrap_or_default(),
             size,
+            commit,
             wheels,
         });
     }
@@ -516,6 +573,15 @@ pub fn record_sources(lock: &mut Lock, stack: &Stack, prebuilt: &Prebuilt, lock_
                     .unwrap_or_else(|_| path.clone());
                 package.sdist = Some(sdist_entry(None, Some(shown.display().to_string()), source));
             }
+            SourceOrigin::Git(git) => {
+                package.vcs = Some(LockedVcs {
+                    kind: "git".to_string(),
+                    url: git.repository.clone(),
+                    requested_revision: git.reference.clone(),
+                    commit_id: source.commit.clone().unwrap_or_default(),
+                    subdirectory: git.subdirectory.clone(),
+                });
+            }
             SourceOrigin::Directory(path) => {
                 let shown = path
                     .strip_prefix(lock_dir)
@@ -545,7 +611,7 @@ fn sdist_entry(url: Option<String>, path: Option<String>, source: &BuiltSource) 
             .and_then(|mut s| s.next_back())
             .map(crate::http::percent_decode),
         SourceOrigin::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        SourceOrigin::Directory(_) => None,
+        SourceOrigin::Directory(_) | SourceOrigin::Git(_) => None,
     };
     LockedSdist {
         name,

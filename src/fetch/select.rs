@@ -280,6 +280,10 @@ pub fn select_wheels(
         let direct_url = match (&package.sdist, &package.directory) {
             (Some(sdist), _) if built => sdist.url.clone(),
             (_, Some(directory)) if built => Some(format!("file://{}", directory.path)),
+            _ if built && package.vcs.is_some() => package
+                .vcs
+                .as_ref()
+                .map(|vcs| format!("git+{}@{}", vcs.url, vcs.commit_id)),
             _ => (package.tool.comfypak.index_name == DIRECT_INDEX)
                 .then(|| wheel.url.clone())
                 .flatten(),

@@ -170,6 +170,9 @@ pub struct LockedPackage {
     /// PEP 751 `[packages.directory]`: the local folder a package is built from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<LockedDirectory>,
+    /// PEP 751 `[packages.vcs]`: the repository and commit a package is built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcs: Option<LockedVcs>,
     #[serde(default)]
     pub tool: PackageTool,
 }
@@ -188,6 +191,23 @@ pub struct LockedSdist {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     pub hashes: WheelHashes,
+}
+
+/// `[packages.vcs]`: a version-control checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LockedVcs {
+    /// `git`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    /// The branch, tag or commit the requirement names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_revision: Option<String>,
+    /// The commit it resolved to.
+    pub commit_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
 }
 
 /// `[packages.directory]`: a local source folder.

@@ -509,7 +509,12 @@ mod tests {
             assert_eq!(e.kind, PakErrorKind::LocalPath, "{text}");
             assert_eq!(e.offset, 0, "{text}");
         }
-        let e = parse_requirement("x @ file:///srv/src/x").unwrap_err();
+        // A named folder is built from source; an unnamed one cannot be.
+        let named = parse_requirement("x @ file:///srv/src/x").unwrap();
+        assert!(named.needs_build().unwrap().contains("local folder"));
+        let e = parse_requirement("file:///srv/src/x").unwrap_err();
+        assert_eq!((e.kind, e.offset), (PakErrorKind::LocalPath, 0));
+        let e = parse_requirement("x @ file:srv/src/x").unwrap_err();
         assert_eq!((e.kind, e.offset), (PakErrorKind::LocalPath, 4));
     }
 }

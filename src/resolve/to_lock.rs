@@ -390,6 +390,7 @@ pub fn build_lock(
                 wheels: wheels.into_values().collect(),
                 sdist: None,
                 directory: None,
+                vcs: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer,

@@ -10,13 +10,14 @@
 //! target, whose METADATA agrees with the sdist's), the build log, and the built-wheel cache,
 //! content-addressed by (source hash, target, base, build environment pins, backend, config
 //! settings) and written whole or not at all. PEP 643 metadata is read from `PKG-INFO`
-//! without a build ([`metadata`]).
+//! without a build ([`metadata`]). Git sources are fetched and checked out by [`git`].
 //!
 //! Must not resolve, download or install: the build environment comes from the caller
 //! through [`BuildEnvironments`] (the pipeline resolves it with comfypak's resolver and
 //! installs it with comfypak's installer). Must not run anything outside the sandbox.
 
 pub mod frontend;
+pub mod git;
 pub mod pyproject;
 pub mod sdist;
 
@@ -106,6 +107,8 @@ pub enum SourceError {
     },
     #[error("{package}: the build made {what}")]
     BadOutput { package: String, what: String },
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     #[error("{package}: running the build in the target runtime: {source}")]
     Runtime {
         package: String,
@@ -162,6 +165,7 @@ impl SourceError {
                     .to_string(),
             ),
             SourceError::Runtime { source, .. } => source.help(),
+            SourceError::Git(e) => e.help(),
             _ => None,
         }
     }

@@ -31,6 +31,7 @@ fn package(name: &str, version: &str, layer: &str, sha: &str, size: u64) -> Lock
         }],
         sdist: None,
         directory: None,
+        vcs: None,
         tool: PackageTool {
             comfypak: PackageComfypak {
                 layer: layer.to_string(),

@@ -83,6 +83,7 @@ fn write_lock(dir: &Path, server: &TestServer, packages: &[Pkg]) -> (PathBuf, Lo
                     .collect(),
                 sdist: None,
                 directory: None,
+                vcs: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: p.layer.into(),

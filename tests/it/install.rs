@@ -90,6 +90,7 @@ fn write_lock(dir: &Path, python: &str, packages: &[Pkg]) -> (PathBuf, Lock) {
                 }],
                 sdist: None,
                 directory: None,
+                vcs: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: p.layer.clone(),

@@ -248,6 +248,7 @@ fn installed_tree_equals_pip_install_target() {
                 }],
                 sdist: None,
                 directory: None,
+                vcs: None,
                 tool: PackageTool {
                     comfypak: PackageComfypak {
                         layer: "deps".into(),

@@ -30,6 +30,7 @@ fn package(name: &str, version: &str, layer: &str) -> LockedPackage {
         }],
         sdist: None,
         directory: None,
+        vcs: None,
         tool: PackageTool {
             comfypak: PackageComfypak {
                 layer: layer.to_string(),

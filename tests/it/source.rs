@@ -740,3 +740,303 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
     assert!(message.contains("1111111111"), "{message}");
     assert!(message.contains(&remote_sha), "{message}");
 }
+
+/// Serves the git repositories under `root` over smart HTTP on 127.0.0.1, each request
+/// answered by a real `git http-backend` (CGI): one connection at a time per thread, the
+/// request body read whole (`Content-Length` or chunked), the CGI answer sent back with
+/// `Connection: close`.
+struct GitServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GitServer {
+    fn start(root: &Path) -> GitServer {
+        use std::io::{BufRead, BufReader, Read};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let root = root.to_path_buf();
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        return;
+                    }
+                    let mut parts = request_line.split_whitespace();
+                    let method = parts.next().unwrap_or("GET").to_string();
+                    let target = parts.next().unwrap_or("/").to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        let line = line.trim_end().to_string();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    let header = |name: &str| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                    };
+                    let mut body = Vec::new();
+                    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                        loop {
+                            let mut size = String::new();
+                            reader.read_line(&mut size).unwrap();
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                            if n == 0 {
+                                let mut end = String::new();
+                                let _ = reader.read_line(&mut end);
+                                break;
+                            }
+                            let mut chunk = vec![0; n + 2];
+                            reader.read_exact(&mut chunk).unwrap();
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    } else if let Some(len) = header("content-length") {
+                        let mut chunk = vec![0; len.parse().unwrap_or(0)];
+                        reader.read_exact(&mut chunk).unwrap();
+                        body = chunk;
+                    }
+                    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                    let mut cgi = std::process::Command::new("git");
+                    cgi.arg("http-backend")
+                        .env_clear()
+                        .env("PATH", std::env::var("PATH").unwrap_or_default())
+                        .env("GIT_PROJECT_ROOT", &root)
+                        .env("GIT_HTTP_EXPORT_ALL", "1")
+                        .env("REQUEST_METHOD", &method)
+                        .env("PATH_INFO", path)
+                        .env("QUERY_STRING", query)
+                        .env("CONTENT_LENGTH", body.len().to_string())
+                        .env("REMOTE_ADDR", "127.0.0.1")
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped());
+                    if let Some(t) = header("content-type") {
+                        cgi.env("CONTENT_TYPE", t);
+                    }
+                    if let Some(p) = header("git-protocol") {
+                        cgi.env("GIT_PROTOCOL", p);
+                    }
+                    let mut child = cgi.spawn().unwrap();
+                    let mut stdin = child.stdin.take().unwrap();
+                    let writer = std::thread::spawn(move || {
+                        let _ = stdin.write_all(&body);
+                    });
+                    let output = child.wait_with_output().unwrap();
+                    let _ = writer.join();
+                    let out = output.stdout;
+                    let split = out
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|p| (p, 4))
+                        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
+                    let (head, rest) = match split {
+                        Some((p, n)) => (
+                            String::from_utf8_lossy(&out[..p]).to_string(),
+                            &out[p + n..],
+                        ),
+                        None => (String::new(), &out[..]),
+                    };
+                    let mut status = "200 OK".to_string();
+                    let mut response_headers = String::new();
+                    for line in head.lines() {
+                        if let Some(s) = line.strip_prefix("Status:") {
+                            status = s.trim().to_string();
+                        } else if !line.is_empty() {
+                            response_headers.push_str(line);
+                            response_headers.push_str("\r\n");
+                        }
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        rest.len()
+                    );
+                    let _ = stream.write_all(rest);
+                });
+            }
+        });
+        GitServer { addr, stop }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("http://{}/{repo}", self.addr)
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+fn run_git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "comfypak tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@comfypak.invalid")
+        .env("GIT_COMMITTER_NAME", "comfypak tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@comfypak.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them() {
+    use comfypak::build::{ResolveRequest, ResolveStatus};
+    use comfypak::runtime::Bases;
+
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    // A real repository: v1.0 tagged, then a second commit on main; served bare over
+    // `git http-backend`.
+    let work = write_folder(dir.path(), "gitdemo", "");
+    run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
+    run_git(&work, &["add", "."]);
+    run_git(&work, &["commit", "--quiet", "-m", "v1"]);
+    run_git(&work, &["tag", "v1.0"]);
+    let v1 = run_git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("gitdemo/more.py"), "MORE = 1\n").unwrap();
+    run_git(&work, &["add", "."]);
+    run_git(&work, &["commit", "--quiet", "-m", "more"]);
+    let head = run_git(&work, &["rev-parse", "HEAD"]);
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    run_git(
+        &served,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            "gitdemo.git",
+        ],
+    );
+    let git_server = GitServer::start(&served);
+
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    let cache = dir.path().join("cache");
+    let session = Session::new(NetworkOptions {
+        cache_dir: Some(cache.clone()),
+        ..NetworkOptions::default()
+    })
+    .unwrap();
+    let lock_path = stack_dir.join("pylock.toml");
+    let request = ResolveRequest {
+        stack: stack_dir.join("pak"),
+        lock: lock_path.clone(),
+        bases: Bases {
+            all: Some(root),
+            ..Bases::default()
+        },
+        ..ResolveRequest::default()
+    };
+    let resolve_with = |line: String| {
+        std::fs::write(stack_dir.join("pak/deps.txt"), line).unwrap();
+        comfypak::build::resolve(&session, &request, &Notes::default())
+            .map_err(|e| format!("{e}\nhelp: {:?}", e.help()))
+    };
+
+    // A tag resolves to its commit; the lock records URL, requested revision and commit.
+    let url = git_server.url("gitdemo.git");
+    let report =
+        resolve_with(format!("gitdemo @ git+{url}@v1.0\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.status, ResolveStatus::Written);
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let entry = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "gitdemo")
+        .unwrap();
+    let vcs = entry.vcs.as_ref().unwrap();
+    assert_eq!(vcs.kind, "git");
+    assert_eq!(vcs.url, url);
+    assert_eq!(vcs.requested_revision.as_deref(), Some("v1.0"));
+    assert_eq!(vcs.commit_id, v1);
+    let built = &entry.tool.comfypak.built[0];
+    assert_eq!(built.name.as_str(), "gitdemo-1.0-py3-none-any.whl");
+    let v1_sha = built.sha256().unwrap().clone();
+
+    // The branch (written the pip way, `git+URL@REF#egg=name`) is at the newer commit, whose
+    // wheel has the new module.
+    resolve_with(format!("git+{url}@main#egg=gitdemo\n")).unwrap();
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let entry = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "gitdemo")
+        .unwrap();
+    assert_eq!(entry.vcs.as_ref().unwrap().commit_id, head);
+    assert_ne!(entry.tool.comfypak.built[0].sha256().unwrap(), &v1_sha);
+
+    // A commit id is taken as it is; the same commit again is a build-cache hit.
+    let notes = Notes::default();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!("gitdemo @ git+{url}@{v1}\n"),
+    )
+    .unwrap();
+    comfypak::build::resolve(&session, &request, &notes).unwrap();
+    let said = notes.take();
+    assert!(
+        said.iter().any(|n| n.contains("from the build cache")),
+        "{said:?}"
+    );
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let entry = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "gitdemo")
+        .unwrap();
+    assert_eq!(entry.tool.comfypak.built[0].sha256().unwrap(), &v1_sha);
+
+    // A ref that does not exist names itself and the repository.
+    let message = resolve_with(format!("gitdemo @ git+{url}@no-such-tag\n")).unwrap_err();
+    assert!(
+        message.contains("no branch, tag or commit `no-such-tag`"),
+        "{message}"
+    );
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("deps.txt:1"), "{message}");
+    // Nothing half-made is left in the checkouts.
+    for entry in std::fs::read_dir(cache.join("git/checkouts"))
+        .unwrap()
+        .flatten()
+    {
+        for checkout in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            let name = checkout.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp"), "{name}");
+            assert!(checkout.path().join(".comfypak-complete").is_file());
+        }
+    }
+}
