@@ -28,7 +28,8 @@ use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::source::git::GitUrl;
 use crate::source::{
-    build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, Source, SourceError, SourceKind,
+    build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, EnvError, Source, SourceError,
+    SourceKind,
 };
 use crate::stack::{Layer, Stack};
 use crate::target::Target;
@@ -43,17 +44,21 @@ pub struct StackBuildEnvs<'a> {
 /// The layer every build environment installs as.
 const LAYER: &str = "build-env";
 
-fn with_help(message: String, help: Option<String>) -> String {
-    match help {
-        Some(help) => format!("{message}\nhelp: {help}"),
-        None => message,
+fn with_help(message: String, help: Option<String>) -> EnvError {
+    EnvError { message, help }
+}
+
+fn plain(message: String) -> EnvError {
+    EnvError {
+        message,
+        help: None,
     }
 }
 
 impl BuildEnvironments for StackBuildEnvs<'_> {
     type Resolved = Lock;
 
-    fn resolve(&self, requirements: &[String]) -> Result<(Lock, Vec<String>), String> {
+    fn resolve(&self, requirements: &[String]) -> Result<(Lock, Vec<String>), EnvError> {
         let mut text = requirements.join("\n");
         text.push('\n');
         let origin = self
@@ -84,7 +89,8 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
                 &Silent,
             ))
             .map_err(|e| with_help(e.to_string(), e.help()))?;
-        let selected = select_wheels(&lock, None, &self.target).map_err(|e| e.to_string())?;
+        let selected =
+            select_wheels(&lock, None, &self.target).map_err(|e| plain(e.to_string()))?;
         let mut pins: Vec<String> = selected
             .iter()
             .map(|w| format!("{}=={} {}", w.package, w.version, w.sha256()))
@@ -93,8 +99,8 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
         Ok((lock, pins))
     }
 
-    fn install(&self, lock: &Lock, venv: &str, layer_dir: &Path) -> Result<(), String> {
-        let selected = select_wheels(lock, None, &self.target).map_err(|e| e.to_string())?;
+    fn install(&self, lock: &Lock, venv: &str, layer_dir: &Path) -> Result<(), EnvError> {
+        let selected = select_wheels(lock, None, &self.target).map_err(|e| plain(e.to_string()))?;
         let fetched = fetch_selected(
             self.session,
             &self.stack.manifest,
@@ -124,7 +130,7 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
         )
         .map_err(|e| with_help(e.to_string(), e.help()))?;
         std::fs::rename(&report.dir, layer_dir)
-            .map_err(|e| format!("{}: {e}", layer_dir.display()))?;
+            .map_err(|e| plain(format!("{}: {e}", layer_dir.display())))?;
         let _ = std::fs::remove_dir_all(&out);
         Ok(())
     }
@@ -244,10 +250,6 @@ fn file_source_of(
     Some((requirement.clone(), origin, sha256))
 }
 
-fn help_suffix(help: Option<String>) -> String {
-    help.map(|h| format!("\nhelp: {h}")).unwrap_or_default()
-}
-
 fn source_error(line: &PakLine, message: String) -> BuildError {
     BuildError::Request {
         message: format!("{}: `{}`: {message}", line.location, line.text),
@@ -335,9 +337,9 @@ pub fn prebuild(
             SourceOrigin::Git(git) => {
                 let offline = session.network().offline;
                 let (db, resolved) = crate::source::git::resolve(&cache_dir, git, offline)
-                    .map_err(|e| source_error(&line, format!("{e}{}", help_suffix(e.help()))))?;
+                    .map_err(|e| source_error(&line, e.to_string()))?;
                 let tree = crate::source::git::checkout(&cache_dir, git, &db, &resolved)
-                    .map_err(|e| source_error(&line, format!("{e}{}", help_suffix(e.help()))))?;
+                    .map_err(|e| source_error(&line, e.to_string()))?;
                 progress.note(&format!(
                     "{name}: {} at {} is commit {resolved}",
                     git.repository,

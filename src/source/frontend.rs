@@ -78,10 +78,11 @@ impl<'a> Frontend<'a> {
         let layer = self.work.join(name);
         if let Some(resolved) = resolved {
             envs.install(resolved, BUILD_VENV, &layer)
-                .map_err(|message| SourceError::BuildEnv {
+                .map_err(|e| SourceError::BuildEnv {
                     package: self.package.clone(),
                     requirements: self.system.requires.join(", "),
-                    message,
+                    message: e.message,
+                    help: e.help,
                 })?;
         }
         crate::runtime::venv::write_skeleton(&layer, BUILD_VENV, &self.runtime.interpreter)

@@ -69,6 +69,7 @@ pub enum SourceError {
         package: String,
         requirements: String,
         message: String,
+        help: Option<String>,
     },
     #[error(
         "building {} failed: backend {}, hook {}: {}\n\
@@ -165,6 +166,7 @@ impl SourceError {
                     .to_string(),
             ),
             SourceError::Runtime { source, .. } => source.help(),
+            SourceError::BuildEnv { help, .. } => help.clone(),
             SourceError::Git(e) => e.help(),
             _ => None,
         }
@@ -220,13 +222,21 @@ impl BuildOptions {
     }
 }
 
+/// Why a build environment could not be resolved or installed: the pipeline's error as
+/// text, and its help apart (a message never carries its help).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
 /// The build environment's resolver and installer, supplied by the pipeline.
 pub trait BuildEnvironments {
     /// A resolution of some requirements.
     type Resolved;
     /// Resolves `requirements` (PEP 508) for the target; returns the resolution and its pins,
     /// one line per package (`name==version sha256`), sorted: they key the build cache.
-    fn resolve(&self, requirements: &[String]) -> Result<(Self::Resolved, Vec<String>), String>;
+    fn resolve(&self, requirements: &[String]) -> Result<(Self::Resolved, Vec<String>), EnvError>;
     /// Installs `resolved` into `layer_dir` (which it creates; it does not exist before), the
     /// venv at `venv` (a path inside the sandbox) below it, as an image layer is laid out.
     fn install(
@@ -234,7 +244,7 @@ pub trait BuildEnvironments {
         resolved: &Self::Resolved,
         venv: &str,
         layer_dir: &Path,
-    ) -> Result<(), String>;
+    ) -> Result<(), EnvError>;
 }
 
 /// A wheel built from a source (or found in the cache).
@@ -392,10 +402,11 @@ pub fn build_wheel<E: BuildEnvironments>(
 ) -> Result<BuiltWheel, SourceError> {
     let started = Instant::now();
     let prepared = prepare(source, &options.cache_dir)?;
-    let env_error = |requirements: &[String], message: String| SourceError::BuildEnv {
+    let env_error = |requirements: &[String], e: EnvError| SourceError::BuildEnv {
         package: source.package.clone(),
         requirements: requirements.join(", "),
-        message,
+        message: e.message,
+        help: e.help,
     };
     let requires = prepared.system.requires.clone();
     let (resolved, pins) = if requires.is_empty() {
@@ -654,10 +665,11 @@ pub fn metadata<E: BuildEnvironments>(
     } else {
         Some(
             envs.resolve(&requires)
-                .map_err(|message| SourceError::BuildEnv {
+                .map_err(|e| SourceError::BuildEnv {
                     package: source.package.clone(),
                     requirements: requires.join(", "),
-                    message,
+                    message: e.message,
+                    help: e.help,
                 })?
                 .0,
         )
@@ -675,13 +687,12 @@ pub fn metadata<E: BuildEnvironments>(
         if !extra.is_empty() {
             let mut all = requires.clone();
             all.extend(extra);
-            let (resolved, _) = envs
-                .resolve(&all)
-                .map_err(|message| SourceError::BuildEnv {
-                    package: source.package.clone(),
-                    requirements: all.join(", "),
-                    message,
-                })?;
+            let (resolved, _) = envs.resolve(&all).map_err(|e| SourceError::BuildEnv {
+                package: source.package.clone(),
+                requirements: all.join(", "),
+                message: e.message,
+                help: e.help,
+            })?;
             frontend.install_env(envs, Some(&resolved), "env-full")?;
         }
         frontend.prepare_metadata()
