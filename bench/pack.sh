@@ -64,6 +64,9 @@ name = "deps"
 paks = ["pak2.txt"]
 TOML
 ln -sfn "$(cd "$layer" && pwd)" "$work/build/layers/deps"
+# pack reads the layer order and venv from a lock: resolve the empty pak file, offline.
+"$bin" --quiet resolve --stack "$stack" --output "$work/pylock.toml" --offline --cache-dir "$work/cache"
+lock=(--lock "$work/pylock.toml")
 
 now() { date +%s.%N; }
 # Warm the page cache so both sides read from memory.
@@ -77,12 +80,12 @@ t0=$(now)
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - -C "$layer" . \
   | gzip -6 -n > "$work/tar.tar.gz"
 t1=$(now)
-SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" --out "$work/build" --output "$work/image"
+SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" "${lock[@]}" --out "$work/build" --output "$work/image"
 t2=$(now)
-SOURCE_DATE_EPOCH=0 RAYON_NUM_THREADS=1 "$bin" pack --quiet --stack "$stack" --out "$work/build" \
+SOURCE_DATE_EPOCH=0 RAYON_NUM_THREADS=1 "$bin" pack --quiet --stack "$stack" "${lock[@]}" --out "$work/build" \
   --output "$work/image-1"
 t3=$(now)
-SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" --out "$work/build" --output "$work/image-zstd" \
+SOURCE_DATE_EPOCH=0 "$bin" pack --quiet --stack "$stack" "${lock[@]}" --out "$work/build" --output "$work/image-zstd" \
   --compression zstd
 t4=$(now)
 
