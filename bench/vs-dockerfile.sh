@@ -30,6 +30,7 @@
 #   SPLIT_THRESHOLD comfypak build --split-threshold (a package whose wheel is at least this big
 #                   gets its own image layer); default: comfypak's own (32MiB) live, and
 #                   32MiB / FIXTURE_SCALE at fixture scale
+#   NO_BUILD=1      bench the release binaries already built (no cargo build)
 #   KEEP=1          keep BENCH_DIR (images, registries, caches) after the run
 #   FRONTEND_IN=pak9 (default) the Dockerfile has one RUN per pak file of the stack, the
 #                   front-end packages last (pak9), as comfypak's stack splits them;
@@ -103,11 +104,17 @@ elif [ "$live" != 1 ]; then
   split_args=(--split-threshold "$((32 * 1024 * 1024 / scale))")
 fi
 
-note "building the release binaries (cargo build --release)"
-cargo build --release --quiet --bin comfypak
-[ "$live" = 1 ] || cargo build --release --quiet -p comfypak-testkit --bin comfypak-fixtures
 comfypak="$target_dir/release/comfypak"
 fixtures_bin="$target_dir/release/comfypak-fixtures"
+if [ "${NO_BUILD:-0}" = 1 ]; then
+  note "NO_BUILD=1: benching the release binaries already in $target_dir/release"
+else
+  note "building the release binaries (cargo build --release)"
+  cargo build --release --quiet --bin comfypak
+  [ "$live" = 1 ] || cargo build --release --quiet -p comfypak-testkit --bin comfypak-fixtures
+fi
+[ -x "$comfypak" ] || die "no $comfypak (build it, or drop NO_BUILD=1)"
+[ "$live" = 1 ] || [ -x "$fixtures_bin" ] || die "no $fixtures_bin (build it, or drop NO_BUILD=1)"
 
 rm -rf "$work"
 mkdir -p "$work"
