@@ -25,6 +25,7 @@ mod index_client;
 mod index_parsers;
 mod install;
 mod install_oracle;
+mod interop;
 mod live;
 mod lock;
 mod pack;
