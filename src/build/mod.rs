@@ -532,7 +532,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
                 platform: Some(target.platform.to_string()),
                 link_mode: LinkMode::Hardlink,
                 allow_overwrite: request.allow_overwrite,
-                compile_with: None,
+                compile_base: None,
                 offline: true,
             },
             progress,

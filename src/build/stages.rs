@@ -386,8 +386,9 @@ pub struct InstallRequest {
     pub platform: Option<String>,
     pub link_mode: LinkMode,
     pub allow_overwrite: bool,
-    /// Compile bytecode with this interpreter (the lock's Python version).
-    pub compile_with: Option<PathBuf>,
+    /// Compile bytecode with the Python of this base (an OCI layout or root folder; registry
+    /// bases are pulled by the caller), in the target runtime, as `build` does.
+    pub compile_base: Option<PathBuf>,
     /// Use only the cache.
     pub offline: bool,
 }
@@ -527,7 +528,6 @@ pub(super) fn install_lock(
     let options = InstallOptions {
         link_mode: request.link_mode,
         allow_overwrite: request.allow_overwrite,
-        compile_with: request.compile_with.clone(),
     };
     let mut reports = Vec::new();
     for layer in &plan.chosen {
@@ -536,6 +536,26 @@ pub(super) fn install_lock(
         let report = install_layer(cache, &request.out, &env, layer, &wheels, &others, &options)?;
         progress.layer_installed(&target.platform, &report, started.elapsed().as_secs_f64());
         reports.push(report);
+    }
+    if let Some(base) = &request.compile_base {
+        // The one bytecode path: the base's own interpreter in the target runtime.
+        use crate::runtime::compile::{compile_layer, COMPILE_TIMEOUT};
+        use crate::runtime::{Base, Runtime, RuntimeOptions};
+        let runtime = Runtime::for_platform(
+            &Base::from_path(base)?,
+            target,
+            &env.venv,
+            &RuntimeOptions {
+                cache_dir: session.cache().root().to_path_buf(),
+                timeout: COMPILE_TIMEOUT,
+            },
+        )?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for (layer, report) in plan.chosen.iter().zip(&mut reports) {
+            let compiled =
+                compile_layer(&runtime, &request.out.join("layers").join(layer), workers)?;
+            report.compiled = compiled.compiled;
+        }
     }
     Ok(reports)
 }

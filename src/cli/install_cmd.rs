@@ -41,12 +41,16 @@ pub struct InstallArgs {
     /// On a path written by two packages, keep the upper layer's file instead of failing.
     #[arg(long)]
     pub allow_overwrite: bool,
-    /// Compile bytecode with the target interpreter given by --python.
-    #[arg(long, requires = "python")]
+    /// Compile bytecode with the base's own Python (in the target runtime, as `build` does).
+    #[arg(long, requires = "base")]
     pub compile: bool,
-    /// The target interpreter (for --compile); must be the lock's Python version.
+    /// The base whose Python compiles (--compile): an OCI image layout, a root folder or a
+    /// registry image (`docker://HOST/REPO:TAG`, pulled by the digest the lock records, if any).
+    #[arg(long, value_name = "BASE")]
+    pub base: Option<String>,
+    /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).
     #[arg(long)]
-    pub python: Option<PathBuf>,
+    pub insecure_base: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -64,14 +68,30 @@ pub fn run(args: InstallArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         platform: args.platform.clone(),
         link_mode: args.link_mode,
         allow_overwrite: args.allow_overwrite,
-        compile_with: if args.compile {
-            args.python.clone()
-        } else {
-            None
-        },
+        compile_base: None,
         offline: args.network.offline,
     };
     let session = args.network.session()?;
+    let mut request = request;
+    if let (true, Some(base)) = (args.compile, &args.base) {
+        let lock = crate::lock::Lock::read(&args.lock)?;
+        let targets = crate::fetch::targets_for(&lock, args.platform.as_deref())?;
+        let mut bases = crate::runtime::Bases {
+            all: Some(PathBuf::from(base)),
+            ..Default::default()
+        };
+        let archs: Vec<_> = targets.iter().take(1).map(|t| t.platform.arch).collect();
+        build::pull_bases(
+            &session,
+            &mut bases,
+            &archs,
+            args.insecure_base,
+            &lock.tool.comfypak.bases,
+            build::BasePins::Prefer,
+            &args.lock,
+        )?;
+        request.compile_base = bases.all;
+    }
     let reports = build::install(&session, &request, &CliProgress::new(quiet))?;
     if !quiet && reports.len() > 1 {
         println!(

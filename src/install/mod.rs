@@ -28,7 +28,6 @@ use crate::digest::Sha256Hex;
 use crate::filename::SafeFileName;
 use layout::{plan_wheel, EnvPaths, FileSource, LayoutError, PackageFacts, WheelPlan};
 use link::{place, LinkMode, Placed};
-use record::sha256_b64;
 use wheel::{ensure_unpacked, read_manifest_light, unpacked_dir, WheelError};
 
 /// Why a layer could not be installed. The layer folder is untouched in every case.
@@ -48,14 +47,6 @@ pub enum InstallError {
         conflicts.iter().take(20).map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n"),
         if conflicts.len() > 20 { format!("\n  ... and {} more", conflicts.len() - 20) } else { String::new() })]
     Conflicts { conflicts: Vec<Conflict> },
-    #[error("bytecode compilation with {}: {message}", python.display())]
-    Compile { python: PathBuf, message: String },
-    #[error("bytecode compilation with {}: it is Python {found}, but the lock targets Python {target}; bytecode is version-specific", python.display())]
-    CompileVersion {
-        python: PathBuf,
-        found: String,
-        target: String,
-    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -69,9 +60,6 @@ impl InstallError {
     pub fn help(&self) -> Option<String> {
         match self {
             InstallError::Wheel(e) => e.help(),
-            InstallError::CompileVersion { target, .. } => Some(format!(
-                "pass the target's interpreter (e.g. a python{target} binary), or drop --compile"
-            )),
             InstallError::Conflicts { .. } => Some("fix the stack so one package owns each file, or pass --allow-overwrite to keep the upper layer's file (the later package within one layer)".to_string()),
             _ => None,
         }
@@ -113,8 +101,6 @@ pub struct InstallOptions {
     /// Keep the upper layer's (or, within one layer, the later package's) file instead of
     /// failing on a conflict.
     pub allow_overwrite: bool,
-    /// Compile bytecode with this interpreter (it must be the target's version).
-    pub compile_with: Option<PathBuf>,
 }
 
 /// A fetched wheel and what the lock says about its package.
@@ -336,11 +322,8 @@ fn build_tree(
     );
     let counts = PlaceCounts::default();
     tree.build(&root, Path::new(""), options.link_mode, &counts)?;
-    let extra = match &options.compile_with {
-        Some(python) => compile(python, env, &root, plans)?,
-        None => vec![Vec::new(); plans.len()],
-    };
-    let compiled = extra.iter().map(Vec::len).sum();
+    // Bytecode is the target runtime's (runtime::compile), added after the install.
+    let extra: Vec<Vec<ExtraFile>> = vec![Vec::new(); plans.len()];
     plans.par_iter().zip(&extra).try_for_each(|(plan, extra)| {
         let path = root.join(plan.record_dest());
         std::fs::write(&path, plan.record(env, extra)).map_err(io_err(&path))?;
@@ -352,7 +335,6 @@ fn build_tree(
         reflinked: counts.reflinked.into_inner(),
         copied: counts.copied.into_inner(),
         generated: counts.generated.into_inner(),
-        compiled,
         bytes: counts.bytes.into_inner(),
         ..InstallReport::default()
     })
@@ -468,96 +450,6 @@ fn place_file(
 
 /// A file added after planning (bytecode): path from the environment root, sha256, size.
 type ExtraFile = (String, String, u64);
-
-/// Compiles site-packages with `python` (checked to be the target's version), with paths
-/// as they will be in the image and hash-based pycs (reproducible); returns the new files
-/// per plan for RECORD.
-fn compile(
-    python: &Path,
-    env: &EnvPaths,
-    root: &Path,
-    plans: &[WheelPlan],
-) -> Result<Vec<Vec<ExtraFile>>, InstallError> {
-    let fail = |message: String| InstallError::Compile {
-        python: python.to_path_buf(),
-        message,
-    };
-    let probe = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import sys; print(sys.implementation.cache_tag); print('%d.%d' % sys.version_info[:2])",
-        ])
-        .output()
-        .map_err(|e| fail(format!("cannot run it: {e}")))?;
-    if !probe.status.success() {
-        return Err(fail(format!(
-            "the probe failed: {}",
-            String::from_utf8_lossy(&probe.stderr).trim()
-        )));
-    }
-    let text = String::from_utf8_lossy(&probe.stdout).into_owned();
-    let mut lines = text.lines();
-    let tag = lines.next().unwrap_or("").trim().to_string();
-    let version = lines.next().unwrap_or("").trim().to_string();
-    if version != env.python.to_string() {
-        return Err(InstallError::CompileVersion {
-            python: python.to_path_buf(),
-            found: version,
-            target: env.python.to_string(),
-        });
-    }
-    let site_rel = env.site_packages();
-    let site_abs = root.join(&site_rel);
-    let in_image = format!("{}/{site_rel}", env.venv.trim_end_matches('/'));
-    let status = std::process::Command::new(python)
-        .arg("-m")
-        .arg("compileall")
-        .args([
-            "-q",
-            "-j",
-            "0",
-            "--invalidation-mode",
-            "unchecked-hash",
-            "-s",
-        ])
-        .arg(&site_abs)
-        .arg("-p")
-        .arg(&in_image)
-        .arg(&site_abs)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| fail(format!("cannot run compileall: {e}")))?;
-    // compileall exits 1 when some file has a syntax error; like pip, keep what compiled.
-    if status.code().is_none_or(|c| c > 1) {
-        return Err(fail(format!("compileall failed ({status})")));
-    }
-    let mut out = Vec::with_capacity(plans.len());
-    for plan in plans {
-        let mut rows = Vec::new();
-        for file in &plan.files {
-            let Some(inside) = file
-                .dest
-                .strip_prefix(&site_rel)
-                .and_then(|r| r.strip_prefix('/'))
-            else {
-                continue;
-            };
-            let Some(stem) = inside.strip_suffix(".py") else {
-                continue;
-            };
-            let (dir, name) = match stem.rsplit_once('/') {
-                Some((dir, name)) => (format!("{dir}/"), name),
-                None => (String::new(), stem),
-            };
-            let pyc = format!("{site_rel}/{dir}__pycache__/{name}.{tag}.pyc");
-            if let Ok(bytes) = std::fs::read(root.join(&pyc)) {
-                rows.push((pyc, sha256_b64(&bytes), bytes.len() as u64));
-            }
-        }
-        out.push(rows);
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

@@ -408,3 +408,81 @@ fn build_and_check_on_both_architectures() {
         );
     }
 }
+
+/// `install --compile --base ROOT` compiles with the same runtime path as `build`: the layers it
+/// installs from the build's lock hold the same bytecode and RECORDs, byte for byte (`build`
+/// adds only the venv skeleton to the lowest layer).
+#[test]
+fn install_compile_uses_the_target_runtime_like_build() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pak = fixture_stack(dir.path(), "");
+    let built = build(dir.path(), &pak, "out", &root, &cache);
+    assert!(built.status.success(), "{}", text(&built));
+    let out = comfypak(
+        &[
+            "install",
+            "--lock",
+            "pylock.toml",
+            "--all",
+            "--out",
+            "inst",
+            "--compile",
+            "--base",
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for layer in ["stable", "deps"] {
+        let skeleton = [
+            "opt/venv/pyvenv.cfg",
+            "opt/venv/bin/python",
+            "opt/venv/bin/python3",
+            "opt/venv/lib64",
+        ];
+        let a: Vec<_> = tree(&dir.path().join("out/layers").join(layer))
+            .into_iter()
+            .filter(|(p, _)| {
+                !skeleton.contains(&p.as_str()) && !p.starts_with("opt/venv/bin/python3.")
+            })
+            .collect();
+        let b = tree(&dir.path().join("inst/layers").join(layer));
+        assert!(a.iter().any(|(p, _)| p.ends_with(".pyc")), "{layer}");
+        assert_eq!(
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            b.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "{layer}"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                x == y,
+                "{layer}: {} differs between build and install --compile",
+                x.0
+            );
+        }
+    }
+    // --compile without a base is refused before anything is installed.
+    let out = comfypak(
+        &[
+            "install",
+            "--lock",
+            "pylock.toml",
+            "--all",
+            "--out",
+            "inst2",
+            "--compile",
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--base"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("inst2").exists());
+}
