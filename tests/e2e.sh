@@ -10,11 +10,17 @@
 #   4. `umoci unpack` of the image (the venv skeleton `build --base` wrote is in it), and
 #      `comfypak check`: in comfypak's sandbox (no network) the image's python imports every
 #      top-level module of every installed distribution and runs every console script with
-#      --help / --version; the allowed failures are tests/e2e/stack.toml's [check.allow].
+#      --help / --version; the allowed failures are tests/e2e/stack.toml's [check.allow];
+#   5. the image in a real container runtime: `comfypak pack --format docker-archive`,
+#      `podman load`, and `podman run --rm --network none IMAGE` running the same check
+#      (comfypak's check.py) with the image's own python.
+# (aarch64: the stack is x86_64 only; tests/it/podman.rs runs the fixture stack's image under
+# qemu with `podman run --platform linux/arm64` in CI.)
 #
-# Needs root (debootstrap, chroot, mounts), debootstrap, umoci, skopeo, unshare, the network
-# (the Debian mirror apt uses here, and the public Python index), ~30 GB of disk. Install the
-# tools with `COMFYPAK_E2E=1 . .ci/setup.d/90-e2e.sh`. Settings (environment):
+# Needs root (debootstrap, chroot, mounts), debootstrap, umoci, skopeo, unshare, podman (set up
+# by .ci/setup.d/60-podman.sh), the network (the Debian mirror apt uses here, and the public
+# Python index), ~30 GB of disk. Install the tools with `COMFYPAK_E2E=1 . .ci/setup.d/90-e2e.sh`
+# and `. .ci/setup.d/60-podman.sh`. Settings (environment):
 #   COMFYPAK_E2E_CACHE   cache folder (default ~/.cache/comfypak-e2e): the Debian root, the
 #                        comfypak cache (wheels), and the work folder of the last run
 #   COMFYPAK_E2E_SUITE   Debian suite with python3.14 (default: testing)
@@ -54,7 +60,7 @@ fail() {
 step "preflight"
 [ "$(id -u)" = 0 ] || fail "run as root: debootstrap, chroot and the mounts of the check need it"
 missing=""
-for tool in debootstrap umoci skopeo unshare chroot python3; do
+for tool in debootstrap umoci skopeo unshare chroot python3 podman; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 [ -z "$missing" ] || fail "missing tools:$missing; install them with: COMFYPAK_E2E=1 . .ci/setup.d/90-e2e.sh"
@@ -99,7 +105,7 @@ if [ -n "${COMFYPAK_BIN:-}" ]; then
   COMFYPAK=$COMFYPAK_BIN
 else
   cargo build --release --locked --bin comfypak 2>&1 | tail -n 3
-  COMFYPAK=$REPO/target/release/comfypak
+  COMFYPAK=${CARGO_TARGET_DIR:-$REPO/target}/release/comfypak
 fi
 [ -x "$COMFYPAK" ] || fail "$COMFYPAK is not an executable"
 "$COMFYPAK" --version
@@ -190,7 +196,9 @@ source = "$ROOT"
 path = "/"
 exclude = [".e2e-complete"]
 EOF
-"$COMFYPAK" pack --stack "$BASE_STACK" --layers "x86_64=$WORK/base-layers" --output "$WORK/base"
+# pack reads the layer order, venv and platforms from a lock: the empty stack's (no index asked).
+"$COMFYPAK" resolve --stack "$BASE_STACK" -o "$BASE_STACK/pylock.toml" >/dev/null
+"$COMFYPAK" pack --stack "$BASE_STACK" --lock "$BASE_STACK/pylock.toml" --layers "x86_64=$WORK/base-layers" --output "$WORK/base"
 skopeo inspect --raw "oci:$WORK/base:latest" >/dev/null || fail "skopeo cannot read the base image"
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +329,46 @@ CHECK_RC=${PIPESTATUS[0]}
 set -e
 
 # ---------------------------------------------------------------------------------------------
+step "podman run"
+# Build #1's layers on the base as a docker archive, loaded into podman; check.py (what `comfypak
+# check` runs in its sandbox) runs in a fresh container without network, with the image's python.
+PODMAN_IMAGE=localhost/comfypak-e2e:e2e-$$
+"$COMFYPAK" pack --stack "$STACK" --out "$WORK/check-out" --lock "$LOCK" --layers "x86_64=$WORK/check-out/layers" \
+  --base "$WORK/base" --format docker-archive --name localhost/comfypak-e2e --tag "e2e-$$" \
+  --output "$WORK/image-1.tar" >/dev/null
+podman load --quiet -i "$WORK/image-1.tar"
+rm -f "$WORK/image-1.tar"
+mkdir -p "$WORK/podman-check"
+cp "$REPO/src/runtime/check.py" "$WORK/podman-check/check.py"
+set +e
+podman run --rm --network none -v "$WORK/podman-check:/check" "$PODMAN_IMAGE" \
+  "$VENV/bin/python" /check/check.py /check/result.json >"$WORK/podman.log" 2>&1
+PODMAN_RUN_RC=$?
+podman rmi --force "$PODMAN_IMAGE" >/dev/null 2>&1
+set -e
+[ "$PODMAN_RUN_RC" = 0 ] || { tail -n 20 "$WORK/podman.log"; fail "podman run of the image (exit $PODMAN_RUN_RC)"; }
+set +e
+python3 - "$WORK/podman-check/result.json" "$E2E/stack.toml" <<'PY' | tee "$WORK/podman-check.txt"
+import json, sys, tomllib
+r = json.load(open(sys.argv[1]))
+allow = tomllib.load(open(sys.argv[2], "rb")).get("check", {}).get("allow", {})
+bad_imports = [i for i in r["imports"] if not i["ok"]]
+bad_scripts = [s for s in r["scripts"] if not s["ok"]]
+allowed = [x for x in bad_imports if x["module"] in allow] + [x for x in bad_scripts if x["script"] in allow]
+failed = [x for x in bad_imports if x["module"] not in allow] + [x for x in bad_scripts if x["script"] not in allow]
+print(f"podman run (x86_64), python {r['python']} {r['executable']}: {len(r['distributions'])} distributions, "
+      f"{sum(i['ok'] for i in r['imports'])} of {len(r['imports'])} modules imported, "
+      f"{sum(s['ok'] for s in r['scripts'])} of {len(r['scripts'])} console scripts answered")
+for x in allowed:
+    print(f"  allowed: {x.get('module') or x.get('script')}: {allow[x.get('module') or x.get('script')][:100]}")
+for x in failed:
+    print(f"  FAILED: {x.get('module') or x.get('script')}: {(x.get('error') or x.get('broken') or x.get('tried'))!s:.200}")
+sys.exit(1 if failed else 0)
+PY
+PODMAN_RC=${PIPESTATUS[0]}
+set -e
+
+# ---------------------------------------------------------------------------------------------
 step "build #2 (waiting for it)"
 wait "$BUILD2" || true
 trap - EXIT
@@ -342,6 +390,7 @@ echo
 echo "=== e2e result"
 echo "debian $SUITE root, python $PYTHON_VERSION; comfypak $("$COMFYPAK" --version | awk '{print $2}')"
 sed -n -e '/^failed, allowed/,$p' "$WORK/check.log"
+cat "$WORK/podman-check.txt"
 echo "image ($OUT/image):"
 sed 's/^/  /' "$WORK/digests-1.txt"
 echo "build #1 and build #2 digests: $SAME"
@@ -350,6 +399,7 @@ printf '  %s\n' "${TIMES[@]}"
 echo "  total $(($(date +%s) - START))s"
 [ "$SAME" = identical ] || fail "two builds of the same stack gave different digests"
 [ "$CHECK_RC" = 0 ] || fail "the runtime check failed (see above; log: $WORK/check.log)"
+[ "$PODMAN_RC" = 0 ] || fail "the check in podman failed (see above; result: $WORK/podman-check/result.json)"
 # Passed: drop the 12 GB unpacked rootfs and image copy (a failed run keeps them to look at).
 rm -rf --one-file-system "$BUNDLE" "$WORK/image-1" "$WORK/check-out"
 echo "e2e: OK"
