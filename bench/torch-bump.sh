@@ -63,7 +63,7 @@ for mode in off "$threshold"; do
   first[$mode]=$(echo "$out" | sent)
   out=$("$comfypak" push --insecure --json "$work/image-B-$mode" "$registry/bump:b")
   second[$mode]=$(echo "$out" | sent)
-  count[$mode]="$(echo "$out" | uploaded) of $(layers "$work/image-B-$mode") layers + config/manifest"
+  count[$mode]="$(echo "$out" | uploaded) (layers and config; the image has $(layers "$work/image-B-$mode") layers)"
   kill "$registry_pid"
   wait "$registry_pid" 2> /dev/null || true
   registry_pid=""
