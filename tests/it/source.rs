@@ -1040,3 +1040,49 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
         }
     }
 }
+
+#[test]
+fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
+    use super::runtime::debian_root_aarch64;
+    let Some(env) = Env::new() else { return };
+    let Some(arm_root) = debian_root_aarch64() else {
+        return;
+    };
+    let arm_target = target((3, 14), Arch::Aarch64);
+    let arm_runtime = Runtime::for_platform(
+        &Base::Root(arm_root),
+        &arm_target,
+        "/opt/venv",
+        &options(&env.cache, Duration::from_secs(600)),
+    )
+    .unwrap();
+    let sdist = write_sdist(&env.work, "demo", "", "2.2");
+    let source = Source {
+        kind: SourceKind::Sdist(sdist),
+        package: "demo".to_string(),
+        expected_sha256: None,
+    };
+    let options = env.options();
+    let x86 = build_wheel(&source, &env.target, &env.runtime, &env.envs(), &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let arm_envs = StackBuildEnvs {
+        session: &env.session,
+        stack: &env.stack,
+        target: arm_target.clone(),
+    };
+    let arm = build_wheel(&source, &arm_target, &arm_runtime, &arm_envs, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!arm.cached, "another target is another build");
+    assert_ne!(arm.key, x86.key);
+    let log = std::fs::read_to_string(&arm.log).unwrap();
+    assert!(
+        log.contains("mini: built demo-1.0-py3-none-any.whl"),
+        "{log}"
+    );
+    // A pure-Python wheel: the same bytes from both architectures' interpreters.
+    assert_eq!(arm.sha256, x86.sha256);
+    println!(
+        "demo sdist: x86_64 build {:.2}s, aarch64 build under qemu {:.2}s",
+        x86.seconds, arm.seconds
+    );
+}
