@@ -111,8 +111,12 @@ impl RuntimeError {
          binfmt-support`, or as root: `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` \
          and write the line of /usr/lib/binfmt.d/{qemu}.conf to \
          /proc/sys/fs/binfmt_misc/register; comfypak never registers it itself")),
-            RuntimeError::Timeout { .. } => Some("\
-         raise the timeout (--timeout) if the interpreter is just slow (qemu is)".to_string()),
+            RuntimeError::Timeout { .. } => Some(
+                "the time limit is fixed (bytecode: 30 min per layer); if the interpreter is \
+                 just slow (qemu is), build that platform on a native machine or skip bytecode \
+                 with --no-compile"
+                    .to_string(),
+            ),
             _ => None,
         }
     }
