@@ -2,7 +2,7 @@
 //! CPython 3.14, in the sandbox, no network), uv (the binary of its PyPI wheel, copied into
 //! the work folder) makes a venv and runs `uv pip install -r pylock.toml` on the lock
 //! `comfypak build` wrote for the fixture stack; the wheels are `file://` URLs of the fixture
-//! index, which a read-only layer puts at the same path inside the sandbox. The installed
+//! index, which a read-only layer puts at /srv/index inside the sandbox (the lock given to uv points there). The installed
 //! distributions and files must equal comfypak's layers (stacked), apart from what differs by
 //! design, which the test names: bytecode (`__pycache__`, comfypak compiles it, uv does not by
 //! default), `INSTALLER`, uv's own `uv_cache.json` in each dist-info (a timestamp), the `RECORD`
@@ -79,8 +79,6 @@ fn record_rows(bytes: &[u8]) -> Vec<String> {
 fn uv_installs_comfypaks_lock_in_the_target_runtime_as_comfypak_does() {
     let Some(root) = debian_root() else { return };
     let Some(uv) = uv() else { return };
-    // Not under /tmp: the sandbox has its own /tmp, and the index must be at the same path
-    // inside it as outside.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let cache = dir.path().join("cache");
     let pak = fixture_stack(dir.path(), "demo_bad = \"the test's upstream fault\"\n");
@@ -107,9 +105,12 @@ fn uv_installs_comfypaks_lock_in_the_target_runtime_as_comfypak_does() {
         "the lock's wheels come from the file:// index"
     );
 
-    // The index at its own path inside the sandbox, as a read-only layer of hard links.
+    // The index at a fixed path inside the sandbox (/srv/index), as a read-only layer of hard
+    // links, and the lock's file:// URLs pointed there: the checkout (and so the index) may
+    // live under /tmp, which the sandbox replaces with its own.
+    const INSIDE: &str = "/srv/index";
     let mirror = dir.path().join("mirror");
-    let inside = mirror.join(index.strip_prefix("/").unwrap());
+    let inside = mirror.join(INSIDE.trim_start_matches('/'));
     std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
     let status = Command::new("cp")
         .arg("-al")
@@ -121,7 +122,12 @@ fn uv_installs_comfypaks_lock_in_the_target_runtime_as_comfypak_does() {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::copy(&uv, work.join("uv")).unwrap();
-    std::fs::write(work.join("pylock.toml"), &lock).unwrap();
+    let moved = lock.replace(
+        &format!("file://{}/", index.display()),
+        &format!("file://{INSIDE}/"),
+    );
+    assert_ne!(moved, lock, "the lock names the index's files");
+    std::fs::write(work.join("pylock.toml"), &moved).unwrap();
 
     let runtime = Runtime::for_platform(
         &Base::Root(root.clone()),
