@@ -143,7 +143,7 @@ fn digests_of(image: &Path) -> Digests {
 
 /// Writes the three fixture indexes as `scripts/build-offline.sh` does
 /// (`comfypak-fixtures write SPEC OUT`) and returns the `--index` arguments.
-fn write_indexes(dir: &Path) -> Vec<String> {
+pub(super) fn write_indexes(dir: &Path) -> Vec<String> {
     let specs = [
         ("pypi-snapshot.json", "pypi", "simple/"),
         ("pytorch-cu130.json", "pytorch-cu130", "simple/"),

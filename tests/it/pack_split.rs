@@ -10,8 +10,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::golden::write_indexes;
 use comfypak::lock::Lock;
-use comfypak_testkit::FixtureIndex;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,24 +54,6 @@ fn stack_copy(dir: &Path, pins: &str) -> PathBuf {
     std::fs::write(&manifest, text).unwrap();
     std::fs::write(dir.join("pak1.txt"), pins).unwrap();
     dir.to_path_buf()
-}
-
-fn index_args(dir: &Path) -> Vec<String> {
-    let specs = [
-        ("pypi-snapshot.json", "pypi", "simple/"),
-        ("pytorch-cu130.json", "pytorch-cu130", "simple/"),
-        ("perf-wheels.json", "perf-wheels", "files/"),
-    ];
-    let mut args = Vec::new();
-    for (spec, name, sub) in specs {
-        let index = FixtureIndex::load(repo().join("fixtures/indexes").join(spec)).unwrap();
-        let out = dir.join(name);
-        index.write_simple_tree(&out).unwrap();
-        index.write_find_links_page(&out).unwrap();
-        args.push("--index".to_string());
-        args.push(format!("{name}=file://{}/{sub}", out.display()));
-    }
-    args
 }
 
 /// `(architecture, image layer name, digest, (stack layer, distribution))` of a pack's JSON.
@@ -206,7 +188,7 @@ fn tars_of(json: &str, image: &Path) -> Vec<(String, String, String, String)> {
 fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let indexes = index_args(&work.join("indexes"));
+    let indexes = write_indexes(&work.join("indexes"));
     let pins = std::fs::read_to_string(repo().join("pak/pak1.txt")).unwrap();
     let stack = stack_copy(&work.join("stack"), &pins);
     let stack_arg = stack.display().to_string();
