@@ -645,7 +645,10 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
                 .iter()
                 .find(|(arch, _)| *arch == platform.arch)
                 .map(|(_, dir)| dir.clone())
-                .unwrap_or_else(|| layers_dir(&job.out, platform, platforms.len())),
+                // Where install wrote them: that depends on how many platforms the lock
+                // has, not on how many of them this pack takes (`--platform aarch64` after a
+                // two-platform build reads OUT/aarch64/layers).
+                .unwrap_or_else(|| layers_dir(&job.out, platform, locked.len())),
         })
         .collect();
     let output = job.output.clone().unwrap_or_else(|| match job.format {

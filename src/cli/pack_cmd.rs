@@ -1,8 +1,9 @@
 //! `comfypak pack`: the installed layer folders → an OCI image layout or a docker archive,
 //! with a per-layer reuse report. Maps the flags to a [`PackJob`].
 //!
-//! Where layer folders are read from, per platform: `--layers ARCH=DIR` when given; else, with
-//! one platform, `OUT/layers`; with several, `OUT/<arch>/layers` (install each platform with
+//! Where layer folders are read from, per platform: `--layers ARCH=DIR` when given; else, when
+//! the lock has one platform, `OUT/layers`; when it has several, `OUT/<arch>/layers`, also when
+//! `--platform` packs only one of them (install each platform with
 //! `comfypak install --all --platform ARCH --out OUT/ARCH`).
 
 use std::path::{Path, PathBuf};

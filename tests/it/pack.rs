@@ -736,3 +736,59 @@ fn wait_for_the_next_second() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn pack_of_one_platform_after_a_two_platform_build_reads_that_platforms_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = write_stack(
+        &dir.path().join("pak"),
+        &["manylinux_2_39_x86_64", "manylinux_2_39_aarch64"],
+    );
+    // What `build` (or `install --platform ARCH --out OUT/ARCH`) leaves for a two-platform lock.
+    write_layers(&dir.path().join("build/x86_64/layers"), "1", false);
+    write_layers(&dir.path().join("build/aarch64/layers"), "1", false);
+    fs::write(
+        dir.path()
+            .join("build/aarch64/layers/perf")
+            .join(SITE)
+            .join("perf_pkg/_native.so"),
+        "aarch64 build",
+    )
+    .unwrap();
+    write_lock(&stack, &dir.path().join("pylock.toml"));
+    let bin = env!("CARGO_BIN_EXE_comfypak");
+    let pack = |platform: &str, output: &str| -> serde_json::Value {
+        let text = run_ok(
+            Command::new(bin)
+                .current_dir(dir.path())
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["pack", "--json", "--stack"])
+                .arg(&stack)
+                .args(["--platform", platform, "--output", output]),
+        );
+        serde_json::from_str(&text).unwrap()
+    };
+    let perf = |image: &serde_json::Value, index: usize| -> String {
+        image["platforms"][index]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "perf")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let both = pack("all", "both");
+    let arm = pack("aarch64", "arm");
+    let x86 = pack("x86_64", "x86");
+    assert_eq!(arm["platforms"].as_array().unwrap().len(), 1);
+    assert_eq!(arm["platforms"][0]["architecture"], "arm64");
+    assert_eq!(x86["platforms"][0]["architecture"], "amd64");
+    // Each single-platform pack took its own folder: the same layers as in the two-platform image.
+    assert_eq!(perf(&arm, 0), perf(&both, 1));
+    assert_eq!(perf(&x86, 0), perf(&both, 0));
+    assert_ne!(perf(&arm, 0), perf(&x86, 0));
+    // Nothing was ever at OUT/layers.
+    assert!(!dir.path().join("build/layers").exists());
+}
