@@ -5,8 +5,8 @@
 //! the image must run on), which indexes packages come from (default
 //! order and pins), the declared ABI couplings of unlabelled performance wheels
 //! (`[couplings]`, read by [`crate::cuda::parse_couplings`]), the pak files kept out of
-//! the stack on purpose, and `[pack] split-threshold` (read here, applied by
-//! [`crate::pack::split`]). It reads pak files through [`crate::pak`] and index definitions
+//! the stack on purpose, `[pack] split-threshold` (read here, applied by
+//! [`crate::pack::split`]) and `[compile] timeout` (applied by [`crate::runtime::compile`]). It reads pak files through [`crate::pak`] and index definitions
 //! through [`crate::index::definition`]; it must not resolve, fetch or install anything.
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +49,9 @@ pub struct Stack {
     /// bytes get an image layer of their own (`Some(None)`: `off`); `None` when not set
     /// (pack's default applies).
     pub split_threshold: Option<Option<u64>>,
+    /// `[compile] timeout`: how long compiling one layer's bytecode may take (qemu is slow);
+    /// `None` when not set (the runtime's default applies).
+    pub compile_timeout: Option<std::time::Duration>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -213,6 +216,16 @@ struct RawManifest {
     base: Option<RawBase>,
     #[serde(default)]
     pack: RawPack,
+    #[serde(default)]
+    compile: RawCompile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCompile {
+    /// Seconds, or a duration such as "90m".
+    #[serde(default)]
+    timeout: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -444,6 +457,25 @@ impl Stack {
                 )
             })?),
         };
+        let compile_timeout = match &raw.compile.timeout {
+            None => None,
+            Some(value) => {
+                let text = match value {
+                    toml::Value::String(text) => text.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    other => other.to_string(),
+                };
+                Some(
+                    crate::runtime::compile::compile_timeout(&text).map_err(|message| {
+                        invalid(
+                            "compile.timeout",
+                            message,
+                            "write seconds or a duration such as \"90m\" or \"2h\" (at most 24h)",
+                        )
+                    })?,
+                )
+            }
+        };
         Ok(Stack {
             manifest,
             name: raw.stack.name,
@@ -455,6 +487,7 @@ impl Stack {
             check_allow: raw.check.allow,
             base: base_path,
             split_threshold,
+            compile_timeout,
         })
     }
 

@@ -1,5 +1,5 @@
-//! Human-readable quantities: sizes for command output, and sizes people write in
-//! settings and flags (`32MiB`). Owns nothing else.
+//! Human-readable quantities: sizes for command output, and sizes and durations people write
+//! in settings and flags (`32MiB`, `45m`). Owns nothing else.
 
 /// Decimal units, the way image registries and package indexes show sizes: `310.0 MB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -54,9 +54,71 @@ pub fn parse_size_or_off(text: &str) -> Result<Option<u64>, String> {
     Ok(Some(bytes as u64))
 }
 
+/// Parses a duration: seconds (`90`, `90s`), minutes (`45m`), hours (`2h`), or a sum of those
+/// (`1h30m`). Zero is refused.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{text}` is not a duration: write e.g. 5400, 90m, 2h or 1h30m");
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let factor = match rest[..unit_len].trim() {
+            "" | "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = value
+            .checked_mul(factor)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if total == 0 {
+        return Err(format!("`{text}`: the duration must be at least 1 second"));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("45m"), Ok(Duration::from_secs(2700)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration(" 1h30m "), Ok(Duration::from_secs(5400)));
+        for bad in [
+            "",
+            "0",
+            "0m",
+            "m",
+            "1d",
+            "-5",
+            "1.5h",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_parse() {

@@ -205,6 +205,9 @@ pub struct BuildRequest {
     pub insecure_base: bool,
     /// Compile bytecode into the layers (with a base).
     pub compile: bool,
+    /// How long one layer's compile may take; None: the stack's `[compile] timeout`, else
+    /// [`crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT`].
+    pub compile_timeout: Option<std::time::Duration>,
     /// Keep the upper file on a path written by two packages.
     pub allow_overwrite: bool,
     pub compression: Compression,
@@ -533,6 +536,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
                 link_mode: LinkMode::Hardlink,
                 allow_overwrite: request.allow_overwrite,
                 compile_base: None,
+                compile_timeout: None,
                 offline: true,
             },
             progress,
@@ -545,7 +549,12 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
                 base,
                 target,
                 &out,
-                request.compile,
+                request.compile.then(|| {
+                    request
+                        .compile_timeout
+                        .or(stack.compile_timeout)
+                        .unwrap_or(crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT)
+                }),
                 progress,
             )
             .map_err(|e| e.in_stage("preparing the layers with the base's Python"))?;
@@ -721,23 +730,25 @@ fn prepare_platform(
     base: &Path,
     target: &crate::target::Target,
     out: &Path,
-    compile: bool,
+    compile: Option<std::time::Duration>,
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
-    use crate::runtime::compile::COMPILE_TIMEOUT;
+    use crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT;
     use crate::runtime::prepare::{prepare_layers, LayerDir};
     use crate::runtime::{Base, Runtime, RuntimeOptions};
 
     let options = RuntimeOptions {
         cache_dir: session.cache().root().to_path_buf(),
-        timeout: COMPILE_TIMEOUT,
+        timeout: DEFAULT_COMPILE_TIMEOUT,
     };
+    // The probe gets the default limit; the compile of each layer the one asked for.
     let runtime = Runtime::for_platform(
         &Base::from_path(base)?,
         target,
         &lock.tool.comfypak.target.venv,
         &options,
-    )?;
+    )?
+    .with_timeout(compile.unwrap_or(DEFAULT_COMPILE_TIMEOUT));
     let layers: Vec<LayerDir> = lock
         .layer_names()
         .iter()
@@ -748,7 +759,7 @@ fn prepare_platform(
         .filter(|l| l.dir.is_dir())
         .collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for layer in prepare_layers(&runtime, &layers, compile, workers)? {
+    for layer in prepare_layers(&runtime, &layers, compile.is_some(), workers)? {
         let mut what = Vec::new();
         if layer.skeleton {
             what.push(format!(

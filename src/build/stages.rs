@@ -389,6 +389,9 @@ pub struct InstallRequest {
     /// Compile bytecode with the Python of this base (an OCI layout or root folder; registry
     /// bases are pulled by the caller), in the target runtime, as `build` does.
     pub compile_base: Option<PathBuf>,
+    /// How long one layer's compile may take; None:
+    /// [`crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT`].
+    pub compile_timeout: Option<std::time::Duration>,
     /// Use only the cache.
     pub offline: bool,
 }
@@ -539,7 +542,7 @@ pub(super) fn install_lock(
     }
     if let Some(base) = &request.compile_base {
         // The one bytecode path: the base's own interpreter in the target runtime.
-        use crate::runtime::compile::{compile_layer, COMPILE_TIMEOUT};
+        use crate::runtime::compile::{compile_layer, DEFAULT_COMPILE_TIMEOUT};
         use crate::runtime::{Base, Runtime, RuntimeOptions};
         let runtime = Runtime::for_platform(
             &Base::from_path(base)?,
@@ -547,9 +550,10 @@ pub(super) fn install_lock(
             &env.venv,
             &RuntimeOptions {
                 cache_dir: session.cache().root().to_path_buf(),
-                timeout: COMPILE_TIMEOUT,
+                timeout: DEFAULT_COMPILE_TIMEOUT,
             },
-        )?;
+        )?
+        .with_timeout(request.compile_timeout.unwrap_or(DEFAULT_COMPILE_TIMEOUT));
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (layer, report) in plan.chosen.iter().zip(&mut reports) {
             let compiled =

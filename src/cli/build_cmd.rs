@@ -50,6 +50,11 @@ pub struct BuildArgs {
     /// Do not compile bytecode into the layers.
     #[arg(long)]
     pub no_compile: bool,
+    /// How long compiling one layer's bytecode may take, e.g. 5400, 90m, 2h (at most 24h;
+    /// default: the stack's `[compile] timeout`, else 30m). Under qemu it is slow.
+    #[arg(long, value_name = "DURATION", env = "COMFYPAK_COMPILE_TIMEOUT",
+          value_parser = crate::runtime::compile::compile_timeout)]
+    pub compile_timeout: Option<std::time::Duration>,
     /// On a path written by two packages, keep the upper layer's (or later package's) file
     /// instead of failing, as an overlay or `pip install` would.
     #[arg(long)]
@@ -82,6 +87,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         bases: Bases::parse(&args.base)?,
         insecure_base: args.insecure_base,
         compile: !args.no_compile,
+        compile_timeout: args.compile_timeout,
         allow_overwrite: args.allow_overwrite,
         compression: compression(args.compression, None),
         split_threshold: args.split_threshold.map(|t| t.0),

@@ -44,6 +44,11 @@ pub struct InstallArgs {
     /// Compile bytecode with the base's own Python (in the target runtime, as `build` does).
     #[arg(long, requires = "base")]
     pub compile: bool,
+    /// How long compiling one layer's bytecode may take, e.g. 5400, 90m, 2h (at most 24h;
+    /// default 30m). Under qemu it is slow.
+    #[arg(long, value_name = "DURATION", env = "COMFYPAK_COMPILE_TIMEOUT",
+          value_parser = crate::runtime::compile::compile_timeout)]
+    pub compile_timeout: Option<std::time::Duration>,
     /// The base whose Python compiles (--compile): an OCI image layout, a root folder or a
     /// registry image (`docker://HOST/REPO:TAG`, pulled by the digest the lock records, if any).
     #[arg(long, value_name = "BASE")]
@@ -69,6 +74,7 @@ pub fn run(args: InstallArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         link_mode: args.link_mode,
         allow_overwrite: args.allow_overwrite,
         compile_base: None,
+        compile_timeout: args.compile_timeout,
         offline: args.network.offline,
     };
     let session = args.network.session()?;

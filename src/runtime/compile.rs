@@ -83,20 +83,28 @@ pub fn compile_layer(
     if !site.is_dir() {
         return Ok(CompileReport::default());
     }
-    let output = runtime.run(
-        &[
-            runtime.interpreter.path.clone(),
-            "-I".to_string(),
-            "-c".to_string(),
-            COMPILE.to_string(),
-            WORK_DIR.to_string(),
-            purelib.clone(),
-            workers.max(1).to_string(),
-        ],
-        &[],
-        Some(&site),
-        b"",
-    )?;
+    let output = runtime
+        .run(
+            &[
+                runtime.interpreter.path.clone(),
+                "-I".to_string(),
+                "-c".to_string(),
+                COMPILE.to_string(),
+                WORK_DIR.to_string(),
+                purelib.clone(),
+                workers.max(1).to_string(),
+            ],
+            &[],
+            Some(&site),
+            b"",
+        )
+        .map_err(|e| match e {
+            RuntimeError::Timeout { seconds, .. } => RuntimeError::CompileTimeout {
+                layer: layer_dir.to_path_buf(),
+                seconds,
+            },
+            other => other,
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut lines = stdout.lines();
     let summary: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
@@ -203,8 +211,26 @@ pub fn record_bytecode(site: &Path, tag: &str) -> Result<usize, RuntimeError> {
     Ok(added)
 }
 
-/// How long a compile may take: generous, since qemu is slow.
-pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long compiling one layer may take unless the stack (`[compile] timeout`) or the command
+/// (`--compile-timeout`, `COMFYPAK_COMPILE_TIMEOUT`) says otherwise: generous, since qemu is
+/// slow.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The most a compile timeout may be set to: a bound, so a typo never means "forever".
+pub const MAX_COMPILE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a compile timeout (seconds, `90m`, `2h`, `1h30m`), at least 1 s and at most
+/// [`MAX_COMPILE_TIMEOUT`].
+pub fn compile_timeout(text: &str) -> Result<Duration, String> {
+    let limit = crate::units::parse_duration(text)?;
+    if limit > MAX_COMPILE_TIMEOUT {
+        return Err(format!(
+            "`{text}` is more than the {}h a compile may be given",
+            MAX_COMPILE_TIMEOUT.as_secs() / 3600
+        ));
+    }
+    Ok(limit)
+}
 
 #[cfg(test)]
 mod tests {

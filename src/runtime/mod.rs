@@ -84,6 +84,8 @@ pub enum RuntimeError {
         "`{command}` in the sandbox ran longer than {seconds:.0}s and was killed with everything it started"
     )]
     Timeout { command: String, seconds: f64 },
+    #[error("compiling the bytecode of {} ran longer than {seconds:.0}s and was stopped", layer.display())]
+    CompileTimeout { layer: PathBuf, seconds: f64 },
     #[error("the base's interpreter {interpreter} failed (exit {code}) while {doing}:\n{stderr}")]
     Python {
         interpreter: String,
@@ -112,9 +114,14 @@ impl RuntimeError {
          and write the line of /usr/lib/binfmt.d/{qemu}.conf to \
          /proc/sys/fs/binfmt_misc/register; comfypak never registers it itself")),
             RuntimeError::Timeout { .. } => Some(
-                "the time limit is fixed (bytecode: 30 min per layer); if the interpreter is \
-                 just slow (qemu is), build that platform on a native machine or skip bytecode \
-                 with --no-compile"
+                "if the interpreter is just slow (qemu is), give the step more time (comfypak \
+                 check: --timeout) or run that platform on a native machine"
+                    .to_string(),
+            ),
+            RuntimeError::CompileTimeout { .. } => Some(
+                "give it more time: --compile-timeout 2h (or COMFYPAK_COMPILE_TIMEOUT, or \
+                 `[compile] timeout = \"2h\"` in stack.toml; at most 24h); under qemu, a \
+                 native machine for that platform is faster; --no-compile skips bytecode"
                     .to_string(),
             ),
             _ => None,

@@ -486,3 +486,105 @@ fn install_compile_uses_the_target_runtime_like_build() {
     );
     assert!(!dir.path().join("inst2").exists());
 }
+
+/// The compile's time limit comes from `--compile-timeout` (or COMFYPAK_COMPILE_TIMEOUT), else
+/// the stack's `[compile] timeout`, else 30 min; it is bounded (at most 24h), and a layer that
+/// takes longer is a clear error naming the layer and how to give it more time. The slow layer
+/// is a module of 150,000 functions (several seconds of compile on any machine).
+#[test]
+fn the_compile_timeout_is_configurable_and_bounded() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut source = String::new();
+    for i in 0..150_000 {
+        source.push_str(&format!(
+            "def f{i}(a, b=({i}, 's')):\n    return [a + b[0] * {i} for _ in range(3)]\n"
+        ));
+    }
+    let index = FixtureIndex::builder()
+        .wheel(
+            WheelSpec::new("demo-slow", "1.0")
+                .no_stub_module()
+                .file("demo_slow/__init__.py", source),
+        )
+        .build();
+    index.write_simple_tree(dir.path().join("index")).unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("index/simple")).unwrap();
+    write_index_definitions(
+        dir.path(),
+        &[
+            ("pypi", url.as_str(), "simple"),
+            ("pytorch-cu130", url.as_str(), "simple"),
+        ],
+    );
+    let pak = dir.path().join("pak");
+    std::fs::create_dir_all(&pak).unwrap();
+    std::fs::write(pak.join("deps.txt"), "demo-slow\n").unwrap();
+    let write_stack = |compile: &str| {
+        std::fs::write(
+            pak.join("stack.toml"),
+            format!(
+                "[stack]\nname = \"slow\"\nindex-dir = \"../indexes\"\n\n[target]\n\
+                 python = \"3.14\"\nplatforms = [\"manylinux_2_39_x86_64\"]\n\
+                 venv = \"/opt/venv\"\ntorch-backend = \"cpu\"\n\n[indexes]\n\
+                 default = [\"pypi\"]\n\n[[layer]]\nname = \"deps\"\npaks = [\"deps.txt\"]\n\
+                 {compile}"
+            ),
+        )
+        .unwrap();
+    };
+    let build = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_comfypak"));
+        cmd.args(["build", "--stack", "pak", "--out", "out", "--base"])
+            .arg(&root)
+            .args(extra)
+            .current_dir(dir.path())
+            .env("COMFYPAK_CACHE_DIR", &cache)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env_remove("COMFYPAK_COMPILE_TIMEOUT");
+        if let Some(value) = env {
+            cmd.env("COMFYPAK_COMPILE_TIMEOUT", value);
+        }
+        cmd.output().unwrap()
+    };
+    let timed_out = |out: &Output, seconds: &str| {
+        let t = text(out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("compiling the bytecode of ")
+                && t.contains("out/layers/deps")
+                && t.contains(&format!("ran longer than {seconds} and was stopped")),
+            "{t}"
+        );
+        assert!(
+            t.contains("--compile-timeout 2h (or COMFYPAK_COMPILE_TIMEOUT, or `[compile] timeout"),
+            "{t}"
+        );
+    };
+
+    // The flag.
+    write_stack("");
+    timed_out(&build(&["--compile-timeout", "1"], None), "1s");
+    // The stack's setting, and the flag (here from the environment) over it.
+    write_stack("\n[compile]\ntimeout = \"1s\"\n");
+    timed_out(&build(&[], None), "1s");
+    timed_out(&build(&[], Some("2")), "2s");
+
+    // Bounds: more than 24h, zero, or not a duration is refused before anything runs.
+    write_stack("\n[compile]\ntimeout = \"25h\"\n");
+    let out = build(&[], None);
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("stack.toml") && t.contains("compile.timeout") && t.contains("24h"),
+        "{t}"
+    );
+    write_stack("");
+    for bad in ["25h", "0", "soon"] {
+        let out = build(&["--compile-timeout", bad], None);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(t.contains("--compile-timeout"), "{t}");
+    }
+}
