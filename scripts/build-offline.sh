@@ -16,7 +16,9 @@ out="$(cd "$out" && pwd)"
 
 cargo build --release --quiet --bin comfypak
 cargo build --release --quiet -p comfypak-testkit --bin comfypak-fixtures
-bin="$PWD/target/release"
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+bin="$target/release"
 
 for spec in pypi-snapshot:pypi pytorch-cu130:pytorch-cu130 perf-wheels:perf-wheels; do
   "$bin/comfypak-fixtures" write "fixtures/indexes/${spec%%:*}.json" "$out/indexes/${spec##*:}" >/dev/null

@@ -3,7 +3,7 @@
 //!
 //! Must not: print (only [`Progress`] callbacks), or run another stage's command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -724,7 +724,7 @@ pub fn mirror(
     session: &Session,
     request: &MirrorRequest,
     progress: &dyn Progress,
-) -> Result<(MirrorReport, String), BuildError> {
+) -> Result<(MirrorReport, Vec<String>), BuildError> {
     let lock = Lock::read(&request.lock)?;
     let mut selected = Vec::new();
     for target in targets_for(&lock, Some("all"))? {
@@ -759,5 +759,12 @@ pub fn mirror(
         })
         .collect();
     let report = write_mirror(&request.out, &wheels)?;
-    Ok((report, lock.tool.comfypak.torch_backend.to_string()))
+    // The indexes the locked wheels came from: each is pointed at the mirror to use it.
+    let indexes: BTreeSet<String> = lock
+        .packages
+        .iter()
+        .map(|p| p.tool.comfypak.index_name.clone())
+        .filter(|name| name != crate::lock::DIRECT_INDEX)
+        .collect();
+    Ok((report, indexes.into_iter().collect()))
 }

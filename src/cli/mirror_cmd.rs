@@ -28,20 +28,22 @@ pub fn run(args: MirrorArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         out: args.out.clone(),
     };
     let session = args.network.session()?;
-    let (report, torch_backend) = build::mirror(&session, &request, &CliProgress::new(quiet))?;
+    let (report, indexes) = build::mirror(&session, &request, &CliProgress::new(quiet))?;
     if !quiet {
         let simple = std::fs::canonicalize(&args.out)
             .unwrap_or_else(|_| args.out.clone())
             .join("simple");
+        let overrides: Vec<String> = indexes
+            .iter()
+            .map(|name| format!("--index {name}=file://{}/", simple.display()))
+            .collect();
         println!(
-            "mirrored {} files of {} projects ({}) into {}\nuse it with: --index pypi=file://{}/ --index pytorch-{}=file://{}/",
+            "mirrored {} files of {} projects ({}) into {}\nuse it with: {}",
             report.files,
             report.projects,
             crate::units::human_bytes(report.bytes),
             report.dir.display(),
-            simple.display(),
-            torch_backend,
-            simple.display()
+            overrides.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)

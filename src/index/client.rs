@@ -409,7 +409,11 @@ impl IndexClient {
             }
             (IndexKind::FindLinks, "file") => {
                 let path = file_path(&index.url)?;
-                if path.is_dir() {
+                if path.join(&normalized).is_dir() {
+                    // A PEP 503 tree (`comfypak mirror`'s `simple/`) given for a find-links
+                    // index: read the project's page, as for a `simple` index.
+                    self.local_simple(&index.url, &normalized)
+                } else if path.is_dir() {
                     self.local_dir(&path, &normalized).map(Some)
                 } else {
                     let body = std::fs::read(&path).map_err(|source| IndexError::Local {

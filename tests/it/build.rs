@@ -185,22 +185,29 @@ fn mirror_then_resolve_from_the_mirror_alone() {
     assert!(out.contains("mirrored"), "{out}");
     let original = Lock::read(&work.join("pylock.toml")).unwrap();
 
-    // Resolve again with every index pointed at the mirror, into a fresh cache.
-    let simple = url::Url::from_directory_path(mirror_dir.join("simple")).unwrap();
-    let files = url::Url::from_directory_path(mirror_dir.join("files")).unwrap();
-    let again = vec![
+    // Resolve again with exactly the overrides the mirror printed, into a fresh cache: every
+    // index the lock used (the perf-wheels find-links index too) points at the mirror.
+    let hint = out
+        .lines()
+        .find_map(|line| line.strip_prefix("use it with: "))
+        .unwrap_or_else(|| panic!("no `use it with:` line in {out}"));
+    let overrides: Vec<String> = hint.split_whitespace().map(str::to_string).collect();
+    for index in ["pypi", "pytorch-cu130", "perf-wheels"] {
+        assert!(
+            overrides
+                .iter()
+                .any(|o| o.starts_with(&format!("{index}="))),
+            "{index} missing from {hint}"
+        );
+    }
+    let mut again = vec![
         "resolve".to_string(),
         "--stack".into(),
         stack.display().to_string(),
         "-o".into(),
         "mirrored.toml".into(),
-        "--index".into(),
-        format!("pypi={simple}"),
-        "--index".into(),
-        format!("pytorch-cu130={simple}"),
-        "--index".into(),
-        format!("perf-wheels={files}"),
     ];
+    again.extend(overrides);
     ok(&comfypak(&again, work, &work.join("cache2")));
     let mirrored = Lock::read(&work.join("mirrored.toml")).unwrap();
     let pins = |lock: &Lock| -> Vec<(String, String, String)> {
