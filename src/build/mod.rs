@@ -312,6 +312,15 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// `check` found no installed layer of the stack where `install` writes them.
+    #[error("no installed layers in {}", dir.display())]
+    NoInstalledLayers { dir: PathBuf },
+    /// `check --platform` named a platform the stack does not build for.
+    #[error("the stack has no platform `{asked}` (it has {available})")]
+    NoSuchPlatform { asked: String, available: String },
+    /// A platform to check has no base to run in.
+    #[error("no base to check {arch} in")]
+    NoBase { arch: String },
     /// A stage of `build` failed; the source says how.
     #[error("{stage}")]
     Stage {
@@ -370,6 +379,17 @@ impl BuildError {
                 "install the layers again from a lock made from this stack (`comfypak build`, or `comfypak resolve` then `comfypak install --all`), or pack with the stack the lock was made from"
                     .to_string(),
             ),
+            BuildError::NoInstalledLayers { .. } => Some(
+                "run `comfypak build` (or `comfypak install --all`) first, with the same --out"
+                    .to_string(),
+            ),
+            BuildError::NoSuchPlatform { .. } => {
+                Some("pass --platform with one of those, or `all`".to_string())
+            }
+            BuildError::NoBase { arch } => Some(format!(
+                "pass --base PATH (an OCI image layout or a root folder; {arch}=PATH for this \
+                 architecture alone) or set [base] path in stack.toml"
+            )),
             BuildError::Stage { source, .. } => source.help(),
             _ => None,
         }
@@ -387,6 +407,27 @@ impl BuildError {
 /// image has one platform, `OUT/<arch>/layers` when it has several.
 pub fn layers_dir(out: &Path, platform: &Platform, platform_count: usize) -> PathBuf {
     platform_out(out, platform, platform_count).join("layers")
+}
+
+/// The installed layer folders of `stack` for one platform (`layers_dir`), in the stack's
+/// order (most stable first), leaving out layers not installed; an error when there is none.
+pub fn installed_layers(
+    stack: &crate::stack::Stack,
+    out: &Path,
+    platform: &Platform,
+    platform_count: usize,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let dir = layers_dir(out, platform, platform_count);
+    let dirs: Vec<PathBuf> = stack
+        .layers
+        .iter()
+        .map(|l| dir.join(&l.name))
+        .filter(|d| d.is_dir())
+        .collect();
+    if dirs.is_empty() {
+        return Err(BuildError::NoInstalledLayers { dir });
+    }
+    Ok(dirs)
 }
 
 /// The `--out` of one platform's install: `OUT`, or `OUT/<arch>` when there are several.

@@ -3,14 +3,14 @@
 //! run with `--help`/`--version`. Thin: the work is `runtime::check`; this maps flags, finds
 //! the layer folders and prints (text or `--json`). Exit 1 on an unexpected failure.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::build::{pull_bases, BasePins, NetworkOptions, Session};
+use crate::build::{installed_layers, pull_bases, BasePins, BuildError, NetworkOptions, Session};
 use crate::cache::Cache;
 use crate::lock::Lock;
 use crate::registry::pull::BaseReference;
@@ -67,15 +67,15 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if chosen.is_empty() {
-        anyhow::bail!(
-            "the stack has no platform `{}` (it has {})",
-            args.platform,
-            targets
+        return Err(BuildError::NoSuchPlatform {
+            asked: args.platform.clone(),
+            available: targets
                 .iter()
                 .map(|t| t.platform.to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
-        );
+                .join(", "),
+        }
+        .into());
     }
     let cache_dir = Cache::default_root(args.cache_dir.as_deref());
     let registry_base = bases
@@ -111,18 +111,12 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for target in chosen {
         let arch = target.platform.arch.as_str();
-        let out = if targets.len() == 1 {
-            args.out.clone()
-        } else {
-            args.out.join(arch)
-        };
-        let layers = layer_dirs(&stack, &out)?;
-        let base = bases.for_arch(target.platform.arch).with_context(|| {
-            format!(
-                "no base to check {arch} in: pass --base PATH (an OCI image layout or a root \
-                 folder; {arch}=PATH for this architecture alone) or set [base] path in stack.toml"
-            )
-        })?;
+        let layers = installed_layers(&stack, &args.out, &target.platform, targets.len())?;
+        let base = bases
+            .for_arch(target.platform.arch)
+            .ok_or_else(|| BuildError::NoBase {
+                arch: arch.to_string(),
+            })?;
         let base = Base::from_path(base)?;
         let runtime = Runtime::for_platform(&base, target, &stack.target.venv, &options)?;
         let work = cache_dir
@@ -144,23 +138,6 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The installed layers under `out/layers`, in the stack's order (most stable first).
-fn layer_dirs(stack: &Stack, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let dirs: Vec<PathBuf> = stack
-        .layers
-        .iter()
-        .map(|l| out.join("layers").join(&l.name))
-        .filter(|d| d.is_dir())
-        .collect();
-    if dirs.is_empty() {
-        anyhow::bail!(
-            "no installed layers in {}: run `comfypak build` (or `comfypak install --all`) first",
-            out.join("layers").display()
-        );
-    }
-    Ok(dirs)
 }
 
 fn render(r: &CheckReport) -> String {

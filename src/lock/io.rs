@@ -23,14 +23,16 @@ pub enum LockError {
     Missing { path: PathBuf },
     /// A value that does not parse or a table of the wrong shape (the message names the
     /// line and key).
-    #[error("{}: {message}", path.display())]
+    #[error("{}{message}", path.display())]
     Syntax { path: PathBuf, message: String },
-    /// A value that does not parse, found after the shape was read.
+    /// A value that does not parse, found after the shape was read (the cause says why).
     #[error("{}: `{field}`: {message}", path.display())]
     Field {
         path: PathBuf,
         field: String,
         message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{} is not a pylock.toml: {message}", path.display())]
     NotALock { path: PathBuf, message: String },
@@ -160,7 +162,7 @@ impl Lock {
         }
         let lock: Lock = toml::from_str(text).map_err(|e| LockError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: at_line(text, &e),
         })?;
         lock.check_package_layers(path)?;
         lock.check_markers(path)?;
@@ -200,7 +202,8 @@ impl Lock {
                 return Err(LockError::Field {
                     path: path.to_path_buf(),
                     field: format!("packages.marker of {} {}", package.name, package.version),
-                    message: format!("{marker:?} is not a PEP 508 marker: {e}"),
+                    message: "not a PEP 508 marker".to_string(),
+                    source: Box::new(e),
                 });
             }
         }
@@ -263,4 +266,29 @@ impl Lock {
         })?;
         Ok(())
     }
+}
+
+/// A TOML read error as `:LINE:COLUMN: message` (to follow the path), then the line with a caret under the value,
+/// as pak file errors are shown: the position and the message once each.
+fn at_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return format!(" {message}");
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |at| at + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |at| start + at);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = &text[line_start..line_end];
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        ":{line_no}:{column}: {message}\n{gutter} |\n{line_no} | {line}\n{gutter} | {}{}",
+        " ".repeat(column - 1),
+        "^".repeat(width)
+    )
 }

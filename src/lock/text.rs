@@ -48,7 +48,16 @@ fn parse<T: LockText, E: serde::de::Error>(text: &str) -> Result<T, E>
 where
     T::Err: fmt::Display,
 {
-    T::from_str(text).map_err(|e| E::custom(format!("{text:?} is not {}: {e}", T::WHAT)))
+    // Most parse errors already quote the value and say what is expected; those are shown as
+    // they are, the others after the value and the kind of value wanted.
+    T::from_str(text).map_err(|e| {
+        let cause = e.to_string();
+        if !text.is_empty() && cause.contains(text) {
+            E::custom(cause)
+        } else {
+            E::custom(format!("{text:?} is not {}: {cause}", T::WHAT))
+        }
+    })
 }
 
 /// One value.

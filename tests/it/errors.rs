@@ -320,3 +320,108 @@ fn no_message_carries_its_own_help() {
         found.join("\n")
     );
 }
+
+/// A lock value that does not parse: the file, line and column, the line itself, and the
+/// reason, each once (no value or list of choices repeated by the layers of the reader).
+#[test]
+fn a_damaged_lock_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let stack = stack(dir.path(), &server.simple_url(), "urllib3==2.0.0\n");
+    let stack_arg = stack.to_str().unwrap();
+    let out = comfypak(dir.path(), &["--quiet", "resolve", "--stack", stack_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", rendered(&out, dir.path()));
+    let lock = std::fs::read_to_string(dir.path().join("pylock.toml")).unwrap();
+    let damaged = |from: &str, to: &str| {
+        assert!(lock.contains(from), "{from} not in\n{lock}");
+        std::fs::write(dir.path().join("bad.toml"), lock.replacen(from, to, 1)).unwrap();
+        let out = comfypak(dir.path(), &["--quiet", "fetch", "--lock", "bad.toml"]);
+        assert_eq!(out.status.code(), Some(2));
+        let text = rendered(&out, dir.path());
+        assert_shape(&text);
+        text
+    };
+    let line = |key: &str| {
+        lock.lines()
+            .position(|l| l.starts_with(key))
+            .map(|n| n + 1)
+            .unwrap()
+    };
+    let n = line("torch-backend = ");
+    let gutter = " ".repeat(n.to_string().len());
+    assert_eq!(
+        damaged("torch-backend = \"cpu\"", "torch-backend = \"cu999\""),
+        format!(
+            "error: bad.toml:{n}:17: unknown torch backend \"cu999\": write one of cu130, cu128, \
+             cu126, cpu
+{gutter} |
+{n} | torch-backend = \"cu999\"
+{gutter} |                 ^^^^^^^
+
+help: the lock was edited by hand or is damaged; re-create it with `comfypak resolve`
+"
+        )
+    );
+    // A parse error that does not quote the value gets it, and the kind of value wanted.
+    let n = line("version = \"2.0.0\"");
+    let gutter = " ".repeat(n.to_string().len());
+    assert_eq!(
+        damaged("\nversion = \"2.0.0\"", "\nversion = \"one\""),
+        format!(
+            "error: bad.toml:{n}:11: \"one\" is not a PEP 440 version: expected version to start \
+             with a number, but no leading ASCII digits were found
+{gutter} |
+{n} | version = \"one\"
+{gutter} |           ^^^^^
+
+help: the lock was edited by hand or is damaged; re-create it with `comfypak resolve`
+"
+        )
+    );
+    // A marker is checked after the shape is read: the parser's account is the cause.
+    assert_eq!(
+        damaged(
+            "\nversion = \"2.0.0\"",
+            "\nversion = \"2.0.0\"\nmarker = \"platform_machine ==\""
+        ),
+        "error: bad.toml: `packages.marker of urllib3 2.0.0`: not a PEP 508 marker
+
+Caused by:
+  Expected marker value, found end of dependency specification
+  platform_machine ==
+                     ^
+
+help: the lock was edited by hand or is damaged; re-create it with `comfypak resolve`
+"
+    );
+}
+
+#[test]
+fn a_check_before_anything_was_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), "http://127.0.0.1:9/simple/", "urllib3\n");
+    let stack_arg = stack.to_str().unwrap();
+    let out = comfypak(dir.path(), &["check", "--stack", stack_arg, "--base", "/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: no installed layers in build/layers
+
+help: run `comfypak build` (or `comfypak install --all`) first, with the same --out
+"
+    );
+    let out = comfypak(
+        dir.path(),
+        &["check", "--stack", stack_arg, "--platform", "aarch64"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        rendered(&out, dir.path()),
+        "error: the stack has no platform `aarch64` (it has manylinux_2_39_x86_64)
+
+help: pass --platform with one of those, or `all`
+"
+    );
+}
