@@ -5,7 +5,9 @@
 //!
 //! And counts for tests that must see how the process worked: with
 //! `COMFYPAK_TEST_COUNTS_FILE=<path>` set, the binary writes `http-clients N` there when it
-//! exits (how many HTTP clients the whole command built: one, shared by every stage).
+//! exits (how many HTTP clients the whole command built: one, shared by every stage), then
+//! `layers-installed N`, `layers-compiled N` and `layers-compressed N` (the layer cache's
+//! work: stack layers installed, stack layers given bytecode, layer tars compressed).
 //!
 //! Owns only the pause and the counts. Must not: change behaviour when the variables are
 //! unset (the default), or be used for anything but tests.
@@ -19,10 +21,33 @@ pub fn http_client_created() {
     HTTP_CLIENTS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// What else a test may count (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub enum Count {
+    LayersInstalled,
+    LayersCompiled,
+    LayersCompressed,
+}
+
+static COUNTS: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+const COUNT_NAMES: [&str; 3] = ["layers-installed", "layers-compiled", "layers-compressed"];
+
+/// One more of `what`.
+pub fn count(what: Count) {
+    COUNTS[what as usize].fetch_add(1, Ordering::Relaxed);
+}
+
 /// Writes the counts to `COMFYPAK_TEST_COUNTS_FILE` when it is set (see the module doc).
 pub fn write_counts() {
     if let Some(file) = std::env::var_os("COMFYPAK_TEST_COUNTS_FILE") {
-        let text = format!("http-clients {}\n", HTTP_CLIENTS.load(Ordering::Relaxed));
+        let mut text = format!("http-clients {}\n", HTTP_CLIENTS.load(Ordering::Relaxed));
+        for (name, n) in COUNT_NAMES.iter().zip(&COUNTS) {
+            text.push_str(&format!("{name} {}\n", n.load(Ordering::Relaxed)));
+        }
         let _ = std::fs::write(file, text);
     }
 }

@@ -12,6 +12,7 @@
 //! (`resolve`), read wheels (`install`) or write blobs (`pack`).
 
 mod doctor;
+mod layer_cache;
 mod sources;
 mod stages;
 
@@ -213,6 +214,8 @@ pub struct BuildRequest {
     pub compression: Compression,
     /// Overrides the stack's `[pack] split-threshold` (`Some(None)`: no split).
     pub split_threshold: Option<Option<u64>>,
+    /// Reuse and record image layers in the layer cache ([`crate::pack::layer_cache`]).
+    pub layer_cache: bool,
     pub network: NetworkOptions,
 }
 
@@ -559,10 +562,58 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             }
         ));
     }
+    // The layer cache: keys before the install; layers found are neither installed nor packed.
+    let layer_cache = request
+        .layer_cache
+        .then(|| crate::pack::layer_cache::LayerCache::new(session.cache().root()));
+    let split_threshold = request
+        .split_threshold
+        .or(stack.split_threshold)
+        .unwrap_or(Some(crate::pack::split::DEFAULT_SPLIT_THRESHOLD));
+    let epoch = crate::pack::source_date_epoch_from_env()?;
+    let mut cache_plans = Vec::new();
     for target in &targets {
         let out = platform_out(&request.out, &target.platform, targets.len());
+        let all: Vec<String> = lock.layer_names().iter().map(|l| l.to_string()).collect();
+        let layers = match &layer_cache {
+            Some(cache) => {
+                let plan = layer_cache::plan_platform(
+                    cache,
+                    &lock,
+                    target,
+                    bases.for_arch(target.platform.arch),
+                    request,
+                    split_threshold,
+                    epoch,
+                    &out,
+                )
+                .map_err(|e| e.in_stage("looking up the layer cache"))?;
+                for layer in plan.reused.keys() {
+                    progress.stage(&format!(
+                        "layer {layer} ({}): reused from the layer cache",
+                        target.platform.arch
+                    ));
+                }
+                let missed = plan.missed();
+                layer_cache::forget_trees(&out, &missed);
+                cache_plans.push(plan);
+                missed
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(out.join(".layer-keys"));
+                all
+            }
+        };
+        if layers.is_empty() {
+            continue;
+        }
         progress.stage(&format!(
-            "installing every layer for {} into {}",
+            "installing {} for {} into {}",
+            if layer_cache.is_some() && cache_plans.last().is_some_and(|p| !p.reused.is_empty()) {
+                format!("layers {}", layers.join(", "))
+            } else {
+                "every layer".to_string()
+            },
             target.platform.arch,
             out.display()
         ));
@@ -571,7 +622,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             &lock,
             &InstallRequest {
                 lock: request.lock.clone(),
-                layers: Vec::new(),
+                layers: layers.clone(),
                 out: out.clone(),
                 platform: Some(target.platform.to_string()),
                 link_mode: LinkMode::Hardlink,
@@ -596,6 +647,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
                         .or(stack.compile_timeout)
                         .unwrap_or(crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT)
                 }),
+                &layers,
                 progress,
             )
             .map_err(|e| e.in_stage("preparing the layers with the base's Python"))?;
@@ -612,6 +664,15 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         progress.stage(
             "no --base and no [base] in the stack: the layers get no venv skeleton and no bytecode",
         );
+    }
+    for plan in &cache_plans {
+        let missed = plan.missed();
+        layer_cache::mark_trees(plan, &missed).map_err(|source| BuildError::Request {
+            message: format!(
+                "marking the installed layers in {}: {source}",
+                plan.out.display()
+            ),
+        })?;
     }
     stages.push(StageTime {
         name: "install",
@@ -648,8 +709,31 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         tag: "latest".to_string(),
         name: None,
         split_threshold: request.split_threshold,
+        layer_cache: layer_cache
+            .clone()
+            .map(|cache| crate::pack::layer_cache::PackCache {
+                cache,
+                reused: cache_plans
+                    .iter()
+                    .flat_map(|p| {
+                        p.reused
+                            .iter()
+                            .map(|(layer, parts)| ((p.platform, layer.clone()), parts.clone()))
+                    })
+                    .collect(),
+            }),
     })
     .map_err(|e| e.in_stage("packing"))?;
+    if let Some(cache) = &layer_cache {
+        layer_cache::record(
+            cache,
+            &cache_plans,
+            &image,
+            &image_dir,
+            request.compression,
+            progress,
+        );
+    }
     if let Some(dir) = &previous {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -764,7 +848,9 @@ pub fn pull_bases(
     Ok((pulled, recorded))
 }
 
-/// The venv skeleton and bytecode for one platform's installed layers, from the base's Python.
+/// The venv skeleton (into the lock's lowest layer, when among `layers`) and bytecode for
+/// `layers` of one platform's installed layers, from the base's Python.
+#[allow(clippy::too_many_arguments)]
 fn prepare_platform(
     session: &Session,
     lock: &crate::lock::Lock,
@@ -772,11 +858,11 @@ fn prepare_platform(
     target: &crate::target::Target,
     out: &Path,
     compile: Option<std::time::Duration>,
+    layers: &[String],
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
-    use crate::runtime::compile::DEFAULT_COMPILE_TIMEOUT;
-    use crate::runtime::prepare::{prepare_layers, LayerDir};
-    use crate::runtime::{Base, Runtime, RuntimeOptions};
+    use crate::runtime::compile::{compile_layer, DEFAULT_COMPILE_TIMEOUT};
+    use crate::runtime::{venv, Base, Runtime, RuntimeOptions};
 
     let options = RuntimeOptions {
         cache_dir: session.cache().root().to_path_buf(),
@@ -790,25 +876,24 @@ fn prepare_platform(
         &options,
     )?
     .with_timeout(compile.unwrap_or(DEFAULT_COMPILE_TIMEOUT));
-    let layers: Vec<LayerDir> = lock
-        .layer_names()
-        .iter()
-        .map(|name| LayerDir {
-            name: name.to_string(),
-            dir: out.join("layers").join(name),
-        })
-        .filter(|l| l.dir.is_dir())
-        .collect();
+    let lowest = lock.layer_names().first().map(|l| l.to_string());
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for layer in prepare_layers(&runtime, &layers, compile.is_some(), workers)? {
+    for name in layers {
+        let dir = out.join("layers").join(name);
+        if !dir.is_dir() {
+            continue;
+        }
         let mut what = Vec::new();
-        if layer.skeleton {
+        if lowest.as_ref() == Some(name) {
+            venv::write_skeleton(&dir, &runtime.venv, &runtime.interpreter)?;
             what.push(format!(
                 "venv skeleton for {} {}",
                 runtime.interpreter.path, runtime.interpreter.version
             ));
         }
-        if let Some(c) = &layer.compiled {
+        if compile.is_some() {
+            let c = compile_layer(&runtime, &dir, workers)?;
+            crate::test_hook::count(crate::test_hook::Count::LayersCompiled);
             what.push(format!(
                 "{} .pyc in {:.1}s{}",
                 c.compiled,
@@ -826,8 +911,7 @@ fn prepare_platform(
         }
         if !what.is_empty() {
             progress.stage(&format!(
-                "layer {} ({}): {}",
-                layer.name,
+                "layer {name} ({}): {}",
                 target.platform.arch,
                 what.join(", ")
             ));

@@ -537,6 +537,7 @@ pub(super) fn install_lock(
         let started = Instant::now();
         let wheels = by_layer.get(layer).cloned().unwrap_or_default();
         let report = install_layer(cache, &request.out, &env, layer, &wheels, &others, &options)?;
+        crate::test_hook::count(crate::test_hook::Count::LayersInstalled);
         progress.layer_installed(&target.platform, &report, started.elapsed().as_secs_f64());
         reports.push(report);
     }
@@ -590,6 +591,9 @@ pub struct PackJob {
     /// Overrides the stack's `[pack] split-threshold` (`Some(None)`: no split); `None`: the
     /// stack's, or [`crate::pack::split::DEFAULT_SPLIT_THRESHOLD`].
     pub split_threshold: Option<Option<u64>>,
+    /// The layer cache and what `build` found in it before installing
+    /// ([`crate::pack::layer_cache`]); None: build every layer.
+    pub layer_cache: Option<crate::pack::layer_cache::PackCache>,
 }
 
 /// An architecture (`x86_64`, `arm64`, ...) or a platform tag's architecture.
@@ -680,6 +684,7 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
             .split_threshold
             .or(stack.split_threshold)
             .unwrap_or(Some(crate::pack::split::DEFAULT_SPLIT_THRESHOLD)),
+        layer_cache: job.layer_cache.as_ref(),
     };
     Ok(crate::pack::pack(&request)?)
 }

@@ -67,6 +67,11 @@ pub struct BuildArgs {
     /// `[pack] split-threshold`, else 32MiB.
     #[arg(long, value_name = "SIZE", value_parser = split_threshold_arg)]
     pub split_threshold: Option<SplitThreshold>,
+    /// Build every layer, without reusing or recording layers in the layer cache (the
+    /// cache folder's `layers/`; a layer is reused when its wheels, base, venv, bytecode,
+    /// compression and split settings are the same as a build's before).
+    #[arg(long)]
+    pub no_layer_cache: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
 }
@@ -91,6 +96,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         allow_overwrite: args.allow_overwrite,
         compression: compression(args.compression, None),
         split_threshold: args.split_threshold.map(|t| t.0),
+        layer_cache: !args.no_layer_cache,
         network: args.network.options(),
     };
     let progress = CliProgress::new(quiet).with_stage_reports();

@@ -137,6 +137,7 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
         tag: args.tag.clone(),
         name: args.name.clone(),
         split_threshold: args.split_threshold.map(|t| t.0),
+        layer_cache: None,
     })
 }
 

@@ -75,6 +75,7 @@ pub fn build_layer_from_entries(
     compression: Compression,
     mtime: u64,
 ) -> Result<LayerBlob, PackError> {
+    crate::test_hook::count(crate::test_hook::Count::LayersCompressed);
     let (tmp_path, file) = store.temp_file()?;
     let io_err = |source: io::Error| PackError::Io {
         path: tmp_path.clone(),

@@ -17,6 +17,7 @@ pub mod docker_archive;
 pub mod gzip;
 pub mod image;
 pub mod layer;
+pub mod layer_cache;
 pub mod oci;
 pub mod push;
 pub mod settings;
@@ -161,6 +162,9 @@ pub struct PackRequest<'a> {
     /// layer of their own inside their stack layer's rank ([`split`]); `None`: one image
     /// layer per stack layer.
     pub split_threshold: Option<u64>,
+    /// The layer cache ([`layer_cache`]): stack layers to reuse without reading their trees,
+    /// and blobs to reuse for tars that did not change. None: build every layer.
+    pub layer_cache: Option<&'a layer_cache::PackCache>,
 }
 
 /// How a layer compares with the previous image.
@@ -194,6 +198,8 @@ pub struct PackedLayer {
     /// layer ([`split`]), or `base-N` for the base's layers.
     pub name: String,
     pub from_base: bool,
+    /// The distribution alone in this layer and its version ([`split`]).
+    pub distribution: Option<(String, String)>,
     pub descriptor: Descriptor,
     pub diff_id: String,
     pub reuse: Reuse,
@@ -389,10 +395,32 @@ fn layer_jobs(
     request: &PackRequest<'_>,
     platform: &PlatformLayers,
     entries: &mut SplitEntries,
+    plans: &mut layer_cache::JobPlans<LayerJob>,
 ) -> Result<NamedJobs, PackError> {
     let mut jobs = Vec::new();
+    let cache = request.layer_cache;
     for layer in &request.lock.tool.comfypak.layers {
         let dir = platform.dir.join(&layer.name);
+        if let Some(parts) = cache.and_then(|c| c.reused(&platform.platform, &layer.name)) {
+            // Found in the layer cache before the install: its tree is not read.
+            for part in parts {
+                let job = LayerJob {
+                    sources: vec![TreeSource {
+                        dir: dir.clone(),
+                        image_path: "/".to_string(),
+                        exclude: Vec::new(),
+                    }],
+                    part: (parts.len() > 1).then(|| part.distribution.clone().map(|(d, _)| d)),
+                };
+                plans.insert(job.clone(), layer_cache::JobPlan::Reuse(part.clone()));
+                jobs.push(NamedJob {
+                    layer: layer.name.clone(),
+                    distribution: part.distribution.clone(),
+                    job,
+                });
+            }
+            continue;
+        }
         if !dir.is_dir() {
             return Err(PackError::MissingLayer {
                 layer: layer.name.clone(),
@@ -432,6 +460,9 @@ fn layer_jobs(
                 sources: sources.clone(),
                 part: Some(part.distribution.clone()),
             };
+            if cache.is_some() {
+                plans.insert(job.clone(), layer_cache::JobPlan::ViaTar);
+            }
             entries.insert(job.clone(), part.entries);
             jobs.push(NamedJob {
                 layer: layer.name.clone(),
@@ -441,17 +472,21 @@ fn layer_jobs(
         }
     }
     for d in &request.settings.directories {
+        let job = LayerJob {
+            sources: vec![TreeSource {
+                dir: d.source.clone(),
+                image_path: d.path.clone(),
+                exclude: d.exclude.clone(),
+            }],
+            part: None,
+        };
+        if cache.is_some() {
+            plans.insert(job.clone(), layer_cache::JobPlan::ViaTar);
+        }
         jobs.push(NamedJob {
             layer: d.name.clone(),
             distribution: None,
-            job: LayerJob {
-                sources: vec![TreeSource {
-                    dir: d.source.clone(),
-                    image_path: d.path.clone(),
-                    exclude: d.exclude.clone(),
-                }],
-                part: None,
-            },
+            job,
         });
     }
     Ok(jobs)
@@ -559,8 +594,9 @@ fn build_unique_layers(
     let mut per_platform: Vec<NamedJobs> = Vec::new();
     let mut unique: Vec<LayerJob> = Vec::new();
     let mut entries = SplitEntries::new();
+    let mut plans = layer_cache::JobPlans::new();
     for platform in &request.platforms {
-        let jobs = layer_jobs(request, platform, &mut entries)?;
+        let jobs = layer_jobs(request, platform, &mut entries, &mut plans)?;
         let base_layers = match base {
             Some(layout) => layout
                 .image_for(platform.platform.arch.oci_name())?
@@ -591,19 +627,16 @@ fn build_unique_layers(
     }
     let built: Vec<LayerBlob> = unique
         .par_iter()
-        .map(|job| match entries.get(job) {
-            Some(entries) => layer::build_layer_from_entries(
-                entries,
-                store,
-                request.compression,
-                request.source_date_epoch,
-            ),
-            None => layer::build_layer(
+        .map(|job| {
+            layer_cache::build_job(
+                request.layer_cache,
+                plans.get(job),
+                entries.get(job),
                 &job.sources,
                 store,
                 request.compression,
                 request.source_date_epoch,
-            ),
+            )
         })
         .collect::<Result<_, _>>()?;
     Ok((per_platform, unique.into_iter().zip(built).collect()))
@@ -737,6 +770,7 @@ impl Writer<'_, '_> {
             layers.push(PackedLayer {
                 name: format!("base-{}", i + 1),
                 from_base: true,
+                distribution: None,
                 descriptor: Descriptor {
                     media_type: media_type.to_string(),
                     digest: descriptor.digest.clone(),
@@ -784,6 +818,7 @@ impl Writer<'_, '_> {
             layers.push(PackedLayer {
                 name: named.name(),
                 from_base: false,
+                distribution: named.distribution.clone(),
                 descriptor: Descriptor {
                     media_type: blob.media_type.clone(),
                     digest: blob.digest.clone(),

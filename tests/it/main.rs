@@ -26,6 +26,7 @@ mod index_parsers;
 mod install;
 mod install_oracle;
 mod interop;
+mod layer_cache;
 mod live;
 mod lock;
 mod pack;

@@ -260,6 +260,7 @@ impl<'a> PackSetup<'a> {
             tag: "latest".to_string(),
             name: "comfyui".to_string(),
             split_threshold: None,
+            layer_cache: None,
         })
     }
 }

@@ -1,0 +1,588 @@
+//! The layer cache: `comfypak build` reuses the compressed blob of an image layer whose
+//! inputs did not change, without installing, compiling, tarring or compressing it again.
+//!
+//! Two tiers, both in the comfypak cache folder under `layers/` (content-addressed, shared by
+//! every build on the machine that uses the same cache):
+//! - **Stack layer entries** (`layers/keys/<key>.json`): the key is computed *before* the
+//!   install, from everything that decides the layer's bytes ([`KeyInputs`] and
+//!   [`stack_layer_key`]): the format version [`FORMAT`], this comfypak's version and
+//!   executable (size and mtime: a rebuilt binary misses), the platform, interpreter and venv,
+//!   the base's identity (the manifest digest of a layout's platform image, or the
+//!   interpreter files of a root folder), bytecode on/off, `--allow-overwrite`, whether the
+//!   layer gets the venv skeleton, the compression and level, `SOURCE_DATE_EPOCH`, the split
+//!   threshold and the distributions it cuts out, and per wheel in install order: name,
+//!   version, sha256 (the built wheel's for a source package), `REQUESTED` and
+//!   `direct_url.json`. The entry lists the image layers the stack layer became (one, or one
+//!   per large distribution plus the rest) with digest, size, diff_id and media type. A hit
+//!   needs every listed blob present and verified (size and sha256 read back): a tampered or
+//!   missing blob is a miss, and the layer is built again and the entry replaced.
+//! - **Tar entries** (`layers/tars/<diff_id>-<compression>.json`): the uncompressed tar's
+//!   digest plus the compression decide the compressed bytes, so a directory layer or a split
+//!   part whose tar did not change (the nvidia-* parts of a torch bump) is tarred to a hash
+//!   only and its earlier blob reused, not compressed again.
+//!
+//! Blobs live in `layers/blobs/sha256/<hex>`, hard links to the blobs of the image layout that
+//! produced them (a copy across file systems), and are hard-linked back into the next layout.
+//! Entries and blobs are written to temporary names and renamed into place, and only after
+//! the whole build succeeded: a failed build records nothing. Nothing is ever evicted.
+//!
+//! Why not an annotation on the layer descriptor in `OUT/image`: that would change the
+//! manifest bytes (and so every image digest) and would tie reuse to one output folder.
+//!
+//! Bumping [`FORMAT`] is required when install, bytecode or pack bytes change without a
+//! comfypak version or executable change (the golden digest test catches byte changes; a
+//! rebuilt binary already misses).
+//!
+//! Owns: keys, entries, blob verification and the reuse plan pack follows. Must not: install,
+//! compile or decide what a layer contains (the key's inputs come from the caller).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::layer::{build_layer_from_entries, hash_file, Compression, HashCount, LayerBlob};
+use super::oci::{digest_hex, BlobStore};
+use super::tar::{collect_entries, Entry, TarWriter, TreeSource};
+use super::PackError;
+use crate::target::Platform;
+
+/// The version of the key and entry format; see the module doc for when to bump it.
+pub const FORMAT: u32 = 1;
+
+/// The layer cache in `<cache>/layers`.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    root: PathBuf,
+}
+
+/// One image layer a stack layer became, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedPart {
+    /// The distribution alone in this image layer (normalized name) and its version.
+    pub distribution: Option<(String, String)>,
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+    pub media_type: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyEntry {
+    format: u32,
+    key: String,
+    parts: Vec<CachedPart>,
+}
+
+/// What every key of one platform's stack layers is computed from (see the module doc).
+#[derive(Debug, Clone)]
+pub struct KeyInputs {
+    pub platform: Platform,
+    /// `3.14`, `3.14t`.
+    pub python: String,
+    pub venv: String,
+    /// [`base_identity`], or `none`.
+    pub base: String,
+    pub compile: bool,
+    pub allow_overwrite: bool,
+    pub compression: Compression,
+    pub source_date_epoch: u64,
+    pub split_threshold: Option<u64>,
+}
+
+/// One wheel of a stack layer, as the key sees it.
+#[derive(Debug, Clone)]
+pub struct KeyWheel<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub sha256: &'a str,
+    pub requested: bool,
+    pub direct_url: Option<&'a str>,
+}
+
+/// The key of one stack layer: `layer` with `wheels` (in install order), the venv skeleton
+/// when `skeleton`, cut per `large` distributions.
+pub fn stack_layer_key(
+    inputs: &KeyInputs,
+    layer: &str,
+    skeleton: bool,
+    large: &[String],
+    wheels: &[KeyWheel<'_>],
+) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "format {FORMAT}");
+    let _ = writeln!(text, "comfypak {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(text, "exe {}", executable_identity());
+    let _ = writeln!(text, "platform {}", inputs.platform);
+    let _ = writeln!(text, "python {}", inputs.python);
+    let _ = writeln!(text, "venv {}", inputs.venv);
+    let _ = writeln!(text, "base {}", inputs.base);
+    let _ = writeln!(text, "compile {}", inputs.compile);
+    let _ = writeln!(text, "allow-overwrite {}", inputs.allow_overwrite);
+    let _ = writeln!(text, "compression {}", compression_tag(inputs.compression));
+    let _ = writeln!(text, "epoch {}", inputs.source_date_epoch);
+    let _ = writeln!(text, "split {:?}", inputs.split_threshold);
+    let _ = writeln!(text, "large {}", large.join(","));
+    let _ = writeln!(text, "layer {layer}");
+    let _ = writeln!(text, "skeleton {skeleton}");
+    for w in wheels {
+        let _ = writeln!(
+            text,
+            "wheel {} {} {} {} {}",
+            w.name,
+            w.version,
+            w.sha256,
+            w.requested,
+            w.direct_url.unwrap_or("-")
+        );
+    }
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// `gzip-6`, `zstd-3`: the compression as keys and file names write it.
+pub fn compression_tag(compression: Compression) -> String {
+    match compression {
+        Compression::Gzip { level } => format!("gzip-{level}"),
+        Compression::Zstd { level } => format!("zstd-{level}"),
+    }
+}
+
+/// The running executable's size and modification time: a rebuilt comfypak misses.
+fn executable_identity() -> String {
+    static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            std::env::current_exe()
+                .and_then(std::fs::metadata)
+                .map(|m| format!("{} {}", m.len(), mtime_nanos(&m)))
+                .unwrap_or_else(|_| format!("unknown {}", std::process::id()))
+        })
+        .clone()
+}
+
+fn mtime_nanos(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The identity of a base for the key: the manifest digest of an OCI layout's image for
+/// `architecture`, or for a root folder its path and the size and mtime of every
+/// `usr/bin/python3*` and `usr/lib/python3*` entry (the interpreter that compiles and answers
+/// the venv skeleton).
+pub fn base_identity(base: &Path, architecture: &str) -> Result<String, PackError> {
+    if base.join("oci-layout").is_file() {
+        let layout = super::oci::Layout::open(base)?;
+        let image = layout.image_for(architecture)?;
+        return Ok(format!("layout {}", image.manifest_descriptor.digest));
+    }
+    let mut text = format!("root {}", base.display());
+    for dir in ["usr/bin", "usr/lib", "usr/local/bin", "usr/local/lib"] {
+        let Ok(read) = std::fs::read_dir(base.join(dir)) else {
+            continue;
+        };
+        let mut names: Vec<(String, String)> = read
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with("python3") && !name.starts_with("libpython3") {
+                    return None;
+                }
+                let meta = std::fs::symlink_metadata(e.path()).ok()?;
+                Some((name, format!("{} {}", meta.len(), mtime_nanos(&meta))))
+            })
+            .collect();
+        names.sort();
+        for (name, stat) in names {
+            let _ = write!(text, " {dir}/{name}:{stat}");
+        }
+    }
+    Ok(text)
+}
+
+impl LayerCache {
+    /// The layer cache of the comfypak cache folder `cache_root`.
+    pub fn new(cache_root: &Path) -> LayerCache {
+        LayerCache {
+            root: cache_root.join("layers"),
+        }
+    }
+
+    /// Where a recorded blob lives.
+    pub fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        digest_hex(digest).map(|hex| self.root.join("blobs").join("sha256").join(hex))
+    }
+
+    fn key_path(&self, key: &str) -> PathBuf {
+        self.root.join("keys").join(format!("{key}.json"))
+    }
+
+    fn tar_path(&self, diff_id: &str, compression: Compression) -> Option<PathBuf> {
+        digest_hex(diff_id).map(|hex| {
+            self.root
+                .join("tars")
+                .join(format!("{hex}-{}.json", compression_tag(compression)))
+        })
+    }
+
+    /// The image layers recorded for `key`, when every blob is there and reads back to its
+    /// digest and size; None otherwise (a miss).
+    pub fn lookup(&self, key: &str) -> Option<Vec<CachedPart>> {
+        let bytes = std::fs::read(self.key_path(key)).ok()?;
+        let entry: KeyEntry = serde_json::from_slice(&bytes).ok()?;
+        if entry.format != FORMAT || entry.key != key || entry.parts.is_empty() {
+            return None;
+        }
+        entry
+            .parts
+            .iter()
+            .all(|p| self.verify(&p.digest, p.size))
+            .then_some(entry.parts)
+    }
+
+    /// The blob recorded for a tar with `diff_id` compressed with `compression`, verified.
+    pub fn lookup_tar(&self, diff_id: &str, compression: Compression) -> Option<CachedPart> {
+        let bytes = std::fs::read(self.tar_path(diff_id, compression)?).ok()?;
+        let part: CachedPart = serde_json::from_slice(&bytes).ok()?;
+        (part.diff_id == diff_id
+            && part.media_type == compression.media_type()
+            && self.verify(&part.digest, part.size))
+        .then_some(part)
+    }
+
+    /// Whether the recorded blob `digest` is there with `size` bytes that hash to it.
+    fn verify(&self, digest: &str, size: u64) -> bool {
+        let Some(path) = self.blob_path(digest) else {
+            return false;
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == size => {}
+            _ => return false,
+        }
+        matches!(hash_file(&path), Ok((hex, n)) if n == size && digest_hex(digest) == Some(hex.as_str()))
+    }
+
+    /// Records `parts` for `key`; `blob` says where each part's blob is now (the layout just
+    /// written). Blobs first, then the entry, each by rename.
+    pub fn record(
+        &self,
+        key: &str,
+        parts: &[CachedPart],
+        blob: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> io::Result<()> {
+        for part in parts {
+            let source = blob(&part.digest)
+                .ok_or_else(|| io::Error::other(format!("no blob {} to record", part.digest)))?;
+            self.store_blob(&source, &part.digest)?;
+        }
+        let entry = KeyEntry {
+            format: FORMAT,
+            key: key.to_string(),
+            parts: parts.to_vec(),
+        };
+        let bytes = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
+        let path = self.key_path(key);
+        std::fs::create_dir_all(self.root.join("keys"))?;
+        crate::fsutil::write_atomic(&path, &bytes)
+    }
+
+    /// Records that the tar `part.diff_id` compressed as `compression` is `part`'s blob,
+    /// found at `source`.
+    pub fn record_tar(
+        &self,
+        part: &CachedPart,
+        compression: Compression,
+        source: &Path,
+    ) -> io::Result<()> {
+        let Some(path) = self.tar_path(&part.diff_id, compression) else {
+            return Ok(());
+        };
+        if let Ok(bytes) = std::fs::read(&path) {
+            if serde_json::from_slice::<CachedPart>(&bytes).ok().as_ref() == Some(part)
+                && self.same_file(source, &part.digest)
+            {
+                return Ok(());
+            }
+        }
+        self.store_blob(source, &part.digest)?;
+        let bytes = serde_json::to_vec_pretty(part).map_err(io::Error::other)?;
+        std::fs::create_dir_all(self.root.join("tars"))?;
+        crate::fsutil::write_atomic(&path, &bytes)
+    }
+
+    /// Whether the recorded blob `digest` is the very file `source` (one inode).
+    fn same_file(&self, source: &Path, digest: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(cached) = self.blob_path(digest) else {
+            return false;
+        };
+        match (std::fs::metadata(source), std::fs::metadata(cached)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
+    /// Puts `source` (the blob `digest`, just written) into the cache: a hard link, else a
+    /// copy, under a temporary name renamed over whatever was there (a tampered blob
+    /// included). Nothing to do when the cache already holds that very file.
+    fn store_blob(&self, source: &Path, digest: &str) -> io::Result<()> {
+        let dest = self
+            .blob_path(digest)
+            .ok_or_else(|| io::Error::other(format!("not a sha256 digest: {digest}")))?;
+        if self.same_file(source, digest) {
+            return Ok(());
+        }
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = crate::fsutil::temp_sibling(&dest);
+        if std::fs::hard_link(source, &tmp).is_err() {
+            std::fs::copy(source, &tmp)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+        }
+        match crate::fsutil::persist(&tmp, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What `pack` reuses and may look up: the cache, and per platform and stack layer the
+/// image layers found for it before the install (those layers were not installed).
+#[derive(Debug, Clone)]
+pub struct PackCache {
+    pub cache: LayerCache,
+    /// `(platform, stack layer)` → its image layers, in image order.
+    pub reused: BTreeMap<(Platform, String), Vec<CachedPart>>,
+}
+
+impl PackCache {
+    /// The image layers to reuse for `layer` on `platform`, if any.
+    pub fn reused(&self, platform: &Platform, layer: &str) -> Option<&[CachedPart]> {
+        self.reused
+            .get(&(*platform, layer.to_string()))
+            .map(Vec::as_slice)
+    }
+}
+
+/// How pack gets one image layer's blob.
+#[derive(Debug, Clone)]
+pub(super) enum JobPlan {
+    /// A stack layer part found before the install: link its blob.
+    Reuse(CachedPart),
+    /// Tar it to a hash, and reuse the blob recorded for that tar when there is one.
+    ViaTar,
+}
+
+/// Builds (or reuses) one image layer per `plan`; without a plan, builds it.
+pub(super) fn build_job(
+    cache: Option<&PackCache>,
+    plan: Option<&JobPlan>,
+    entries: Option<&Vec<Entry>>,
+    sources: &[TreeSource],
+    store: &BlobStore,
+    compression: Compression,
+    mtime: u64,
+) -> Result<LayerBlob, PackError> {
+    let collect = || -> Result<std::borrow::Cow<'_, [Entry]>, PackError> {
+        match entries {
+            Some(e) => Ok(std::borrow::Cow::Borrowed(e.as_slice())),
+            None => Ok(std::borrow::Cow::Owned(collect_entries(sources)?)),
+        }
+    };
+    match (cache, plan) {
+        (Some(cache), Some(JobPlan::Reuse(part))) => import(&cache.cache, store, part, 0, 0),
+        (Some(cache), Some(JobPlan::ViaTar)) => {
+            let entries = collect()?;
+            let (diff_id, tar_size) = tar_digest(&entries, mtime)?;
+            match cache.cache.lookup_tar(&diff_id, compression) {
+                Some(part) => import(&cache.cache, store, &part, tar_size, entries.len()),
+                None => build_layer_from_entries(&entries, store, compression, mtime),
+            }
+        }
+        _ => build_layer_from_entries(&collect()?, store, compression, mtime),
+    }
+}
+
+/// Links a recorded blob into `store` (already verified by the lookup).
+fn import(
+    cache: &LayerCache,
+    store: &BlobStore,
+    part: &CachedPart,
+    tar_size: u64,
+    entries: usize,
+) -> Result<LayerBlob, PackError> {
+    let path = cache
+        .blob_path(&part.digest)
+        .ok_or_else(|| PackError::Request {
+            message: format!("the layer cache names a bad digest {}", part.digest),
+        })?;
+    store.import(&path, &part.digest)?;
+    Ok(LayerBlob {
+        digest: part.digest.clone(),
+        size: part.size,
+        diff_id: part.diff_id.clone(),
+        tar_size,
+        media_type: part.media_type.clone(),
+        entries,
+    })
+}
+
+/// The diff_id (`sha256:HEX`) and size of the tar of `entries`, written to a hash only.
+fn tar_digest(entries: &[Entry], mtime: u64) -> Result<(String, u64), PackError> {
+    let mut tar = TarWriter::new(HashCount::new(io::sink()), mtime);
+    tar.write_entries(entries)?;
+    let hashed = tar.finish().map_err(|source| PackError::Io {
+        path: PathBuf::from("<tar digest>"),
+        source,
+    })?;
+    let (_, hex, size) = hashed.finish();
+    Ok((format!("sha256:{hex}"), size))
+}
+
+/// Job plans keyed by pack's own job type.
+pub(super) type JobPlans<J> = HashMap<J, JobPlan>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> KeyInputs {
+        KeyInputs {
+            platform: "manylinux_2_39_x86_64".parse().unwrap(),
+            python: "3.14".to_string(),
+            venv: "/opt/venv".to_string(),
+            base: "none".to_string(),
+            compile: true,
+            allow_overwrite: false,
+            compression: Compression::Gzip { level: 6 },
+            source_date_epoch: 0,
+            split_threshold: Some(32 << 20),
+        }
+    }
+
+    fn wheel(sha: &str) -> KeyWheel<'_> {
+        KeyWheel {
+            name: "a",
+            version: "1",
+            sha256: sha,
+            requested: true,
+            direct_url: None,
+        }
+    }
+
+    #[test]
+    fn every_input_changes_the_key() {
+        let base = stack_layer_key(&inputs(), "deps", false, &[], &[wheel("aa")]);
+        assert_eq!(
+            base,
+            stack_layer_key(&inputs(), "deps", false, &[], &[wheel("aa")])
+        );
+        let mut variants = Vec::new();
+        let mut i = inputs();
+        i.compile = false;
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        let mut i = inputs();
+        i.compression = Compression::Gzip { level: 9 };
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        let mut i = inputs();
+        i.base = "layout sha256:1".to_string();
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        let mut i = inputs();
+        i.source_date_epoch = 1;
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        let mut i = inputs();
+        i.split_threshold = None;
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        let mut i = inputs();
+        i.venv = "/opt/other".to_string();
+        variants.push(stack_layer_key(&i, "deps", false, &[], &[wheel("aa")]));
+        variants.push(stack_layer_key(
+            &inputs(),
+            "deps",
+            true,
+            &[],
+            &[wheel("aa")],
+        ));
+        variants.push(stack_layer_key(
+            &inputs(),
+            "perf",
+            false,
+            &[],
+            &[wheel("aa")],
+        ));
+        variants.push(stack_layer_key(
+            &inputs(),
+            "deps",
+            false,
+            &["a".to_string()],
+            &[wheel("aa")],
+        ));
+        variants.push(stack_layer_key(
+            &inputs(),
+            "deps",
+            false,
+            &[],
+            &[wheel("ab")],
+        ));
+        let mut w = wheel("aa");
+        w.requested = false;
+        variants.push(stack_layer_key(&inputs(), "deps", false, &[], &[w]));
+        for (n, v) in variants.iter().enumerate() {
+            assert_ne!(*v, base, "variant {n} gave the same key");
+        }
+    }
+
+    #[test]
+    fn a_tampered_or_missing_blob_is_a_miss_and_recording_heals_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(dir.path());
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"layer bytes").unwrap();
+        let (hex, size) = hash_file(&blob).unwrap();
+        let part = CachedPart {
+            distribution: None,
+            digest: format!("sha256:{hex}"),
+            size,
+            diff_id: format!("sha256:{}", "0".repeat(64)),
+            media_type: Compression::default().media_type().to_string(),
+        };
+        let at = |_: &str| Some(blob.clone());
+        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
+        assert_eq!(cache.lookup("other"), None);
+        // Same size, other bytes: the hash catches it.
+        let cached = cache.blob_path(&part.digest).unwrap();
+        std::fs::remove_file(&cached).unwrap();
+        std::fs::write(&cached, b"LAYER BYTES").unwrap();
+        assert_eq!(cache.lookup("k"), None);
+        std::fs::remove_file(&cached).unwrap();
+        assert_eq!(cache.lookup("k"), None);
+        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
+        // The tar tier verifies the same way.
+        cache
+            .record_tar(&part, Compression::default(), &blob)
+            .unwrap();
+        assert_eq!(
+            cache.lookup_tar(&part.diff_id, Compression::default()),
+            Some(part.clone())
+        );
+        assert_eq!(
+            cache.lookup_tar(&part.diff_id, Compression::Zstd { level: 3 }),
+            None
+        );
+        std::fs::write(&blob, b"LAYER BYTES").unwrap();
+        assert_eq!(
+            cache.lookup_tar(&part.diff_id, Compression::default()),
+            None
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The layer cache of `comfypak build` (src/pack/layer_cache.rs), end to end on the shipped
+//! stack against the fixture indexes: what the process did is counted through
+//! `COMFYPAK_TEST_COUNTS_FILE` (stack layers installed, layer tars compressed), not timed.
+//! A second build installs and compresses nothing and gives the same digests; a volatile bump
+//! rebuilds the volatile layer only; another compression misses; a tampered or missing
+//! cached blob is rebuilt, never trusted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Build {
+    /// `(architecture, layer[/distribution])` → layer digest.
+    layers: BTreeMap<(String, String), String>,
+    /// The digest of the layout's top manifest or index.
+    top: String,
+    counts: BTreeMap<String, usize>,
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob(image: &Path, digest: &str) -> serde_json::Value {
+    read_json(
+        &image
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+fn build(work: &Path, indexes: &[String], extra: &[&str]) -> Build {
+    let counts = work.join("counts.txt");
+    let _ = std::fs::remove_file(&counts);
+    let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["build", "--stack"])
+        .arg(work.join("pak"))
+        .arg("--lock")
+        .arg(work.join("pylock.toml"))
+        .arg("--out")
+        .arg(work.join("out"))
+        .args(indexes)
+        .args(extra)
+        .current_dir(work)
+        .env("COMFYPAK_CACHE_DIR", work.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("COMFYPAK_TEST_COUNTS_FILE", &counts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = work.join("out/image");
+    let top = read_json(&image.join("index.json"))["manifests"][0].clone();
+    let top_digest = top["digest"].as_str().unwrap().to_string();
+    let top_blob = blob(&image, &top_digest);
+    let manifests: Vec<serde_json::Value> = match top_blob["manifests"].as_array() {
+        Some(list) => list.clone(),
+        None => vec![top.clone()],
+    };
+    let mut layers = BTreeMap::new();
+    for m in manifests {
+        let arch = m["platform"]["architecture"]
+            .as_str()
+            .unwrap_or("single")
+            .to_string();
+        let manifest = blob(&image, m["digest"].as_str().unwrap());
+        for l in manifest["layers"].as_array().unwrap() {
+            let a = &l["annotations"];
+            let mut name = a["io.comfypak.layer"].as_str().unwrap_or("?").to_string();
+            if let Some(d) = a["io.comfypak.distribution"].as_str() {
+                name = format!("{name}/{d}");
+            }
+            layers.insert(
+                (arch.clone(), name),
+                l["digest"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    let counts = std::fs::read_to_string(&counts)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    Build {
+        layers,
+        top: top_digest,
+        counts,
+    }
+}
+
+impl Build {
+    fn count(&self, what: &str) -> usize {
+        *self
+            .counts
+            .get(what)
+            .unwrap_or_else(|| panic!("no `{what}` in the counts: {:?}", self.counts))
+    }
+
+    /// The layers whose digest differs from `other`'s.
+    fn changed_from(&self, other: &Build) -> Vec<(String, String)> {
+        self.layers
+            .iter()
+            .filter(|(k, v)| other.layers.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+fn cached_blob(work: &Path, digest: &str) -> PathBuf {
+    work.join("cache/layers/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    for sub in ["pak", "indexes"] {
+        super::common::copy_tree(&repo().join(sub), &work.join(sub));
+    }
+    let indexes = super::golden::write_indexes(&work.join("fixture-indexes"));
+
+    let first = build(work, &indexes, &[]);
+    let stack_layers = first
+        .layers
+        .keys()
+        .filter(|(_, l)| ["stable", "deps", "perf", "volatile"].contains(&l.as_str()))
+        .count();
+    assert_eq!(stack_layers, 8, "{:?}", first.layers);
+    assert_eq!(first.count("layers-installed"), 8);
+    assert!(first.count("layers-compressed") >= 8);
+
+    // (a) No change: nothing installed or compressed, the same bytes.
+    let second = build(work, &indexes, &[]);
+    assert_eq!(second.count("layers-installed"), 0);
+    assert_eq!(second.count("layers-compressed"), 0);
+    assert_eq!(second.layers, first.layers);
+    assert_eq!(second.top, first.top);
+
+    // (b) A volatile-only bump: the volatile layer of each platform, nothing else.
+    let pak9 = work.join("pak/pak9.txt");
+    let text = std::fs::read_to_string(&pak9).unwrap();
+    std::fs::write(
+        &pak9,
+        text.replace(
+            "comfyui-frontend-package==1.45.15",
+            "comfyui-frontend-package==1.58.1",
+        ),
+    )
+    .unwrap();
+    let bumped = build(work, &indexes, &[]);
+    assert_eq!(bumped.count("layers-installed"), 2);
+    assert_eq!(bumped.count("layers-compressed"), 2);
+    assert_eq!(
+        bumped.changed_from(&second),
+        [
+            ("amd64".to_string(), "volatile".to_string()),
+            ("arm64".to_string(), "volatile".to_string())
+        ]
+    );
+    // The same inputs without the cache give the same bytes.
+    let uncached = build(work, &indexes, &["--no-layer-cache"]);
+    assert_eq!(uncached.count("layers-installed"), 8);
+    assert_eq!(uncached.layers, bumped.layers);
+    assert_eq!(uncached.top, bumped.top);
+
+    // (c) A key input changed (the compression): every stack layer misses.
+    let zstd = build(work, &indexes, &["--compression", "zstd"]);
+    assert_eq!(zstd.count("layers-installed"), 8);
+    assert!(zstd.count("layers-compressed") >= 8);
+    assert_eq!(zstd.changed_from(&bumped).len(), zstd.layers.len());
+
+    // (d) A tampered blob (same size, other bytes) and a missing one are found out and
+    // built again, to the same digests.
+    let volatile = &bumped.layers[&("amd64".to_string(), "volatile".to_string())];
+    let path = cached_blob(work, volatile);
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, vec![b'x'; len]).unwrap();
+    let deps = &bumped.layers[&("arm64".to_string(), "deps".to_string())];
+    std::fs::remove_file(cached_blob(work, deps)).unwrap();
+    // Layers of both platforms may share a blob (pure-Python wheels give the same tar).
+    let hit = bumped
+        .layers
+        .values()
+        .filter(|d| *d == volatile || *d == deps)
+        .count();
+    assert!(hit >= 2);
+    let healed = build(work, &indexes, &[]);
+    assert_eq!(healed.count("layers-installed"), hit);
+    assert_eq!(healed.count("layers-compressed"), hit);
+    assert_eq!(healed.layers, bumped.layers);
+    assert_eq!(healed.top, bumped.top);
+    let again = build(work, &indexes, &[]);
+    assert_eq!(again.count("layers-installed"), 0);
+    assert_eq!(again.count("layers-compressed"), 0);
+    assert_eq!(again.top, bumped.top);
+}
