@@ -45,7 +45,10 @@
 #   wheels are the CUDA builds) and drops flash-attn and sageattention from pak6 (triton stays).
 #   It needs about 60 GB of disk (two torch closures, each in two images, two registries and
 #   the caches); LIVE_PAKS="pak2 pak9" limits the stack's layers to those pak files (and
-#   skips the scenarios that edit a pak file left out).
+#   skips the scenarios that edit a pak file left out). LIVE_DROP="torch torchvision ..." removes
+#   the lines naming those packages from every pak file; with LIVE_NO_TORCH=1 the run stops when
+#   the lock still holds torch, triton or an nvidia-* CUDA library (a stack without the torch
+#   closure fits in about 15 GB: see bench/README.md).
 #
 # Needs: podman and buildah with a working runtime (.ci/setup.d/60-podman.sh), skopeo, curl,
 # docker-registry (.ci/setup.d/40-image-tools.sh). Runs as root (podman's storage is its own,
@@ -166,6 +169,9 @@ sed -e "s|^index-dir = .*|index-dir = \"$repo/indexes\"|" \
 grep -q "^index-dir = \"$repo/indexes\"" "$stack/stack.toml" || die "pak/stack.toml has no index-dir line to point at $repo/indexes"
 if [ "$live" = 1 ]; then
   sed -i -E '/^(flash-attn|sageattention)([^A-Za-z0-9._-]|$)/d' "$stack/pak6.txt"
+  for name in ${LIVE_DROP:-}; do
+    sed -i -E "/^${name}([^A-Za-z0-9._-]|$)/Id" "$stack"/pak*.txt
+  done
   if [ -n "${LIVE_PAKS:-}" ]; then
     "$py" - "$stack/stack.toml" "$LIVE_PAKS" <<'EOF'
 import re, sys
@@ -300,6 +306,9 @@ for scenario in "${scenarios[@]}"; do
   COMFYPAK_CACHE_DIR="$prep_cache" "$comfypak" -q resolve --stack "$stack" -o "$work/pylock.toml" "${index_args[@]}"
   rm -rf "$work/mirror"
   COMFYPAK_CACHE_DIR="$prep_cache" "$comfypak" -q mirror --lock "$work/pylock.toml" --out "$work/mirror" "${index_args[@]}"
+  if [ "${LIVE_NO_TORCH:-0}" = 1 ] && grep -qE '^name = "(torch|triton|nvidia-(cu|cuda|nccl|nvjit|nvshmem|nvtx)[a-z0-9-]*)"$' "$work/pylock.toml"; then
+    die "LIVE_NO_TORCH=1 but the lock holds $(grep -oE '^name = "(torch|triton|nvidia-[a-z0-9-]*)"' "$work/pylock.toml" | grep -v nvidia-ml-py | tr '\n' ' '): add what pulls it in to LIVE_DROP"
+  fi
   "$py" "$helper" relock "$work/pylock.toml" "$work/pylock-mirror.toml" "$work/mirror"
   rm -rf "$ctx/pins"
   "$py" "$helper" pin "$stack" "$work/pylock.toml" "$ctx/pins" >/dev/null

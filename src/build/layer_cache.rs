@@ -3,16 +3,17 @@
 //! settings; the layers found are not installed, compiled or packed again; after the whole
 //! build succeeded, what was built is recorded.
 //!
-//! The installed trees (`OUT/layers/<layer>`) of reused layers are not rewritten. Each tree
-//! that `build` installed carries a marker (`OUT/.layer-keys/<layer>`, beside `layers/`)
-//! naming the key it was built for; a reused layer whose tree holds other bytes (an older
-//! build's) has its tree removed, so that a later `comfypak pack` of `OUT` fails with
-//! "run install" rather than packing stale files.
+//! `OUT/layers/<layer>` keeps holding every layer's installed tree, as without the cache (a
+//! later `comfypak pack` of `OUT` reads them). Each tree that `build` installed carries a
+//! marker (`OUT/.layer-keys/<layer>`, beside `layers/`) naming the key it was built for. A
+//! layer found in the cache whose tree is marked with its key is not touched at all; one whose
+//! tree is absent or another key's (a fresh `OUT`, an older build's) is installed and compiled
+//! again, but its blob is still reused (no tar, no compression).
 //!
 //! Owns: when to look up and record, the markers. Must not: compute keys' format or verify
 //! blobs (the pack side does), or install or pack.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::stages::plan_layers;
@@ -32,16 +33,27 @@ pub(super) struct PlatformPlan {
     pub keys: Vec<(String, String)>,
     /// The layers found in the cache, with their image layers.
     pub reused: BTreeMap<String, Vec<CachedPart>>,
+    /// The layers found whose installed tree is the one built for their key.
+    pub trees_kept: BTreeSet<String>,
     /// Where the platform's layers are installed (`OUT` or `OUT/<arch>`).
     pub out: PathBuf,
 }
 
 impl PlatformPlan {
-    /// The layers to install, compile and pack, most stable first.
+    /// The layers to pack (and record), most stable first.
     pub fn missed(&self) -> Vec<String> {
         self.keys
             .iter()
             .filter(|(layer, _)| !self.reused.contains_key(layer))
+            .map(|(layer, _)| layer.clone())
+            .collect()
+    }
+
+    /// The layers to install and compile, most stable first.
+    pub fn to_install(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .filter(|(layer, _)| !self.trees_kept.contains(layer))
             .map(|(layer, _)| layer.clone())
             .collect()
     }
@@ -105,6 +117,7 @@ pub(super) fn plan_platform(
     };
     let mut keys = Vec::new();
     let mut reused = BTreeMap::new();
+    let mut trees_kept = BTreeSet::new();
     for (i, layer) in plan.chosen.iter().enumerate() {
         let wheels: Vec<KeyWheel<'_>> = plan
             .install
@@ -123,19 +136,10 @@ pub(super) fn plan_platform(
             .unwrap_or_default();
         let key = stack_layer_key(&inputs, layer, i == 0 && base.is_some(), &large, &wheels);
         if let Some(parts) = cache.lookup(&key) {
-            // The tree stays only when it is the one built for this key.
+            // The tree is left alone only when it is the one built for this key.
             let marked = std::fs::read_to_string(marker(out, layer)).ok();
-            if marked.as_deref() != Some(key.as_str()) {
-                let _ = std::fs::remove_file(marker(out, layer));
-                let tree = out.join("layers").join(layer);
-                if tree.exists() {
-                    crate::fsutil::remove_any(&tree).map_err(|source| BuildError::Request {
-                        message: format!(
-                            "removing the stale tree {} of a cached layer: {source}",
-                            tree.display()
-                        ),
-                    })?;
-                }
+            if marked.as_deref() == Some(key.as_str()) && out.join("layers").join(layer).is_dir() {
+                trees_kept.insert(layer.clone());
             }
             reused.insert(layer.clone(), parts);
         }
@@ -145,6 +149,7 @@ pub(super) fn plan_platform(
         platform: target.platform,
         keys,
         reused,
+        trees_kept,
         out: out.to_path_buf(),
     })
 }

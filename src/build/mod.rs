@@ -590,14 +590,19 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
                 .map_err(|e| e.in_stage("looking up the layer cache"))?;
                 for layer in plan.reused.keys() {
                     progress.stage(&format!(
-                        "layer {layer} ({}): reused from the layer cache",
-                        target.platform.arch
+                        "layer {layer} ({}): reused from the layer cache{}",
+                        target.platform.arch,
+                        if plan.trees_kept.contains(layer) {
+                            ""
+                        } else {
+                            " (its tree in OUT installed again)"
+                        }
                     ));
                 }
-                let missed = plan.missed();
-                layer_cache::forget_trees(&out, &missed);
+                let install = plan.to_install();
+                layer_cache::forget_trees(&out, &install);
                 cache_plans.push(plan);
-                missed
+                install
             }
             None => {
                 let _ = std::fs::remove_dir_all(out.join(".layer-keys"));
@@ -609,7 +614,8 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         }
         progress.stage(&format!(
             "installing {} for {} into {}",
-            if layer_cache.is_some() && cache_plans.last().is_some_and(|p| !p.reused.is_empty()) {
+            if layer_cache.is_some() && cache_plans.last().is_some_and(|p| !p.trees_kept.is_empty())
+            {
                 format!("layers {}", layers.join(", "))
             } else {
                 "every layer".to_string()
@@ -666,12 +672,13 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         );
     }
     for plan in &cache_plans {
-        let missed = plan.missed();
-        layer_cache::mark_trees(plan, &missed).map_err(|source| BuildError::Request {
-            message: format!(
-                "marking the installed layers in {}: {source}",
-                plan.out.display()
-            ),
+        layer_cache::mark_trees(plan, &plan.to_install()).map_err(|source| {
+            BuildError::Request {
+                message: format!(
+                    "marking the installed layers in {}: {source}",
+                    plan.out.display()
+                ),
+            }
         })?;
     }
     stages.push(StageTime {

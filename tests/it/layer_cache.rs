@@ -182,6 +182,13 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert!(zstd.count("layers-compressed") >= 8);
     assert_eq!(zstd.changed_from(&bumped).len(), zstd.layers.len());
 
+    // Back to gzip: the blobs are reused, but the trees in OUT are zstd's build's: they are
+    // installed again (OUT keeps every layer's tree), and nothing is compressed.
+    let back = build(work, &indexes, &[]);
+    assert_eq!(back.count("layers-installed"), 8);
+    assert_eq!(back.count("layers-compressed"), 0);
+    assert_eq!(back.top, bumped.top);
+
     // (d) A tampered blob (same size, other bytes) and a missing one are found out and
     // built again, to the same digests.
     let volatile = &bumped.layers[&("amd64".to_string(), "volatile".to_string())];
