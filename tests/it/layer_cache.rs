@@ -215,3 +215,53 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert_eq!(again.count("layers-compressed"), 0);
     assert_eq!(again.top, bumped.top);
 }
+
+/// With a base, the key covers the bytecode switch and the base's interpreter: a
+/// `--no-compile` build misses, and the compiled build after it reuses the compiled blobs
+/// (its trees, the no-compile build's, are installed and compiled again; nothing compressed).
+#[test]
+fn with_a_base_the_bytecode_switch_is_part_of_the_key() {
+    let Some(root) = super::runtime::debian_root() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    for sub in ["pak", "indexes"] {
+        super::common::copy_tree(&repo().join(sub), &work.join(sub));
+    }
+    // One platform: the base is an x86_64 root.
+    let manifest = work.join("pak/stack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let one = text.replace(
+        "platforms = [\"manylinux_2_39_x86_64\", \"manylinux_2_39_aarch64\"]",
+        "platforms = [\"manylinux_2_39_x86_64\"]",
+    );
+    assert_ne!(one, text, "the shipped stack's platforms line moved");
+    std::fs::write(&manifest, one).unwrap();
+    let indexes = super::golden::write_indexes(&work.join("fixture-indexes"));
+    let base = root.display().to_string();
+    let with_base = ["--base", base.as_str()];
+
+    let compiled = build(work, &indexes, &with_base);
+    assert_eq!(compiled.count("layers-installed"), 4);
+    assert_eq!(compiled.count("layers-compiled"), 4);
+    let again = build(work, &indexes, &with_base);
+    assert_eq!(again.count("layers-installed"), 0);
+    assert_eq!(again.count("layers-compiled"), 0);
+    assert_eq!(again.count("layers-compressed"), 0);
+    assert_eq!(again.top, compiled.top);
+
+    let mut plain_args = with_base.to_vec();
+    plain_args.push("--no-compile");
+    let plain = build(work, &indexes, &plain_args);
+    assert_eq!(plain.count("layers-installed"), 4);
+    assert_eq!(plain.count("layers-compiled"), 0);
+    assert_ne!(plain.top, compiled.top);
+
+    let back = build(work, &indexes, &with_base);
+    assert_eq!(back.count("layers-installed"), 4);
+    assert_eq!(back.count("layers-compiled"), 4);
+    assert_eq!(back.count("layers-compressed"), 0);
+    assert_eq!(back.layers, compiled.layers);
+    assert_eq!(back.top, compiled.top);
+}
