@@ -52,6 +52,21 @@ pub struct Stack {
     /// `[compile] timeout`: how long compiling one layer's bytecode may take (qemu is slow);
     /// `None` when not set (the runtime's default applies).
     pub compile_timeout: Option<std::time::Duration>,
+    /// `[build]`: which projects may use wheels or sdists, and how sources are built.
+    pub build: BuildSettings,
+}
+
+/// `[build]` of stack.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// `no-binary` then `only-binary` values (pip's rules; pak file options and command-line
+    /// flags apply after these).
+    pub formats: Vec<pak::FormatOption>,
+    /// `[build.config-settings.NAME]`: PEP 517 config settings per project.
+    pub config_settings: BTreeMap<PackageName, BTreeMap<String, String>>,
+    /// `no-isolation`: projects built in the image's own environment (the packages the lock
+    /// puts in layers) instead of an isolated build environment.
+    pub no_isolation: Vec<PackageName>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -218,6 +233,8 @@ struct RawManifest {
     pack: RawPack,
     #[serde(default)]
     compile: RawCompile,
+    #[serde(default)]
+    build: RawBuild,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,6 +243,19 @@ struct RawCompile {
     /// Seconds, or a duration such as "90m".
     #[serde(default)]
     timeout: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBuild {
+    #[serde(default)]
+    no_binary: Vec<String>,
+    #[serde(default)]
+    only_binary: Vec<String>,
+    #[serde(default)]
+    config_settings: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    no_isolation: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -476,6 +506,7 @@ impl Stack {
                 )
             }
         };
+        let build = Self::load_build(&raw.build, &invalid)?;
         Ok(Stack {
             manifest,
             name: raw.stack.name,
@@ -488,6 +519,56 @@ impl Stack {
             base: base_path,
             split_threshold,
             compile_timeout,
+            build,
+        })
+    }
+
+    fn load_build(
+        raw: &RawBuild,
+        invalid: &dyn Fn(&str, String, &str) -> StackError,
+    ) -> Result<BuildSettings, StackError> {
+        let mut formats = Vec::new();
+        for (key, values, no_binary) in [
+            ("build.no-binary", &raw.no_binary, true),
+            ("build.only-binary", &raw.only_binary, false),
+        ] {
+            for value in values {
+                let selector = pak::BinarySelector::parse_value(value).map_err(|item| {
+                    invalid(
+                        key,
+                        format!("`{item}` is not a project name, `:all:` or `:none:`"),
+                        "list project names, or \":all:\" / \":none:\" as pip's option takes them, e.g. `no-binary = [\"dlib\"]`",
+                    )
+                })?;
+                formats.push(if no_binary {
+                    pak::FormatOption::NoBinary(selector)
+                } else {
+                    pak::FormatOption::OnlyBinary(selector)
+                });
+            }
+        }
+        let name = |key: &str, text: &str| {
+            text.parse::<PackageName>().map_err(|e| {
+                invalid(
+                    key,
+                    format!("`{text}` is not a project name: {e}"),
+                    "name the project as its requirement does, e.g. `dlib`",
+                )
+            })
+        };
+        let mut config_settings = BTreeMap::new();
+        for (project, settings) in &raw.config_settings {
+            config_settings.insert(name("build.config-settings", project)?, settings.clone());
+        }
+        let no_isolation = raw
+            .no_isolation
+            .iter()
+            .map(|text| name("build.no-isolation", text))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BuildSettings {
+            formats,
+            config_settings,
+            no_isolation,
         })
     }
 

@@ -217,6 +217,8 @@ pub struct BuildRequest {
     /// Reuse and record image layers in the layer cache ([`crate::pack::layer_cache`]).
     pub layer_cache: bool,
     pub network: NetworkOptions,
+    /// `--no-binary` / `--only-binary` (after the stack's and the pak files').
+    pub formats: Vec<crate::pak::FormatOption>,
 }
 
 /// One stage's name and seconds.
@@ -475,6 +477,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             mode: request.mode,
             torch_backend: request.torch_backend.clone(),
             bases: request.bases.clone(),
+            formats: request.formats.clone(),
             ..ResolveRequest::default()
         },
         progress,

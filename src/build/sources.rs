@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{mpsc, Arc, Mutex};
 
 use pep508_rs::{PackageName, VersionOrUrl};
 use sha2::{Digest, Sha256};
@@ -20,16 +21,19 @@ use super::{BuildError, Progress, Session, Silent};
 use crate::digest::Sha256Hex;
 use crate::fetch::select_wheels;
 use crate::filename::{SafeFileName, SdistFilename};
+use crate::index::core_metadata::CoreMetadata;
+use crate::index::page::DistFile;
 use crate::install::layout::EnvPaths;
 use crate::install::{install_layer, InstallOptions, InstallWheel};
 use crate::lock::{Lock, LockedDirectory, LockedSdist, LockedVcs, WheelHashes};
 use crate::pak::{PakLine, PakRequirement};
+use crate::resolve::formats::{SdistCandidates, SdistMetadata, SdistMetadataError};
 use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::source::git::GitUrl;
 use crate::source::{
-    build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, EnvError, Source, SourceError,
-    SourceKind,
+    build_wheel, BuildEnvironments, BuildOptions, BuiltWheel, EnvError, MetadataOrigin, Source,
+    SourceError, SourceKind,
 };
 use crate::stack::{Layer, Stack};
 use crate::target::Target;
@@ -165,7 +169,7 @@ pub struct BuiltSource {
 }
 
 /// What [`prebuild`] did: the stack whose source lines now name their built wheels (for the
-/// resolver, which takes wheels only), and the builds (for the lock).
+/// resolver, which takes wheels and index sdists), and the builds (for the lock).
 #[derive(Debug, Clone)]
 pub struct Prebuilt {
     pub stack: Stack,
@@ -264,14 +268,31 @@ fn fetch_sdist(
     url: &Url,
     sha256: &str,
 ) -> Result<PathBuf, BuildError> {
+    fetch_sdist_for(
+        session,
+        &format!("{}: `{}`", line.location, line.text),
+        url,
+        sha256,
+    )
+}
+
+/// [`fetch_sdist`] where errors start with `context` (a pak line, or the package and index).
+fn fetch_sdist_for(
+    session: &Session,
+    context: &str,
+    url: &Url,
+    sha256: &str,
+) -> Result<PathBuf, BuildError> {
+    let bad = |message: String| BuildError::Request {
+        message: format!("{context}: {message}"),
+    };
     let file = url
         .path_segments()
         .and_then(|mut s| s.next_back())
         .map(crate::http::percent_decode)
         .filter(|f| !f.is_empty() && !f.starts_with('.') && !f.contains(['/', '\\']))
-        .ok_or_else(|| source_error(line, "the URL names no file".to_string()))?;
-    let digest = Sha256Hex::parse(sha256)
-        .map_err(|e| source_error(line, format!("`#sha256={sha256}`: {e}")))?;
+        .ok_or_else(|| bad("the URL names no file".to_string()))?;
+    let digest = Sha256Hex::parse(sha256).map_err(|e| bad(format!("`#sha256={sha256}`: {e}")))?;
     let dest = session
         .cache()
         .root()
@@ -285,7 +306,7 @@ fn fetch_sdist(
     let actual = hex::encode(Sha256::digest(&response.body));
     if actual != sha256 {
         return Err(SourceError::HashMismatch {
-            package: line.text.clone(),
+            package: context.to_string(),
             path: PathBuf::from(crate::http::redact(url)),
             expected: sha256.to_string(),
             actual,
@@ -426,7 +447,7 @@ pub fn prebuild(
                 target,
                 runtime,
                 &envs,
-                &BuildOptions::new(&cache_dir),
+                &build_options(stack, &name, &cache_dir),
             )?;
             progress.note(&format!(
                 "{name}: {} {} in {:.1}s",
@@ -625,4 +646,389 @@ fn sdist_entry(url: Option<String>, path: Option<String>, source: &BuiltSource) 
             other: BTreeMap::new(),
         },
     }
+}
+
+/// The build options of project `name`: the defaults, with the stack's
+/// `[build.config-settings.NAME]`.
+pub fn build_options(stack: &Stack, name: &PackageName, cache_dir: &Path) -> BuildOptions {
+    let mut options = BuildOptions::new(cache_dir);
+    if let Some(settings) = stack.build.config_settings.get(name) {
+        options.config_settings = settings.clone();
+    }
+    options
+}
+
+/// The target runtimes of source builds, one per (base, target), made when first needed.
+#[derive(Default)]
+struct Runtimes(BTreeMap<String, Runtime>);
+
+impl Runtimes {
+    fn get(
+        &mut self,
+        stack: &Stack,
+        bases: &Bases,
+        target: &Target,
+        cache_dir: &Path,
+        what: &str,
+    ) -> Result<&Runtime, BuildError> {
+        let base = bases
+            .for_arch(target.platform.arch)
+            .ok_or_else(|| BuildError::Request {
+                message: format!(
+                    "building {what} from source for {target} needs a base to run the target's \
+                     Python: set `[base]` in stack.toml or pass --base"
+                ),
+            })?;
+        let key = format!("{}|{target}", base.display());
+        if !self.0.contains_key(&key) {
+            let runtime = Runtime::for_platform(
+                &Base::from_path(base)?,
+                target,
+                &stack.target.venv,
+                &RuntimeOptions {
+                    cache_dir: cache_dir.to_path_buf(),
+                    timeout: crate::runtime::DEFAULT_TIMEOUT,
+                },
+            )?;
+            self.0.insert(key.clone(), runtime);
+        }
+        self.0.get(&key).ok_or_else(|| BuildError::Request {
+            message: format!("the target runtime of {target} went missing"),
+        })
+    }
+}
+
+/// A message to the thread that answers index sdists' metadata for the resolver.
+enum SdistMessage {
+    Metadata {
+        target: Target,
+        name: PackageName,
+        version: pep440_rs::Version,
+        file: Box<DistFile>,
+        reply: mpsc::Sender<Result<CoreMetadata, SdistMetadataError>>,
+    },
+    Stop,
+}
+
+/// The resolver's [`SdistMetadata`] hook: hands each question to the thread running
+/// [`serve_sdist_metadata`] (which holds the session) and waits for the answer.
+pub struct SdistHook {
+    tx: Mutex<mpsc::Sender<SdistMessage>>,
+}
+
+impl std::fmt::Debug for SdistHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SdistHook")
+    }
+}
+
+impl SdistMetadata for SdistHook {
+    fn metadata(
+        &self,
+        target: &Target,
+        name: &PackageName,
+        version: &pep440_rs::Version,
+        file: &DistFile,
+    ) -> Result<CoreMetadata, SdistMetadataError> {
+        let stopped = || SdistMetadataError {
+            message: format!(
+                "{name} {version}: the source-build worker stopped before reading {}",
+                file.filename
+            ),
+            help: None,
+        };
+        let (reply, answer) = mpsc::channel();
+        self.tx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(SdistMessage::Metadata {
+                target: target.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                file: Box::new(file.clone()),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+/// Runs `resolve` (a resolution) with index sdists as candidates where every target has a
+/// base to build them in: their metadata is answered on a second thread that holds the
+/// session (PEP 643 `PKG-INFO`, else the prepare hook in the target runtime). Without a
+/// base, `resolve` gets no hook and sdists stay out, as before.
+pub fn with_sdist_metadata<T>(
+    session: &Session,
+    stack: &Stack,
+    targets: &[Target],
+    bases: &Bases,
+    progress: &dyn Progress,
+    resolve: impl FnOnce(Option<SdistCandidates>) -> T,
+) -> T {
+    let buildable = !targets.is_empty()
+        && targets
+            .iter()
+            .all(|t| bases.for_arch(t.platform.arch).is_some());
+    if !buildable {
+        return resolve(None);
+    }
+    let (tx, rx) = mpsc::channel();
+    let stop = tx.clone();
+    let hook = SdistCandidates {
+        hook: Arc::new(SdistHook { tx: Mutex::new(tx) }),
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| serve_sdist_metadata(session, stack, bases, rx, progress));
+        let outcome = resolve(Some(hook));
+        // The resolver's tasks may outlive it and keep the hook: stop the worker by message.
+        let _ = stop.send(SdistMessage::Stop);
+        outcome
+    })
+}
+
+/// Answers the resolver's questions about index sdists until told to stop.
+fn serve_sdist_metadata(
+    session: &Session,
+    stack: &Stack,
+    bases: &Bases,
+    rx: mpsc::Receiver<SdistMessage>,
+    progress: &dyn Progress,
+) {
+    let mut runtimes = Runtimes::default();
+    while let Ok(SdistMessage::Metadata {
+        target,
+        name,
+        version,
+        file,
+        reply,
+    }) = rx.recv()
+    {
+        let answer = index_sdist_metadata(
+            session,
+            stack,
+            bases,
+            &mut runtimes,
+            &target,
+            &name,
+            &version,
+            &file,
+            progress,
+        )
+        .map_err(|e| SdistMetadataError {
+            message: e.to_string(),
+            help: e.help(),
+        });
+        let _ = reply.send(answer);
+    }
+}
+
+/// The sha256 an index gives for an sdist, or why it cannot be built.
+fn index_sha256(context: &str, sha256: Option<&str>) -> Result<String, BuildError> {
+    sha256
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| BuildError::Request {
+            message: format!(
+                "{context}: the index gives no sha256 for it, and comfypak builds only sources \
+                 it can verify (use an index that publishes digests)"
+            ),
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn index_sdist_metadata(
+    session: &Session,
+    stack: &Stack,
+    bases: &Bases,
+    runtimes: &mut Runtimes,
+    target: &Target,
+    name: &PackageName,
+    version: &pep440_rs::Version,
+    file: &DistFile,
+    progress: &dyn Progress,
+) -> Result<CoreMetadata, BuildError> {
+    let context = format!("{name} {version} (sdist {})", file.filename);
+    let sha256 = index_sha256(&context, file.hashes.sha256.as_deref())?;
+    let path = fetch_sdist_for(session, &context, &file.url, &sha256)?;
+    let source = Source {
+        kind: SourceKind::Sdist(path),
+        package: name.to_string(),
+        expected_sha256: Some(sha256),
+    };
+    let cache_dir = session.cache().root().to_path_buf();
+    let runtime = runtimes.get(stack, bases, target, &cache_dir, name.as_ref())?;
+    let envs = StackBuildEnvs {
+        session,
+        stack,
+        target: target.clone(),
+    };
+    let (meta, origin) = crate::source::metadata(
+        &source,
+        target,
+        runtime,
+        &envs,
+        &build_options(stack, name, &cache_dir),
+    )?;
+    let meta_name = crate::index::page::normalize_name(&meta.name);
+    if meta_name != name.as_ref() || &meta.version != version {
+        return Err(SourceError::BadOutput {
+            package: name.to_string(),
+            what: format!(
+                "metadata for {} {} out of the sdist {}, which the index lists as {name} {version}",
+                meta.name, meta.version, file.filename
+            ),
+        }
+        .into());
+    }
+    progress.note(&format!(
+        "{name} {version}: metadata of the sdist {} {}",
+        file.filename,
+        match origin {
+            MetadataOrigin::PkgInfo => "read from its PKG-INFO (PEP 643)",
+            MetadataOrigin::PrepareHook => "from prepare_metadata_for_build_wheel",
+            MetadataOrigin::BuiltWheel => "from a build (the backend has no prepare hook)",
+            MetadataOrigin::Cache => "from the cache",
+        }
+    ));
+    Ok(meta)
+}
+
+/// Copies a built wheel into the wheel cache (where install finds locked wheels by sha256).
+fn cache_built(session: &Session, built: &BuiltWheel, context: &str) -> Result<(), BuildError> {
+    let bad = |message: String| BuildError::Request {
+        message: format!("{context}: {message}"),
+    };
+    let sha = Sha256Hex::parse(&built.sha256).map_err(|e| bad(e.to_string()))?;
+    let filename = SafeFileName::parse(&built.filename).map_err(|e| bad(e.to_string()))?;
+    let cached = session.cache().wheel_path(&sha, &filename);
+    if !cached.is_file() {
+        let bytes = std::fs::read(&built.path).map_err(|source| SourceError::Io {
+            path: built.path.clone(),
+            source,
+        })?;
+        crate::fsutil::write_atomic(&cached, &bytes).map_err(|source| SourceError::Io {
+            path: cached.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Builds the index sdists the resolution chose (lock entries with `[packages.sdist]` from an
+/// index and no built wheel yet) for every target no published wheel of them fits, records
+/// the built wheels under `[packages.tool.comfypak] built` and puts them into the wheel
+/// cache. Returns how many wheels it built or took from the build cache.
+pub fn build_index_sdists(
+    session: &Session,
+    lock: &mut Lock,
+    stack: &Stack,
+    targets: &[Target],
+    bases: &Bases,
+    progress: &dyn Progress,
+) -> Result<usize, BuildError> {
+    let cache_dir = session.cache().root().to_path_buf();
+    let mut runtimes = Runtimes::default();
+    let mut count = 0;
+    for package in &mut lock.packages {
+        let from_index = package.index.is_some()
+            && package.vcs.is_none()
+            && package.directory.is_none()
+            && package.tool.comfypak.built.is_empty();
+        let Some(sdist) = package.sdist.clone().filter(|_| from_index) else {
+            continue;
+        };
+        let Some(url) = sdist.url.as_deref() else {
+            continue;
+        };
+        let name = package.name.clone();
+        let version = package.version.clone();
+        let context = format!(
+            "{name} {version} (sdist {})",
+            sdist.name.as_deref().unwrap_or(url)
+        );
+        let bad = |message: String| BuildError::Request {
+            message: format!("{context}: {message}"),
+        };
+        let url = Url::parse(url).map_err(|e| bad(format!("the locked URL: {e}")))?;
+        let sha256 = index_sha256(&context, sdist.hashes.sha256.as_ref().map(|s| s.as_str()))?;
+        let mut source = None;
+        let mut built: Vec<crate::lock::LockedWheel> = Vec::new();
+        for target in targets {
+            let prepared = crate::lock::PreparedTarget::new(target);
+            if !prepared.applies_to(package).unwrap_or(false)
+                || prepared.wheel_for(package).is_some()
+            {
+                continue;
+            }
+            let source = match &source {
+                Some(source) => source,
+                None => {
+                    let path = fetch_sdist_for(session, &context, &url, &sha256)?;
+                    source.insert(Source {
+                        kind: SourceKind::Sdist(path),
+                        package: name.to_string(),
+                        expected_sha256: Some(sha256.clone()),
+                    })
+                }
+            };
+            let runtime = runtimes.get(stack, bases, target, &cache_dir, name.as_ref())?;
+            let envs = StackBuildEnvs {
+                session,
+                stack,
+                target: target.clone(),
+            };
+            progress.stage(&format!(
+                "building {name} {version} from its sdist for {target}"
+            ));
+            let made = build_wheel(
+                source,
+                target,
+                runtime,
+                &envs,
+                &build_options(stack, &name, &cache_dir),
+            )?;
+            let parsed: crate::filename::WheelFilename = made
+                .filename
+                .parse()
+                .map_err(|e| bad(format!("the built wheel `{}`: {e}", made.filename)))?;
+            if parsed.version != version {
+                return Err(SourceError::BadOutput {
+                    package: name.to_string(),
+                    what: format!(
+                        "`{}`, but the resolver chose {name} {version} from the sdist's metadata",
+                        made.filename
+                    ),
+                }
+                .into());
+            }
+            progress.note(&format!(
+                "{name}: {} {} in {:.1}s",
+                made.filename,
+                if made.cached {
+                    "from the build cache"
+                } else {
+                    "built"
+                },
+                made.seconds
+            ));
+            cache_built(session, &made, &context)?;
+            count += 1;
+            if !built
+                .iter()
+                .any(|w| w.sha256().map(|s| s.as_str()) == Some(made.sha256.as_str()))
+            {
+                built.push(crate::lock::LockedWheel {
+                    name: SafeFileName::parse(&made.filename).map_err(|e| bad(e.to_string()))?,
+                    url: None,
+                    path: None,
+                    upload_time: None,
+                    size: Some(made.size),
+                    hashes: WheelHashes::sha256(
+                        Sha256Hex::parse(&made.sha256).map_err(|e| bad(e.to_string()))?,
+                    ),
+                });
+            }
+        }
+        package.tool.comfypak.built = built;
+    }
+    Ok(count)
 }

@@ -23,7 +23,7 @@ use crate::pack::{
     PlatformLayers,
 };
 use crate::resolve::backend::select_backend;
-use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
+use crate::resolve::to_lock::{resolve_stack_with, SourceSettings, UpgradeRequest};
 use crate::stack::Stack;
 use crate::target::{Arch, Platform, PythonVersion, Target};
 
@@ -91,6 +91,8 @@ pub struct ResolveRequest {
     /// The bases whose Python builds the stack's source requirements (sdists, folders);
     /// empty: the stack's `[base]`.
     pub bases: crate::runtime::Bases,
+    /// `--no-binary` / `--only-binary` (after the stack's and the pak files').
+    pub formats: Vec<crate::pak::FormatOption>,
 }
 
 /// What `resolve` found.
@@ -185,7 +187,8 @@ pub fn resolve(
         Err(e) => return Err(e.into()),
     };
 
-    // Source requirements become wheels first: the resolver takes wheels only.
+    // Source requirements (URLs, folders, git) become wheels first; index sdists are the
+    // resolver's.
     let mut bases = request.bases.clone();
     if bases.is_empty() {
         bases.all = stack.base.clone();
@@ -193,17 +196,34 @@ pub fn resolve(
     let prebuilt = super::sources::prebuild(session, &stack, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());
-    let outcome = session.block_on(resolve_stack(
-        prebuilt.as_ref().map_or(&stack, |p| &p.stack),
+    // Index sdists are candidates where a base can build them.
+    let resolving = prebuilt.as_ref().map_or(&stack, |p| &p.stack);
+    let outcome = super::sources::with_sdist_metadata(
+        session,
+        resolving,
         &targets,
-        &client,
-        request.prerelease,
-        &request.upgrade,
-        existing.as_ref(),
+        &bases,
         progress,
-    ));
+        |sdists| {
+            session
+                .block_on(resolve_stack_with(
+                    resolving,
+                    &targets,
+                    &client,
+                    request.prerelease,
+                    &request.upgrade,
+                    existing.as_ref(),
+                    progress,
+                    &SourceSettings {
+                        formats: request.formats.clone(),
+                        sdists,
+                    },
+                ))
+                .map_err(Box::new)
+        },
+    );
     progress.resolve_finished();
-    let mut lock = outcome?;
+    let mut lock = outcome.map_err(|e| BuildError::from(*e))?;
     // The digests registry bases resolved to are not the resolver's: they stay as locked
     // (`build` updates them when it pulls).
     if let Some(existing) = &existing {
@@ -212,6 +232,7 @@ pub fn resolve(
     if let Some(prebuilt) = &prebuilt {
         super::sources::record_sources(&mut lock, &stack, prebuilt, &request.lock);
     }
+    super::sources::build_index_sdists(session, &mut lock, &stack, &targets, &bases, progress)?;
     let summary = LockSummary::of(&lock)?;
 
     if request.mode == LockMode::Locked {

@@ -73,6 +73,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_layer_cache: bool,
     #[command(flatten)]
+    pub formats: super::resolve_cmd::FormatArgs,
+    #[command(flatten)]
     pub network: NetworkArgs,
 }
 
@@ -98,6 +100,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         split_threshold: args.split_threshold.map(|t| t.0),
         layer_cache: !args.no_layer_cache,
         network: args.network.options(),
+        formats: args.formats.options()?,
     };
     let progress = CliProgress::new(quiet).with_stage_reports();
     let report = build::run(&request, &progress)?;

@@ -18,6 +18,7 @@ use super::progress::CliProgress;
 use crate::build::{self, LockMode, ResolveReport, ResolveRequest, ResolveStatus};
 use crate::diff::human_bytes;
 use crate::lock::LockSummary;
+use crate::pak::{BinarySelector, FormatOption};
 use crate::resolve::to_lock::UpgradeRequest;
 use crate::target::{Platform, PythonVersion};
 
@@ -60,6 +61,8 @@ pub struct ResolveArgs {
         conflicts_with = "frozen"
     )]
     pub torch_backend: Option<String>,
+    #[command(flatten)]
+    pub formats: FormatArgs,
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +73,44 @@ pub struct ResolveArgs {
     pub profile: bool,
     #[command(flatten)]
     pub network: NetworkArgs,
+}
+
+/// `--no-binary` / `--only-binary`, as pip takes them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FormatArgs {
+    /// Build these projects from their sdists, never from wheels: `:all:`, `:none:` or
+    /// comma-separated names, as pip's option (repeatable; after the stack's [build] and the
+    /// pak files' options). Building needs a base (`[base]` or --base).
+    #[arg(long = "no-binary", value_name = "NAMES")]
+    pub no_binary: Vec<String>,
+    /// Never build these projects from sdists: `:all:`, `:none:` or comma-separated names.
+    #[arg(long = "only-binary", value_name = "NAMES")]
+    pub only_binary: Vec<String>,
+}
+
+impl FormatArgs {
+    /// The options in order: every --no-binary, then every --only-binary.
+    pub fn options(&self) -> anyhow::Result<Vec<FormatOption>> {
+        let mut out = Vec::new();
+        for (flag, values) in [
+            ("--no-binary", &self.no_binary),
+            ("--only-binary", &self.only_binary),
+        ] {
+            for value in values {
+                let selector = BinarySelector::parse_value(value).map_err(|item| {
+                    anyhow::anyhow!(
+                        "{flag} {value}: `{item}` is not a project name, `:all:` or `:none:`"
+                    )
+                })?;
+                out.push(if flag == "--no-binary" {
+                    FormatOption::NoBinary(selector)
+                } else {
+                    FormatOption::OnlyBinary(selector)
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -106,6 +147,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         },
         torch_backend: args.torch_backend.clone(),
         bases: crate::runtime::Bases::default(),
+        formats: args.formats.options()?,
     };
     let session = args.network.session()?;
     let report = build::resolve(

@@ -261,8 +261,13 @@ pub fn select_wheels(
         if !prepared.applies_to(package)? {
             continue;
         }
-        let built = package.wheels.is_empty() && !package.tool.comfypak.built.is_empty();
         let wheel = best_wheel(package, &prepared)?;
+        let built = package
+            .tool
+            .comfypak
+            .built
+            .iter()
+            .any(|b| std::ptr::eq(b, wheel));
         let Some(sha256) = wheel.sha256().cloned() else {
             return Err(SelectError::NoHash {
                 package: package.name.to_string(),
@@ -278,7 +283,8 @@ pub fn select_wheels(
             });
         }
         let direct_url = match (&package.sdist, &package.directory) {
-            (Some(sdist), _) if built => sdist.url.clone(),
+            // An index sdist is no direct URL (pip writes none for it either).
+            (Some(sdist), _) if built && package.index.is_none() => sdist.url.clone(),
             (_, Some(directory)) if built => Some(format!("file://{}", directory.path)),
             _ if built && package.vcs.is_some() => package
                 .vcs

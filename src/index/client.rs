@@ -131,6 +131,13 @@ pub enum IndexError {
     NotFound { name: String, indexes: String },
     #[error("{0}")]
     Config(String),
+    /// An index sdist's metadata could not be had (its PKG-INFO or a prepare hook in the
+    /// target runtime).
+    #[error("{message}")]
+    SourceMetadata {
+        message: String,
+        help: Option<String>,
+    },
     #[error("index `{index}`: the https page {page} links {link} over plain http; refusing to downgrade")]
     InsecureLink {
         index: String,
@@ -164,6 +171,7 @@ impl IndexError {
                  http:// URL if plain http is really meant"
             )),
             IndexError::Http(e) => e.help(),
+            IndexError::SourceMetadata { help, .. } => help.clone(),
             _ => None,
         }
     }

@@ -94,11 +94,15 @@ impl<'t> PreparedTarget<'t> {
     pub fn wheel_for<'a>(&self, package: &'a LockedPackage) -> Option<&'a LockedWheel> {
         let tags = &self.tags;
         let mut best: Option<(&LockedWheel, WheelFilename)> = None;
-        // A package built from source has its built wheels instead of published ones.
-        let wheels = if package.wheels.is_empty() {
-            &package.tool.comfypak.built
-        } else {
+        // A package built from source has its built wheels instead of published ones (or
+        // beside them, for the platforms none of them fits).
+        let fits = |w: &LockedWheel| {
+            WheelFilename::from_str(&w.name).is_ok_and(|p| p.best_priority(tags).is_some())
+        };
+        let wheels = if package.wheels.iter().any(fits) {
             &package.wheels
+        } else {
+            &package.tool.comfypak.built
         };
         for wheel in wheels {
             let Ok(parsed) = WheelFilename::from_str(&wheel.name) else {

@@ -4,7 +4,7 @@
 //! Owns: comments, `\` continuations, `${VAR}` expansion, PEP 508 lines, bare URL lines,
 //! per-line `--hash`, `-r` includes (relative to the including file, with cycle detection),
 //! `-c` constraint files, and the global options (`--pre`, `--only-binary`, `--no-binary`;
-//! `--prefer-binary` is accepted as a no-op, since comfypak installs wheels only anyway;
+//! `--prefer-binary` is accepted as a no-op: a version's wheel is always preferred to its sdist;
 //! `-i`, `--extra-index-url` and `-f` are read, and a stack refuses them with
 //! [`refuse_index_options`], since its indexes are configured in `indexes/*.toml`). Everything comfypak cannot
 //! honour (editables, local paths, `--trusted-host`, build options, unknown options, ...) is
@@ -109,6 +109,33 @@ pub enum BinarySelector {
     None,
     /// Comma-separated project names.
     Packages(Vec<PackageName>),
+}
+
+/// One `--no-binary` or `--only-binary` value, as written (stack, pak file or command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FormatOption {
+    NoBinary(BinarySelector),
+    OnlyBinary(BinarySelector),
+}
+
+impl BinarySelector {
+    /// `:all:`, `:none:` or a comma-separated list of names (as pip reads the option's
+    /// value); the bad item on error.
+    pub fn parse_value(value: &str) -> Result<BinarySelector, String> {
+        match value.trim() {
+            ":all:" => return Ok(BinarySelector::All),
+            ":none:" => return Ok(BinarySelector::None),
+            _ => {}
+        }
+        value
+            .split(',')
+            .map(|item| {
+                let item = item.trim();
+                item.parse::<PackageName>().map_err(|_| item.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(BinarySelector::Packages)
+    }
 }
 
 /// Global options seen in a pak file and the files it includes, in the order written.

@@ -285,8 +285,17 @@ pub(crate) fn url_needs_build(url: &str) -> Option<String> {
             "bzr" => "Bazaar",
             other => other,
         };
+        if vcs == "git" {
+            return Some(
+                "a git repository URL: it is built into a wheel before resolving, in \
+                 the target runtime of the stack's base (`[base]` in stack.toml); it needs a \
+                 project name (`name @ git+URL` or `#egg=name`)"
+                    .to_string(),
+            );
+        }
         return Some(format!(
-            "a {vcs} repository URL: it must be built from source, and comfypak installs prebuilt wheels only"
+            "a {vcs} repository URL: comfypak builds git repositories only (git, sdist and \
+             folder sources are built into wheels before resolving)"
         ));
     }
     let file = last_segment(url);
@@ -294,13 +303,14 @@ pub(crate) fn url_needs_build(url: &str) -> Option<String> {
         None
     } else if is_sdist(file) {
         Some(format!(
-            "`{file}` is a source distribution: the resolver takes wheels only, so it is built first, in the target runtime of the stack's base (`[base]` in stack.toml)"
+            "`{file}` is a source distribution: it is built into a wheel before resolving, in the target runtime of the stack's base (`[base]` in stack.toml)"
         ))
     } else if scheme == "file" {
-        Some("a local folder: the resolver takes wheels only, so it is built first, in the target runtime of the stack's base (`[base]` in stack.toml)".into())
+        Some("a local folder: it is built into a wheel before resolving, in the target runtime of the stack's base (`[base]` in stack.toml)".into())
     } else {
         Some(format!(
-            "`{}` is not a wheel (.whl) URL, and comfypak installs prebuilt wheels only",
+            "`{}` is neither a wheel (.whl) nor a source archive (.tar.gz, .zip) URL: \
+             comfypak installs wheels, and builds sdists, folders and git sources into wheels",
             redact(url)
         ))
     }

@@ -31,6 +31,8 @@ use crate::filename::{
 use crate::index::page::DistFile;
 use crate::target::CompatibleTags;
 
+use super::formats::{is_sdist_name, Allowed, FormatControl};
+
 /// What every project of one resolution is judged against.
 #[derive(Debug, Clone)]
 pub(crate) struct CandidateContext {
@@ -47,6 +49,11 @@ pub(crate) struct CandidateContext {
     /// `target.gpus`: a file that claims architectures (`-hopper-`, `+...sm90`) must cover
     /// every one of them.
     pub gpus: Vec<GpuArch>,
+    /// `--no-binary` / `--only-binary`, from the stack, the pak files and the command line.
+    pub formats: FormatControl,
+    /// Whether index sdists can be built (a hook reads their metadata); without it a version
+    /// with no fitting wheel is unusable, as before.
+    pub sdists: bool,
 }
 
 /// Why a version cannot be installed on the target.
@@ -72,6 +79,11 @@ pub(crate) enum Unusable {
         /// A labelled build of the project, e.g. `2.8.3+cu13torch2.11cxx11abiTRUE`.
         example: String,
     },
+    /// It has sdists but none may be built here: `why` says what stops it (no base to build
+    /// in, or `--only-binary`).
+    SdistNotBuilt { why: String },
+    /// `--no-binary` covers the project and this version has no sdist to build.
+    NoSdist,
     /// Every fitting file claims GPU architectures (a `-hopper-` build tag, `sm90` in its
     /// label) that leave out one of `target.gpus`; `reason` names the file and the
     /// architecture.
@@ -93,7 +105,7 @@ impl Unusable {
                 }
                 if !sdists.is_empty() {
                     parts.push(format!(
-                        "{} {} (not built: comfypak installs wheels only)",
+                        "{} {}",
                         if sdists.len() == 1 {
                             "an sdist"
                         } else {
@@ -107,6 +119,26 @@ impl Unusable {
                 } else {
                     parts.join("; ")
                 }
+            }
+            Unusable::SdistNotBuilt { why } => {
+                let (wheel_tags, sdists) = files.tags_and_sdists();
+                let sdists = format!(
+                    "{} {}, not built: {why}",
+                    if sdists.len() == 1 {
+                        "an sdist"
+                    } else {
+                        "sdists"
+                    },
+                    sdists.join(", ")
+                );
+                if wheel_tags.is_empty() {
+                    sdists
+                } else {
+                    format!("wheels only for {}; {sdists}", summarize_tags(&wheel_tags))
+                }
+            }
+            Unusable::NoSdist => {
+                "no-binary covers the project and this version has no sdist to build".to_string()
             }
             Unusable::NotInHashes => {
                 "none of its wheels has a sha256 listed by the pak line's --hash".to_string()
@@ -152,11 +184,18 @@ fn summarize_tags(tags: &[String]) -> String {
     }
 }
 
-/// The wheel chosen for a version.
+/// The wheel chosen for a version (or, where no wheel may be used, the sdist to build).
 #[derive(Debug, Clone)]
 pub(crate) struct ChosenWheel {
     pub file: DistFile,
     pub yanked: bool,
+}
+
+impl ChosenWheel {
+    /// Whether it is an sdist to build rather than a wheel.
+    pub fn is_sdist(&self) -> bool {
+        is_sdist_name(&self.file.filename)
+    }
 }
 
 /// What a version's build is tied to, and where that came from.
@@ -332,6 +371,7 @@ impl ProjectCandidates {
             }
         }
         let allowed_hashes = ctx.hashes.get(name);
+        let formats = ctx.formats.allowed(name);
         let mut versions: Vec<VersionFiles> = by_version
             .into_iter()
             .map(|(version, grouped)| {
@@ -341,6 +381,7 @@ impl ProjectCandidates {
                     grouped.other_names,
                     ctx,
                     allowed_hashes,
+                    formats,
                 )
             })
             .collect();
@@ -393,6 +434,7 @@ fn judge_version(
     other_names: Vec<String>,
     ctx: &CandidateContext,
     allowed_hashes: Option<&BTreeSet<String>>,
+    formats: Allowed,
 ) -> VersionFiles {
     let mut best: Option<(DistFile, crate::filename::WheelFilename)> = None;
     let mut best_yanked: Option<(DistFile, crate::filename::WheelFilename)> = None;
@@ -403,6 +445,9 @@ fn judge_version(
         let DistFilename::Wheel(wheel) = parsed else {
             continue;
         };
+        if !formats.binary {
+            continue;
+        }
         if wheel.best_priority(&ctx.tags).is_none() {
             continue;
         }
@@ -449,15 +494,42 @@ fn judge_version(
             yanked: false,
         }),
         (None, Some((file, _))) => Ok(ChosenWheel { file, yanked: true }),
-        (None, None) => Err(if let Some(specifier) = python_blocked {
-            Unusable::RequiresPython { specifier }
-        } else if hash_blocked {
-            Unusable::NotInHashes
-        } else if let Some(reason) = arch_blocked {
-            Unusable::GpuArch { reason }
-        } else {
-            Unusable::NoFittingWheel
-        }),
+        (None, None) => {
+            let has_sdist = files.iter().any(|(f, _)| is_sdist_name(&f.filename))
+                || other_names.iter().any(|n| is_sdist_name(n));
+            let buildable = formats.source && ctx.sdists;
+            let sdist = if buildable {
+                choose_sdist(&files, ctx, allowed_hashes)
+            } else {
+                None
+            };
+            match sdist {
+                Some(Ok(chosen)) => Ok(chosen),
+                sdist => Err(if let Some(specifier) = python_blocked {
+                    Unusable::RequiresPython { specifier }
+                } else if hash_blocked {
+                    Unusable::NotInHashes
+                } else if let Some(reason) = arch_blocked {
+                    Unusable::GpuArch { reason }
+                } else if let Some(Err(why)) = sdist {
+                    why
+                } else if has_sdist && !buildable {
+                    Unusable::SdistNotBuilt {
+                        why: if formats.source {
+                            "sdists are built only in the target runtime of a base: set \
+                             [base] in stack.toml or pass --base"
+                                .to_string()
+                        } else {
+                            "only-binary covers the project".to_string()
+                        },
+                    }
+                } else if !formats.binary && !has_sdist {
+                    Unusable::NoSdist
+                } else {
+                    Unusable::NoFittingWheel
+                }),
+            }
+        }
     };
     VersionFiles {
         version,
@@ -465,6 +537,61 @@ fn judge_version(
         files: files.into_iter().map(|(file, _)| file).collect(),
         other_names,
         coupling: None,
+    }
+}
+
+/// The sdist to build for a version without a usable wheel: non-yanked first, `.tar.gz`
+/// before other archives, then index order; None when it has none; the reason when every
+/// sdist is ruled out (Requires-Python, `--hash`).
+fn choose_sdist(
+    files: &[(DistFile, DistFilename)],
+    ctx: &CandidateContext,
+    allowed_hashes: Option<&BTreeSet<String>>,
+) -> Option<Result<ChosenWheel, Unusable>> {
+    let mut blocked = None;
+    let mut best: Option<&DistFile> = None;
+    let rank = |f: &DistFile| {
+        (
+            f.yanked.is_yanked(),
+            !f.filename.to_ascii_lowercase().ends_with(".tar.gz"),
+        )
+    };
+    for (file, parsed) in files {
+        if !matches!(parsed, DistFilename::Sdist(_)) || !is_sdist_name(&file.filename) {
+            continue;
+        }
+        if let Some(text) = &file.requires_python {
+            if let Ok(specifiers) = VersionSpecifiers::from_str(text) {
+                if !specifiers.contains(&ctx.python) {
+                    blocked = Some(Unusable::RequiresPython {
+                        specifier: text.clone(),
+                    });
+                    continue;
+                }
+            }
+        }
+        if let Some(allowed) = allowed_hashes {
+            let fits = file
+                .hashes
+                .sha256
+                .as_ref()
+                .is_some_and(|sha| allowed.contains(&sha.to_ascii_lowercase()));
+            if !fits {
+                blocked.get_or_insert(Unusable::NotInHashes);
+                continue;
+            }
+        }
+        if best.is_none_or(|b| rank(file) < rank(b)) {
+            best = Some(file);
+        }
+    }
+    match (best, blocked) {
+        (Some(file), _) => Some(Ok(ChosenWheel {
+            file: file.clone(),
+            yanked: file.yanked.is_yanked(),
+        })),
+        (None, Some(why)) => Some(Err(why)),
+        (None, None) => None,
     }
 }
 

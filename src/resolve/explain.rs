@@ -627,14 +627,18 @@ fn help_lines(facts: &[Fact], cx: &ExplainContext<'_>) -> Vec<String> {
     let no_wheel = facts.iter().any(|fact| match fact {
         Fact::NoVersions { name, range } => (cx.pages)(name).is_some_and(|page| {
             page.versions.iter().any(|v| {
-                range.contains(&v.version) && matches!(v.wheel, Err(Unusable::NoFittingWheel))
+                range.contains(&v.version)
+                    && matches!(
+                        v.wheel,
+                        Err(Unusable::NoFittingWheel | Unusable::SdistNotBuilt { .. })
+                    )
             })
         }),
         _ => false,
     });
     if no_wheel {
         help.push(format!(
-            "comfypak installs prebuilt wheels only and never builds sdists: pick a version that has a wheel for {} ({}), or pin the package to an index that has one",
+            "pick a version that has a wheel for {} ({}), pin the package to an index that has one, or let comfypak build its sdist (it needs a base, `[base]` in stack.toml or --base, and no only-binary for the package)",
             cx.target,
             target_tag_examples(cx.target)
         ));

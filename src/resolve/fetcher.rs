@@ -30,6 +30,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::backend::family_refusal;
 use super::candidates::{CandidateContext, ProjectCandidates};
+use super::formats::is_sdist_name;
 use super::profile::{NodeKey, ResolveProfile, TraceLog};
 use super::ranges::specifiers_to_ranges;
 use crate::filename::wheel_may_fit;
@@ -73,6 +74,10 @@ pub(crate) struct FetcherSettings {
     /// and constraints. A prefetch outside them would be wasted.
     pub bounds: BTreeMap<PackageName, Ranges<Version>>,
     pub prerelease: bool,
+    /// Index sdists as candidates: the hook reading their metadata.
+    pub sdists: Option<super::formats::SdistCandidates>,
+    /// The target (the sdist hook builds for it).
+    pub target: crate::target::Target,
 }
 
 pub(crate) struct Fetcher {
@@ -197,7 +202,9 @@ impl Fetcher {
             return Ok(Arc::new(ProjectCandidates::missing(name, why)));
         }
         // Only wheels that may fit the target are read in full; the rest by name.
-        let keep = |filename: &str| wheel_may_fit(filename, &ctx.tags);
+        let keep = |filename: &str| {
+            wheel_may_fit(filename, &ctx.tags) || (ctx.sdists && is_sdist_name(filename))
+        };
         match self
             .settings
             .client
@@ -255,16 +262,24 @@ impl Fetcher {
         };
         let task = self.handle.spawn(async move {
             let page = page.await?;
-            let file = page
+            let chosen = page
                 .get(&owned_version)
                 .and_then(|v| v.wheel.as_ref().ok())
-                .map(|w| w.file.clone())
+                .cloned()
                 .ok_or_else(|| {
                     Arc::new(IndexError::Config(format!(
                         "{owned_name} {owned_version} has no wheel for the target"
                     )))
                 })?;
+            let file = chosen.file.clone();
             this.metadata_reads.fetch_add(1, Ordering::Relaxed);
+            if chosen.is_sdist() {
+                let read = this.sdist_metadata(&owned_name, &owned_version, file).await;
+                lock(&this.log).finish(id, FetchTrace::default());
+                let read = read?;
+                let _ = this.events.send(Event::MetadataFetched(owned_name));
+                return Ok(read);
+            }
             let mut trace = FetchTrace::default();
             let read = this
                 .settings
@@ -282,6 +297,35 @@ impl Fetcher {
             .shared();
         metadata.insert(key, shared.clone());
         shared
+    }
+
+    /// The metadata of an index sdist, from the pipeline's hook on a blocking thread (it may
+    /// run a build hook in the target runtime).
+    async fn sdist_metadata(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        file: DistFile,
+    ) -> MetadataResult {
+        let Some(sdists) = self.settings.sdists.clone() else {
+            return Err(Arc::new(IndexError::Config(format!(
+                "{name} {version}: the sdist {} was chosen without a way to build it",
+                file.filename
+            ))));
+        };
+        let target = self.settings.target.clone();
+        let (name, version) = (name.clone(), version.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            sdists.hook.metadata(&target, &name, &version, &file)
+        })
+        .await
+        .map_err(|e| task_failed("an sdist's metadata", e))?;
+        answer.map(Arc::new).map_err(|e| {
+            Arc::new(IndexError::SourceMetadata {
+                message: e.message,
+                help: e.help,
+            })
+        })
     }
 
     /// Starts the page of `name` and, in the background, the METADATA of its likely version
@@ -330,6 +374,14 @@ impl Fetcher {
             let Some(version) = this.likely_version(&page, hint.as_ref()) else {
                 return;
             };
+            // An sdist's metadata may need a build: only when the solver asks for it.
+            if page
+                .get(&version)
+                .and_then(|v| v.wheel.as_ref().ok())
+                .is_some_and(|w| w.is_sdist())
+            {
+                return;
+            }
             let fresh =
                 lock(&this.prefetched).insert((name.clone(), version.clone(), extras.clone()));
             if !fresh {

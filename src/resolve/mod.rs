@@ -24,6 +24,7 @@ pub mod backend;
 mod candidates;
 mod explain;
 mod fetcher;
+pub mod formats;
 pub mod layers;
 pub mod profile;
 mod provider;
@@ -91,6 +92,11 @@ pub struct ResolveOptions {
     pub preferences: BTreeMap<PackageName, Version>,
     /// The torch backend; None: the stack's `target.torch-backend` (`auto` reads this host).
     pub torch_backend: Option<Backend>,
+    /// `--no-binary` / `--only-binary` from the command line (applied after the stack's
+    /// `[build]` values and the pak files' options).
+    pub formats: Vec<formats::FormatOption>,
+    /// Index sdists as candidates where no wheel of a version may be used; None: wheels only.
+    pub sdists: Option<formats::SdistCandidates>,
 }
 
 /// A pak line of a layer (a requirement, or a constraint).
@@ -251,7 +257,7 @@ impl ResolveError {
     /// What the user can do about it.
     pub fn help(&self) -> Option<String> {
         match self {
-            ResolveError::NeedsBuild { .. } => Some("comfypak installs prebuilt wheels only: require the project by name from an index that has wheels for the target, or point at a wheel with `name @ https://.../name-version-tags.whl`".to_string()),
+            ResolveError::NeedsBuild { .. } => Some("require the project by name from an index (its wheels, or its sdist built with a base), point at a wheel with `name @ https://.../name-version-tags.whl`, or at a source comfypak builds before resolving (`name @ URL-of-an-sdist#sha256=HEX`, `name @ git+URL@REF`, `name @ file:///folder`) with a base (`[base]` in stack.toml or --base)".to_string()),
             ResolveError::DirectUrl { help, .. } => Some(help.clone()),
             ResolveError::NoSolution { help, .. } if !help.is_empty() => Some(help.join("\n")),
             ResolveError::Backend { source, .. } => source.help(),
@@ -312,6 +318,17 @@ pub async fn resolve_counted(
         progress.warning(&warning);
     }
     let tags = target.tags();
+    let mut format_control = formats::FormatControl::default();
+    format_control.apply(&stack.build.formats);
+    for pak in stack.layers.iter().flat_map(|l| &l.paks) {
+        for selector in &pak.options.no_binary {
+            format_control.no_binary(&selector.value);
+        }
+        for selector in &pak.options.only_binary {
+            format_control.only_binary(&selector.value);
+        }
+    }
+    format_control.apply(&options.formats);
     // Pages and METADATA go on to the solver while the disk keeps them; flushed below.
     let client = &client.write_behind();
 
@@ -328,7 +345,11 @@ pub async fn resolve_counted(
                 couplings: stack.couplings.clone(),
                 hashes: gathered.hashes,
                 gpus: stack.target.gpus.clone(),
+                formats: format_control,
+                sdists: options.sdists.is_some(),
             },
+            sdists: options.sdists.clone(),
+            target: target.clone(),
             direct: gathered.direct,
             env: env.clone(),
             preferences: gathered.inputs.preferences.clone(),

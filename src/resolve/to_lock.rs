@@ -26,8 +26,8 @@ use crate::filename::SafeFileName;
 use crate::index::client::IndexClient;
 use crate::index::page::DistFile;
 use crate::lock::{
-    ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage, LockedTarget,
-    LockedWheel, PackageComfypak, PackageTool, PreparedTarget, LOCK_VERSION,
+    ComfypakLock, Lock, LockTool, LockedDependency, LockedLayer, LockedPackage, LockedSdist,
+    LockedTarget, LockedWheel, PackageComfypak, PackageTool, PreparedTarget, LOCK_VERSION,
 };
 use crate::lock::{VenvPath, WheelHashes};
 use crate::pak::{PakRequirement, Sourced};
@@ -178,6 +178,39 @@ pub async fn resolve_stack(
     existing: Option<&Lock>,
     progress: &dyn ResolveProgress,
 ) -> Result<Lock, StackResolveError> {
+    resolve_stack_with(
+        stack,
+        targets,
+        client,
+        prerelease,
+        upgrade,
+        existing,
+        progress,
+        &SourceSettings::default(),
+    )
+    .await
+}
+
+/// What a stack resolution may take besides wheels: the command line's `--no-binary` /
+/// `--only-binary`, and index sdists (with the hook that reads their metadata).
+#[derive(Debug, Clone, Default)]
+pub struct SourceSettings {
+    pub formats: Vec<super::formats::FormatOption>,
+    pub sdists: Option<super::formats::SdistCandidates>,
+}
+
+/// [`resolve_stack`] with index sdists and format options.
+#[allow(clippy::too_many_arguments)]
+pub async fn resolve_stack_with(
+    stack: &Stack,
+    targets: &[Target],
+    client: &IndexClient,
+    prerelease: bool,
+    upgrade: &UpgradeRequest,
+    existing: Option<&Lock>,
+    progress: &dyn ResolveProgress,
+    sources: &SourceSettings,
+) -> Result<Lock, StackResolveError> {
     // One backend for every target; `auto` is decided here, once, and the lock records the
     // backend it became.
     let selection = super::backend::select_backend(&stack.target.torch_backend, &stack.target)
@@ -210,6 +243,8 @@ pub async fn resolve_stack(
                 .map(|lock| preferences_for(lock, target, upgrade))
                 .unwrap_or_default(),
             torch_backend: Some(selection.backend),
+            formats: sources.formats.clone(),
+            sdists: sources.sdists.clone(),
         })
         .collect();
     let futures = targets
@@ -352,7 +387,16 @@ pub fn build_lock(
                 .to_string();
 
             let mut wheels: BTreeMap<SafeFileName, LockedWheel> = BTreeMap::new();
+            // An index sdist (no wheel could be used): `[packages.sdist]`; the pipeline builds
+            // it and records the built wheels.
+            let mut sdist: Option<LockedSdist> = None;
             for (resolution, package, _) in &members {
+                if super::formats::is_sdist_name(&package.wheel.filename) {
+                    if sdist.is_none() {
+                        sdist = Some(locked_sdist(package, &resolution.target)?);
+                    }
+                    continue;
+                }
                 let wheel = locked_wheel(package, &package.wheel, &resolution.target)?;
                 wheels.entry(wheel.name.clone()).or_insert(wheel);
             }
@@ -388,7 +432,7 @@ pub fn build_lock(
                 index: (index != DIRECT_INDEX).then(|| index_url.clone()),
                 dependencies,
                 wheels: wheels.into_values().collect(),
-                sdist: None,
+                sdist,
                 directory: None,
                 vcs: None,
                 tool: PackageTool {
@@ -589,6 +633,32 @@ fn locked_wheel(
         url: Some(file.url.to_string()),
         path: None,
         upload_time,
+        size: file.size,
+        hashes: WheelHashes::sha256(sha256),
+    })
+}
+
+/// `[packages.sdist]` of an index sdist the resolution chose (its sha256 is required, as a
+/// wheel's is).
+fn locked_sdist(package: &ResolvedPackage, target: &Target) -> Result<LockedSdist, ToLockError> {
+    let file = &package.wheel;
+    let no_hash = || ToLockError::NoHash {
+        name: package.name.to_string(),
+        version: package.version.to_string(),
+        target: target.to_string(),
+        filename: file.filename.clone(),
+        url: crate::http::redact(&file.url),
+    };
+    let sha256 = file.hashes.sha256.as_deref().ok_or_else(no_hash)?;
+    let sha256 = Sha256Hex::parse_any_case(sha256).map_err(|e| ToLockError::UnsafeFile {
+        name: package.name.to_string(),
+        version: package.version.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(LockedSdist {
+        name: Some(file.filename.clone()),
+        url: Some(file.url.to_string()),
+        path: None,
         size: file.size,
         hashes: WheelHashes::sha256(sha256),
     })

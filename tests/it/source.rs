@@ -1086,3 +1086,302 @@ fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
         x86.seconds, arm.seconds
     );
 }
+
+/// A PEP 503 simple index of `files` (name → file names) under `dir/simple/`, each link with
+/// its `#sha256=`, the files under `dir/files/`.
+fn write_simple_site(dir: &Path, projects: &[(&str, Vec<PathBuf>)]) {
+    let files_dir = dir.join("files");
+    std::fs::create_dir_all(&files_dir).unwrap();
+    for (project, files) in projects {
+        let page = dir.join("simple").join(project);
+        std::fs::create_dir_all(&page).unwrap();
+        let mut links = String::new();
+        for file in files {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let dest = files_dir.join(name);
+            if file != &dest {
+                std::fs::copy(file, &dest).unwrap();
+            }
+            links.push_str(&format!(
+                "<a href=\"../../files/{name}#sha256={}\">{name}</a><br/>\n",
+                sha256_of(&dest)
+            ));
+        }
+        std::fs::write(
+            page.join("index.html"),
+            format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n"),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn source_index_sdists_are_candidates_where_no_wheel_fits_locked_built_and_installed() {
+    use comfypak::build::{InstallRequest, ResolveRequest, ResolveStatus};
+    use comfypak::lock::Lock;
+    use comfypak::pak::{BinarySelector, FormatOption};
+    use comfypak::runtime::Bases;
+
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    // A second index with sdists: one with PEP 643 metadata (and a wheel for another
+    // platform only), one with Metadata-Version 2.1 (the prepare hook answers), and one with
+    // both an sdist and a wheel that fits.
+    let made = dir.path().join("made");
+    std::fs::create_dir_all(&made).unwrap();
+    let staticsd = write_sdist(&made, "staticsd", "", "2.2");
+    let windows = made.join("staticsd-1.0-cp39-cp39-win_amd64.whl");
+    std::fs::write(&windows, b"never read").unwrap();
+    let dynsd = write_sdist(&made, "dynsd", "", "2.1");
+    let both_sdist = write_sdist(&made, "both", "", "2.2");
+    let wheel = WheelSpec::new("both", "1.0")
+        .file("both/__init__.py", "GREETING = 'from the wheel'\n")
+        .build();
+    let both_wheel = made.join(&wheel.filename);
+    std::fs::write(&both_wheel, &wheel.bytes).unwrap();
+    let site_dir = dir.path().join("site");
+    write_simple_site(
+        &site_dir,
+        &[
+            ("staticsd", vec![staticsd.clone(), windows]),
+            ("dynsd", vec![dynsd]),
+            ("both", vec![both_sdist, both_wheel]),
+        ],
+    );
+    let site = TestServer::serve_dir(&site_dir, ServerOptions::default());
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    write_index_definitions(
+        &stack_dir,
+        &[
+            ("pypi", server.simple_url().as_str(), "simple"),
+            ("sdists", &format!("{}/simple/", site.url()), "simple"),
+        ],
+    );
+    let manifest = stack_dir.join("pak/stack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"sdists\"]"),
+    )
+    .unwrap();
+    std::fs::write(stack_dir.join("pak/deps.txt"), "staticsd\ndynsd\nboth\n").unwrap();
+    let cache = dir.path().join("cache");
+    let session = Session::new(NetworkOptions {
+        cache_dir: Some(cache.clone()),
+        ..NetworkOptions::default()
+    })
+    .unwrap();
+    let lock_path = stack_dir.join("pylock.toml");
+    let mut request = ResolveRequest {
+        stack: stack_dir.join("pak"),
+        lock: lock_path.clone(),
+        ..ResolveRequest::default()
+    };
+    let notes = Notes::default();
+
+    // Without a base nothing can build the sdists: the resolver says so and what to do.
+    let e = comfypak::build::resolve(&session, &request, &notes).unwrap_err();
+    let message = format!("{e}\n{:?}", e.help());
+    assert!(
+        message.contains("an sdist staticsd-1.0.tar.gz, not built: sdists are built only in the target runtime of a base"),
+        "{message}"
+    );
+
+    // With a base: the sdists are candidates, their metadata read (PKG-INFO) or prepared.
+    request.bases = Bases {
+        all: Some(root.clone()),
+        ..Bases::default()
+    };
+    let report = comfypak::build::resolve(&session, &request, &notes)
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    assert_eq!(report.status, ResolveStatus::Written);
+    let said = notes.take();
+    let has = |needle: &str| said.iter().any(|n| n.contains(needle));
+    assert!(has("staticsd 1.0: metadata of the sdist staticsd-1.0.tar.gz read from its PKG-INFO (PEP 643)"), "{said:?}");
+    assert!(has("dynsd 1.0: metadata of the sdist dynsd-1.0.tar.gz from prepare_metadata_for_build_wheel"), "{said:?}");
+    assert!(
+        has("staticsd: staticsd-1.0-py3-none-any.whl built in"),
+        "{said:?}"
+    );
+    assert!(
+        has("dynsd: dynsd-1.0-py3-none-any.whl built in"),
+        "{said:?}"
+    );
+    assert!(
+        !said.iter().any(|n| n.starts_with("both")),
+        "the wheel is preferred: {said:?}"
+    );
+    let lock = Lock::read(&lock_path).unwrap();
+    let entry = |lock: &Lock, name: &str| {
+        lock.packages
+            .iter()
+            .find(|p| p.name.as_ref() == name)
+            .unwrap_or_else(|| panic!("{name} not locked"))
+            .clone()
+    };
+    let locked = entry(&lock, "staticsd");
+    let sdist = locked.sdist.as_ref().unwrap();
+    assert_eq!(
+        sdist.url.as_deref(),
+        Some(format!("{}/files/staticsd-1.0.tar.gz", site.url()).as_str())
+    );
+    assert_eq!(
+        sdist.hashes.sha256.as_ref().unwrap().as_str(),
+        sha256_of(&staticsd)
+    );
+    assert!(locked.wheels.is_empty());
+    assert!(locked.index.is_some());
+    assert_eq!(locked.tool.comfypak.index_name, "sdists");
+    let built = &locked.tool.comfypak.built;
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0].name.as_str(), "staticsd-1.0-py3-none-any.whl");
+    let built_sha = built[0].sha256().unwrap().as_str().to_string();
+    assert_eq!(entry(&lock, "dynsd").tool.comfypak.built.len(), 1);
+    let both = entry(&lock, "both");
+    assert!(both.sdist.is_none() && both.wheels.len() == 1, "{both:?}");
+    assert_eq!(entry(&lock, "six").version.to_string(), "1.17.0");
+
+    // Again, and --locked: no build runs (the build cache), the lock is unchanged.
+    let again = comfypak::build::resolve(&session, &request, &notes).unwrap();
+    assert_eq!(again.status, ResolveStatus::Unchanged);
+    let said = notes.take();
+    assert_eq!(
+        said.iter()
+            .filter(|n| n.contains("from the build cache"))
+            .count(),
+        2,
+        "{said:?}"
+    );
+    assert!(!said.iter().any(|n| n.contains(" built in ")), "{said:?}");
+    let checked = comfypak::build::resolve(
+        &session,
+        &ResolveRequest {
+            mode: comfypak::build::LockMode::Locked,
+            ..request.clone()
+        },
+        &notes,
+    )
+    .unwrap();
+    assert_eq!(checked.status, ResolveStatus::UpToDate);
+    notes.take();
+
+    // Install takes exactly the built bytes; an index sdist gets no direct_url.json.
+    let out = dir.path().join("out");
+    comfypak::build::install(
+        &session,
+        &InstallRequest {
+            lock: lock_path.clone(),
+            out: out.clone(),
+            ..InstallRequest::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let site_packages = out.join("layers/deps/opt/venv/lib/python3.14/site-packages");
+    for module in ["staticsd", "dynsd", "both", "six"] {
+        assert!(
+            site_packages.join(module).join("__init__.py").is_file(),
+            "{module} not installed"
+        );
+    }
+    assert!(!site_packages
+        .join("staticsd-1.0.dist-info/direct_url.json")
+        .exists());
+    let record =
+        std::fs::read_to_string(site_packages.join("staticsd-1.0.dist-info/RECORD")).unwrap();
+    assert!(record.contains("staticsd/__init__.py"), "{record}");
+    let in_cache: Vec<PathBuf> = walk(&cache.join("wheels"))
+        .into_iter()
+        .filter(|p| p.ends_with("staticsd-1.0-py3-none-any.whl"))
+        .collect();
+    assert_eq!(in_cache.len(), 1, "{in_cache:?}");
+    assert_eq!(sha256_of(&in_cache[0]), built_sha);
+    assert_eq!(
+        std::fs::read_to_string(site_packages.join("both/__init__.py")).unwrap(),
+        "GREETING = 'from the wheel'\n"
+    );
+
+    // --no-binary both: its sdist is built although a wheel fits.
+    let no_binary = ResolveRequest {
+        formats: vec![FormatOption::NoBinary(BinarySelector::Packages(vec![
+            "both".parse().unwrap(),
+        ]))],
+        ..request.clone()
+    };
+    comfypak::build::resolve(&session, &no_binary, &notes)
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let said = notes.take();
+    assert!(
+        said.iter()
+            .any(|n| n.contains("both: both-1.0-py3-none-any.whl built in")),
+        "{said:?}"
+    );
+    let both = entry(&Lock::read(&lock_path).unwrap(), "both");
+    assert!(both.wheels.is_empty() && both.sdist.is_some(), "{both:?}");
+    assert_eq!(both.tool.comfypak.built.len(), 1);
+
+    // only-binary in the stack: the sdists are refused again, naming why.
+    let plain_manifest = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{plain_manifest}\n[build]\nonly-binary = [\":all:\"]\n"),
+    )
+    .unwrap();
+    let e = comfypak::build::resolve(&session, &request, &notes).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("not built: only-binary covers the project"),
+        "{message}"
+    );
+    // ... and `--no-binary staticsd` on the command line re-opens the one project (pip's
+    // rule: a later option for a name wins).
+    std::fs::write(stack_dir.join("pak/deps.txt"), "staticsd\n").unwrap();
+    let reopened = ResolveRequest {
+        formats: vec![FormatOption::NoBinary(BinarySelector::Packages(vec![
+            "staticsd".parse().unwrap(),
+        ]))],
+        ..request.clone()
+    };
+    comfypak::build::resolve(&session, &reopened, &notes)
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let said = notes.take();
+    assert!(
+        said.iter()
+            .any(|n| n.contains("staticsd-1.0-py3-none-any.whl from the build cache")),
+        "{said:?}"
+    );
+    std::fs::write(&manifest, &plain_manifest).unwrap();
+
+    // An index whose sdist is not the bytes its page names: refused, nothing cached.
+    let page = site_dir.join("simple/staticsd/index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    std::fs::write(&page, html.replace(&sha256_of(&staticsd), &"2".repeat(64))).unwrap();
+    let builds_before = walk(&cache.join("source-builds/v1")).len();
+    let e = comfypak::build::resolve(&session, &request, &notes).unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains(&"2".repeat(64)), "{message}");
+    assert!(message.contains(&sha256_of(&staticsd)), "{message}");
+    assert!(!cache.join("sources/v1").join("2".repeat(64)).exists());
+    assert_eq!(walk(&cache.join("source-builds/v1")).len(), builds_before);
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(here) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&here) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
