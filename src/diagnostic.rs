@@ -33,6 +33,7 @@ pub fn help_of(err: &(dyn Error + 'static)) -> Option<String> {
         crate::pack::push::PushError,
         crate::fetch::FetchError,
         crate::fetch::select::SelectError,
+        crate::build::OriginError,
         crate::cache::CacheError,
         crate::pak::PakError,
         crate::lock::LockError,

@@ -13,10 +13,12 @@
 
 mod doctor;
 mod layer_cache;
+pub mod origins;
 mod sources;
 mod stages;
 
 pub use doctor::check_lock;
+pub use origins::{check_wheel_origins, OriginError};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -273,6 +275,8 @@ pub enum BuildError {
     Stale { path: PathBuf, lines: Vec<String> },
     #[error(transparent)]
     Select(#[from] crate::fetch::SelectError),
+    #[error(transparent)]
+    Origin(#[from] OriginError),
     #[error("fetching the wheels of {}: {source}", lock.display())]
     Fetch {
         lock: PathBuf,
@@ -361,6 +365,7 @@ impl BuildError {
             BuildError::Summary(e) => help_of(e),
             BuildError::Resolve(e) => help_of(e.as_ref()),
             BuildError::Select(e) => help_of(e),
+            BuildError::Origin(e) => e.help(),
             BuildError::Fetch { source, .. } => help_of(source),
             BuildError::WheelSource(e) => help_of(e),
             BuildError::Install(e) => help_of(e),
@@ -502,7 +507,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         // index (or the lock must mark the package a direct URL requirement).
         let mut defs = stack.indexes.definitions.clone();
         request.network.apply_overrides(&mut defs)?;
-        crate::fetch::select::check_wheel_origins(&lock, &defs)?;
+        check_wheel_origins(&lock, &defs)?;
     }
 
     // 2. Fetch every wheel of every platform at once.

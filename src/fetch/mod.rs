@@ -7,7 +7,8 @@
 //! either whole and verified or absent, and progress output ([`progress`]).
 //!
 //! The layout is [`Cache::wheel_path`] (`wheels/v1/<sha[..2]>/<sha>/<filename>`), the same
-//! one the index client uses for whole wheels. Must not: resolve, read index pages, or
+//! one the index client uses for whole wheels. Must not: resolve, read index pages or index
+//! definitions (a transport error names the index the lock says a wheel came from), or
 //! unpack wheels (that is `install`).
 
 pub mod progress;
@@ -51,6 +52,16 @@ impl std::fmt::Display for WheelLocation {
     }
 }
 
+/// The index a locked wheel came from, as the lock names it: what a transport error names,
+/// so the user knows which `--index NAME=URL` to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelIndex {
+    /// `pypi`, `pytorch-cu130`: the index definition's name.
+    pub name: String,
+    /// The index URL the lock records (redacted when shown).
+    pub url: String,
+}
+
 /// One wheel to fetch: where from, and what it must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelSource {
@@ -58,6 +69,8 @@ pub struct WheelSource {
     pub location: WheelLocation,
     pub sha256: Sha256Hex,
     pub size: Option<u64>,
+    /// The index the lock says it came from; None for a direct URL, a path or a built wheel.
+    pub index: Option<WheelIndex>,
 }
 
 impl WheelSource {
@@ -102,6 +115,7 @@ impl WheelSource {
             location,
             sha256: selected.sha256().clone(),
             size: wheel.size,
+            index: selected.index.clone(),
         })
     }
 }
@@ -204,7 +218,16 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} wheels could not be fetched:\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    /// A wheel's server could not be reached: the index the lock says it came from, and the
+    /// download's error as the cause.
+    #[error("index `{index}` ({index_url}) cannot be reached")]
+    IndexUnreachable {
+        index: String,
+        index_url: String,
+        #[source]
+        source: Box<FetchError>,
+    },
+    #[error("{} wheels could not be fetched:\n{}", .0.len(), .0.iter().map(|e| format!("  - {}", e.one_line())).collect::<Vec<_>>().join("\n"))]
     Several(Vec<FetchError>),
 }
 
@@ -215,7 +238,47 @@ impl FetchError {
             FetchError::NotCached { .. } => Some("run `comfypak fetch` once with network access to fill the cache".to_string()),
             FetchError::NotBuilt { .. } => Some("run `comfypak resolve` (or `comfypak build`) on this machine: it builds the package's source again".to_string()),
             FetchError::HashMismatch { .. } => Some("the server sent other bytes than the lock records; if the file legitimately changed upstream, re-create the lock with `comfypak resolve`".to_string()),
+            FetchError::IndexUnreachable { index, .. } => Some(format!(
+                "point `{index}` at a mirror or a local copy with --index {index}=URL and lock \
+                 again (`comfypak resolve --index {index}=URL`, or `comfypak build --index \
+                 {index}=URL`): the lock's wheel URLs come from the index it was made from \
+                 (file:// works; `comfypak mirror` makes one); see README.md, \"Offline builds\""
+            )),
+            FetchError::Several(errors) => {
+                let mut helps: Vec<String> = Vec::new();
+                for help in errors.iter().filter_map(FetchError::help) {
+                    if !helps.contains(&help) {
+                        helps.push(help);
+                    }
+                }
+                (!helps.is_empty()).then(|| helps.join("\n"))
+            }
             _ => None,
+        }
+    }
+
+    /// The error, when `source` came from an index and its server could not be reached, as
+    /// [`FetchError::IndexUnreachable`] naming that index.
+    fn from_index(self, source: &WheelSource) -> FetchError {
+        match (&self, &source.index) {
+            (FetchError::Http { source: http, .. }, Some(index)) if http.is_unreachable() => {
+                FetchError::IndexUnreachable {
+                    index: index.name.clone(),
+                    index_url: Url::parse(&index.url)
+                        .map(|url| redact(&url))
+                        .unwrap_or_else(|_| index.url.clone()),
+                    source: Box::new(self),
+                }
+            }
+            _ => self,
+        }
+    }
+
+    /// The message and its causes on one line (for a list of several errors).
+    fn one_line(&self) -> String {
+        match self {
+            FetchError::IndexUnreachable { source, .. } => format!("{self}: {source}"),
+            _ => self.to_string(),
         }
     }
 }
@@ -292,14 +355,15 @@ pub async fn fetch_wheels(
     let cached_count = done.len();
     let total_bytes = missing.iter().filter_map(|s| s.size).sum();
     let progress = Progress::new(options.progress, total_bytes);
-    let outcomes: Vec<Result<CachedWheel, FetchError>> = futures::stream::iter(
-        missing
-            .iter()
-            .map(|source| fetch_one(http, cache, source, &progress)),
-    )
-    .buffer_unordered(options.concurrency.max(1))
-    .collect()
-    .await;
+    let outcomes: Vec<Result<CachedWheel, FetchError>> =
+        futures::stream::iter(missing.iter().map(|source| async {
+            fetch_one(http, cache, source, &progress)
+                .await
+                .map_err(|e| e.from_index(source))
+        }))
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
     for outcome in outcomes {
         match outcome {
             Ok(wheel) => {

@@ -6,10 +6,7 @@
 
 use std::str::FromStr;
 
-use url::Url;
-
 use crate::digest::Sha256Hex;
-use crate::index::definition::IndexDefs;
 use crate::lock::DIRECT_INDEX;
 use crate::lock::{
     lock_targets as summary_lock_targets, Lock, LockedPackage, LockedWheel, PreparedTarget,
@@ -41,21 +38,6 @@ pub enum SelectError {
         version: String,
         filename: String,
     },
-    #[error("package {package} {version}: wheel URL {url} is not served by index `{index}` ({index_url}), which the lock says it came from; a lock used as it is fetches only from the stack's declared indexes")]
-    OutsideIndex {
-        package: String,
-        version: String,
-        url: String,
-        index: String,
-        index_url: String,
-    },
-    #[error("package {package} {version} was locked from index `{index}`, which the stack does not declare (declared: {declared})")]
-    UndeclaredIndex {
-        package: String,
-        version: String,
-        index: String,
-        declared: String,
-    },
     #[error(
         "package {package} {version}: wheel {filename} has neither `url` nor `path` in the lock"
     )]
@@ -83,15 +65,6 @@ impl SelectError {
             SelectError::NoHash { .. } => {
                 Some("re-create the lock with `comfypak resolve`".to_string())
             }
-            SelectError::OutsideIndex { .. } => Some(
-                "re-create the lock with `comfypak resolve`; a file from elsewhere must be a \
-                 direct requirement (`name @ URL`) in a pak file; if the index links its files \
-                 on another host, list that origin in the index definition's `files`"
-                    .to_string(),
-            ),
-            SelectError::UndeclaredIndex { .. } => {
-                Some("re-create the lock with `comfypak resolve`, or declare the index".to_string())
-            }
             _ => None,
         }
     }
@@ -115,6 +88,8 @@ pub struct SelectedWheel {
     /// A wheel comfypak built from the package's source (`[packages.tool.comfypak] built`):
     /// it has no location; only the cache of the machine that built it holds it.
     pub built: bool,
+    /// The index the lock says it came from (None for direct URLs and built wheels).
+    pub index: Option<super::WheelIndex>,
     sha256: Sha256Hex,
 }
 
@@ -174,43 +149,6 @@ pub fn check_layers(lock: &Lock, layers: &[String]) -> Result<(), SelectError> {
                 name: name.clone(),
                 available: known.join(", "),
             });
-        }
-    }
-    Ok(())
-}
-
-/// Checks that every wheel URL of the lock is served by the declared index its package was
-/// locked from ([`IndexDef::serves`]), unless the lock marks the package as a direct URL
-/// requirement. For a lock used as it is (`--frozen`): the URLs were not read from the
-/// indexes in this run, so they must at least point where the stack's indexes are.
-pub fn check_wheel_origins(lock: &Lock, defs: &IndexDefs) -> Result<(), SelectError> {
-    for package in &lock.packages {
-        let index = &package.tool.comfypak.index_name;
-        if index == DIRECT_INDEX {
-            continue;
-        }
-        let Some(def) = defs.get(index) else {
-            return Err(SelectError::UndeclaredIndex {
-                package: package.name.to_string(),
-                version: package.version.to_string(),
-                index: index.clone(),
-                declared: defs.names().collect::<Vec<_>>().join(", "),
-            });
-        };
-        for wheel in &package.wheels {
-            let Some(url) = &wheel.url else {
-                continue;
-            };
-            let inside = Url::parse(url).is_ok_and(|parsed| def.serves(&parsed));
-            if !inside {
-                return Err(SelectError::OutsideIndex {
-                    package: package.name.to_string(),
-                    version: package.version.to_string(),
-                    url: crate::digest::shown(url, 300),
-                    index: index.clone(),
-                    index_url: crate::http::redact(&def.url),
-                });
-            }
         }
     }
     Ok(())
@@ -303,8 +241,22 @@ pub fn select_wheels(
             platform: target.platform.to_string(),
             wheel: wheel.clone(),
             built,
+            index: locked_index(package, built),
             sha256,
         });
     }
     Ok(out)
+}
+
+/// The index `package` was locked from, by name and URL; None for a direct URL requirement,
+/// a built wheel, or a lock that records no index URL.
+fn locked_index(package: &LockedPackage, built: bool) -> Option<super::WheelIndex> {
+    let name = &package.tool.comfypak.index_name;
+    if built || name.is_empty() || name == DIRECT_INDEX {
+        return None;
+    }
+    Some(super::WheelIndex {
+        name: name.clone(),
+        url: package.index.clone()?,
+    })
 }

@@ -170,6 +170,81 @@ help: check the network; behind a proxy set HTTPS_PROXY (and NO_PROXY for local 
     );
 }
 
+/// A wheel download whose server refuses the connection names the index the lock says the
+/// wheel came from (of two, the one that failed) and how to point that index elsewhere.
+#[test]
+fn an_unreachable_index_while_fetching() {
+    let dir = tempfile::tempdir().unwrap();
+    let pypi = TestServer::serve_index(
+        &FixtureIndex::builder()
+            .wheel(WheelSpec::new("urllib3", "2.0.0"))
+            .build(),
+        ServerOptions::default(),
+    );
+    let other = TestServer::serve_index(
+        &FixtureIndex::builder()
+            .wheel(WheelSpec::new("requests", "2.32.0").requires("urllib3<3,>=1.26"))
+            .build(),
+        ServerOptions::default(),
+    );
+    let stack = stack(dir.path(), &pypi.simple_url(), "requests\n");
+    write_index_definitions(
+        dir.path(),
+        &[
+            ("pypi", &pypi.simple_url(), "simple"),
+            ("other", &other.simple_url(), "simple"),
+        ],
+    );
+    let manifest = stack.join("stack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"other\"]"),
+    )
+    .unwrap();
+    let stack_arg = stack.to_str().unwrap();
+    let out = comfypak(dir.path(), &["--quiet", "resolve", "--stack", stack_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", rendered(&out, dir.path()));
+
+    // `other` moves to a port where nothing listens; `pypi` stays reachable.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lock_path = dir.path().join("pylock.toml");
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    let other_origin = other.simple_url().replace("/simple/", "");
+    assert!(lock.contains(&other_origin), "{lock}");
+    std::fs::write(
+        &lock_path,
+        lock.replace(&other_origin, &format!("http://127.0.0.1:{dead}")),
+    )
+    .unwrap();
+    let out = comfypak(dir.path(), &["--quiet", "fetch", "--lock", "pylock.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = rendered(&out, dir.path());
+    assert_shape(&text);
+    assert_eq!(
+        text,
+        "error: fetching the wheels of pylock.toml
+
+Caused by:
+  index `other` (http://127.0.0.1:[PORT]/simple/) cannot be reached
+  requests-2.32.0-py3-none-any.whl
+  GET http://127.0.0.1:[PORT]/files/requests-2.32.0-py3-none-any.whl: cannot connect to \
+         127.0.0.1:[PORT]: the connection was refused (Connection refused (os error 111)); gave \
+         up after 4 attempts in [T] s: 4 failures in a row
+
+help: point `other` at a mirror or a local copy with --index other=URL and lock again \
+         (`comfypak resolve --index other=URL`, or `comfypak build --index other=URL`): the \
+         lock's wheel URLs come from the index it was made from (file:// works; `comfypak \
+         mirror` makes one); see README.md, \"Offline builds\"
+help: check the network; behind a proxy set HTTPS_PROXY (and NO_PROXY for local hosts)
+"
+    );
+}
+
 #[test]
 fn a_resolution_conflict() {
     let dir = tempfile::tempdir().unwrap();

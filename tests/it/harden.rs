@@ -514,14 +514,14 @@ fn a_frozen_build_refuses_a_wheel_url_outside_the_declared_indexes() {
         let (name, url) = pair[1].split_once('=').unwrap();
         defs_fixture.override_url(name, url, "--index").unwrap();
     }
-    let err = comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap_err();
+    let err = comfypak::build::check_wheel_origins(&edited, &defs_fixture).unwrap_err();
     assert!(err.to_string().contains(&moved_url), "{err}");
     for p in &mut edited.packages {
         if p.name.as_ref() == "comfyui-frontend-package" {
             p.tool.comfypak.index_name = "direct".to_string();
         }
     }
-    comfypak::fetch::select::check_wheel_origins(&edited, &defs_fixture).unwrap();
+    comfypak::build::check_wheel_origins(&edited, &defs_fixture).unwrap();
 }
 
 /// `cmd` with its file size limit (RLIMIT_FSIZE) at `bytes` and SIGXFSZ ignored: a write
