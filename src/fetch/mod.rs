@@ -259,7 +259,7 @@ impl FetchError {
 
     /// The error, when `source` came from an index and its server could not be reached, as
     /// [`FetchError::IndexUnreachable`] naming that index.
-    fn from_index(self, source: &WheelSource) -> FetchError {
+    fn naming_index(self, source: &WheelSource) -> FetchError {
         match (&self, &source.index) {
             (FetchError::Http { source: http, .. }, Some(index)) if http.is_unreachable() => {
                 FetchError::IndexUnreachable {
@@ -359,7 +359,7 @@ pub async fn fetch_wheels(
         futures::stream::iter(missing.iter().map(|source| async {
             fetch_one(http, cache, source, &progress)
                 .await
-                .map_err(|e| e.from_index(source))
+                .map_err(|e| e.naming_index(source))
         }))
         .buffer_unordered(options.concurrency.max(1))
         .collect()
