@@ -910,9 +910,14 @@ fn prepare_platform(
             let c = compile_layer(&runtime, &dir, workers)?;
             crate::test_hook::count(crate::test_hook::Count::LayersCompiled);
             what.push(format!(
-                "{} .pyc in {:.1}s{}",
+                "{} .pyc in {:.1}s{}{}",
                 c.compiled,
                 c.seconds,
+                if c.reused > 0 {
+                    format!(" ({} from the bytecode cache)", c.reused)
+                } else {
+                    String::new()
+                },
                 if c.failed.is_empty() {
                     String::new()
                 } else {

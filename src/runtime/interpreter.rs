@@ -2,7 +2,7 @@
 //!
 //! Owns interpreter discovery (the image config's `PATH`, `python3.X` before `python3`), the
 //! probe (version, ABI flags, SOABI, machine, glibc, `sysconfig` paths, bytecode magic and cache
-//! tag, as the interpreter reports them) and the rule that refuses a base whose interpreter does
+//! tag, and a fingerprint of the bytecode its compiler makes, as the interpreter reports them) and the rule that refuses a base whose interpreter does
 //! not fit the stack's target, naming both. It must not run anything but the probe.
 
 use std::collections::BTreeMap;
@@ -19,10 +19,18 @@ use crate::target::{Arch, Libc, Platform, PythonVersion, Target};
 /// The `PATH` used when the image config sets none (the OCI/Docker default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What the probe prints, one JSON object.
+/// What the probe prints, one JSON object. `bytecode` is the sha256 of the magic number and the
+/// marshalled code of [`BYTECODE_PROBE`] as this interpreter compiles it: two interpreters that
+/// agree on it share compiled files (see [`super::compile`]).
 pub(crate) const PROBE: &str = r#"
 import importlib.util, json, os, platform, sys, sysconfig
 venv = sys.argv[1]
+try:
+    import hashlib, marshal
+    bytecode = hashlib.sha256(importlib.util.MAGIC_NUMBER + marshal.dumps(compile(
+        sys.stdin.read(), "/probe.py", "exec", dont_inherit=True, optimize=0))).hexdigest()
+except Exception:
+    bytecode = None
 libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
 print(json.dumps({
     "version": ".".join(str(p) for p in sys.version_info[:3]),
@@ -40,7 +48,42 @@ print(json.dumps({
     "paths": sysconfig.get_paths(scheme="venv", vars={"base": venv, "platbase": venv,
                                                       "installed_base": venv, "installed_platbase": venv}),
     "stdlib": sysconfig.get_paths()["stdlib"],
+    "bytecode": bytecode,
 }))
+"#;
+
+/// A module exercising what the compiler folds and how marshal writes it (constants of every
+/// kind, frozensets, comprehensions, match, except*, f-strings, generics, async, closures): the
+/// source of the bytecode fingerprint.
+pub(crate) const BYTECODE_PROBE: &str = r#"
+"""A module that exercises what the compiler folds and how marshal writes it."""
+import sys
+X = (1, 2.5, -0.0, 3j, 10**20, "\\xe9\\u2603", b"\\x00\\xff", None, ..., True)
+S = frozenset({"a", "b", 1, 2.0, (3, 4)})
+def f(a, /, b=2, *args, c, d=X, **kw) -> "int":
+    """Doc."""
+    if a in {"x", "y", "z"} and b not in (1, 2, 3):
+        return [i * 2 for i in range(a) if i % 3] or {k: v for k, v in kw.items()}
+    try:
+        match a:
+            case [1, *rest] if rest: return rest
+            case {"k": v}: return v
+            case str() | bytes(): return f"{a!r:>10}{b:.3f}"
+    except* (TypeError, ValueError) as e:
+        raise RuntimeError("x") from e
+    finally:
+        del a
+    lambda q=1 << 40, *, r=-(2**63): (yield from q)
+    return 1 + 2 * 3 - 4 // 5 % 6 ** 7, "abc" * 3, -1.5e300 * 10
+class C[T](dict, metaclass=type):
+    x: int = 1
+    async def g(self):
+        async with self as s:
+            async for i in s:
+                await i
+    @property
+    def h(self): return super().h, __class__
+type Alias[K] = list[K]
 "#;
 
 /// The base's interpreter, as it described itself.
@@ -75,6 +118,10 @@ pub struct Interpreter {
     pub paths: BTreeMap<String, String>,
     /// The standard library folder.
     pub stdlib: String,
+    /// The fingerprint of the bytecode it compiles (see [`PROBE`]); `None` when it could not
+    /// say (then nothing it compiles is shared).
+    #[serde(default)]
+    pub bytecode: Option<String>,
 }
 
 impl Interpreter {

@@ -243,6 +243,8 @@ pub struct Runtime {
     /// The stack's venv path inside the image.
     pub venv: String,
     scratch: PathBuf,
+    /// Compiled files shared by interpreters with the same bytecode fingerprint.
+    bytecode_cache: PathBuf,
     timeout: Duration,
 }
 
@@ -391,9 +393,11 @@ impl Runtime {
                 magic: String::new(),
                 paths: Default::default(),
                 stdlib: String::new(),
+                bytecode: None,
             },
             venv: venv.to_string(),
             scratch: options.cache_dir.join("runtime/scratch"),
+            bytecode_cache: options.cache_dir.join("bytecode"),
             timeout: options.timeout,
         };
         let output = runtime.run(
@@ -406,7 +410,7 @@ impl Runtime {
             ],
             &[],
             None,
-            b"",
+            interpreter::BYTECODE_PROBE.as_bytes(),
         )?;
         if output.code != 0 {
             return Err(RuntimeError::Python {

@@ -210,17 +210,61 @@ fn build_on_a_python_base_then_check() {
         "{bad_record}"
     );
 
-    // A second build compiles the same bytes: the layers (and so the image) are identical.
-    let second = build(dir.path(), &pak, "out2", &root, &cache);
+    assert!(!log.contains("from the bytecode cache"), "{log}");
+
+    // A second build with another cache compiles everything again, to the same bytes: the
+    // layers (and so the image) are identical.
+    let second = build(dir.path(), &pak, "out2", &root, &dir.path().join("cache2"));
     assert!(second.status.success(), "{}", text(&second));
-    for layer in ["stable", "deps"] {
-        let a = tree(&dir.path().join("out1/layers").join(layer));
-        let b = tree(&dir.path().join("out2/layers").join(layer));
-        assert_eq!(a.len(), b.len(), "{layer}");
-        for (x, y) in a.iter().zip(&b) {
-            assert!(x == y, "{layer}: {} differs between two builds", x.0);
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("from the bytecode cache"),
+        "{}",
+        text(&second)
+    );
+    let same_layers = |other: &str| {
+        for layer in ["stable", "deps"] {
+            let a = tree(&dir.path().join("out1/layers").join(layer));
+            let b = tree(&dir.path().join(other).join("layers").join(layer));
+            assert_eq!(a.len(), b.len(), "{layer}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(x == y, "{layer}: {} differs between out1 and {other}", x.0);
+            }
+        }
+    };
+    same_layers("out2");
+    // A rebuild on the first cache takes every compiled file from the bytecode cache (the
+    // file with the syntax error is tried again), with the same bytes.
+    let third = build(dir.path(), &pak, "out3", &root, &cache);
+    assert!(third.status.success(), "{}", text(&third));
+    let log = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        log.contains("layer deps (x86_64): 83 .pyc in")
+            && log.contains("(83 from the bytecode cache)"),
+        "{log}"
+    );
+    same_layers("out3");
+    // A damaged cache entry is not trusted: it is compiled again, to the same bytes.
+    let entries = cache.join("bytecode/v1");
+    let mut damaged = 0;
+    for fingerprint in std::fs::read_dir(&entries).unwrap() {
+        for entry in std::fs::read_dir(fingerprint.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            damaged += 1;
         }
     }
+    assert_eq!(damaged, 85, "one entry per compiled file of both layers");
+    let fourth = build(dir.path(), &pak, "out4", &root, &cache);
+    assert!(fourth.status.success(), "{}", text(&fourth));
+    assert!(
+        !String::from_utf8_lossy(&fourth.stderr).contains("from the bytecode cache"),
+        "{}",
+        text(&fourth)
+    );
+    same_layers("out4");
 
     // The check: demo_bad is allowed, the demo-bad script exiting 1 is not.
     let check = |json: bool| {
@@ -358,15 +402,53 @@ fn build_and_check_on_both_architectures() {
             "{arch}"
         );
     }
-    let a = tree(&dir.path().join("out/x86_64/layers/deps"));
-    let b = tree(&dir.path().join("out/aarch64/layers/deps"));
-    assert_eq!(
-        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
-        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    // The same CPython on both sides: aarch64 takes x86_64's compiled files from the cache.
+    assert!(
+        log.contains("layer deps (aarch64): 83 .pyc in")
+            && log.contains("(83 from the bytecode cache)"),
+        "{log}"
     );
-    for (x, y) in a.iter().zip(&b) {
-        assert!(x == y, "deps: {} differs between x86_64 and aarch64", x.0);
-    }
+    let same = |a: &Path, b: &Path, what: &str| {
+        let (a, b) = (tree(a), tree(b));
+        assert_eq!(
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            b.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "{what}"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x == y, "deps: {} differs: {what}", x.0);
+        }
+    };
+    same(
+        &dir.path().join("out/x86_64/layers/deps"),
+        &dir.path().join("out/aarch64/layers/deps"),
+        "x86_64 against aarch64",
+    );
+    // That is sound because the aarch64 interpreter, under qemu with an empty cache, compiles
+    // the same bytes.
+    let fresh = comfypak(
+        &[
+            "install",
+            "--lock",
+            "pylock.toml",
+            "--all",
+            "--platform",
+            "aarch64",
+            "--out",
+            "arm-alone",
+            "--compile",
+            "--base",
+            arm_root.to_str().unwrap(),
+        ],
+        dir.path(),
+        &dir.path().join("cache-arm-alone"),
+    );
+    assert!(fresh.status.success(), "{}", text(&fresh));
+    same(
+        &dir.path().join("arm-alone/layers/deps"),
+        &dir.path().join("out/aarch64/layers/deps"),
+        "aarch64 compiled under qemu against aarch64 from the cache",
+    );
 
     let out = comfypak(
         &[
