@@ -843,7 +843,10 @@ pub fn pull_bases(
             &wanted,
             &base_archs,
             session.cache().root(),
-            &PullOptions { insecure },
+            &PullOptions {
+                insecure,
+                ..PullOptions::default()
+            },
         ))?;
         recorded.push(LockedBase {
             reference: written.clone(),

@@ -323,8 +323,11 @@ impl Registry {
             .get_stream(&url, headers)
             .await
             .map_err(|source| self.http_error(source))?;
-        let part = dest.with_extension("part");
-        let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+        // A name of its own (several pulls of one blob may run at once, in this process or
+        // another), removed when this stops before the rename, however it stops.
+        let part =
+            PartFile(dest.with_extension(format!("part.{}", crate::fsutil::unique_suffix())));
+        let mut file = tokio::fs::File::create(&part.0).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut body = response.bytes_stream();
@@ -347,7 +350,6 @@ impl Registry {
         drop(file);
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != digest {
-            let _ = std::fs::remove_file(&part);
             return Err(RegistryError::Status {
                 method: "GET".to_string(),
                 url: redact(&url),
@@ -355,7 +357,7 @@ impl Registry {
                 body: format!("the blob's bytes hash to {actual}, not {digest}"),
             });
         }
-        std::fs::rename(&part, dest).map_err(io)?;
+        std::fs::rename(&part.0, dest).map_err(io)?;
         Ok(size)
     }
 
@@ -375,5 +377,15 @@ impl Registry {
             });
         }
         Ok(response.body)
+    }
+}
+
+/// A blob's temporary file: removed on drop (an error, a cancelled pull), a no-op once it was
+/// renamed into place.
+struct PartFile(std::path::PathBuf);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

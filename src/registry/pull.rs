@@ -5,7 +5,8 @@
 //! Owns: base references, tag → digest resolution, picking one image per platform of the stack
 //! from a multi-arch index (a missing platform is an error naming what the base has), the
 //! content-addressed blob cache (`registry/blobs/sha256/HEX`, each blob verified while it
-//! streams and renamed into place only when its digest matches) and the pulled layouts
+//! streams and renamed into place only when its digest matches; the blobs an image lacks are
+//! pulled [`BLOB_PULLS`] at a time) and the pulled layouts
 //! (`registry/bases/HEX-PLATFORMS/`, written under a temporary name and renamed only when
 //! complete, so the cache never holds a half-pulled base under a final name).
 //! Must not: unpack or run anything (that is `runtime`), or change an image (that is `pack`).
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use super::{credentials_for, ImageReference, Registry, RegistryError, RegistryOptions, Scope};
@@ -174,6 +176,9 @@ impl PullError {
 pub struct PullOptions {
     /// Plain HTTP (a registry on this machine only).
     pub insecure: bool,
+    /// The credentials to use; `None`: those [`credentials_for`] finds (the environment, then
+    /// `~/.docker/config.json`), else anonymous.
+    pub credentials: Option<super::Credentials>,
 }
 
 /// A base pulled into the cache.
@@ -189,6 +194,10 @@ pub struct PulledBase {
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How many blobs are pulled at once (at most; the client's concurrency may be lower): a base's
+/// layers are a few large blobs, and a few streams fill a link where one does not.
+pub const BLOB_PULLS: usize = 4;
 
 /// The media types asked for a manifest.
 const ACCEPT: [&str; 4] = [
@@ -232,7 +241,10 @@ pub async fn pull_base(
         reference: shown.clone(),
         source,
     };
-    let credentials = credentials_for(&reference.image.registry).map_err(registry_err)?;
+    let credentials = match &options.credentials {
+        Some(given) => Some(given.clone()),
+        None => credentials_for(&reference.image.registry).map_err(registry_err)?,
+    };
     let registry = Registry::connect(
         http,
         &reference.image,
@@ -377,21 +389,38 @@ pub async fn pull_base(
     let result = async {
         let tmp_blobs = tmp.join("blobs/sha256");
         std::fs::create_dir_all(&tmp_blobs).map_err(io_at(&tmp_blobs))?;
-        let mut manifests = Vec::new();
+        // Every blob of every picked image, once (platforms share configs and layers at times),
+        // with the manifest that names it.
+        let mut wanted: Vec<(&str, &Descriptor)> = Vec::new();
+        let mut parsed = Vec::new();
         for (descriptor, bytes) in &picked {
             let manifest: Manifest = serde_json::from_slice(bytes)
                 .map_err(|e| bad(&descriptor.digest, format!("not an image manifest: {e}")))?;
-            write_blob(&tmp_blobs, &descriptor.digest, bytes)?;
+            parsed.push((descriptor, bytes, manifest));
+        }
+        for (descriptor, _, manifest) in &parsed {
             for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-                let hex = digest_hex(&blob.digest).ok_or_else(|| {
-                    bad(
+                if digest_hex(&blob.digest).is_none() {
+                    return Err(bad(
                         &descriptor.digest,
                         format!("`{}` is not a sha256 digest", blob.digest),
-                    )
-                })?;
-                let cached = blobs.join(hex);
+                    ));
+                }
+                if !wanted.iter().any(|(_, b)| b.digest == blob.digest) {
+                    wanted.push((descriptor.digest.as_str(), blob));
+                }
+            }
+        }
+        // The ones the cache lacks, several at a time; the first failure stops the rest (their
+        // partial files are removed as they stop).
+        let limit = http.settings().concurrency.clamp(1, BLOB_PULLS);
+        let registry = &registry;
+        let blobs = &blobs;
+        futures::stream::iter(wanted.iter().map(|(manifest, blob)| {
+            let cached = blobs.join(digest_hex(&blob.digest).unwrap_or_default());
+            async move {
                 if !cached_blob_ok(&cached, blob.size) {
-                    download(http, &registry, &blob.digest, &cached)
+                    download(http, registry, &blob.digest, &cached)
                         .await
                         .map_err(registry_err)?;
                 }
@@ -399,16 +428,27 @@ pub async fn pull_base(
                 if size != blob.size {
                     let _ = std::fs::remove_file(&cached);
                     return Err(bad(
-                        &descriptor.digest,
+                        manifest,
                         format!(
                             "blob {} is {size} bytes, the manifest says {}",
                             blob.digest, blob.size
                         ),
                     ));
                 }
-                link_or_copy(&cached, &tmp_blobs.join(hex))?;
+                Ok(())
             }
-            manifests.push(descriptor.clone());
+        }))
+        .buffer_unordered(limit)
+        .try_collect::<Vec<()>>()
+        .await?;
+        let mut manifests = Vec::new();
+        for (descriptor, bytes, manifest) in &parsed {
+            write_blob(&tmp_blobs, &descriptor.digest, bytes)?;
+            for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                let hex = digest_hex(&blob.digest).unwrap_or_default();
+                link_or_copy(&blobs.join(hex), &tmp_blobs.join(hex))?;
+            }
+            manifests.push((*descriptor).clone());
         }
         let index = Index {
             schema_version: 2,
@@ -495,8 +535,10 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PullError> {
     std::fs::write(path, bytes).map_err(io_at(path))
 }
 
+/// Puts the cached blob into the layout. A blob two platforms share is there already (a link
+/// to the same file): copying onto it would truncate the cached blob itself.
 fn link_or_copy(from: &Path, to: &Path) -> Result<(), PullError> {
-    if std::fs::hard_link(from, to).is_ok() {
+    if to.exists() || std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
     std::fs::copy(from, to).map(|_| ()).map_err(io_at(to))

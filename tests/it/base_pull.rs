@@ -2,7 +2,8 @@
 //! started as in tests/it/push.rs) serves bases copied there by skopeo; comfypak pulls them
 //! by tag and by digest into the cache (one image per platform), and the target runtime runs
 //! the pulled base's CPython 3.14. A tampered or truncated blob is an error and nothing of it
-//! is cached; a missing platform is an error naming what the base has; `comfypak build`
+//! is cached; blobs are pulled several at once; a missing platform is an error naming what the
+//! base has; `comfypak build`
 //! records the tag's digest in the lock and `--locked` builds on that digest.
 
 use std::path::{Path, PathBuf};
@@ -116,7 +117,10 @@ fn pull(reference: &str, archs: &[Arch], cache: &Path) -> Result<PulledBase, Pul
         &reference,
         archs,
         cache,
-        &PullOptions { insecure: true },
+        &PullOptions {
+            insecure: true,
+            ..PullOptions::default()
+        },
     ))
 }
 
@@ -485,4 +489,97 @@ fn stack_base_takes_a_path_or_a_registry_image() {
             "{bad}: {err}"
         );
     }
+}
+
+/// The blobs a base lacks are pulled several at once (bounded), still each verified while it
+/// streams and cached by digest: a proxy in front of the real registry holds blob GETs until
+/// four are in flight together (a sequential pull never gets there: the proxy logs it), then
+/// lets them through; the layout has every blob with the right bytes, and a second pull of
+/// the same blobs into that cache asks for none. A blob that breaks off while others stream
+/// leaves no partial file behind. A layer both platforms share is pulled once and kept whole.
+#[test]
+fn blobs_are_pulled_concurrently_and_verified() {
+    use comfypak_testkit::{ProxyFault, TestProxy};
+    let Some(registry) = start_registry() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layers: Vec<Vec<u8>> = (0..5).map(|i| small_layer(&format!("part{i}"))).collect();
+    let (_, digests) = base_layout(
+        &dir.path().join("layout"),
+        &[
+            (Arch::X86_64, layers[..3].to_vec()),
+            (Arch::Aarch64, layers[2..].to_vec()),
+        ],
+    );
+    serve(&registry, &dir.path().join("layout"), "lib/many:1");
+    let proxy = TestProxy::start(([127, 0, 0, 1], registry.port).into()).unwrap();
+    proxy.inject(ProxyFault::Gather {
+        method: "GET".into(),
+        path_contains: "/blobs/".into(),
+        count: comfypak::registry::pull::BLOB_PULLS,
+    });
+    let reference = format!("docker://127.0.0.1:{}/lib/many:1", proxy.addr().port());
+    let cache = dir.path().join("cache");
+    let pulled = pull(&reference, &[Arch::X86_64, Arch::Aarch64], &cache).unwrap();
+    let blob_gets: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .collect();
+    // 2 configs and 5 distinct layers (the shared one once).
+    assert_eq!(blob_gets.len(), 7, "{blob_gets:?}");
+    let gathered: Vec<_> = blob_gets.iter().filter(|r| r.fault.is_some()).collect();
+    assert_eq!(gathered.len(), 4, "{blob_gets:?}");
+    assert!(
+        gathered
+            .iter()
+            .all(|r| !r.fault.as_deref().unwrap().contains("not met")),
+        "the pull did not have four blobs in flight at once: {blob_gets:?}"
+    );
+    let images = comfypak::pack::oci::Layout::open(&pulled.layout)
+        .unwrap()
+        .images()
+        .unwrap();
+    assert_eq!(images.len(), 2);
+    for (i, image) in images.iter().enumerate() {
+        let got: Vec<String> = image
+            .manifest
+            .layers
+            .iter()
+            .map(|l| {
+                let bytes =
+                    std::fs::read(pulled.layout.join("blobs/sha256").join(&l.digest[7..])).unwrap();
+                assert_eq!(sha(&bytes), l.digest);
+                sha(&bytes)
+            })
+            .collect();
+        // Uncompressed layers: the digest is the diff_id.
+        assert_eq!(got, digests[i]);
+    }
+    assert!(
+        files_under(&cache.join("registry"))
+            .iter()
+            .all(|f| !f.contains(".part")),
+        "{:?}",
+        files_under(&cache.join("registry"))
+    );
+
+    // One blob cut short by the registry (half its bytes) among the others: an error naming
+    // it; the others may be cached (verified), the short one is not, nor any partial file.
+    let cache = dir.path().join("cache-short");
+    let blob = stored_blob(&registry, &digests[1][1]);
+    std::fs::write(&blob, &layers[3][..layers[3].len() / 2]).unwrap();
+    let direct = format!("docker://127.0.0.1:{}/lib/many:1", registry.port);
+    let err = pull(&direct, &[Arch::X86_64, Arch::Aarch64], &cache)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&digests[1][1]), "{err}");
+    let kept = files_under(&cache.join("registry"));
+    assert!(
+        kept.iter()
+            .all(|f| !f.contains(&digests[1][1][7..]) && !f.contains(".part")),
+        "{kept:?}"
+    );
+    assert!(files_under(&cache.join("registry/bases")).is_empty());
 }

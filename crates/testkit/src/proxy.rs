@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP/1.1 forward proxy on 127.0.0.1 for tests that talk to a real
 //! server (a registry): each request is passed to the upstream unchanged (same `Host`, so
 //! the upstream's `Location` answers point back at the proxy), unless a [`ProxyFault`]
-//! breaks it first: a request body cut off midway, or a status answered by the proxy.
+//! breaks it first: a request body cut off midway, or a status answered by the proxy; or a
+//! [`ProxyFault::Gather`] holds requests until several are in flight at once (a client that
+//! sends them one after another never gathers them, and the log says so).
 //!
 //! Owns: sockets on its own thread and tokio runtime; a request log; stops on Drop.
 //! Must not: listen on anything but loopback, or keep a connection open to the client after
@@ -39,6 +41,14 @@ pub enum ProxyFault {
         status: u16,
         times: usize,
     },
+    /// Hold each of the next `count` matching requests until all `count` are held at once, then
+    /// forward them. A request held for the idle timeout (30 s) without the others arriving is
+    /// forwarded anyway, logged with the fault `gather: ... not met`.
+    Gather {
+        method: String,
+        path_contains: String,
+        count: usize,
+    },
 }
 
 /// One request as the proxy saw it.
@@ -58,6 +68,9 @@ struct Shared {
     upstream: SocketAddr,
     faults: Mutex<Vec<ProxyFault>>,
     log: Mutex<Vec<ProxyRecord>>,
+    /// Requests held by a [`ProxyFault::Gather`] so far, and the wake-up when all are there.
+    gathered: Mutex<usize>,
+    gather_done: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +102,8 @@ impl TestProxy {
             upstream,
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            gathered: Mutex::new(0),
+            gather_done: tokio::sync::Notify::new(),
         });
         let (tx, mut rx) = oneshot::channel::<()>();
         let task_shared = Arc::clone(&shared);
@@ -148,6 +163,7 @@ enum Action {
     Forward,
     Abort(u64),
     Status(u16),
+    Gather(usize),
 }
 
 fn take_fault(shared: &Shared, method: &str, path: &str) -> (Action, Option<String>) {
@@ -174,6 +190,15 @@ fn take_fault(shared: &Shared, method: &str, path: &str) -> (Action, Option<Stri
             } if *times > 0 && m == method && path.contains(path_contains.as_str()) => {
                 *times -= 1;
                 return (Action::Status(*status), Some(format!("status {status}")));
+            }
+            ProxyFault::Gather {
+                method: m,
+                path_contains,
+                count,
+            } if *count > 0 && m == method && path.contains(path_contains.as_str()) => {
+                let all = *count + *lock(&shared.gathered);
+                *count -= 1;
+                return (Action::Gather(all), None);
             }
             _ => {}
         }
@@ -235,7 +260,25 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     if content_length > MAX_BODY_BYTES {
         return;
     }
-    let (action, fault) = take_fault(&shared, &method, &path);
+    let (action, mut fault) = take_fault(&shared, &method, &path);
+    if let Action::Gather(all) = action {
+        let notified = shared.gather_done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let held = {
+            let mut gathered = lock(&shared.gathered);
+            *gathered += 1;
+            *gathered
+        };
+        if held >= all {
+            shared.gather_done.notify_waiters();
+            fault = Some(format!("gather: {held} of {all} held at once"));
+        } else if tokio::time::timeout(IDLE_TIMEOUT, notified).await.is_ok() {
+            fault = Some(format!("gather: {all} held at once"));
+        } else {
+            fault = Some(format!("gather: not met, {held} of {all} held"));
+        }
+    }
     let record = |body_bytes: u64, status: Option<u16>| ProxyRecord {
         method: method.clone(),
         path: path.clone(),
