@@ -235,10 +235,18 @@ pub async fn authorization(
                     source: Box::new(source),
                 })?;
             if !(200..300).contains(&response.status) {
-                return Err(auth_err(format!(
-                    "the token service at {realm} answered HTTP {}",
-                    response.status
-                )));
+                let status = response.status;
+                return Err(auth_err(match (status, credentials) {
+                    (401 | 403, Some(Credentials::Basic { username, .. })) => format!(
+                        "the token service at {realm} refused the user name and password given \
+                         for `{username}` (HTTP {status})"
+                    ),
+                    (401 | 403, _) => format!(
+                        "the token service at {realm} wants a user name and password (HTTP \
+                         {status}), and none were given"
+                    ),
+                    _ => format!("the token service at {realm} answered HTTP {status}"),
+                }));
             }
             let body: serde_json::Value = serde_json::from_slice(&response.body)
                 .map_err(|_| auth_err(format!("the token service at {realm} sent no JSON")))?;

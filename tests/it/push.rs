@@ -2,7 +2,9 @@
 //! 127.0.0.1 with a temporary config and storage. First push uploads everything and `skopeo
 //! inspect` sees the manifest; a second push uploads nothing; after a volatile change exactly
 //! one layer blob plus the config (and the manifest) go up; chunked uploads, cross-repository
-//! mounts and multi-arch indexes work. With `CI=true` a missing tool fails the test.
+//! mounts and multi-arch indexes work; basic auth (htpasswd) and bearer tokens (`auth: token`,
+//! with a token service of the test's issuing RS256 JWTs) for push and pull. With `CI=true` a
+//! missing tool fails the test.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -76,6 +78,24 @@ pub(crate) fn start_registry() -> Option<Registry> {
 
 /// With `Some((user, password))` the registry asks for HTTP basic auth (htpasswd, bcrypt).
 fn start_registry_with_auth(auth: Option<(&str, &str)>) -> Option<Registry> {
+    let Some((user, password)) = auth else {
+        return start_registry_with_config(|_| None);
+    };
+    let htpasswd = tool("htpasswd")?;
+    let line = run_ok(Command::new(htpasswd).args(["-Bbn", user, password]));
+    start_registry_with_config(|storage| {
+        let file = storage.join("htpasswd");
+        fs::write(&file, line.trim()).unwrap();
+        Some(format!(
+            "auth:\n  htpasswd:\n    realm: comfypak-test\n    path: {}\n",
+            file.display()
+        ))
+    })
+}
+
+/// A registry whose config gets the `auth:` section `auth` writes (given the storage folder);
+/// with one, it answers `/v2/` with 401.
+fn start_registry_with_config(auth: impl FnOnce(&Path) -> Option<String>) -> Option<Registry> {
     let bin = tool("docker-registry")?;
     let storage = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -85,15 +105,9 @@ fn start_registry_with_auth(auth: Option<(&str, &str)>) -> Option<Registry> {
          delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
         storage.path().join("data").display()
     );
-    if let Some((user, password)) = auth {
-        let htpasswd = tool("htpasswd")?;
-        let line = run_ok(Command::new(htpasswd).args(["-Bbn", user, password]));
-        let file = storage.path().join("htpasswd");
-        fs::write(&file, line.trim()).unwrap();
-        yaml.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: comfypak-test\n    path: {}\n",
-            file.display()
-        ));
+    let auth = auth(storage.path());
+    if let Some(section) = &auth {
+        yaml.push_str(section);
     }
     fs::write(&config, yaml).unwrap();
     let child = Command::new(bin)
@@ -609,4 +623,308 @@ fn the_registry_session_pulls_back_what_was_pushed() {
     let dest = out.path().join("missing");
     assert!(rt.block_on(session.download_blob(&missing, &dest)).is_err());
     assert!(!dest.exists());
+}
+
+/// A token service for a registry with `auth: token`, on 127.0.0.1: it checks HTTP basic
+/// credentials and answers with an RS256 JWT granting the scopes asked for, signed (by
+/// `openssl dgst`) with a key whose self-signed certificate is the registry's
+/// `rootcertbundle` and travels in the token's `x5c` header. Stops when dropped.
+struct TokenService {
+    port: u16,
+    /// Every request: the scopes asked for, and whether the credentials were right.
+    log: std::sync::Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The certificate bundle for the registry's config.
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The scopes a token request asked for, and whether its credentials were right.
+type TokenRequest = (Vec<String>, bool);
+
+const TOKEN_SERVICE: &str = "comfypak-test-registry";
+const TOKEN_ISSUER: &str = "comfypak-test-issuer";
+
+impl TokenService {
+    fn start(user: &'static str, password: &'static str) -> Option<TokenService> {
+        use base64::Engine;
+        let openssl = tool("openssl")?;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        run_ok(
+            Command::new(&openssl)
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=comfypak-test-token-signer", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let pem = fs::read_to_string(&cert).unwrap();
+        let der_b64: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<Vec<_>>()
+            .concat();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (thread_log, thread_stop) = (log.clone(), stop.clone());
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let thread = std::thread::spawn(move || {
+            let b64url =
+                |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            for stream in listener.incoming() {
+                if thread_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let url = url::Url::parse(&format!("http://127.0.0.1{target}")).unwrap();
+                let scopes: Vec<String> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.to_string())
+                    .collect();
+                let authorized = head.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("authorization") && v.trim() == expected
+                    })
+                });
+                thread_log
+                    .lock()
+                    .unwrap()
+                    .push((scopes.clone(), authorized));
+                let (status, body) = if !authorized {
+                    (
+                        "401 Unauthorized",
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#
+                            .to_string(),
+                    )
+                } else {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let access: Vec<serde_json::Value> = scopes
+                        .iter()
+                        .filter_map(|s| {
+                            let (kind, rest) = s.split_once(':')?;
+                            let (name, actions) = rest.rsplit_once(':')?;
+                            Some(serde_json::json!({
+                                "type": kind, "name": name,
+                                "actions": actions.split(',').collect::<Vec<_>>(),
+                            }))
+                        })
+                        .collect();
+                    let header =
+                        serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+                    let claims = serde_json::json!({
+                        "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+                        "exp": now + 600, "nbf": now - 10, "iat": now - 10,
+                        "jti": format!("{now}-{}", thread_log.lock().unwrap().len()),
+                        "access": access,
+                    });
+                    let input = format!(
+                        "{}.{}",
+                        b64url(header.to_string().as_bytes()),
+                        b64url(claims.to_string().as_bytes())
+                    );
+                    let mut sign = Command::new(&openssl)
+                        .args(["dgst", "-sha256", "-binary", "-sign"])
+                        .arg(&key)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    sign.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(input.as_bytes())
+                        .unwrap();
+                    let signed = sign.wait_with_output().unwrap();
+                    assert!(signed.status.success());
+                    let token = format!("{input}.{}", b64url(&signed.stdout));
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": token, "access_token": token, "expires_in": 600})
+                            .to_string(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Some(TokenService {
+            port,
+            log,
+            stop,
+            thread: Some(thread),
+            cert,
+            _dir: dir,
+        })
+    }
+
+    fn requests(&self) -> Vec<TokenRequest> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Bearer-token auth against a real registry (`auth: token`, its realm the test's token
+/// service): push and pull go through tokens the service issues for the user's credentials;
+/// no credentials and wrong ones are each a clear error that never shows the password.
+#[test]
+fn push_and_pull_with_bearer_tokens_from_a_token_service() {
+    use comfypak::registry::pull::{pull_base, BaseReference, PullOptions};
+    let Some(tokens) = TokenService::start("builder", "t0ken-pass") else {
+        return;
+    };
+    let realm = format!("http://127.0.0.1:{}/token", tokens.port);
+    let Some(registry) = start_registry_with_config(|_| {
+        Some(format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
+             issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.cert.display()
+        ))
+    }) else {
+        return;
+    };
+    let b = built(&["manylinux_2_39_x86_64"]);
+    let out = b.root.join("img");
+    let image = PackSetup::new(&b.stack, b.layers.clone(), out.clone()).run();
+    let reference: ImageReference = format!("127.0.0.1:{}/token/comfyui:v1", registry.port)
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let basic = |password: &str| {
+        Some(Credentials::Basic {
+            username: "builder".into(),
+            password: password.into(),
+        })
+    };
+
+    // No credentials: the token service wants some.
+    let err = runtime
+        .block_on(push(&out, &reference, insecure()))
+        .unwrap_err();
+    let text = comfypak::diagnostic::with_help(&err);
+    assert!(
+        text.contains(&format!(
+            "the token service at {realm} wants a user name and password (HTTP 401), and none \
+             were given"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("COMFYPAK_REGISTRY_USERNAME"), "{text}");
+
+    // Wrong password: refused, named by user, the password never shown.
+    let wrong = PushOptions {
+        credentials: basic("wrong-pass"),
+        ..insecure()
+    };
+    let err = runtime.block_on(push(&out, &reference, wrong)).unwrap_err();
+    let text = comfypak::diagnostic::with_help(&err);
+    assert!(
+        text.contains(&format!(
+            "the token service at {realm} refused the user name and password given for \
+             `builder` (HTTP 401)"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pass"), "{text}");
+
+    // Right: the push goes through on tokens, scoped to pull and push of the repository.
+    let right = PushOptions {
+        credentials: basic("t0ken-pass"),
+        ..insecure()
+    };
+    let report = runtime.block_on(push(&out, &reference, right)).unwrap();
+    assert_eq!(report.uploaded().len(), 5, "{report:?}");
+    assert_eq!(report.digest, image.platforms[0].manifest.digest);
+    let asked = tokens.requests();
+    assert!(
+        asked.iter().any(|(scopes, ok)| *ok
+            && scopes
+                .iter()
+                .any(|s| s == "repository:token/comfyui:pull,push")),
+        "{asked:?}"
+    );
+
+    // Pull it back as a base, on tokens with the pull scope.
+    let base: BaseReference = format!("docker://127.0.0.1:{}/token/comfyui:v1", registry.port)
+        .parse()
+        .unwrap();
+    let cache = b.root.join("cache");
+    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let pull = |credentials| {
+        runtime.block_on(pull_base(
+            &http,
+            &base,
+            &[comfypak::target::Arch::X86_64],
+            &cache,
+            &PullOptions {
+                insecure: true,
+                credentials,
+            },
+        ))
+    };
+    let err = pull(basic("wrong-pass")).unwrap_err();
+    let text = comfypak::diagnostic::with_help(&err);
+    assert!(
+        text.contains("refused the user name and password"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pass"), "{text}");
+    let pulled = pull(basic("t0ken-pass")).unwrap();
+    assert_eq!(pulled.digest, image.platforms[0].manifest.digest);
+    let layout = comfypak::pack::oci::Layout::open(&pulled.layout).unwrap();
+    let images = layout.images().unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(
+        images[0]
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>(),
+        image.platforms[0]
+            .layers
+            .iter()
+            .map(|l| l.descriptor.digest.clone())
+            .collect::<Vec<_>>()
+    );
+    let asked = tokens.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|(scopes, ok)| *ok && scopes.iter().any(|s| s == "repository:token/comfyui:pull")),
+        "{asked:?}"
+    );
 }
