@@ -306,7 +306,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     if found.is_none() {
         let message = format!(
             "`{name}` is not installed; .ci/setup.d/40-image-tools.sh installs it \
-             (apt-get install skopeo umoci oci-image-tool docker-registry)"
+             (apt-get install skopeo umoci oci-image-tool docker-registry apache2-utils openssl)"
         );
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{message}");
