@@ -11,8 +11,9 @@
 //! interpreter whose bytecode fingerprint (the probe in [`super::interpreter`]) is the same
 //! takes the file from the cache instead of compiling it again: a rebuild, and the other
 //! architecture's layers (the same CPython under qemu makes the same bytes, 30 to 40 times
-//! slower), compile only what is new. Each entry carries the sha256 of its bytes and is
-//! ignored when they do not match. It must not change the installed `.py` files nor anything
+//! slower), compile only what is new; a file the compiler refused (a syntax error) is
+//! remembered too, so a layer fully in the cache starts no interpreter. Each entry carries the
+//! sha256 of its bytes and is ignored when they do not match. It must not change the installed `.py` files nor anything
 //! outside the layer's site-packages.
 
 use std::ffi::OsString;
@@ -110,6 +111,7 @@ pub fn compile_layer(
     py_files(&site, Path::new(""), &mut sources)?;
     // Each source: its cache key when it could be read, and whether the cache had it.
     let mut missing: Vec<(&Path, Option<String>)> = Vec::new();
+    let mut known_failures: Vec<String> = Vec::new();
     let mut reused = 0;
     for rel in &sources {
         let key = cache.as_ref().and_then(|_| {
@@ -121,12 +123,20 @@ pub fn compile_layer(
             (Some(dir), Some(key)) => read_entry(&dir.join(key)),
             _ => None,
         };
-        match hit {
-            Some(bytes) => {
+        // A file this compiler refused before (a syntax error) is refused again.
+        let refused = match (&cache, &key, &hit) {
+            (Some(dir), Some(key), None) => checked(&dir.join(format!("{key}.failed")), 1)
+                .and_then(|m| String::from_utf8(m).ok())
+                .filter(|m| m.starts_with(&format!("{}: ", rel.display()))),
+            _ => None,
+        };
+        match (hit, refused) {
+            (Some(bytes), _) => {
                 write_pyc(&pyc, &bytes)?;
                 reused += 1;
             }
-            None => missing.push((rel.as_path(), key)),
+            (None, Some(message)) => known_failures.push(message),
+            (None, None) => missing.push((rel.as_path(), key)),
         }
     }
     let mut list = Vec::new();
@@ -134,7 +144,7 @@ pub fn compile_layer(
         list.extend_from_slice(rel.as_os_str().as_encoded_bytes());
         list.push(0);
     }
-    let (compiled, failed) = if missing.is_empty() {
+    let (compiled, mut failed) = if missing.is_empty() {
         (0, Vec::new())
     } else {
         run_compile(runtime, &site, &purelib, workers, &list, layer_dir)?
@@ -142,12 +152,19 @@ pub fn compile_layer(
     if let Some(dir) = &cache {
         for (rel, key) in &missing {
             let Some(key) = key else { continue };
+            // A cache that cannot be written only costs the next build a compile.
             if let Ok(bytes) = fs::read(site.join(pyc_rel(rel, &tag))) {
-                // A cache that cannot be written only costs the next build a compile.
                 let _ = write_entry(dir, key, &bytes);
+            } else if let Some(message) = failed
+                .iter()
+                .find(|m| m.starts_with(&format!("{}: ", rel.display())))
+            {
+                let _ = write_entry(dir, &format!("{key}.failed"), message.as_bytes());
             }
         }
     }
+    failed.extend(known_failures);
+    failed.sort();
     let recorded = record_bytecode(&site, &tag)?;
     Ok(CompileReport {
         compiled: compiled + reused,
@@ -266,15 +283,22 @@ fn cache_key(purelib: &str, rel: &Path, source: &[u8]) -> String {
 /// A cache entry's `.pyc` bytes, when its checksum (the first 32 bytes: the sha256 of the
 /// rest) holds.
 fn read_entry(path: &Path) -> Option<Vec<u8>> {
-    let bytes = fs::read(path).ok()?;
-    if bytes.len() < 32 + 16 {
-        return None;
-    }
-    let (sum, pyc) = bytes.split_at(32);
-    (Sha256::digest(pyc).as_slice() == sum).then(|| pyc.to_vec())
+    // A .pyc has at least its 16-byte header.
+    checked(path, 16)
 }
 
-/// Stores a compiled file under `dir/key` (temp name, then rename).
+/// An entry's content (at least `min` bytes) when its checksum holds.
+fn checked(path: &Path, min: usize) -> Option<Vec<u8>> {
+    let bytes = fs::read(path).ok()?;
+    if bytes.len() < 32 + min {
+        return None;
+    }
+    let (sum, content) = bytes.split_at(32);
+    (Sha256::digest(content).as_slice() == sum).then(|| content.to_vec())
+}
+
+/// Stores a compiled file (or, under `KEY.failed`, why it did not compile) under `dir/key`
+/// (temp name, then rename).
 fn write_entry(dir: &Path, key: &str, pyc: &[u8]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let path = dir.join(key);

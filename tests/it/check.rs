@@ -232,14 +232,15 @@ fn build_on_a_python_base_then_check() {
         }
     };
     same_layers("out2");
-    // A rebuild on the first cache takes every compiled file from the bytecode cache (the
-    // file with the syntax error is tried again), with the same bytes.
+    // A rebuild on the first cache takes every compiled file from the bytecode cache, and the
+    // syntax error from there too, with the same bytes.
     let third = build(dir.path(), &pak, "out3", &root, &cache);
     assert!(third.status.success(), "{}", text(&third));
     let log = String::from_utf8_lossy(&third.stderr);
     assert!(
         log.contains("layer deps (x86_64): 83 .pyc in")
-            && log.contains("(83 from the bytecode cache)"),
+            && log.contains("(83 from the bytecode cache)")
+            && log.contains("1 .py did not compile: demo_app/template_src.py: invalid syntax"),
         "{log}"
     );
     same_layers("out3");
@@ -256,7 +257,10 @@ fn build_on_a_python_base_then_check() {
             damaged += 1;
         }
     }
-    assert_eq!(damaged, 85, "one entry per compiled file of both layers");
+    assert_eq!(
+        damaged, 86,
+        "one entry per compiled file of both layers, and the one that did not compile"
+    );
     let fourth = build(dir.path(), &pak, "out4", &root, &cache);
     assert!(fourth.status.success(), "{}", text(&fourth));
     assert!(
@@ -444,6 +448,19 @@ fn build_and_check_on_both_architectures() {
         &dir.path().join("cache-arm-alone"),
     );
     assert!(fresh.status.success(), "{}", text(&fresh));
+    // The times, for the record (`--nocapture`): from the cache against under qemu.
+    for line in log.lines().filter(|l| l.contains(".pyc in")) {
+        eprintln!("build: {line}");
+    }
+    eprintln!(
+        "install --compile, aarch64, empty cache: {}",
+        String::from_utf8_lossy(&fresh.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&fresh.stderr).lines())
+            .filter(|l| l.contains("installed"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     same(
         &dir.path().join("arm-alone/layers/deps"),
         &dir.path().join("out/aarch64/layers/deps"),
