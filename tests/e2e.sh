@@ -13,7 +13,8 @@
 #      --help / --version; the allowed failures are tests/e2e/stack.toml's [check.allow];
 #   5. the image in a real container runtime: `comfypak pack --format docker-archive`,
 #      `podman load`, and `podman run --rm --network none IMAGE` running the same check
-#      (comfypak's check.py) with the image's own python.
+#      (comfypak's check.py) with the python of the shipped pak/image.toml's entrypoint, as the
+#      image's user (1000, not root), the check folder the only place it writes.
 # (aarch64: the stack is x86_64 only; tests/it/podman.rs runs the fixture stack's image under
 # qemu with `podman run --platform linux/arm64` in CI.)
 #
@@ -207,6 +208,9 @@ STACK=$WORK/stack
 mkdir -p "$STACK"
 cp "$E2E/stack.toml" "$STACK/stack.toml"
 ln -s "$REPO/indexes" "$STACK/indexes"
+# The shipped image settings (entrypoint, user 1000, workdir, env) and runtime-config layer.
+cp "$REPO/pak/image.toml" "$STACK/image.toml"
+cp -r "$REPO/pak/runtime-config" "$STACK/runtime-config"
 # Copies of the default stack's pak files the e2e stack names, without tests/e2e/drop.txt's
 # lines (compared by normalised name).
 python3 - "$REPO/pak" "$STACK" "$E2E/drop.txt" <<'PY'
@@ -340,9 +344,16 @@ podman load --quiet -i "$WORK/image-1.tar"
 rm -f "$WORK/image-1.tar"
 mkdir -p "$WORK/podman-check"
 cp "$REPO/src/runtime/check.py" "$WORK/podman-check/check.py"
+chmod 0777 "$WORK/podman-check"
+# The image runs as the shipped image.toml says (user, workdir, env); its entrypoint's python
+# runs the check instead of ComfyUI's main.py.
+ENTRY_PY=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["image"]["entrypoint"][0])' "$STACK/image.toml")
+IMAGE_USER=$(podman image inspect --format '{{.Config.User}}' "$PODMAN_IMAGE")
+echo "podman: $PODMAN_IMAGE runs as user $IMAGE_USER; the check with $ENTRY_PY"
+[ "$IMAGE_USER" = "1000:1000" ] || fail "the image's user is '$IMAGE_USER', not pak/image.toml's 1000:1000"
 set +e
-podman run --rm --network none -v "$WORK/podman-check:/check" "$PODMAN_IMAGE" \
-  "$VENV/bin/python" /check/check.py /check/result.json >"$WORK/podman.log" 2>&1
+podman run --rm --network none -v "$WORK/podman-check:/check" --entrypoint "$ENTRY_PY" "$PODMAN_IMAGE" \
+  /check/check.py /check/result.json >"$WORK/podman.log" 2>&1
 PODMAN_RUN_RC=$?
 podman rmi --force "$PODMAN_IMAGE" >/dev/null 2>&1
 set -e
@@ -356,7 +367,7 @@ bad_imports = [i for i in r["imports"] if not i["ok"]]
 bad_scripts = [s for s in r["scripts"] if not s["ok"]]
 allowed = [x for x in bad_imports if x["module"] in allow] + [x for x in bad_scripts if x["script"] in allow]
 failed = [x for x in bad_imports if x["module"] not in allow] + [x for x in bad_scripts if x["script"] not in allow]
-print(f"podman run (x86_64), python {r['python']} {r['executable']}: {len(r['distributions'])} distributions, "
+print(f"podman run (x86_64, as the image's user), python {r['python']} {r['executable']}: {len(r['distributions'])} distributions, "
       f"{sum(i['ok'] for i in r['imports'])} of {len(r['imports'])} modules imported, "
       f"{sum(s['ok'] for s in r['scripts'])} of {len(r['scripts'])} console scripts answered")
 for x in allowed:

@@ -4,7 +4,9 @@
 //! platform packed as a docker archive, `podman load`ed, and `podman run --rm --network none`
 //! runs `comfypak check`'s own check.py with the image's python: every distribution's modules
 //! import and its console scripts answer, on x86_64 and, under qemu-user, on
-//! `--platform linux/arm64`.
+//! `--platform linux/arm64`. The image carries the shipped `pak/image.toml` (its entrypoint's
+//! python, the non-root user 1000, workdir, env and the runtime-config layer), and the check
+//! runs as that user, the way the image runs, with only the check folder writable to it.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +15,7 @@ use comfypak::target::Arch;
 
 use super::base_pull::base_layout;
 use super::check::{comfypak, fixture_stack_for, text};
+use super::common::copy_tree;
 use super::pack_support::run_ok;
 use super::runtime::{debian_root, debian_root_aarch64};
 
@@ -72,6 +75,33 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
          demo-bad = \"exits 1 whatever it is asked\"\n",
         &platforms,
     );
+    // The shipped image settings and runtime-config layer, on the shipped venv path.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pak");
+    std::fs::copy(shipped.join("image.toml"), pak.join("image.toml")).unwrap();
+    copy_tree(&shipped.join("runtime-config"), &pak.join("runtime-config"));
+    let manifest = pak.join("stack.toml");
+    let stack = std::fs::read_to_string(&manifest).unwrap();
+    assert!(stack.contains("venv = \"/opt/venv\""), "{stack}");
+    std::fs::write(
+        &manifest,
+        stack.replace("venv = \"/opt/venv\"", "venv = \"/opt/comfyui/venv\""),
+    )
+    .unwrap();
+    let settings: toml::Table =
+        toml::from_str(&std::fs::read_to_string(shipped.join("image.toml")).unwrap()).unwrap();
+    let entrypoint: Vec<&str> = settings["image"]["entrypoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let python = entrypoint[0];
+    assert_eq!(python, "/opt/comfyui/venv/bin/python");
+    let user = settings["image"]["user"].as_str().unwrap();
+    assert_eq!(
+        user, "1000:1000",
+        "the shipped image runs as a non-root user"
+    );
     let out = comfypak(
         &[
             "build",
@@ -89,9 +119,11 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
     );
     assert!(out.status.success(), "{}", text(&out));
 
+    // The check folder: the only place the image's user (1000, not the owner) may write.
     let checks = dir.path().join("checks");
     std::fs::create_dir_all(&checks).unwrap();
     std::fs::write(checks.join("check.py"), comfypak::runtime::check::CHECK_PY).unwrap();
+    std::fs::set_permissions(&checks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut loaded = Loaded(Vec::new());
     let tag = format!("t{}", std::process::id());
     for arch in [Arch::X86_64, Arch::Aarch64] {
@@ -141,14 +173,32 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
         let image = format!("{name}:{tag}");
         assert!(load.contains(&image), "{load}");
         loaded.0.push(image.clone());
+        // The image config is the shipped one.
+        let inspect: serde_json::Value = serde_json::from_str(&run_ok(
+            Command::new("podman")
+                .args(["image", "inspect"])
+                .arg(&image),
+        ))
+        .unwrap();
+        let config = &inspect[0]["Config"];
+        assert_eq!(config["User"], user, "{config}");
+        assert_eq!(config["WorkingDir"], "/opt/comfyui/app", "{config}");
+        assert_eq!(
+            config["Entrypoint"],
+            serde_json::json!(entrypoint),
+            "{config}"
+        );
         let result = format!("{arch}.json");
+        // As the image runs (its user, workdir, env), with the entrypoint's python running the
+        // check instead of ComfyUI's main.py.
         let run = Command::new("podman")
             .args(["run", "--rm", "--network", "none", "--platform"])
             .arg(format!("linux/{}", arch.oci_name()))
             .arg("-v")
             .arg(format!("{}:/check", checks.display()))
+            .args(["--entrypoint", python])
             .arg(&image)
-            .args(["/opt/venv/bin/python", "/check/check.py"])
+            .arg("/check/check.py")
             .arg(format!("/check/{result}"))
             .output()
             .unwrap();
@@ -188,18 +238,24 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
             [("demo-bad", false), ("demo-base", true)],
             "{arch}: {report}"
         );
-        // The image's own machine: aarch64 under qemu-user.
+        // The image's own machine (aarch64 under qemu-user), its user, workdir and home, and the
+        // runtime configuration ComfyUI's command line names.
         let machine = run_ok(
             Command::new("podman")
                 .args(["run", "--rm", "--network", "none", "--platform"])
                 .arg(format!("linux/{}", arch.oci_name()))
+                .args(["--entrypoint", python])
                 .arg(&image)
                 .args([
-                    "/opt/venv/bin/python",
                     "-c",
-                    "import platform, sys; print(platform.machine(), sys.prefix)",
+                    "import os, platform, sys; print(platform.machine(), sys.prefix, os.getuid(), \
+                     os.getgid(), os.getcwd(), os.environ['HOME'], \
+                     os.path.isfile('/opt/comfyui/config/extra_model_paths.yaml'))",
                 ]),
         );
-        assert_eq!(machine.trim(), format!("{arch} /opt/venv"));
+        assert_eq!(
+            machine.trim(),
+            format!("{arch} /opt/comfyui/venv 1000 1000 /opt/comfyui/app /data True")
+        );
     }
 }
