@@ -522,6 +522,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             layers: Vec::new(),
             platform: PlatformChoice::All,
         },
+        true,
         progress,
     )
     .map_err(|e| e.in_stage("fetching"))?;

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use super::{layers_dir, BuildError, Progress, Session};
 use crate::fetch::{
-    cached, fetch_wheels, select_wheels, targets_for, CachedWheel, FetchOptions, SelectedWheel,
-    WheelSource,
+    cached, fetch_wheels_then, select_wheels, targets_for, CachedWheel, FetchOptions, FetchOutcome,
+    SelectedWheel, WheelSource,
 };
 use crate::install::layout::EnvPaths;
 use crate::install::link::LinkMode;
@@ -324,15 +324,17 @@ pub fn fetch(
     progress: &dyn Progress,
 ) -> Result<FetchReport, BuildError> {
     let lock = Lock::read(&request.lock)?;
-    fetch_lock(session, &lock, &request.lock, request, progress)
+    fetch_lock(session, &lock, &request.lock, request, false, progress)
 }
 
-/// [`fetch`] of a lock already read.
+/// [`fetch`] of a lock already read; with `unpack`, each downloaded wheel is also unpacked
+/// into the store while the others download (for a build that installs them next).
 pub(super) fn fetch_lock(
     session: &Session,
     lock: &Lock,
     lock_path: &Path,
     request: &FetchRequest,
+    unpack: bool,
     progress: &dyn Progress,
 ) -> Result<FetchReport, BuildError> {
     let targets = targets_for(lock, request.platform.as_asked())?;
@@ -341,7 +343,12 @@ pub(super) fn fetch_lock(
     for target in &targets {
         selected.extend(select_wheels(lock, layers, target)?);
     }
-    let cached = fetch_selected(
+    let fetch = if unpack {
+        fetch_selected_unpacking
+    } else {
+        fetch_selected
+    };
+    let cached = fetch(
         session,
         lock_path,
         &selected,
@@ -371,6 +378,56 @@ pub(super) fn fetch_selected(
     offline: bool,
     progress: &dyn Progress,
 ) -> Result<Vec<CachedWheel>, BuildError> {
+    fetch_selected_then(session, lock_path, selected, offline, progress, &|_| {})
+}
+
+/// [`fetch_selected`] for an install that follows: each wheel downloaded is unpacked into
+/// the store (`install::wheel::ensure_unpacked`, every check included) as soon as it is
+/// verified in the cache, on the rayon pool, while the others still download. Wheels the
+/// cache already had are left to the install. An unpack error is not reported here: the
+/// install unpacks that wheel again and reports it.
+pub(super) fn fetch_selected_unpacking(
+    session: &Session,
+    lock_path: &Path,
+    selected: &[SelectedWheel],
+    offline: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<CachedWheel>, BuildError> {
+    use rayon::iter::{ParallelBridge, ParallelIterator};
+    let cache = session.cache();
+    let (queue, downloaded) = std::sync::mpsc::channel::<CachedWheel>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            downloaded.into_iter().par_bridge().for_each(|wheel| {
+                let _ = crate::install::wheel::ensure_unpacked(
+                    cache,
+                    &wheel.path,
+                    &wheel.filename,
+                    &wheel.sha256,
+                );
+            });
+        });
+        let ready = move |wheel: &CachedWheel| {
+            if wheel.outcome != FetchOutcome::Cached {
+                // The receiver lives until this sender is dropped.
+                let _ = queue.send(wheel.clone());
+            }
+        };
+        let fetched = fetch_selected_then(session, lock_path, selected, offline, progress, &ready);
+        // Closes the queue: the unpacker finishes what it has, and the scope waits for it.
+        drop(ready);
+        fetched
+    })
+}
+
+fn fetch_selected_then(
+    session: &Session,
+    lock_path: &Path,
+    selected: &[SelectedWheel],
+    offline: bool,
+    progress: &dyn Progress,
+    ready: &(dyn Fn(&CachedWheel) + Sync),
+) -> Result<Vec<CachedWheel>, BuildError> {
     let dir = lock_dir(lock_path);
     let sources = selected
         .iter()
@@ -383,11 +440,12 @@ pub(super) fn fetch_selected(
         progress: progress.fetch_mode(),
     };
     session
-        .block_on(fetch_wheels(
+        .block_on(fetch_wheels_then(
             session.http(),
             session.cache(),
             &sources,
             &options,
+            ready,
         ))
         .map_err(|source| BuildError::Fetch {
             lock: lock_path.to_path_buf(),
@@ -504,7 +562,7 @@ pub(super) fn install_lock(
         python: target.python,
     };
     let plan = plan_layers(lock, target, &request.layers)?;
-    let fetched = fetch_selected(
+    let fetched = fetch_selected_unpacking(
         session,
         &request.lock,
         &plan.install,

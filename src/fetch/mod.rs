@@ -328,6 +328,19 @@ pub async fn fetch_wheels(
     wheels: &[WheelSource],
     options: &FetchOptions,
 ) -> Result<Vec<CachedWheel>, FetchError> {
+    fetch_wheels_then(http, cache, wheels, options, &|_| {}).await
+}
+
+/// [`fetch_wheels`], handing each wheel to `ready` as soon as it is whole and verified in
+/// the cache: a cache hit at once, a download when it is persisted, while the others are
+/// still downloading. `ready` must return quickly (queue the work, do not do it).
+pub async fn fetch_wheels_then(
+    http: &HttpClient,
+    cache: &Cache,
+    wheels: &[WheelSource],
+    options: &FetchOptions,
+    ready: &(dyn Fn(&CachedWheel) + Sync),
+) -> Result<Vec<CachedWheel>, FetchError> {
     let mut seen = HashSet::new();
     let mut done: HashMap<Sha256Hex, CachedWheel> = HashMap::new();
     let mut missing: Vec<&WheelSource> = Vec::new();
@@ -337,6 +350,7 @@ pub async fn fetch_wheels(
             continue;
         }
         if let Some(hit) = cached(cache, source) {
+            ready(&hit);
             done.insert(source.sha256.clone(), hit);
         } else if source.location == WheelLocation::Built {
             errors.push(FetchError::NotBuilt {
@@ -357,9 +371,13 @@ pub async fn fetch_wheels(
     let progress = Progress::new(options.progress, total_bytes);
     let outcomes: Vec<Result<CachedWheel, FetchError>> =
         futures::stream::iter(missing.iter().map(|source| async {
-            fetch_one(http, cache, source, &progress)
+            let fetched = fetch_one(http, cache, source, &progress)
                 .await
-                .map_err(|e| e.naming_index(source))
+                .map_err(|e| e.naming_index(source));
+            if let Ok(wheel) = &fetched {
+                ready(wheel);
+            }
+            fetched
         }))
         .buffer_unordered(options.concurrency.max(1))
         .collect()

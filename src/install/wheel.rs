@@ -204,24 +204,33 @@ impl Stamp {
             mtime_nsec: meta.mtime_nsec(),
         })
     }
+
+    /// The stamp of an open file (no path lookup).
+    fn of_file(file: &std::fs::File) -> std::io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        Ok(Stamp {
+            size: meta.len(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
 }
 
 /// Store files are read-only (0444, 0555 for executables): layers hard-link them, so an
-/// in-place edit of an installed file would otherwise edit the store.
-fn set_store_mode(path: &Path, executable: bool) -> std::io::Result<()> {
+/// in-place edit of an installed file would otherwise edit the store. Set on the open file.
+fn set_store_mode_of(file: &std::fs::File, executable: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = if executable { 0o555 } else { 0o444 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
-/// Records every file's [`Stamp`] in `stamps.json` beside the tree.
-fn write_stamps(entry: &Path, manifest: &WheelManifest) -> Result<(), WheelError> {
-    let tree = entry.join("tree");
-    let mut stamps = Vec::with_capacity(manifest.files.len());
-    for file in &manifest.files {
-        let path = tree.join(&file.path);
-        stamps.push(Stamp::of(&path).map_err(io_err(&path))?);
-    }
+/// Records every file's [`Stamp`] (in manifest order) in `stamps.json` beside the tree.
+fn write_stamps(
+    entry: &Path,
+    manifest: &WheelManifest,
+    stamps: &[Stamp],
+) -> Result<(), WheelError> {
     let path = entry.join("stamps.json");
     let json = serde_json::to_vec(&stamps).map_err(|e| WheelError::BadWheel {
         wheel: manifest.filename.clone(),
@@ -287,14 +296,14 @@ pub fn ensure_unpacked(
     let tree = tmp.join("tree");
     std::fs::create_dir_all(&tree).map_err(io_err(&tree))?;
     let result = (|| {
-        let manifest = unpack_verified(wheel_path, filename, sha256, &tree)?;
+        let (manifest, stamps) = unpack_verified_stamped(wheel_path, filename, sha256, &tree)?;
         let json = serde_json::to_vec(&manifest).map_err(|e| WheelError::BadWheel {
             wheel: filename.to_string(),
             message: e.to_string(),
         })?;
         let manifest_path = tmp.join("manifest.json");
         crate::fsutil::write_atomic(&manifest_path, &json).map_err(io_err(&manifest_path))?;
-        write_stamps(&tmp, &manifest)?;
+        write_stamps(&tmp, &manifest, &stamps)?;
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
@@ -648,193 +657,359 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Validates the wheel and writes its members under `tree`; returns its manifest.
+///
+/// The steps, each a function below: [`open_checked`] (member names, kinds, sizes and the
+/// zip-bomb limits, from the central directory), [`read_record`] (RECORD's rows by path),
+/// [`read_dist_info`] + [`DistInfo::verified`] (WHEEL, METADATA against the file name,
+/// entry points), [`extract_member`] for every member (inflated, hashed and checked in one
+/// pass, straight into its store file), and [`check_record_covered`] (nothing RECORD lists
+/// is missing from the archive).
 pub fn unpack_verified(
     wheel_path: &Path,
     filename: &str,
     sha256: &str,
     tree: &Path,
 ) -> Result<WheelManifest, WheelError> {
+    unpack_verified_stamped(wheel_path, filename, sha256, tree).map(|(manifest, _)| manifest)
+}
+
+/// [`unpack_verified`], also returning each file's [`Stamp`] (in manifest order), taken from
+/// the open file rather than by path.
+fn unpack_verified_stamped(
+    wheel_path: &Path,
+    filename: &str,
+    sha256: &str,
+    tree: &Path,
+) -> Result<(WheelManifest, Vec<Stamp>), WheelError> {
+    let mut opened = open_checked(wheel_path, filename)?;
+    let record = read_record(&mut opened, filename)?;
+    let dist = read_dist_info(&mut opened, filename)?.verified(filename, &opened.dist_info)?;
+    let mut files = Vec::with_capacity(opened.members.len());
+    let mut dirs = CreatedDirs::new(tree);
+    for member in &opened.members {
+        if is_record_file(&member.path, &opened.dist_info) {
+            continue;
+        }
+        let Some((Some(hash), size)) = record.get(&member.path) else {
+            return Err(WheelError::NotInRecord {
+                wheel: filename.to_string(),
+                member: member.path.clone(),
+                dist_info: opened.dist_info.clone(),
+            });
+        };
+        let expected = Expected {
+            algorithm: &hash.0,
+            digest: &hash.1,
+            size: *size,
+        };
+        files.push(extract_member(
+            &mut opened.archive,
+            member,
+            &expected,
+            &mut dirs,
+            filename,
+            &opened.dist_info,
+        )?);
+    }
+    check_record_covered(&record, &opened.members, &opened.dist_info, filename)?;
+    files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    let (files, stamps) = files.into_iter().unzip();
+    let manifest = WheelManifest {
+        format: STORE_FORMAT,
+        filename: filename.to_string(),
+        sha256: sha256.to_ascii_lowercase(),
+        name: dist.name,
+        version: dist.version,
+        dist_info: opened.dist_info,
+        root_is_purelib: dist.root_is_purelib,
+        files,
+        entry_points: dist.entry_points,
+    };
+    Ok((manifest, stamps))
+}
+
+/// A wheel archive whose member list passed the checks of [`open_checked`].
+struct OpenedWheel {
+    archive: zip::ZipArchive<BufReader<std::fs::File>>,
+    /// The file members, in archive order.
+    members: Vec<Member>,
+    /// `name-version.dist-info`.
+    dist_info: String,
+}
+
+impl OpenedWheel {
+    /// The bytes of the member at `path`, if there is one.
+    fn read(&mut self, path: &str, wheel: &str) -> Result<Option<Vec<u8>>, WheelError> {
+        read_member(&mut self.archive, &self.members, path, wheel)
+    }
+}
+
+/// Step 1: opens the archive and checks its member list: safe names, regular files only, no
+/// duplicates, one `.dist-info` folder, and the size limits ([`check_sizes`]).
+fn open_checked(wheel_path: &Path, filename: &str) -> Result<OpenedWheel, WheelError> {
     let names = central_names(wheel_path, filename)?;
     let mut archive = open_archive(wheel_path, filename)?;
     let (members, dist_info) = list_members(&mut archive, &names, filename)?;
     check_sizes(&mut archive, &members, filename)?;
+    Ok(OpenedWheel {
+        archive,
+        members,
+        dist_info,
+    })
+}
+
+/// Step 2: RECORD's rows, by normalized path.
+fn read_record(
+    opened: &mut OpenedWheel,
+    filename: &str,
+) -> Result<BTreeMap<String, RecordEntry>, WheelError> {
+    let dist_info = opened.dist_info.clone();
     let record_path = format!("{dist_info}/RECORD");
-    let record_bytes =
-        read_member(&mut archive, &members, &record_path, filename)?.ok_or_else(|| {
-            WheelError::BadWheel {
-                wheel: filename.to_string(),
-                message: format!("no {record_path}"),
-            }
-        })?;
-    let record_text = String::from_utf8(record_bytes).map_err(|_| WheelError::BadRecord {
-        wheel: filename.to_string(),
-        dist_info: dist_info.clone(),
-        line: 0,
-        message: "not UTF-8".to_string(),
-    })?;
-    let rows = parse_record(&record_text).map_err(|(line, message)| WheelError::BadRecord {
+    let bad_record = |line, message: String| WheelError::BadRecord {
         wheel: filename.to_string(),
         dist_info: dist_info.clone(),
         line,
         message,
-    })?;
-    let mut record: BTreeMap<String, RecordEntry> = BTreeMap::new();
+    };
+    let bytes = opened
+        .read(&record_path, filename)?
+        .ok_or_else(|| WheelError::BadWheel {
+            wheel: filename.to_string(),
+            message: format!("no {record_path}"),
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| bad_record(0, "not UTF-8".to_string()))?;
+    let rows = parse_record(&text).map_err(|(line, message)| bad_record(line, message))?;
+    let mut record = BTreeMap::new();
     for row in rows {
         let path = safe_member_path(filename, &row.path)?;
         record.insert(path, (row.hash, row.size));
     }
-    let wheel_text = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/WHEEL"),
-        filename,
-    )?
-    .ok_or_else(|| WheelError::BadWheel {
-        wheel: filename.to_string(),
-        message: format!("no {dist_info}/WHEEL"),
-    })?;
-    let root_is_purelib = parse_wheel_file(&wheel_text, filename, &dist_info)?;
-    let metadata = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/METADATA"),
-        filename,
-    )?
-    .ok_or_else(|| WheelError::BadWheel {
-        wheel: filename.to_string(),
-        message: format!("no {dist_info}/METADATA"),
-    })?;
-    let (name, version) = name_version(&metadata);
-    check_name_version(filename, &name, &version)?;
-    let entry_points = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/entry_points.txt"),
-        filename,
-    )?
-    .map(|b| String::from_utf8_lossy(&b).into_owned());
+    Ok(record)
+}
 
-    let mut files = Vec::with_capacity(members.len());
-    let mut in_archive = HashSet::new();
-    for member in &members {
-        in_archive.insert(member.path.clone());
-        if is_record_file(&member.path, &dist_info) {
-            continue;
+/// The dist-info files an installer reads, as found in the archive.
+struct DistInfoFiles {
+    wheel: Option<Vec<u8>>,
+    metadata: Option<Vec<u8>>,
+    entry_points: Option<String>,
+}
+
+/// What the dist-info files say.
+struct DistInfo {
+    name: String,
+    version: String,
+    root_is_purelib: bool,
+    entry_points: Option<String>,
+}
+
+/// Step 3: reads WHEEL, METADATA and entry_points.txt (the one place both the verified
+/// unpack and the light manifest read them).
+fn read_dist_info(opened: &mut OpenedWheel, filename: &str) -> Result<DistInfoFiles, WheelError> {
+    let dist_info = opened.dist_info.clone();
+    Ok(DistInfoFiles {
+        wheel: opened.read(&format!("{dist_info}/WHEEL"), filename)?,
+        metadata: opened.read(&format!("{dist_info}/METADATA"), filename)?,
+        entry_points: opened
+            .read(&format!("{dist_info}/entry_points.txt"), filename)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+    })
+}
+
+impl DistInfoFiles {
+    /// For installing: WHEEL and METADATA must be there, WHEEL must be version 1.x, and
+    /// METADATA's name and version must be the file name's.
+    fn verified(self, filename: &str, dist_info: &str) -> Result<DistInfo, WheelError> {
+        let missing = |file: &str| WheelError::BadWheel {
+            wheel: filename.to_string(),
+            message: format!("no {dist_info}/{file}"),
+        };
+        let wheel_text = self.wheel.ok_or_else(|| missing("WHEEL"))?;
+        let root_is_purelib = parse_wheel_file(&wheel_text, filename, dist_info)?;
+        let metadata = self.metadata.ok_or_else(|| missing("METADATA"))?;
+        let (name, version) = name_version(&metadata);
+        check_name_version(filename, &name, &version)?;
+        Ok(DistInfo {
+            name,
+            version,
+            root_is_purelib,
+            entry_points: self.entry_points,
+        })
+    }
+
+    /// For listing paths only: what is there, with pip's defaults for what is not (no WHEEL
+    /// or an unreadable one: purelib).
+    fn lenient(self, filename: &str, dist_info: &str) -> DistInfo {
+        let (name, version) = name_version(&self.metadata.unwrap_or_default());
+        DistInfo {
+            name,
+            version,
+            root_is_purelib: parse_wheel_file(&self.wheel.unwrap_or_default(), filename, dist_info)
+                .unwrap_or(true),
+            entry_points: self.entry_points,
         }
-        let Some((Some((algorithm, expected)), size)) = record.get(&member.path) else {
-            return Err(WheelError::NotInRecord {
-                wheel: filename.to_string(),
-                member: member.path.clone(),
-                dist_info: dist_info.clone(),
-            });
-        };
-        let other = if algorithm == "sha256" {
-            None
-        } else {
-            Some(
-                RecordHasher::new(algorithm).ok_or_else(|| WheelError::BadRecord {
-                    wheel: filename.to_string(),
-                    dist_info: dist_info.clone(),
-                    line: 0,
-                    message: format!(
-                        "`{}` uses hash algorithm `{algorithm}`; only sha256, sha384 and sha512 are accepted",
-                        member.path
-                    ),
-                })?,
-            )
-        };
-        let dest = tree.join(&member.path);
+    }
+}
+
+/// What RECORD says of one member.
+struct Expected<'a> {
+    algorithm: &'a str,
+    digest: &'a str,
+    size: Option<u64>,
+}
+
+/// The folders created under a tree so far, so that each is created once.
+struct CreatedDirs<'a> {
+    tree: &'a Path,
+    done: HashSet<PathBuf>,
+}
+
+impl<'a> CreatedDirs<'a> {
+    fn new(tree: &'a Path) -> Self {
+        CreatedDirs {
+            tree,
+            done: HashSet::new(),
+        }
+    }
+
+    /// `tree/path`, with its parent folders created.
+    fn file_path(&mut self, path: &str) -> Result<PathBuf, WheelError> {
+        let dest = self.tree.join(path);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        let out = std::fs::File::create(&dest).map_err(io_err(&dest))?;
-        let mut writer = HashingWriter {
-            inner: std::io::BufWriter::with_capacity(256 * 1024, out),
-            sha256: Sha256::new(),
-            other,
-            written: 0,
-        };
-        {
-            let mut entry = archive
-                .by_index(member.index)
-                .map_err(|e| WheelError::Zip {
-                    wheel: filename.to_string(),
-                    message: e.to_string(),
-                })?;
-            // Never more than the zip declares: a member whose data runs on is refused.
-            let mut limited = (&mut entry).take(member.size.saturating_add(1));
-            std::io::copy(&mut limited, &mut writer).map_err(|e| WheelError::Zip {
-                wheel: filename.to_string(),
-                message: format!("{}: {e}", member.path),
-            })?;
-        }
-        if writer.written != member.size {
-            return Err(WheelError::TooLarge {
-                wheel: filename.to_string(),
-                member: member.path.clone(),
-                reason: if writer.written > member.size {
-                    format!("holds more than the {} bytes the zip declares", member.size)
-                } else {
-                    format!(
-                        "holds {} bytes, but the zip declares {}",
-                        writer.written, member.size
-                    )
-                },
-            });
-        }
-        writer.flush().map_err(io_err(&dest))?;
-        let sha = b64(&writer.sha256.finalize());
-        let actual = match writer.other {
-            Some(other) => other.finish(),
-            None => sha.clone(),
-        };
-        if &actual != expected {
-            return Err(WheelError::HashMismatch {
-                wheel: filename.to_string(),
-                member: member.path.clone(),
-                algorithm: algorithm.clone(),
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        if let Some(size) = size {
-            if *size != writer.written {
-                return Err(WheelError::SizeMismatch {
-                    wheel: filename.to_string(),
-                    member: member.path.clone(),
-                    expected: *size,
-                    actual: writer.written,
-                });
+            if !self.done.contains(parent) {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                self.done.insert(parent.to_path_buf());
             }
         }
-        set_store_mode(&dest, member.executable).map_err(io_err(&dest))?;
-        files.push(ManifestFile {
-            path: member.path.clone(),
-            size: writer.written,
-            sha256: sha,
-            executable: member.executable,
+        Ok(dest)
+    }
+}
+
+/// Step 4, per member: inflates it into its store file while hashing it, holding it to the
+/// size the zip declares; then checks the digest and size against RECORD and makes the file
+/// read-only. Returns its manifest entry and its [`Stamp`].
+fn extract_member<R: Read + Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    member: &Member,
+    expected: &Expected<'_>,
+    dirs: &mut CreatedDirs<'_>,
+    filename: &str,
+    dist_info: &str,
+) -> Result<(ManifestFile, Stamp), WheelError> {
+    let other = if expected.algorithm == "sha256" {
+        None
+    } else {
+        Some(
+            RecordHasher::new(expected.algorithm).ok_or_else(|| WheelError::BadRecord {
+                wheel: filename.to_string(),
+                dist_info: dist_info.to_string(),
+                line: 0,
+                message: format!(
+                    "`{}` uses hash algorithm `{}`; only sha256, sha384 and sha512 are accepted",
+                    member.path, expected.algorithm
+                ),
+            })?,
+        )
+    };
+    let dest = dirs.file_path(&member.path)?;
+    let out = std::fs::File::create(&dest).map_err(io_err(&dest))?;
+    let capacity = member.size.clamp(1, 256 * 1024) as usize;
+    let mut writer = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(capacity, out),
+        sha256: Sha256::new(),
+        other,
+        written: 0,
+    };
+    {
+        let mut entry = archive
+            .by_index(member.index)
+            .map_err(|e| WheelError::Zip {
+                wheel: filename.to_string(),
+                message: e.to_string(),
+            })?;
+        // Never more than the zip declares: a member whose data runs on is refused.
+        let mut limited = (&mut entry).take(member.size.saturating_add(1));
+        std::io::copy(&mut limited, &mut writer).map_err(|e| WheelError::Zip {
+            wheel: filename.to_string(),
+            message: format!("{}: {e}", member.path),
+        })?;
+    }
+    if writer.written != member.size {
+        return Err(WheelError::TooLarge {
+            wheel: filename.to_string(),
+            member: member.path.clone(),
+            reason: if writer.written > member.size {
+                format!("holds more than the {} bytes the zip declares", member.size)
+            } else {
+                format!(
+                    "holds {} bytes, but the zip declares {}",
+                    writer.written, member.size
+                )
+            },
         });
     }
+    let HashingWriter {
+        inner,
+        sha256,
+        other,
+        written,
+    } = writer;
+    let file = inner
+        .into_inner()
+        .map_err(|e| io_err(&dest)(e.into_error()))?;
+    let sha = b64(&sha256.finalize());
+    let actual = match other {
+        Some(other) => other.finish(),
+        None => sha.clone(),
+    };
+    if actual != expected.digest {
+        return Err(WheelError::HashMismatch {
+            wheel: filename.to_string(),
+            member: member.path.clone(),
+            algorithm: expected.algorithm.to_string(),
+            expected: expected.digest.to_string(),
+            actual,
+        });
+    }
+    if let Some(size) = expected.size {
+        if size != written {
+            return Err(WheelError::SizeMismatch {
+                wheel: filename.to_string(),
+                member: member.path.clone(),
+                expected: size,
+                actual: written,
+            });
+        }
+    }
+    set_store_mode_of(&file, member.executable).map_err(io_err(&dest))?;
+    let stamp = Stamp::of_file(&file).map_err(io_err(&dest))?;
+    Ok((
+        ManifestFile {
+            path: member.path.clone(),
+            size: written,
+            sha256: sha,
+            executable: member.executable,
+        },
+        stamp,
+    ))
+}
+
+/// Step 5: every path RECORD lists (but RECORD itself and its signatures) is in the archive.
+fn check_record_covered(
+    record: &BTreeMap<String, RecordEntry>,
+    members: &[Member],
+    dist_info: &str,
+    filename: &str,
+) -> Result<(), WheelError> {
+    let in_archive: HashSet<&str> = members.iter().map(|m| m.path.as_str()).collect();
     for path in record.keys() {
-        if !in_archive.contains(path) && !is_record_file(path, &dist_info) {
+        if !in_archive.contains(path.as_str()) && !is_record_file(path, dist_info) {
             return Err(WheelError::MissingFromArchive {
                 wheel: filename.to_string(),
                 member: path.clone(),
             });
         }
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(WheelManifest {
-        format: STORE_FORMAT,
-        filename: filename.to_string(),
-        sha256: sha256.to_ascii_lowercase(),
-        name,
-        version,
-        dist_info,
-        root_is_purelib,
-        files,
-        entry_points,
-    })
+    Ok(())
 }
 
 /// A manifest read from the archive alone, without unpacking or verifying: enough to know
@@ -847,32 +1022,16 @@ pub fn read_manifest_light(
     let names = central_names(wheel_path, filename)?;
     let mut archive = open_archive(wheel_path, filename)?;
     let (members, dist_info) = list_members(&mut archive, &names, filename)?;
-    let metadata = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/METADATA"),
-        filename,
-    )?
-    .unwrap_or_default();
-    let (name, version) = name_version(&metadata);
-    let wheel_text = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/WHEEL"),
-        filename,
-    )?
-    .unwrap_or_default();
-    let root_is_purelib = parse_wheel_file(&wheel_text, filename, &dist_info).unwrap_or(true);
-    let entry_points = read_member(
-        &mut archive,
-        &members,
-        &format!("{dist_info}/entry_points.txt"),
-        filename,
-    )?
-    .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let mut files: Vec<ManifestFile> = members
+    let mut opened = OpenedWheel {
+        archive,
+        members,
+        dist_info,
+    };
+    let dist = read_dist_info(&mut opened, filename)?.lenient(filename, &opened.dist_info);
+    let mut files: Vec<ManifestFile> = opened
+        .members
         .iter()
-        .filter(|m| !is_record_file(&m.path, &dist_info))
+        .filter(|m| !is_record_file(&m.path, &opened.dist_info))
         .map(|m| ManifestFile {
             path: m.path.clone(),
             size: m.size,
@@ -885,12 +1044,12 @@ pub fn read_manifest_light(
         format: STORE_FORMAT,
         filename: filename.to_string(),
         sha256: sha256.to_ascii_lowercase(),
-        name,
-        version,
-        dist_info,
-        root_is_purelib,
+        name: dist.name,
+        version: dist.version,
+        dist_info: opened.dist_info,
+        root_is_purelib: dist.root_is_purelib,
         files,
-        entry_points,
+        entry_points: dist.entry_points,
     })
 }
 

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 use comfypak::cache::Cache;
 use comfypak::fetch::progress::ProgressMode;
 use comfypak::fetch::{
-    fetch_wheels, select_wheels, targets_for, FetchError, FetchOptions, FetchOutcome, WheelSource,
+    fetch_wheels, fetch_wheels_then, select_wheels, targets_for, CachedWheel, FetchError,
+    FetchOptions, FetchOutcome, WheelSource,
 };
 use comfypak::http::{HttpClient, HttpSettings};
 use comfypak::lock::{
     ComfypakLock, Lock, LockTool, LockedLayer, LockedPackage, LockedTarget, LockedWheel,
     PackageComfypak, PackageTool, WheelHashes,
 };
-use comfypak_testkit::{BuiltWheel, Fault, FixtureIndex, ServerOptions, TestServer, WheelSpec};
+use comfypak_testkit::{
+    BuiltWheel, Fault, FixtureIndex, Gate, ServerOptions, TestServer, WheelSpec,
+};
 use sha2::{Digest, Sha256};
 
 const X86: &str = "manylinux_2_39_x86_64";
@@ -414,6 +417,75 @@ fn fetch_retries_503_answers() {
     assert_eq!(sha_of(&fetched[0].path), built.sha256);
     let statuses: Vec<u16> = server.log().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![503, 503, 200]);
+}
+
+#[test]
+fn each_wheel_is_handed_over_as_soon_as_it_is_cached_while_others_still_download() {
+    let specs = vec![
+        WheelSpec::new("first", "1.0"),
+        WheelSpec::new("second", "1.0"),
+    ];
+    let first = specs[0].clone().build();
+    let second = specs[1].clone().build();
+    let server = TestServer::serve_index(&index_of(specs), ServerOptions::default());
+    // The server holds every answer for `second` (retries too) until `first` is handed over:
+    // a fetch that reported wheels only at its end would never finish.
+    let gate = Gate::new();
+    server.inject(Fault::Hold {
+        path_suffix: second.filename.clone(),
+        gate: gate.clone(),
+        times: 1000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (lock_path, lock) = write_lock(
+        dir.path(),
+        &server,
+        &[
+            pkg("first", "1.0", "deps", vec![&first]),
+            pkg("second", "1.0", "deps", vec![&second]),
+        ],
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(cache_dir.path());
+    let srcs = sources(&lock, &lock_path, None);
+    let handed = std::sync::Mutex::new(Vec::new());
+    let ready = |wheel: &CachedWheel| {
+        // Whole and verified by the time it is handed over.
+        assert_eq!(sha_of(&wheel.path), wheel.sha256.as_str());
+        handed
+            .lock()
+            .unwrap()
+            .push((wheel.filename.to_string(), gate.is_open()));
+        gate.open();
+    };
+    let fetched = run(fetch_wheels_then(
+        &http(),
+        &cache,
+        &srcs,
+        &options(),
+        &ready,
+    ))
+    .unwrap();
+    assert_eq!(fetched.len(), srcs.len());
+    assert_eq!(
+        handed.into_inner().unwrap(),
+        [
+            (first.filename.clone(), false),
+            (second.filename.clone(), true)
+        ],
+        "`first` handed over while `second` was still held"
+    );
+    // A second fetch hands the cache hits over at once.
+    let again = std::sync::Mutex::new(Vec::new());
+    run(fetch_wheels_then(
+        &http(),
+        &cache,
+        &srcs,
+        &options(),
+        &|w| again.lock().unwrap().push(w.outcome),
+    ))
+    .unwrap();
+    assert_eq!(again.into_inner().unwrap(), [FetchOutcome::Cached; 2]);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use comfypak::lock::{
     PackageComfypak, PackageTool, WheelHashes,
 };
 use comfypak::target::PythonVersion;
-use comfypak_testkit::{FixtureIndex, ServerOptions, TestServer, WheelSpec};
+use comfypak_testkit::{Fault, FixtureIndex, Gate, ServerOptions, TestServer, WheelSpec};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
@@ -818,6 +818,83 @@ fn install_cli_works_offline_from_the_cache() {
         .join("tool_pkg")
         .exists());
     assert!(is_executable(&out.join("layers/deps/opt/venv/bin/tool")));
+}
+
+#[test]
+fn a_downloaded_wheel_is_unpacked_while_the_others_still_download() {
+    let specs = vec![tool_spec(), WheelSpec::new("late-lib", "1.0")];
+    let mut builder = FixtureIndex::builder();
+    for s in &specs {
+        builder = builder.wheel(s.clone());
+    }
+    let server = TestServer::serve_index(&builder.build(), ServerOptions::default());
+    let (early, late) = (specs[0].build(), specs[1].build());
+    // `late-lib` is held by the server (retries too) until `tool-pkg` is in the unpacked
+    // store: an install that unpacked only after every download would not get past it.
+    let gate = Gate::new();
+    server.inject(Fault::Hold {
+        path_suffix: late.filename.clone(),
+        gate: gate.clone(),
+        times: 1000,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let remote = |built: &comfypak_testkit::BuiltWheel| WheelFile {
+        url: Some(server.file_url(&built.filename)),
+        path: None,
+        filename: built.filename.clone(),
+        sha256: built.sha256.clone(),
+        size: built.size(),
+    };
+    let (lock_path, _) = write_lock(
+        dir.path(),
+        "3.14",
+        &[
+            pkg("tool-pkg", "deps", remote(&early)),
+            pkg("late-lib", "deps", remote(&late)),
+        ],
+    );
+    let cache_dir = dir.path().join("cache");
+    let entry =
+        unpacked_dir(&Cache::new(&cache_dir), &early.sha256.parse().unwrap()).join("manifest.json");
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            // A bound against a hang, not a timing assertion.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut unpacked = entry.is_file();
+            while !unpacked && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                unpacked = entry.is_file();
+            }
+            gate.open();
+            unpacked
+        })
+    };
+    let session = comfypak::build::Session::new(comfypak::build::NetworkOptions {
+        cache_dir: Some(cache_dir.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let out = dir.path().join("build");
+    let reports = comfypak::build::install(
+        &session,
+        &comfypak::build::InstallRequest {
+            lock: lock_path,
+            layers: vec!["deps".to_string()],
+            out: out.clone(),
+            ..Default::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        opener.join().unwrap(),
+        "tool-pkg was not unpacked while late-lib was still downloading"
+    );
+    assert_eq!(reports[0].packages, 2);
+    let site = out.join("layers/deps").join(SITE);
+    assert!(site.join("tool_pkg/cli.py").is_file());
+    assert!(site.join("late_lib/__init__.py").is_file());
 }
 
 #[test]

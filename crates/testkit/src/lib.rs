@@ -17,6 +17,6 @@ pub use index::{
     fixtures_dir, FixtureIndex, FixtureIndexBuilder, FixtureProject, IndexFile, SiteOptions,
 };
 pub use proxy::{ProxyFault, ProxyRecord, TestProxy};
-pub use server::{Events, Fault, Format, RequestRecord, ServerOptions, TestServer};
+pub use server::{Events, Fault, Format, Gate, RequestRecord, ServerOptions, TestServer};
 pub use spec::{normalize_name, FixtureFile, FixtureSpec};
 pub use wheel::{BuiltWheel, MetadataCompression, WheelSpec};

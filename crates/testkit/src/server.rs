@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for tests: serves a [`FixtureIndex`] from memory or a
 //! directory tree, with content negotiation (PEP 691), Range requests, ETag revalidation,
 //! keep-alive, a request log with byte accounting, and injectable faults (status codes,
-//! connections closed mid-body, delays, corrupted bodies).
+//! connections closed mid-body, delays, corrupted bodies, answers held until a test opens a
+//! [`Gate`]).
 //!
 //! Owns: socket handling on its own thread and tokio runtime; stops on Drop.
 //! Must not: run forever (every read has a timeout, the accept loop ends on Drop) or listen on
@@ -101,6 +102,63 @@ pub enum Fault {
         headers: Vec<(String, String)>,
         times: usize,
     },
+    /// Hold the answer until the test opens `gate` (so a test can make one download wait for
+    /// something the client must do first; a gate never opened ends in the client's timeout).
+    Hold {
+        path_suffix: String,
+        gate: Gate,
+        times: usize,
+    },
+}
+
+/// A one-way latch a [`Fault::Hold`] waits on; clones share it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Default)]
+struct GateState {
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets every held answer go, now and later.
+    pub fn open(&self) {
+        self.0.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            if self.is_open() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gate(open: {})", self.is_open())
+    }
 }
 
 impl Fault {
@@ -110,7 +168,8 @@ impl Fault {
             | Fault::ResetAfter { path_suffix, .. }
             | Fault::Delay { path_suffix, .. }
             | Fault::CorruptBody { path_suffix, .. }
-            | Fault::Answer { path_suffix, .. } => path_suffix,
+            | Fault::Answer { path_suffix, .. }
+            | Fault::Hold { path_suffix, .. } => path_suffix,
         }
     }
 
@@ -120,7 +179,8 @@ impl Fault {
             | Fault::ResetAfter { times, .. }
             | Fault::Delay { times, .. }
             | Fault::CorruptBody { times, .. }
-            | Fault::Answer { times, .. } => times,
+            | Fault::Answer { times, .. }
+            | Fault::Hold { times, .. } => times,
         }
     }
 }
@@ -431,7 +491,8 @@ impl TestServer {
                 | Fault::ResetAfter { times, .. }
                 | Fault::Delay { times, .. }
                 | Fault::CorruptBody { times, .. }
-                | Fault::Answer { times, .. } => *times > 0,
+                | Fault::Answer { times, .. }
+                | Fault::Hold { times, .. } => *times > 0,
             })
             .cloned()
             .collect()
@@ -634,8 +695,12 @@ async fn respond_to(
     keep_alive: bool,
     path: String,
 ) -> bool {
-    let (delay, status_fault) = {
+    let (hold, delay, status_fault) = {
         let mut faults = lock(&shared.faults);
+        let hold = take_fault(&mut faults, &path, |f| match f {
+            Fault::Hold { gate, .. } => Some(gate.clone()),
+            _ => None,
+        });
         let delay = take_fault(&mut faults, &path, |f| match f {
             Fault::Delay { millis, .. } => Some(*millis),
             _ => None,
@@ -647,9 +712,13 @@ async fn respond_to(
             } => Some((*status, headers.clone())),
             _ => None,
         });
-        (delay, status)
+        (hold, delay, status)
     };
     let mut fault_note: Vec<String> = Vec::new();
+    if let Some(gate) = hold {
+        fault_note.push("held".into());
+        gate.wait().await;
+    }
     if let Some(millis) = delay {
         fault_note.push(format!("delay {millis}ms"));
         tokio::time::sleep(Duration::from_millis(millis)).await;
