@@ -3,13 +3,13 @@
 //! Owns: [`arch`] (GPU architectures: `target.gpus`, each backend's list, wheels' claims),
 //! [`family`] (the torch family the backend routes, with reasons), [`backend`] (the `cu130` / `cu128` / `cu126` / `cpu` backends, their CUDA version,
 //! driver and GPU requirements), [`abi_label`] (local labels such as
-//! `+cu12torch2.8cxx11abiTRUE`, declared couplings, the fit check), [`select`] (picking the
-//! build of a coupled package that fits the resolved torch, with explanations), [`doctor`]
+//! `+cu12torch2.8cxx11abiTRUE`, declared couplings, the fit check), [`select`] (wording why no
+//! build of a coupled package fits, from the resolver's classification), [`doctor`]
 //! (reading the host's driver and GPUs and judging each backend) and [`dl`] (dlopen of NVML
 //! and libcuda; no link-time CUDA dependency).
 //!
 //! Must not: resolve or talk to indexes. The resolver (`crate::resolve`) calls
-//! [`select::select_build`] and [`abi_label::check`]; the stack manifest wiring of
+//! [`abi_label::check`] and [`select::explain_no_build`]; the stack manifest wiring of
 //! `[couplings]` calls [`abi_label::parse_couplings`].
 
 pub mod abi_label;
@@ -33,4 +33,6 @@ pub use backend::{
 };
 pub use doctor::{assess, read_host, DoctorReport, HostReading, HostSources, LockCheck};
 pub use family::{family_member, FamilyMember, MemberKind, TORCH_FAMILY};
-pub use select::{select_build, AbiContext, CouplingSource, NoBuild, RejectedBuild, SelectedBuild};
+pub use select::{
+    display_filename, explain_no_build, AbiContext, CouplingSource, NoBuild, RejectedBuild,
+};

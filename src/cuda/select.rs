@@ -1,17 +1,13 @@
-//! Picking the build of an ABI-coupled package that fits the resolved torch, the backend and
-//! the target, and explaining every build it rejects.
+//! Explaining why no build of an ABI-coupled package fits the resolved torch, the backend and
+//! the target: the summary, every build with the part that fails for it, and what to do.
 //!
-//! Owns: [`AbiContext`] (resolved torch + backend + torch's C++ ABI), [`select_build`],
-//! [`SelectedBuild`], [`RejectedBuild`] and the [`NoBuild`] error whose message lists the
-//! builds that exist, which part fails for each, and what to do.
+//! Owns: [`AbiContext`] (resolved torch + backend + torch's C++ ABI), [`explain_no_build`],
+//! [`RejectedBuild`] and the [`NoBuild`] error. Which build fits is not decided here: the
+//! resolver classifies every build (`resolve::candidates`, the same classification it
+//! solves with) and hands the result over; this module only words it and derives the
+//! advice (other backends or torch series a build would fit).
 //!
-//! The resolver makes couplings constraints of the solve itself (each local label is its own
-//! version there, with requirements on torch); when a coupled package has no build that fits,
-//! it calls [`select_build`] with the files of the package's newest public version (local
-//! labels may differ: `2.8.3+cu12torch2.8cxx11abiTRUE`, `2.8.3+cu13torch2.11cxx11abiTRUE`,
-//! ...) and the torch the rest of the stack resolves to, and shows the [`NoBuild`] message.
-//!
-//! Must not: fetch pages, read metadata, or choose versions (the resolver does).
+//! Must not: fetch pages, read metadata, choose versions or builds (the resolver does).
 
 use std::collections::BTreeSet;
 
@@ -21,7 +17,6 @@ use serde::Serialize;
 use super::abi_label::{check, torch_uses_cxx11_abi, AbiLabel, Coupling, TorchSeries};
 use super::backend::{Backend, CudaVersion};
 use crate::filename::{FilenameWarning, WheelFilename};
-use crate::target::CompatibleTags;
 
 /// What a coupled build must fit: the resolved torch and the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +39,6 @@ impl AbiContext {
             torch_cxx11abi,
         }
     }
-
-    fn describe(&self) -> String {
-        let cuda = match self.backend.cuda() {
-            Some(cuda) => format!("CUDA {cuda}"),
-            None => "no CUDA".to_string(),
-        };
-        let abi = if self.torch_cxx11abi {
-            "C++11 ABI"
-        } else {
-            "pre-C++11 ABI"
-        };
-        format!(
-            "torch {} on backend {} ({cuda}, {abi})",
-            self.torch, self.backend
-        )
-    }
 }
 
 /// Where a build's coupling came from.
@@ -74,24 +53,8 @@ pub enum CouplingSource {
     Unknown,
 }
 
-/// The build [`select_build`] chose.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SelectedBuild {
-    /// Index into the `files` passed in.
-    pub index: usize,
-    /// The file's name.
-    pub filename: String,
-    /// What the build is tied to.
-    pub coupling: Coupling,
-    /// Where that came from.
-    pub source: CouplingSource,
-    /// Why this build, in one line, for the lock and the user.
-    pub reason: String,
-    /// Spec violations of the file's name, accepted on purpose.
-    pub warnings: Vec<FilenameWarning>,
-}
-
-/// A build that does not fit, and every reason.
+/// One build (one file) of a coupled package, as the resolver classified it: empty
+/// `reasons` means it fits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RejectedBuild {
     /// The file's name.
@@ -206,183 +169,30 @@ fn warning_filename(warning: &FilenameWarning) -> &str {
     }
 }
 
-/// A file under consideration.
-struct Candidate {
-    index: usize,
-    coupling: Coupling,
-    source: CouplingSource,
-    priority: Option<usize>,
-    reasons: Vec<String>,
-}
-
-/// Picks the file of one version of a coupled package that fits `context` and the target's
-/// `tags`, or explains why none does (boxed: the explanation carries every file).
-///
-/// A file's coupling comes from its local label; a file without one uses `declared` (the
-/// stack's `[couplings]` entry) when given. When some files carry a coupling, a file with
-/// none is rejected (what it was built against is unknown). When no file carries one and
-/// nothing is declared, the package is not ABI-checked and the best-tagged file wins.
-///
-/// Among fitting files: the best tag priority first (pip's order), then the most specific
-/// coupling (a label that also states the CUDA minor or the C++ ABI), then the higher build
-/// tag, then the first listed.
-pub fn select_build(
-    files: &[WheelFilename],
+/// The explanation when no build in `builds` (the resolver's classification of every file of
+/// `package` `version`, [`RejectedBuild`]) fits: None when one does. `declared`: the stack
+/// declares a coupling for the package.
+pub fn explain_no_build(
+    package: &str,
+    version: &str,
+    rejected: Vec<RejectedBuild>,
     context: &AbiContext,
-    tags: &CompatibleTags,
-    declared: Option<&Coupling>,
-) -> Result<SelectedBuild, Box<NoBuild>> {
-    let candidates: Vec<Candidate> = files
+    declared: bool,
+) -> Option<NoBuild> {
+    if rejected
         .iter()
-        .enumerate()
-        .map(|(index, wheel)| {
-            let label = AbiLabel::from_version(&wheel.version).map(|l| l.coupling());
-            let (coupling, source) = match (label, declared) {
-                (Some(c), _) if !c.is_empty() => (c, CouplingSource::Label),
-                (_, Some(d)) if !d.is_empty() => (*d, CouplingSource::Declared),
-                _ => (Coupling::default(), CouplingSource::Unknown),
-            };
-            Candidate {
-                index,
-                coupling,
-                source,
-                priority: wheel.best_priority(tags),
-                reasons: Vec::new(),
-            }
-        })
-        .collect();
-    let any_coupled = candidates
-        .iter()
-        .any(|c| c.source != CouplingSource::Unknown);
-
-    let mut candidates = candidates;
-    for candidate in &mut candidates {
-        let wheel = &files[candidate.index];
-        if candidate.priority.is_none() {
-            candidate.reasons.push(format!(
-                "its tags ({}) do not fit the target",
-                wheel
-                    .tags()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        match candidate.source {
-            CouplingSource::Unknown if any_coupled => candidate.reasons.push(
-                "no torch/CUDA local label and no [couplings] entry: what it was built \
-                 against is unknown"
-                    .to_string(),
-            ),
-            _ => {
-                if let Err(mismatch) = check(
-                    &candidate.coupling,
-                    &context.torch,
-                    context.backend,
-                    context.torch_cxx11abi,
-                ) {
-                    let from = if candidate.source == CouplingSource::Declared {
-                        " (as declared in [couplings])"
-                    } else {
-                        ""
-                    };
-                    candidate
-                        .reasons
-                        .extend(mismatch.parts.iter().map(|part| format!("{part}{from}")));
-                }
-            }
-        }
+        .any(|b| b.fits_target && b.reasons.is_empty())
+    {
+        return None;
     }
-
-    let best = candidates
-        .iter()
-        .filter(|c| c.reasons.is_empty())
-        .min_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then_with(|| b.coupling.specificity().cmp(&a.coupling.specificity()))
-                .then_with(|| files[b.index].build.cmp(&files[a.index].build))
-                .then_with(|| a.index.cmp(&b.index))
-        });
-
-    if let Some(best) = best {
-        let wheel = &files[best.index];
-        let filename = display_filename(wheel);
-        let tag = wheel
-            .tags()
-            .filter_map(|t| tags.priority(&t).map(|p| (p, t)))
-            .min_by_key(|(p, _)| *p)
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_default();
-        let mut reason = match best.source {
-            CouplingSource::Label => format!(
-                "{filename}: built for {} (local label); fits {} and the target tag {tag}",
-                best.coupling,
-                context.describe()
-            ),
-            CouplingSource::Declared => format!(
-                "{filename}: declared in [couplings] as built for {}; fits {} and the target \
-                 tag {tag}",
-                best.coupling,
-                context.describe()
-            ),
-            CouplingSource::Unknown => format!(
-                "{filename}: no build of this version carries a torch/CUDA label and the stack \
-                 declares no coupling, so it is not ABI-checked; best tag for the target: {tag}"
-            ),
-        };
-        let others = candidates.len() - 1;
-        let also_fit = candidates.iter().filter(|c| c.reasons.is_empty()).count() - 1;
-        if also_fit > 0 {
-            reason.push_str(&format!(
-                " (preferred over {also_fit} other fitting file{} by tag priority, label \
-                 detail and build tag)",
-                if also_fit == 1 { "" } else { "s" }
-            ));
-        } else if others > 0 {
-            reason.push_str(&format!(" (the only fitting file of {})", candidates.len()));
-        }
-        for warning in &wheel.warnings {
-            reason.push_str(&format!("; warning: {warning}"));
-        }
-        return Ok(SelectedBuild {
-            index: best.index,
-            filename,
-            coupling: best.coupling,
-            source: best.source,
-            reason,
-            warnings: wheel.warnings.clone(),
-        });
-    }
-
-    let package = files
-        .first()
-        .map(|w| w.name.to_string())
-        .unwrap_or_else(|| "(no files)".to_string());
-    let version = files
-        .first()
-        .map(|w| w.version.clone().without_local().to_string())
-        .unwrap_or_default();
-    let rejected: Vec<RejectedBuild> = candidates
-        .iter()
-        .map(|c| RejectedBuild {
-            filename: display_filename(&files[c.index]),
-            coupling: c.coupling,
-            source: c.source,
-            fits_target: c.priority.is_some(),
-            reasons: c.reasons.clone(),
-            warnings: files[c.index].warnings.clone(),
-        })
-        .collect();
-
-    let fitting: Vec<&Candidate> = candidates.iter().filter(|c| c.priority.is_some()).collect();
+    let fitting: Vec<&RejectedBuild> = rejected.iter().filter(|b| b.fits_target).collect();
     let torch_series: BTreeSet<TorchSeries> =
         fitting.iter().filter_map(|c| c.coupling.torch).collect();
     let cuda_versions: BTreeSet<CudaVersion> =
         fitting.iter().filter_map(|c| c.coupling.cuda).collect();
     let join = |items: Vec<String>| items.join(", ");
 
-    let summary = if files.is_empty() {
+    let summary = if rejected.is_empty() {
         "no files to choose from".to_string()
     } else if fitting.is_empty() {
         format!(
@@ -413,17 +223,16 @@ pub fn select_build(
             )
         }
     };
-
-    let help = advice(&package, &fitting, context, declared.is_some());
-    Err(Box::new(NoBuild {
-        package,
-        version,
+    let help = advice(package, &fitting, context, declared);
+    Some(NoBuild {
+        package: package.to_string(),
+        version: version.to_string(),
         torch: context.torch.to_string(),
         backend: context.backend,
         summary,
         rejected,
         help,
-    }))
+    })
 }
 
 fn context_summary(context: &AbiContext) -> String {
@@ -439,7 +248,7 @@ fn context_summary(context: &AbiContext) -> String {
 
 fn advice(
     package: &str,
-    fitting: &[&Candidate],
+    fitting: &[&RejectedBuild],
     context: &AbiContext,
     declared: bool,
 ) -> Vec<String> {

@@ -22,8 +22,8 @@ use pep508_rs::PackageName;
 
 use crate::cuda::arch;
 use crate::cuda::{
-    check_cuda, torch_build_cxx11_abi, wheel_arch_claim, AbiLabel, Backend, Coupling,
-    CouplingSource, Coverage, GpuArch,
+    check, check_cuda, display_filename, torch_build_cxx11_abi, wheel_arch_claim, AbiLabel,
+    Backend, Coupling, CouplingSource, Coverage, GpuArch, RejectedBuild,
 };
 use crate::filename::{
     name_matches, wheel_name_version, DistFilename, FilenameWarning, WheelFilename,
@@ -642,6 +642,156 @@ pub(crate) fn coupling_of(
         })
 }
 
+/// Why a build coupled as `coupling` cannot be used on `backend`, each failing part in plain
+/// words; empty when it fits. This is the one classification of builds: before solving
+/// (`torch` None) it checks what the backend decides (the CUDA part, and the pre-C++11 ABI
+/// that no torch of a series from 2.7 on has); with the resolved torch and its build's C++
+/// ABI it checks the whole coupling. The provider (which builds fit the torch chosen so
+/// far), the lock (why the chosen build fits) and the "no build fits" explanation all ask
+/// it.
+pub(crate) fn coupling_misfits(
+    coupling: &VersionCoupling,
+    backend: Backend,
+    torch: Option<(&Version, bool)>,
+) -> Vec<String> {
+    let from = if coupling.source == CouplingSource::Declared && torch.is_some() {
+        " (as declared in [couplings])"
+    } else {
+        ""
+    };
+    let mut reasons: Vec<String> = match torch {
+        Some((torch, torch_cxx11abi)) => check(&coupling.coupling, torch, backend, torch_cxx11abi),
+        None => check_cuda(&coupling.coupling, backend),
+    }
+    .err()
+    .map(|mismatch| {
+        mismatch
+            .parts
+            .iter()
+            .map(|part| format!("{part}{from}"))
+            .collect()
+    })
+    .unwrap_or_default();
+    // From torch 2.7 on every Linux torch build uses the C++11 ABI (module docs of
+    // `cuda::abi_label`); for older series both exist and the solver matches the build.
+    if torch.is_none() {
+        if let (Some(series), Some(false)) = (coupling.coupling.torch, coupling.coupling.cxx11abi) {
+            if (series.major, series.minor) >= (2, 7) {
+                reasons.push(format!(
+                    "built with the pre-C++11 ABI, but every Linux build of torch {series} uses \
+                     the C++11 ABI (from torch 2.7 on), so no torch of its series fits"
+                ));
+            }
+        }
+    }
+    reasons
+}
+
+/// Why version `files` cannot be installed with `torch` (its build's C++ ABI `torch_abi`) on
+/// `backend`: what ruled it out before solving, or its coupling's misfit with that torch
+/// ([`coupling_misfits`]); empty when the resolver could pick it with that torch.
+pub(crate) fn version_misfits(
+    files: &VersionFiles,
+    backend: Backend,
+    torch: &Version,
+    torch_abi: bool,
+) -> Vec<String> {
+    match (&files.wheel, &files.coupling) {
+        (Ok(_), None) => Vec::new(),
+        (Ok(_) | Err(Unusable::AbiMismatch { .. }), Some(coupling)) => {
+            let reasons = coupling_misfits(coupling, backend, Some((torch, torch_abi)));
+            match (&files.wheel, reasons.is_empty()) {
+                (Err(Unusable::AbiMismatch { reasons, .. }), true) => reasons.clone(),
+                _ => reasons,
+            }
+        }
+        (Err(Unusable::UnknownBuild { .. }), _) => vec![
+            "no torch/CUDA local label and no [couplings] entry: what it was built against is \
+             unknown"
+                .to_string(),
+        ],
+        (Err(why), _) => vec![why.describe(files)],
+    }
+}
+
+/// Every build of `public` (a public version: one [`VersionFiles`] per local label) as the
+/// resolver classified it for `torch` on `backend`, for the "no build fits" explanation:
+/// per version, its chosen wheel (or the file the target could have used) with the reasons
+/// of [`version_misfits`]; its files for other targets as not fitting the target's tags.
+pub(crate) fn classify_builds(
+    page: &ProjectCandidates,
+    public: &Version,
+    backend: Backend,
+    torch: &Version,
+    torch_abi: bool,
+    tags: &CompatibleTags,
+) -> Vec<RejectedBuild> {
+    let mut builds = Vec::new();
+    for files in page
+        .versions
+        .iter()
+        .filter(|v| &v.version.clone().without_local() == public)
+    {
+        let (coupling, source) = match &files.coupling {
+            Some(c) => (c.coupling, c.source),
+            None => (Coupling::default(), CouplingSource::Unknown),
+        };
+        let parsed: Vec<(&str, WheelFilename)> = files
+            .filenames()
+            .filter_map(|name| Some((name, WheelFilename::from_str(name).ok()?)))
+            .collect();
+        let best_fitting = || {
+            parsed
+                .iter()
+                .filter_map(|(_, w)| w.best_priority(tags).map(|p| (p, w)))
+                .min_by_key(|(p, _)| *p)
+                .map(|(_, w)| w)
+        };
+        // The file that stands for the version: the resolver's wheel, else the best-tagged
+        // file the target could have used.
+        let shown: Option<&WheelFilename> = match &files.wheel {
+            Ok(chosen) => parsed
+                .iter()
+                .find(|(name, _)| *name == chosen.file.filename)
+                .map(|(_, w)| w)
+                .or_else(best_fitting),
+            Err(Unusable::NoFittingWheel) => None,
+            Err(_) => best_fitting(),
+        };
+        if let Some(wheel) = shown {
+            builds.push(RejectedBuild {
+                filename: display_filename(wheel),
+                coupling,
+                source,
+                fits_target: true,
+                reasons: version_misfits(files, backend, torch, torch_abi),
+                warnings: wheel.warnings.clone(),
+            });
+        }
+        for (_, wheel) in parsed
+            .iter()
+            .filter(|(_, w)| w.best_priority(tags).is_none())
+        {
+            builds.push(RejectedBuild {
+                filename: display_filename(wheel),
+                coupling,
+                source,
+                fits_target: false,
+                reasons: vec![format!(
+                    "its tags ({}) do not fit the target",
+                    wheel
+                        .tags()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )],
+                warnings: wheel.warnings.clone(),
+            });
+        }
+    }
+    builds
+}
+
 /// Sets each version's coupling and rules out, before solving, the builds no resolution on
 /// `backend` can use: another CUDA major (or minor, where the label gives one, naming the
 /// backends the build is for), a CUDA build on `cpu`, a CPU build on a CUDA backend, the
@@ -690,27 +840,24 @@ fn judge_couplings(versions: &mut [VersionFiles], declared: Option<&Coupling>, b
             }
             continue;
         };
-        let mut reasons = Vec::new();
         // Only the CUDA part is known before solving; torch is checked by the solver.
-        if let Err(mismatch) = check_cuda(&coupling.coupling, backend) {
-            reasons.extend(mismatch.parts.iter().map(ToString::to_string));
+        let mut reasons = coupling_misfits(coupling, backend, None);
+        if check_cuda(&coupling.coupling, backend).is_err() {
             let others = fitting_backends(&coupling.coupling);
             if !others.is_empty() {
-                reasons.push(format!(
-                    "this build is for backend {}: set target.torch-backend or pass \
-                     --torch-backend to use it",
-                    others.join(" or ")
-                ));
-            }
-        }
-        // From torch 2.7 on every Linux torch build uses the C++11 ABI (module docs of
-        // `cuda::abi_label`); for older series both exist and the solver matches the build.
-        if let (Some(series), Some(false)) = (coupling.coupling.torch, coupling.coupling.cxx11abi) {
-            if (series.major, series.minor) >= (2, 7) {
-                reasons.push(format!(
-                    "built with the pre-C++11 ABI, but every Linux build of torch {series} uses \
-                     the C++11 ABI (from torch 2.7 on), so no torch of its series fits"
-                ));
+                // After the CUDA parts, before the ABI rule.
+                let at = reasons
+                    .iter()
+                    .position(|r| r.starts_with("built with the pre-C++11 ABI, but"))
+                    .unwrap_or(reasons.len());
+                reasons.insert(
+                    at,
+                    format!(
+                        "this build is for backend {}: set target.torch-backend or pass \
+                         --torch-backend to use it",
+                        others.join(" or ")
+                    ),
+                );
             }
         }
         if !reasons.is_empty() {
@@ -774,5 +921,238 @@ mod tests {
         );
         assert_eq!(local_label(&v("2.11.0+cu130")).as_deref(), Some("cu130"));
         assert_eq!(local_label(&v("2.11.0")), None);
+    }
+
+    // ------------------------------------------------ builds of coupled packages, explained
+
+    use crate::cuda::{explain_no_build, AbiContext, NoBuild};
+    use crate::index::page::{CoreMetadataRef, Hashes, Yanked};
+    use crate::target::Target;
+
+    fn tags(target: &str) -> CompatibleTags {
+        Target::from_str(target).unwrap().tags()
+    }
+
+    /// The files of `project` in the `perf-wheels.json` fixture (real published names),
+    /// with `public` versions only when given.
+    fn fixture_files(project: &str, public: Option<&str>) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/indexes/perf-wheels.json");
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        spec["projects"][project]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["filename"].as_str().unwrap().to_string())
+            .filter(|name| public.is_none_or(|p| name.contains(&format!("-{p}"))))
+            .collect()
+    }
+
+    fn dist(filename: &str) -> DistFile {
+        DistFile {
+            filename: filename.to_string(),
+            url: url::Url::parse(&format!("https://files.invalid/{filename}")).unwrap(),
+            hashes: Hashes::default(),
+            requires_python: None,
+            yanked: Yanked::No,
+            core_metadata: CoreMetadataRef::Absent,
+            size: None,
+            upload_time: None,
+        }
+    }
+
+    /// The page the resolver would build for these files.
+    fn page(
+        project: &str,
+        names: &[String],
+        target: &str,
+        backend: Backend,
+        declared: Option<Coupling>,
+    ) -> ProjectCandidates {
+        let name = PackageName::from_str(project).unwrap();
+        let ctx = CandidateContext {
+            tags: tags(target),
+            python: v("3.14.0"),
+            backend,
+            couplings: declared
+                .map(|c| BTreeMap::from([(name.clone(), c)]))
+                .unwrap_or_default(),
+            hashes: BTreeMap::new(),
+            gpus: Vec::new(),
+            formats: Default::default(),
+            sdists: false,
+        };
+        let files = names.iter().map(|n| dist(n)).collect();
+        ProjectCandidates::from_files(&name, "perf-wheels", "https://x/", files, Vec::new(), &ctx)
+    }
+
+    /// The explanation for `public` of `page` with `torch` on `backend`, as `explain_builds`
+    /// makes it; None when a build fits.
+    fn explained(
+        page: &ProjectCandidates,
+        public: &str,
+        torch: &str,
+        backend: Backend,
+        target: &str,
+        declared: bool,
+    ) -> Option<NoBuild> {
+        let context = AbiContext::new(v(torch), backend);
+        let builds = classify_builds(
+            page,
+            &v(public),
+            backend,
+            &context.torch,
+            context.torch_cxx11abi,
+            &tags(target),
+        );
+        explain_no_build(page.name.as_ref(), public, builds, &context, declared)
+    }
+
+    const X86: &str = "3.14:manylinux_2_39_x86_64";
+
+    #[test]
+    fn no_build_cu128_nunchaku_lists_each_build_and_what_to_do() {
+        let names = fixture_files("nunchaku", Some("1.2.1"));
+        let page = page("nunchaku", &names, X86, Backend::Cu128, None);
+        let err = explained(&page, "1.2.1", "2.11.0+cu128", Backend::Cu128, X86, false).unwrap();
+        let text = crate::diagnostic::with_help(&err);
+        assert!(
+            text.starts_with("nunchaku 1.2.1: builds for torch 2.9, 2.10, 2.11"),
+            "{text}"
+        );
+        assert!(text.contains("resolved torch is 2.11.0+cu128"), "{text}");
+        assert!(
+            text.contains(
+                "nunchaku-1.2.1+cu12.8torch2.9-cp314-cp314-linux_x86_64.whl: built for torch 2.9"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("built for CUDA 13.0, backend cu128 ships CUDA 12.8"),
+            "{text}"
+        );
+        // What to do: the cu130 backend has a build for torch 2.11; on cu128 pin torch 2.9.
+        assert!(text.contains("on backend cu130"), "{text}");
+        assert!(text.contains("torch==2.9.*"), "{text}");
+        assert!(!text.contains("torch==2.10.*"), "{text}");
+        // The 9 files for other interpreters/architectures are summarised, not listed.
+        assert!(
+            text.contains("9 other files do not fit the target's tags"),
+            "{text}"
+        );
+        assert_eq!(err.rejected.len(), 9 + 3);
+        assert_eq!(err.rejected.iter().filter(|r| r.fits_target).count(), 3);
+    }
+
+    #[test]
+    fn no_build_for_a_torch_series_names_every_build_and_the_series_to_pin() {
+        let names = fixture_files("flash_attn", Some("2.8.3"));
+        let page = page("flash-attn", &names, X86, Backend::Cu130, None);
+        let err = explained(&page, "2.8.3", "2.12.0+cu130", Backend::Cu130, X86, false).unwrap();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "flash-attn 2.8.3: builds for torch 2.8, 2.9, 2.10, 2.11 with CUDA 12, 13; \
+                 resolved torch is 2.12.0+cu130"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp314-cp314-linux_x86_64.whl: \
+                 built for torch 2.11, resolved torch is 2.12.0+cu130"
+            ),
+            "{text}"
+        );
+        // What to do is the error's help, not part of its message.
+        assert!(!text.contains("help"), "{text}");
+        let help = err.help().unwrap();
+        assert!(help.contains("torch==2.8.*, torch==2.9.*"), "{help}");
+        assert_eq!(err.package, "flash-attn");
+        let json = serde_json::to_value(&err).unwrap();
+        assert_eq!(json["backend"], "cu130");
+        assert_eq!(json["rejected"].as_array().unwrap().len(), names.len());
+        // With torch 2.11 a build fits: nothing to explain.
+        assert!(explained(&page, "2.8.3", "2.11.0+cu130", Backend::Cu130, X86, false).is_none());
+    }
+
+    #[test]
+    fn no_build_of_the_other_cxx11_abi_and_of_a_declared_coupling() {
+        let names = ["ext-1.0+cu12torch2.8cxx11abiFALSE-cp314-cp314-linux_x86_64.whl".to_string()];
+        let ext = page("ext", &names, X86, Backend::Cu126, None);
+        let err = explained(&ext, "1.0", "2.8.0+cu126", Backend::Cu126, X86, false).unwrap();
+        assert!(
+            err.to_string().contains(
+                "built with the pre-C++11 ABI (cxx11abiFALSE), torch 2.8.0+cu126 uses the C++11 ABI"
+            ),
+            "{err}"
+        );
+
+        let names = fixture_files("sageattn3", Some("1.0.0"));
+        let declared = Coupling::from_release_name("sageattn-py313-cu130-pt211");
+        let sage3 = page("sageattn3", &names, X86, Backend::Cu130, Some(declared));
+        assert!(explained(&sage3, "1.0.0", "2.11.0+cu130", Backend::Cu130, X86, true).is_none());
+        let err = explained(&sage3, "1.0.0", "2.10.0+cu130", Backend::Cu130, X86, true).unwrap();
+        let text = crate::diagnostic::with_help(&err);
+        assert!(
+            text.contains(
+                "built for torch 2.11, resolved torch is 2.10.0+cu130 (as declared in [couplings])"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_build_when_no_file_fits_the_target() {
+        let names: Vec<String> = fixture_files("flash_attn", Some("2.8.3"))
+            .into_iter()
+            .filter(|n| n.contains("-cp313-"))
+            .collect();
+        let page = page("flash-attn", &names, X86, Backend::Cu130, None);
+        let err = explained(&page, "2.8.3", "2.11.0+cu130", Backend::Cu130, X86, false).unwrap();
+        let text = crate::diagnostic::with_help(&err);
+        assert!(text.contains("no file fits the target's tags"), "{text}");
+        assert!(text.contains("interpreter and platform"), "{text}");
+    }
+
+    /// The explanation and the resolver agree on every build of every fixture project, for
+    /// every backend and a range of torch versions: a build the explanation calls fitting is
+    /// one the solver may pick (usable before solving, and fitting the torch in the
+    /// provider), and the other way round.
+    #[test]
+    fn the_explanation_classifies_builds_as_the_resolver_does() {
+        let mut compared = 0;
+        for project in [
+            "flash_attn",
+            "sageattention",
+            "flash_attn_3",
+            "nunchaku",
+            "sageattn3",
+        ] {
+            let names = fixture_files(project, None);
+            for target in [X86, "3.14:manylinux_2_39_aarch64"] {
+                for backend in Backend::ALL {
+                    let candidates = page(project, &names, target, backend, None);
+                    for torch in ["2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.0"] {
+                        let torch = v(&format!("{torch}+{}", backend.local_label()));
+                        let abi = crate::cuda::torch_uses_cxx11_abi(&torch);
+                        for files in &candidates.versions {
+                            let resolver = files.wheel.is_ok()
+                                && super::super::provider::fits_torch(files, &torch, abi);
+                            let explanation =
+                                version_misfits(files, backend, &torch, abi).is_empty();
+                            assert_eq!(
+                                resolver, explanation,
+                                "{project} {} for {target} on {backend} with torch {torch}",
+                                files.version
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 500, "{compared}");
     }
 }

@@ -11,8 +11,8 @@
 //! `candidates` (the usable wheel of each version, and its ABI coupling), `fetcher`
 //! (concurrent pages and METADATA with prefetch), `provider` (the PubGrub provider, with ABI
 //! couplings as requirements on torch), `explain` (conflicts in plain language; a coupled
-//! package without a fitting build is explained first with `cuda::select_build`'s account of
-//! every build). `layers` assigns packages to layers and `to_lock` builds the lock.
+//! package without a fitting build is explained first, every build as `candidates` classifies
+//! it, worded by `cuda::explain_no_build`). `layers` assigns packages to layers and `to_lock` builds the lock.
 //! `profile` records where the time went (requests, chains, the solver's waits) and hands it
 //! to [`ResolveProgress::profile`].
 //!
@@ -47,8 +47,7 @@ use self::fetcher::{DirectWheel, Event, Fetcher, FetcherSettings};
 use self::provider::{Pkg, Provider, RootSource, SolveInputs};
 use self::ranges::{is_exact_pin, names_prerelease, specifiers_to_ranges};
 use crate::cuda::{
-    check, check_cuda, select_build, torch_uses_cxx11_abi, AbiContext, Backend, Coupling,
-    CouplingSource,
+    explain_no_build, torch_uses_cxx11_abi, AbiContext, Backend, Coupling, CouplingSource,
 };
 use crate::filename::WheelFilename;
 use crate::http::redact;
@@ -493,8 +492,9 @@ fn report(progress: &dyn ResolveProgress, event: Event) {
 
 /// When a resolution fails and ABI-coupled packages take part in the conflict: resolves the
 /// stack again without them to learn the torch everything else settles on, and if that
-/// works, returns it with `cuda::select_build`'s account of each coupled package's newest
-/// eligible version (every build, and which part fails for each; what to do). None when the
+/// works, returns it with the account of each coupled package's newest eligible version:
+/// every build as the resolver classifies it for that torch (`candidates::classify_builds`),
+/// which part fails for each, and what to do (`cuda::explain_no_build`). None when the
 /// stack fails without them too (then the coupling is not the cause).
 async fn explain_builds(
     fetcher: &Arc<Fetcher>,
@@ -559,10 +559,26 @@ async fn explain_builds(
             .iter()
             .find(|(package, _)| package == &Pkg::Name(name.clone()))
             .map(|(_, range)| range.clone());
-        let Some(files) = newest_public_files(&page, range.as_ref()) else {
+        let Some(public) = newest_public(&page, range.as_ref()) else {
             continue;
         };
-        if let Err(no_build) = select_build(&files, &context, tags, couplings.get(name)) {
+        // The resolver's own classification of each build, with the torch the rest settles on.
+        let builds = candidates::classify_builds(
+            &page,
+            &public,
+            backend,
+            &context.torch,
+            context.torch_cxx11abi,
+            tags,
+        );
+        let explained = explain_no_build(
+            name.as_ref(),
+            &public.to_string(),
+            builds,
+            &context,
+            couplings.contains_key(name),
+        );
+        if let Some(no_build) = explained {
             messages.push(no_build.to_string());
             for line in &no_build.help {
                 if !help.contains(line) {
@@ -586,26 +602,13 @@ async fn torch_build_abi(
         .map(candidates::VersionFiles::torch_cxx11_abi)
 }
 
-/// The wheels of every build (local label) of the newest public version of a project with a
-/// build in `range` (any range when None).
-fn newest_public_files(
-    page: &ProjectCandidates,
-    range: Option<&Ranges<Version>>,
-) -> Option<Vec<WheelFilename>> {
-    let public = page
-        .versions
+/// The newest public version of a project with a build in `range` (any range when None).
+fn newest_public(page: &ProjectCandidates, range: Option<&Ranges<Version>>) -> Option<Version> {
+    page.versions
         .iter()
         .filter(|v| range.is_none_or(|r| r.contains(&v.version)))
         .map(|v| v.version.clone().without_local())
-        .max()?;
-    let files: Vec<WheelFilename> = page
-        .versions
-        .iter()
-        .filter(|v| v.version.clone().without_local() == public)
-        .flat_map(|v| v.filenames())
-        .filter_map(|f| WheelFilename::from_str(f).ok())
-        .collect();
-    (!files.is_empty()).then_some(files)
+        .max()
 }
 
 /// What the chosen build of `name` is tied to and why it fits; an internal error when it
@@ -620,20 +623,20 @@ fn coupled_build(
     let Some(coupling) = &files.coupling else {
         return Ok(None);
     };
-    let checked = match torch {
-        Some(torch) => check(&coupling.coupling, torch, backend, torch_abi),
-        None if coupling.ties_torch() => {
-            return Err(ResolveError::Internal(format!(
-                "{name} {} is built for {} but no torch was resolved",
-                files.version, coupling.coupling
-            )))
-        }
-        None => check_cuda(&coupling.coupling, backend),
-    };
-    if let Err(mismatch) = checked {
+    if torch.is_none() && coupling.ties_torch() {
         return Err(ResolveError::Internal(format!(
-            "{name} {} was chosen but does not fit: {mismatch}",
-            files.version
+            "{name} {} is built for {} but no torch was resolved",
+            files.version, coupling.coupling
+        )));
+    }
+    // The same classification the explanation of "no build fits" uses.
+    let misfits =
+        candidates::coupling_misfits(coupling, backend, torch.map(|torch| (torch, torch_abi)));
+    if !misfits.is_empty() {
+        return Err(ResolveError::Internal(format!(
+            "{name} {} was chosen but does not fit: {}",
+            files.version,
+            misfits.join("; ")
         )));
     }
     let fits = match (torch, coupling.ties_torch()) {

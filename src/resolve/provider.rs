@@ -31,12 +31,12 @@ use pubgrub::{
 };
 use tokio::runtime::Handle;
 
-use super::candidates::{ProjectCandidates, VersionCoupling, VersionFiles};
+use super::candidates::{self, ProjectCandidates, VersionCoupling, VersionFiles};
 use super::fetcher::Fetcher;
 use super::profile::NodeKey;
 use super::ranges::{names_prerelease, specifiers_to_ranges};
 use super::ResolveError;
-use crate::cuda::{check, torch_uses_cxx11_abi, Backend, Coupling};
+use crate::cuda::{torch_uses_cxx11_abi, Backend, Coupling};
 use crate::pak::Location;
 
 /// A PubGrub package.
@@ -157,17 +157,22 @@ pub(crate) fn torch_requirement(
 }
 
 /// Whether a coupled build fits a torch version (series and C++ ABI; CUDA was checked
-/// against the backend before solving). Builds without a torch coupling fit any torch.
+/// against the backend before solving, [`candidates::coupling_misfits`] with no torch).
+/// Builds without a torch coupling fit any torch.
 pub(crate) fn fits_torch(files: &VersionFiles, torch: &Version, torch_cxx11abi: bool) -> bool {
     let Some(coupling) = files.coupling.as_ref().filter(|c| c.ties_torch()) else {
         return true;
     };
-    let torch_parts = Coupling {
-        cuda: None,
-        ..coupling.coupling
+    let torch_parts = VersionCoupling {
+        coupling: Coupling {
+            cuda: None,
+            ..coupling.coupling
+        },
+        ..coupling.clone()
     };
     // The backend does not matter without a CUDA part.
-    check(&torch_parts, torch, Backend::Cpu, torch_cxx11abi).is_ok()
+    candidates::coupling_misfits(&torch_parts, Backend::Cpu, Some((torch, torch_cxx11abi)))
+        .is_empty()
 }
 
 /// What the solver learned while running (read after it stops, for explanations).

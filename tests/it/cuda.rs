@@ -1,18 +1,17 @@
-//! CUDA awareness: backends, ABI-coupled local labels, declared couplings, and picking the
-//! build of a coupled package that fits the resolved torch (with explanations), on the real
-//! spellings of published wheels and the `perf-wheels.json` fixture index.
+//! CUDA awareness: backends, ABI-coupled local labels and declared couplings, on the real
+//! spellings of published wheels and the `perf-wheels.json` fixture index. (Which build of a
+//! coupled package fits, and the explanation when none does, are the resolver's:
+//! `resolve::candidates` unit tests and tests/it/resolve_abi.rs.)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use comfypak::cuda::{
-    check, parse_couplings, select_build, torch_uses_cxx11_abi, AbiContext, AbiLabel, Backend,
-    BackendChoice, ComputeCapability, Coupling, CouplingSource, CudaVersion, DriverVersion,
-    MismatchPart, TorchSeries, Verdict,
+    check, parse_couplings, torch_uses_cxx11_abi, AbiLabel, Backend, BackendChoice,
+    ComputeCapability, Coupling, CudaVersion, DriverVersion, MismatchPart, TorchSeries, Verdict,
 };
 use comfypak::filename::{FilenameWarning, WheelFilename};
-use comfypak::target::{CompatibleTags, Target};
 use pep440_rs::Version;
 
 fn v(text: &str) -> Version {
@@ -21,14 +20,6 @@ fn v(text: &str) -> Version {
 
 fn series(text: &str) -> TorchSeries {
     TorchSeries::from_str(text).unwrap()
-}
-
-fn target_tags(python: &str, platform: &str) -> CompatibleTags {
-    Target::new(python.parse().unwrap(), false, platform.parse().unwrap()).tags()
-}
-
-fn cp314_x86() -> CompatibleTags {
-    target_tags("3.14", "manylinux_2_39_x86_64")
 }
 
 /// The fixture's files by project, then public version.
@@ -50,10 +41,6 @@ fn perf_wheels() -> BTreeMap<String, BTreeMap<String, Vec<WheelFilename>>> {
         }
     }
     out
-}
-
-fn files(project: &str, version: &str) -> Vec<WheelFilename> {
-    perf_wheels()[project][version].clone()
 }
 
 // ---------------------------------------------------------------- backends
@@ -391,254 +378,4 @@ fn cuda_couplings_table_parses() {
     assert!(err.contains("expected a table"), "{err}");
     let err = bad("x = {}");
     assert!(err.contains("declares no coupling"), "{err}");
-}
-
-// ---------------------------------------------------------------- selection
-
-#[test]
-fn cuda_select_torch211_cu130_picks_the_cu13_torch211_build() {
-    let flash = files("flash_attn", "2.8.3");
-    let ctx = AbiContext::new(v("2.11.0+cu130"), Backend::Cu130);
-    let chosen = select_build(&flash, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp314-cp314-linux_x86_64.whl"
-    );
-    assert_eq!(chosen.source, CouplingSource::Label);
-    assert!(
-        chosen.reason.contains("CUDA 13, torch 2.11, C++11 ABI"),
-        "{}",
-        chosen.reason
-    );
-    assert!(
-        chosen.reason.contains("cp314-cp314-linux_x86_64"),
-        "{}",
-        chosen.reason
-    );
-
-    let sage = files("sageattention", "2.2.0");
-    let chosen = select_build(&sage, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "sageattention-2.2.0+cu130torch2.11-cp314-cp314-linux_x86_64.whl"
-    );
-
-    let nunchaku = files("nunchaku", "1.2.1");
-    let chosen = select_build(&nunchaku, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "nunchaku-1.2.1+cu13.0torch2.11-cp314-cp314-linux_x86_64.whl"
-    );
-
-    // An abi3 build for cp39 fits cp314.
-    let fa3 = files("flash_attn_3", "3.0.0");
-    let chosen = select_build(&fa3, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "flash_attn_3-3.0.0+cu130torch2.11gite2743ab-cp39-abi3-linux_x86_64.whl"
-    );
-
-    // aarch64 picks the aarch64 file of the same build.
-    let arm = target_tags("3.14", "manylinux_2_39_aarch64");
-    let chosen = select_build(&flash, &ctx, &arm, None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp314-cp314-linux_aarch64.whl"
-    );
-}
-
-#[test]
-fn cuda_select_cu128_backend_picks_cu12_builds_or_explains() {
-    let ctx = AbiContext::new(v("2.11.0+cu128"), Backend::Cu128);
-    let flash = files("flash_attn", "2.8.3");
-    let chosen = select_build(&flash, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(
-        chosen.filename,
-        "flash_attn-2.8.3+cu12torch2.11cxx11abiTRUE-cp314-cp314-linux_x86_64.whl"
-    );
-
-    // nunchaku has a CUDA 12.8 build only for torch 2.9.
-    let nunchaku = files("nunchaku", "1.2.1");
-    let err = select_build(&nunchaku, &ctx, &cp314_x86(), None).unwrap_err();
-    let text = comfypak::diagnostic::with_help(&*err);
-    assert!(
-        text.starts_with("nunchaku 1.2.1: builds for torch 2.9, 2.10, 2.11"),
-        "{text}"
-    );
-    assert!(text.contains("resolved torch is 2.11.0+cu128"), "{text}");
-    assert!(
-        text.contains(
-            "nunchaku-1.2.1+cu12.8torch2.9-cp314-cp314-linux_x86_64.whl: built for torch 2.9"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("built for CUDA 13.0, backend cu128 ships CUDA 12.8"),
-        "{text}"
-    );
-    // What to do: the cu130 backend has a build for torch 2.11; on cu128 pin torch 2.9.
-    assert!(text.contains("on backend cu130"), "{text}");
-    assert!(text.contains("torch==2.9.*"), "{text}");
-    assert!(!text.contains("torch==2.10.*"), "{text}");
-    // The 9 files for other interpreters/architectures are summarised, not listed.
-    assert!(
-        text.contains("9 other files do not fit the target's tags"),
-        "{text}"
-    );
-    assert_eq!(err.rejected.len(), 9 + 3);
-    assert_eq!(err.rejected.iter().filter(|r| r.fits_target).count(), 3);
-
-    // sageattention on cu128 with torch 2.11: the hopper file's spec violation is named.
-    let sage = files("sageattention", "2.2.0");
-    let err = select_build(&sage, &ctx, &cp314_x86(), None).unwrap_err();
-    let text = comfypak::diagnostic::with_help(&*err);
-    assert!(
-        text.contains(
-            "sageattention-2.2.0-hopper-cp314-cp314-linux_x86_64.whl: no torch/CUDA local label"
-        ),
-        "{text}"
-    );
-    assert!(text.contains("build tag must start with a digit"), "{text}");
-    assert!(text.contains("[couplings]"), "{text}");
-}
-
-#[test]
-fn cuda_select_torch_without_a_build_fails_with_the_explanation() {
-    let flash = files("flash_attn", "2.8.3");
-    let ctx = AbiContext::new(v("2.12.0+cu130"), Backend::Cu130);
-    let err = select_build(&flash, &ctx, &cp314_x86(), None).unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.starts_with(
-            "flash-attn 2.8.3: builds for torch 2.8, 2.9, 2.10, 2.11 with CUDA 12, 13; \
-             resolved torch is 2.12.0+cu130"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp314-cp314-linux_x86_64.whl: \
-             built for torch 2.11, resolved torch is 2.12.0+cu130"
-        ),
-        "{text}"
-    );
-    // What to do is the error's help, not part of its message.
-    assert!(!text.contains("help"), "{text}");
-    let help = err.help().unwrap();
-    assert!(help.contains("torch==2.8.*, torch==2.9.*"), "{help}");
-    assert_eq!(err.package, "flash-attn");
-    assert_eq!(err.version, "2.8.3");
-    // JSON for the lock / scripts.
-    let json = serde_json::to_value(&err).unwrap();
-    assert_eq!(json["backend"], "cu130");
-    assert_eq!(json["rejected"].as_array().unwrap().len(), flash.len());
-}
-
-#[test]
-fn cuda_select_cxx11_abi_follows_torch() {
-    let names = [
-        "ext-1.0+cu12torch2.6cxx11abiTRUE-cp313-cp313-linux_x86_64.whl",
-        "ext-1.0+cu12torch2.6cxx11abiFALSE-cp313-cp313-linux_x86_64.whl",
-        "ext-1.0+cu12torch2.8cxx11abiFALSE-cp313-cp313-linux_x86_64.whl",
-        "ext-1.0+cu12torch2.8cxx11abiTRUE-cp313-cp313-linux_x86_64.whl",
-    ];
-    let files: Vec<WheelFilename> = names.iter().map(|n| n.parse().unwrap()).collect();
-    let tags = target_tags("3.13", "manylinux_2_28_x86_64");
-    let old = AbiContext::new(v("2.6.0+cu126"), Backend::Cu126);
-    assert!(!old.torch_cxx11abi);
-    assert_eq!(select_build(&files, &old, &tags, None).unwrap().index, 1);
-    let new = AbiContext::new(v("2.8.0+cu126"), Backend::Cu126);
-    assert_eq!(select_build(&files, &new, &tags, None).unwrap().index, 3);
-    // Only the wrong ABI exists: explained.
-    let err = select_build(&files[2..3], &new, &tags, None).unwrap_err();
-    assert!(
-        err.to_string().contains(
-            "built with the pre-C++11 ABI (cxx11abiFALSE), torch 2.8.0+cu126 uses the C++11 ABI"
-        ),
-        "{err}"
-    );
-}
-
-#[test]
-fn cuda_select_declared_coupling_for_unlabelled_wheels() {
-    let sageattn3 = files("sageattn3", "1.0.0");
-    let ctx = AbiContext::new(v("2.11.0+cu130"), Backend::Cu130);
-    // Nothing known: not ABI-checked, best tag wins, and the reason says so.
-    let chosen = select_build(&sageattn3, &ctx, &cp314_x86(), None).unwrap();
-    assert_eq!(chosen.source, CouplingSource::Unknown);
-    assert!(
-        chosen.reason.contains("not ABI-checked"),
-        "{}",
-        chosen.reason
-    );
-    assert_eq!(
-        chosen.filename,
-        "sageattn3-1.0.0-cp314-cp314-linux_x86_64.whl"
-    );
-
-    let declared = Coupling::from_release_name("sageattn-py313-cu130-pt211");
-    assert_eq!(declared.to_string(), "CUDA 13.0, torch 2.11");
-    let chosen = select_build(&sageattn3, &ctx, &cp314_x86(), Some(&declared)).unwrap();
-    assert_eq!(chosen.source, CouplingSource::Declared);
-    assert!(
-        chosen.reason.contains("declared in [couplings]"),
-        "{}",
-        chosen.reason
-    );
-
-    let ctx = AbiContext::new(v("2.10.0+cu130"), Backend::Cu130);
-    let err = select_build(&sageattn3, &ctx, &cp314_x86(), Some(&declared)).unwrap_err();
-    let text = comfypak::diagnostic::with_help(&*err);
-    assert!(
-        text.contains(
-            "built for torch 2.11, resolved torch is 2.10.0+cu130 (as declared in [couplings])"
-        ),
-        "{text}"
-    );
-}
-
-#[test]
-fn cuda_select_prefers_labelled_builds_over_the_hopper_file() {
-    // The hopper file has no label; the labelled cu130/torch 2.11 build wins and the hopper
-    // file is rejected as unknown, its spec violation carried in the rejection.
-    let sage = files("sageattention", "2.2.0");
-    let ctx = AbiContext::new(v("2.11.0+cu130"), Backend::Cu130);
-    let chosen = select_build(&sage, &ctx, &cp314_x86(), None).unwrap();
-    assert!(chosen.warnings.is_empty());
-    assert!(
-        chosen.reason.contains("the only fitting file of 14"),
-        "{}",
-        chosen.reason
-    );
-    // Only the hopper file for this target: still refused, with the warning shown.
-    let hopper: Vec<WheelFilename> = sage.iter().filter(|w| w.build.is_some()).cloned().collect();
-    let declared =
-        Coupling::from_declared("sageattention", Some("12.8"), Some("2.8"), None).unwrap();
-    let chosen = select_build(
-        &hopper,
-        &AbiContext::new(v("2.8.0+cu128"), Backend::Cu128),
-        &cp314_x86(),
-        Some(&declared),
-    )
-    .unwrap();
-    assert!(chosen.reason.contains("warning:"), "{}", chosen.reason);
-    assert!(
-        chosen.reason.contains("must start with a digit"),
-        "{}",
-        chosen.reason
-    );
-    assert_eq!(chosen.warnings.len(), 1);
-}
-
-#[test]
-fn cuda_select_no_file_for_the_target() {
-    let flash: Vec<WheelFilename> = files("flash_attn", "2.8.3")
-        .into_iter()
-        .filter(|w| w.python == ["cp313"])
-        .collect();
-    let ctx = AbiContext::new(v("2.11.0+cu130"), Backend::Cu130);
-    let err = select_build(&flash, &ctx, &cp314_x86(), None).unwrap_err();
-    let text = comfypak::diagnostic::with_help(&*err);
-    assert!(text.contains("no file fits the target's tags"), "{text}");
-    assert!(text.contains("interpreter and platform"), "{text}");
 }

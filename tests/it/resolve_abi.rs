@@ -438,6 +438,55 @@ fn resolve_abi_torch_without_a_flash_attn_build_fails_with_the_builds_explained(
         .contains("needs torch==2.11.* built with the C++11 ABI (ABI coupling: built for CUDA 13"));
 }
 
+/// The explanation of "no build fits" is the resolver's own classification: a build that
+/// fits torch 2.11 and the target but that the resolver refuses (here: the pak line's
+/// `--hash` names none of its files) is explained as refused, and why, never as fitting.
+#[test]
+fn resolve_abi_the_explanation_matches_what_the_resolver_refused() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = "0".repeat(64);
+    let pak = write_stack(
+        dir.path(),
+        &servers.definitions(),
+        "cu130",
+        "torch==2.11.0\n",
+        &format!("flash-attn --hash=sha256:{zeros}\n"),
+        "",
+    );
+    let message = resolve_one(&pak, X86).unwrap_err();
+    assert!(
+        message.starts_with(
+            "cannot resolve the stack for 3.14:manylinux_2_39_x86_64: no build of flash-attn \
+             fits torch 2.11.0+cu130"
+        ),
+        "{message}"
+    );
+    // The build the torch and target would take is named with the resolver's reason.
+    assert!(
+        message.contains(
+            "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp314-cp314-linux_x86_64.whl: none of \
+             its wheels has a sha256 listed by the pak line's --hash"
+        ),
+        "{message}"
+    );
+    // The same stack without the hash resolves to exactly that build.
+    let dir = tempfile::tempdir().unwrap();
+    let pak = write_stack(
+        dir.path(),
+        &servers.definitions(),
+        "cu130",
+        "torch==2.11.0\n",
+        "flash-attn\n",
+        "",
+    );
+    let r = resolve_one(&pak, X86).unwrap();
+    assert_eq!(
+        r.packages[&name("flash-attn")].version.to_string(),
+        "2.8.3+cu13torch2.11cxx11abitrue"
+    );
+}
+
 #[test]
 fn resolve_abi_the_build_follows_the_torch_the_solver_settles_on() {
     let servers = Servers::start();
