@@ -37,7 +37,8 @@
 #                   FRONTEND_IN=pak4: they are installed by the pak4 RUN instead, as ComfyUI's
 #                   own requirements.txt (pak4) lists them in the images the pak files come from
 #   VOLATILE_FROM / VOLATILE_TO   comfyui-frontend-package versions (1.45.14 -> 1.45.15)
-#   DEPS_PACKAGE, DEPS_FROM / DEPS_TO   the pak5 package bumped (gguf 0.18.0 -> 0.19.0)
+#   DEPS_PACKAGE, DEPS_FROM / DEPS_TO   the package bumped (gguf 0.18.0 -> 0.19.0), in DEPS_PAK
+#                   (pak5; a pak file of the deps layer; the line is added when it has none)
 #   TORCH_FROM / TORCH_TO   "torch torchvision torchaudio" versions (2.10.0 0.25.0 2.10.0 ->
 #                   2.11.0 0.26.0 2.11.0)
 #   LIVE: the PyTorch index and the perf-wheels release page are not reachable from every
@@ -77,6 +78,7 @@ volatile_to="${VOLATILE_TO:-1.45.15}"
 deps_package="${DEPS_PACKAGE:-gguf}"
 deps_from="${DEPS_FROM:-0.18.0}"
 deps_to="${DEPS_TO:-0.19.0}"
+deps_pak="${DEPS_PAK:-pak5}"
 read -r -a torch_from <<<"${TORCH_FROM:-2.10.0 0.25.0 2.10.0}"
 read -r -a torch_to <<<"${TORCH_TO:-2.11.0 0.26.0 2.11.0}"
 if [ "${#torch_from[@]}" != 3 ] || [ "${#torch_to[@]}" != 3 ]; then
@@ -207,11 +209,11 @@ in_stack() { paks_in_stack | grep -qx "$1"; }
 
 scenarios=(cold no-change)
 in_stack pak9.txt && scenarios+=(volatile)
-in_stack pak5.txt && scenarios+=(deps)
+in_stack "$deps_pak.txt" && scenarios+=(deps)
 in_stack pak1.txt && scenarios+=(torch)
 # The starting point: the versions each bump moves away from.
 set_pin "$stack/pak9.txt" comfyui-frontend-package "comfyui-frontend-package==$volatile_from"
-set_pin "$stack/pak5.txt" "$deps_package" "$deps_package==$deps_from"
+set_pin "$stack/$deps_pak.txt" "$deps_package" "$deps_package==$deps_from"
 set_pin "$stack/pak1.txt" torch "torch==${torch_from[0]}"
 set_pin "$stack/pak1.txt" torchvision "torchvision==${torch_from[1]}"
 set_pin "$stack/pak1.txt" torchaudio "torchaudio==${torch_from[2]}"
@@ -219,7 +221,7 @@ set_pin "$stack/pak1.txt" torchaudio "torchaudio==${torch_from[2]}"
 apply_scenario() {
   case "$1" in
     volatile) set_pin "$stack/pak9.txt" comfyui-frontend-package "comfyui-frontend-package==$volatile_to" ;;
-    deps) set_pin "$stack/pak5.txt" "$deps_package" "$deps_package==$deps_to" ;;
+    deps) set_pin "$stack/$deps_pak.txt" "$deps_package" "$deps_package==$deps_to" ;;
     torch)
       set_pin "$stack/pak1.txt" torch "torch==${torch_to[0]}"
       set_pin "$stack/pak1.txt" torchvision "torchvision==${torch_to[1]}"
@@ -327,6 +329,8 @@ for scenario in "${scenarios[@]}"; do
     "docker://127.0.0.1:${registry_port[dockerfile]}/bench/dockerfile:latest"
   t2=$(now)
   measure dockerfile "$scenario" "$(elapsed "$t0" "$t1")" "$(elapsed "$t1" "$t2")"
+  # The previous scenario's image is untagged now; its layers are no later build's cache.
+  pm image prune -f >/dev/null
 
   note "$scenario: comfypak build + push"
   stored_before=$("$py" "$helper" blobs "$work/registry-comfypak/data")
