@@ -617,6 +617,47 @@ pub fn staleness(existing: &Lock, fresh: &Lock) -> Vec<String> {
             ));
         }
     }
+    // Sources that moved under the same requirement: a branch at another commit, an sdist
+    // or folder with other bytes.
+    for new in &fresh.packages {
+        let Some(old) = existing.packages.iter().find(|p| p.name == new.name) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (&old.vcs, &new.vcs) {
+            if a.url == b.url && a.commit_id != b.commit_id {
+                lines.push(format!(
+                    "{}: {} at {} moved from commit {} to {}",
+                    new.name,
+                    b.url,
+                    b.requested_revision.as_deref().unwrap_or("HEAD"),
+                    a.commit_id,
+                    b.commit_id
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (&old.sdist, &new.sdist) {
+            if a.hashes.sha256 != b.hashes.sha256 && (a.url == b.url && a.path == b.path) {
+                lines.push(format!(
+                    "{}: its sdist {} has another sha256 now",
+                    new.name,
+                    b.url.as_deref().or(b.path.as_deref()).unwrap_or_default()
+                ));
+            }
+        }
+        if old.directory.is_some()
+            && old.directory == new.directory
+            && old.tool.comfypak.source_hash != new.tool.comfypak.source_hash
+        {
+            lines.push(format!(
+                "{}: the folder {} changed",
+                new.name,
+                new.directory
+                    .as_ref()
+                    .map(|d| d.path.as_str())
+                    .unwrap_or_default()
+            ));
+        }
+    }
     if lines.is_empty() {
         lines.push(
             "the entries' details differ (dependencies, required-by, markers or index URLs)"

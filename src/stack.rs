@@ -64,9 +64,12 @@ pub struct BuildSettings {
     pub formats: Vec<pak::FormatOption>,
     /// `[build.config-settings.NAME]`: PEP 517 config settings per project.
     pub config_settings: BTreeMap<PackageName, BTreeMap<String, String>>,
-    /// `no-isolation`: projects built in the image's own environment (the packages the lock
-    /// puts in layers) instead of an isolated build environment.
+    /// `no-isolation`: index sdists built in the image's own environment (every package
+    /// the lock installs for the target) instead of an isolated build environment.
     pub no_isolation: Vec<PackageName>,
+    /// `[build.match-runtime] NAME = ["torch"]`: build requirements added to NAME's build,
+    /// pinned to the version the image resolves (uv's match-runtime).
+    pub match_runtime: BTreeMap<PackageName, Vec<PackageName>>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -256,6 +259,8 @@ struct RawBuild {
     config_settings: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     no_isolation: Vec<String>,
+    #[serde(default)]
+    match_runtime: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -565,10 +570,19 @@ impl Stack {
             .iter()
             .map(|text| name("build.no-isolation", text))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut match_runtime = BTreeMap::new();
+        for (project, requirements) in &raw.match_runtime {
+            let names = requirements
+                .iter()
+                .map(|text| name("build.match-runtime", text))
+                .collect::<Result<Vec<_>, _>>()?;
+            match_runtime.insert(name("build.match-runtime", project)?, names);
+        }
         Ok(BuildSettings {
             formats,
             config_settings,
             no_isolation,
+            match_runtime,
         })
     }
 

@@ -4,8 +4,12 @@
 //! build requirements are resolved for the target by comfypak's resolver (as a one-layer
 //! stack with the image stack's indexes and pins, so a pinned package comes from its index
 //! here too), fetched into the cache and installed by comfypak's installer into a layer
-//! folder that the sandbox stacks over the base. Must not build anything itself
-//! (`source` does) nor write outside the folders it is given.
+//! folder that the sandbox stacks over the base (or, for `[build] no-isolation`, the image's
+//! own packages). Also the pipeline's source stages: direct source requirements built
+//! before the resolution ([`prebuild`]), the resolver's hook for index sdists' metadata
+//! ([`with_sdist_metadata`]), the index sdists the resolution chose built after it with
+//! match-runtime pins ([`build_index_sdists`]), and their lock records. Must not build
+//! anything itself (`source` does) nor write outside the folders it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,11 +42,15 @@ use crate::source::{
 use crate::stack::{Layer, Stack};
 use crate::target::Target;
 
-/// Build environments resolved from the indexes of `stack` for `target`.
+/// Build environments resolved from the indexes of `stack` for `target`, or, for a build
+/// without isolation, the image's own environment.
 pub struct StackBuildEnvs<'a> {
     pub session: &'a Session,
     pub stack: &'a Stack,
     pub target: Target,
+    /// `[build] no-isolation`: every build environment is the image's packages for the
+    /// target (this lock's entries that have a wheel), whatever the build requires.
+    pub image: Option<Lock>,
 }
 
 /// The layer every build environment installs as.
@@ -63,6 +71,19 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
     type Resolved = Lock;
 
     fn resolve(&self, requirements: &[String]) -> Result<(Lock, Vec<String>), EnvError> {
+        if let Some(image) = &self.image {
+            let mut lock = image.clone();
+            lock.packages
+                .retain(|p| !p.wheels.is_empty() || !p.tool.comfypak.built.is_empty());
+            let selected =
+                select_wheels(&lock, None, &self.target).map_err(|e| plain(e.to_string()))?;
+            let mut pins: Vec<String> = selected
+                .iter()
+                .map(|w| format!("{}=={} {}", w.package, w.version, w.sha256()))
+                .collect();
+            pins.sort();
+            return Ok((lock, pins));
+        }
         let mut text = requirements.join("\n");
         text.push('\n');
         let origin = self
@@ -353,6 +374,17 @@ pub fn prebuild(
     // Last first: a line that becomes two (one per platform) does not move the ones before it.
     for ((li, pi, ri), line, (requirement, origin, sha256)) in found.into_iter().rev() {
         let name = requirement.name.clone();
+        if stack.build.no_isolation.contains(&name) || stack.build.match_runtime.contains_key(&name)
+        {
+            return Err(source_error(
+                &line,
+                format!(
+                    "[build] no-isolation and match-runtime in {} apply to index sdists, which \
+                     are built after the resolution; {name} is a direct source, built before it",
+                    stack.manifest.display()
+                ),
+            ));
+        }
         let mut commit = None;
         let (kind, size) = match &origin {
             SourceOrigin::Git(git) => {
@@ -366,12 +398,17 @@ pub fn prebuild(
                     git.repository,
                     git.reference.as_deref().unwrap_or("HEAD")
                 ));
-                commit = Some(resolved);
-                let dir = match &git.subdirectory {
-                    Some(sub) => tree.join(sub),
-                    None => tree,
-                };
-                (SourceKind::Directory(dir), None)
+                commit = Some(resolved.clone());
+                (
+                    SourceKind::GitCheckout {
+                        root: tree,
+                        subdirectory: git.subdirectory.clone(),
+                        db,
+                        commit: resolved,
+                        origin: git.repository.clone(),
+                    },
+                    None,
+                )
             }
             SourceOrigin::Url(url) => {
                 let Some(sha256) = &sha256 else {
@@ -440,6 +477,7 @@ pub fn prebuild(
                 session,
                 stack,
                 target: target.clone(),
+                image: None,
             };
             progress.stage(&format!("building {name} from source for {target}"));
             let built = build_wheel(
@@ -590,11 +628,8 @@ pub fn record_sources(lock: &mut Lock, stack: &Stack, prebuilt: &Prebuilt, lock_
                 package.sdist = Some(sdist_entry(Some(url.to_string()), None, source));
             }
             SourceOrigin::File(path) => {
-                let shown = path
-                    .strip_prefix(lock_dir)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|_| path.clone());
-                package.sdist = Some(sdist_entry(None, Some(shown.display().to_string()), source));
+                let shown = relative_to(lock_dir, path);
+                package.sdist = Some(sdist_entry(None, Some(shown), source));
             }
             SourceOrigin::Git(git) => {
                 package.vcs = Some(LockedVcs {
@@ -606,12 +641,8 @@ pub fn record_sources(lock: &mut Lock, stack: &Stack, prebuilt: &Prebuilt, lock_
                 });
             }
             SourceOrigin::Directory(path) => {
-                let shown = path
-                    .strip_prefix(lock_dir)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|_| path.clone());
                 package.directory = Some(LockedDirectory {
-                    path: shown.display().to_string(),
+                    path: relative_to(lock_dir, path),
                 });
                 package.tool.comfypak.source_hash =
                     Some(format!("sha256:{}", source.source_sha256));
@@ -624,6 +655,30 @@ pub fn record_sources(lock: &mut Lock, stack: &Stack, prebuilt: &Prebuilt, lock_
         if let Some(original) = stack.layer(&layer.name) {
             layer.inputs_hash = crate::resolve::to_lock::layer_inputs_hash(original, &target_line);
         }
+    }
+}
+
+/// `path` relative to the folder `from` (with `..` where it lies outside it), as PEP 751
+/// records local paths; `path` itself when the two share no root.
+fn relative_to(from: &Path, path: &Path) -> String {
+    let from = std::path::absolute(from).unwrap_or_else(|_| from.to_path_buf());
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = path.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return path.display().to_string();
+    }
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for part in &to[common..] {
+        out.push(part);
+    }
+    if out.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        out.display().to_string()
     }
 }
 
@@ -860,14 +915,17 @@ fn index_sdist_metadata(
         session,
         stack,
         target: target.clone(),
+        image: None,
     };
-    let (meta, origin) = crate::source::metadata(
-        &source,
-        target,
-        runtime,
-        &envs,
-        &build_options(stack, name, &cache_dir),
-    )?;
+    // Before the resolution, match-runtime requirements are not pinned yet (the build after
+    // it pins them), and a no-isolation build's metadata is prepared in isolation.
+    let mut options = build_options(stack, name, &cache_dir);
+    if let Some(names) = stack.build.match_runtime.get(name) {
+        options
+            .extra_requires
+            .extend(names.iter().map(ToString::to_string));
+    }
+    let (meta, origin) = crate::source::metadata(&source, target, runtime, &envs, &options)?;
     let meta_name = crate::index::page::normalize_name(&meta.name);
     if meta_name != name.as_ref() || &meta.version != version {
         return Err(SourceError::BadOutput {
@@ -890,6 +948,17 @@ fn index_sdist_metadata(
         }
     ));
     Ok(meta)
+}
+
+/// `name==VERSION` of the version of `name` the image installs for `target` (uv's
+/// match-runtime), or None when it installs none.
+fn match_runtime_pin(image: &Lock, target: &Target, name: &PackageName) -> Option<String> {
+    let prepared = crate::lock::PreparedTarget::new(target);
+    image
+        .packages
+        .iter()
+        .find(|p| &p.name == name && prepared.applies_to(p).unwrap_or(false))
+        .map(|p| format!("{name}=={}", p.version))
 }
 
 /// Copies a built wheel into the wheel cache (where install finds locked wheels by sha256).
@@ -928,6 +997,7 @@ pub fn build_index_sdists(
     let cache_dir = session.cache().root().to_path_buf();
     let mut runtimes = Runtimes::default();
     let mut count = 0;
+    let image = lock.clone();
     for package in &mut lock.packages {
         let from_index = package.index.is_some()
             && package.vcs.is_none()
@@ -971,21 +1041,31 @@ pub fn build_index_sdists(
                 }
             };
             let runtime = runtimes.get(stack, bases, target, &cache_dir, name.as_ref())?;
+            let mut options = build_options(stack, &name, &cache_dir);
+            for runtime_dep in stack.build.match_runtime.get(&name).into_iter().flatten() {
+                options.extra_requires.push(
+                    match_runtime_pin(&image, target, runtime_dep).ok_or_else(|| {
+                        bad(format!(
+                            "[build.match-runtime] asks for the image's {runtime_dep}, which \
+                             the image does not install for {target}: add it to a pak file"
+                        ))
+                    })?,
+                );
+            }
             let envs = StackBuildEnvs {
                 session,
                 stack,
                 target: target.clone(),
+                image: stack
+                    .build
+                    .no_isolation
+                    .contains(&name)
+                    .then(|| image.clone()),
             };
             progress.stage(&format!(
                 "building {name} {version} from its sdist for {target}"
             ));
-            let made = build_wheel(
-                source,
-                target,
-                runtime,
-                &envs,
-                &build_options(stack, &name, &cache_dir),
-            )?;
+            let made = build_wheel(source, target, runtime, &envs, &options)?;
             let parsed: crate::filename::WheelFilename = made
                 .filename
                 .parse()

@@ -223,7 +223,12 @@ pub fn select_wheels(
         let direct_url = match (&package.sdist, &package.directory) {
             // An index sdist is no direct URL (pip writes none for it either).
             (Some(sdist), _) if built && package.index.is_none() => sdist.url.clone(),
-            (_, Some(directory)) if built => Some(format!("file://{}", directory.path)),
+            // A folder recorded relative to the lock has no URL to give without the lock's
+            // place; an absolute one is a `file://` URL.
+            (_, Some(directory)) if built => directory
+                .path
+                .starts_with('/')
+                .then(|| format!("file://{}", directory.path)),
             _ if built && package.vcs.is_some() => package
                 .vcs
                 .as_ref()

@@ -457,7 +457,7 @@ impl Parser<'_> {
         words: &[Word],
         constraint: bool,
     ) -> Result<(), PakError> {
-        let requirement = requirement::parse_requirement(requirement_text)
+        let requirement = requirement::parse_requirement_in(requirement_text, ctx.path.parent())
             .map_err(|e| ctx.error(text.pos_at(e.offset), e.kind, e.message, e.help))?;
         if constraint {
             check_constraint(ctx, text, requirement_text, &requirement)?;

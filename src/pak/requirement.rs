@@ -31,10 +31,27 @@ impl ReqError {
     }
 }
 
-const LOCAL_PATH_HELP: &str = "name the project and give an absolute URL: `name @ file:///abs/path/folder` or `name @ file:///abs/path/name-1.0.tar.gz` (built from source in the target runtime), or `name @ file:///abs/path/name-1.0-py3-none-any.whl`; wheels can also come from a find-links directory (`-f file:///abs/dir`)";
+const LOCAL_PATH_HELP: &str = "write the path relative to this pak file (`./name-1.0.tar.gz`, `name @ ./folder`, `name @ ../src/name`) or as an absolute URL (`name @ file:///abs/path/folder`); sources are built in the target runtime; wheels can also come from a find-links directory (`-f file:///abs/dir`)";
 
-/// Parses the requirement part of a line (already expanded and trimmed, not empty).
+/// [`parse_requirement_in`] without a folder: relative paths are refused.
+#[cfg(test)]
 pub(crate) fn parse_requirement(text: &str) -> Result<PakRequirement, ReqError> {
+    parse_requirement_in(text, None)
+}
+
+/// Parses the requirement part of a line (already expanded and trimmed, not empty), where
+/// `./path` and `../path` (bare, or after `name @`) are relative
+/// to `base` (the pak file's folder) and become `file://` URLs: a bare sdist takes its name
+/// from its file name; a folder must be named (`name @ ./folder`).
+pub(crate) fn parse_requirement_in(
+    text: &str,
+    base: Option<&std::path::Path>,
+) -> Result<PakRequirement, ReqError> {
+    if let Some(base) = base {
+        if let Some(rewritten) = relative_path_requirement(text, base)? {
+            return parse_requirement_in(&rewritten, None);
+        }
+    }
     let first_word_len = text.find(char::is_whitespace).unwrap_or(text.len());
     let first_word = &text[..first_word_len];
 
@@ -201,6 +218,93 @@ fn looks_like_local_path(word: &str) -> bool {
         || head.contains(['/', '\\'])
         || is_wheel(head)
         || is_sdist(head)
+}
+
+/// Whether `path` is written relative (`./x`, `../x`).
+fn is_relative_path(path: &str) -> bool {
+    path == "." || path == ".." || path.starts_with("./") || path.starts_with("../")
+}
+
+/// `base/path` with `.` and `..` resolved lexically, as a `file://` URL.
+fn relative_url(path: &str, base: &std::path::Path) -> Option<String> {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for component in base.join(path).components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    url::Url::from_file_path(&out).ok().map(|u| u.to_string())
+}
+
+/// The requirement with its relative path replaced by a `file://` URL, or None when it has
+/// none.
+fn relative_path_requirement(
+    text: &str,
+    base: &std::path::Path,
+) -> Result<Option<String>, ReqError> {
+    let end_of = |s: &str| {
+        s.find(|c: char| c.is_whitespace() || c == ';')
+            .unwrap_or(s.len())
+    };
+    // `name @ ./path ...`
+    if let Some(at) = text.find('@') {
+        let after = &text[at + 1..];
+        let start = at + 1 + after.len() - after.trim_start().len();
+        let rest = &text[start..];
+        let path = &rest[..end_of(rest)];
+        if is_relative_path(path) {
+            let url = relative_url(path, base).ok_or_else(|| local_path_error(start, path))?;
+            return Ok(Some(format!(
+                "{} {url}{}",
+                text[..=at].trim_end(),
+                &rest[path.len()..]
+            )));
+        }
+        return Ok(None);
+    }
+    // A bare `./name-1.0.tar.gz` (named by its file name) or `./folder` (needs a name).
+    let path = &text[..end_of(text)];
+    if !is_relative_path(path) {
+        return Ok(None);
+    }
+    let (path, egg) = match path.split_once("#egg=") {
+        Some((path, egg)) => (path, Some(egg)),
+        None => (path, None),
+    };
+    let url = relative_url(path, base).ok_or_else(|| local_path_error(0, path))?;
+    let file = last_segment(path);
+    let name =
+        match egg {
+            Some(egg) => egg.to_string(),
+            None if is_sdist(file) || is_wheel(file) => {
+                match crate::filename::DistFilename::parse(file, None) {
+                    Ok(parsed) => parsed.name().to_string(),
+                    Err(e) => {
+                        return Err(ReqError::new(
+                            0,
+                            PakErrorKind::LocalPath,
+                            format!("`{path}`: {e}"),
+                            "name the project: `name @ ./path/name-1.0.tar.gz`",
+                        ))
+                    }
+                }
+            }
+            None => return Err(ReqError::new(
+                0,
+                PakErrorKind::LocalPath,
+                format!("`{path}` is a local folder without a project name"),
+                format!(
+                    "name the project: `name @ {path}` (built from source in the target runtime)"
+                ),
+            )),
+        };
+    let rest = &text[path.len() + egg.map_or(0, |e| e.len() + 5)..];
+    Ok(Some(format!("{name} @ {url}{rest}")))
 }
 
 /// The `#egg=NAME` of a URL, with the byte offset of NAME.
@@ -526,5 +630,34 @@ mod tests {
         assert_eq!((e.kind, e.offset), (PakErrorKind::LocalPath, 0));
         let e = parse_requirement("x @ file:srv/src/x").unwrap_err();
         assert_eq!((e.kind, e.offset), (PakErrorKind::LocalPath, 4));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_pak_file() {
+        let base = std::path::Path::new("/srv/stack/pak");
+        let url_of = |text: &str| match parse_requirement_in(text, Some(base)).unwrap() {
+            PakRequirement::Named(r) => match r.version_or_url {
+                Some(VersionOrUrl::Url(url)) => (r.name.to_string(), url.to_string(), r.marker),
+                other => panic!("{text}: {other:?}"),
+            },
+            other => panic!("{text}: {other:?}"),
+        };
+        let (name, url, _) = url_of("./dl/demo-1.0.tar.gz");
+        assert_eq!(name, "demo");
+        assert_eq!(url, "file:///srv/stack/pak/dl/demo-1.0.tar.gz");
+        let (name, url, marker) = url_of("x @ ../src/x ; python_version > '3'");
+        assert_eq!(name, "x");
+        assert_eq!(url, "file:///srv/stack/src/x");
+        assert!(marker.try_to_string().is_some());
+        let (name, url, _) = url_of("../folder#egg=foo");
+        assert_eq!(
+            (name.as_str(), url.as_str()),
+            ("foo", "file:///srv/stack/folder")
+        );
+        let e = parse_requirement_in("./folder", Some(base)).unwrap_err();
+        assert_eq!(e.kind, PakErrorKind::LocalPath);
+        assert!(e.help.contains("name @ ./folder"), "{e:?}");
+        // Without the file's folder (a pak text from elsewhere) they stay refused.
+        assert!(parse_requirement("./dl/demo-1.0.tar.gz").is_err());
     }
 }

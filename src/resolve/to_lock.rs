@@ -737,7 +737,7 @@ pub fn layer_inputs_hash(layer: &crate::stack::Layer, target_line: &str) -> Stri
         for requirement in &pak.requirements {
             line(&format!(
                 "requirement {}{}",
-                requirement_text(&requirement.requirement),
+                hashed_requirement_text(requirement),
                 requirement
                     .hashes
                     .iter()
@@ -772,6 +772,28 @@ pub fn layer_inputs_hash(layer: &crate::stack::Layer, target_line: &str) -> Stri
         }
     }
     format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The requirement as the inputs hash sees it: a path written relative to its pak file
+/// (`./x`, `name @ ../x`) as written, so the hash does not depend on where the stack is;
+/// anything else as parsed.
+fn hashed_requirement_text(line: &crate::pak::PakLine) -> String {
+    let url = match &line.requirement {
+        PakRequirement::Named(r) => match &r.version_or_url {
+            Some(pep508_rs::VersionOrUrl::Url(url)) => Some(url.as_str().to_string()),
+            _ => None,
+        },
+        PakRequirement::UnnamedUrl { url, .. } => Some(url.clone()),
+    };
+    let from_path = url.is_some_and(|u| u.starts_with("file:")) && !line.text.contains("file:");
+    if from_path {
+        let written = match line.text.find("--hash") {
+            Some(at) => &line.text[..at],
+            None => &line.text,
+        };
+        return format!("path {}", written.trim());
+    }
+    requirement_text(&line.requirement)
 }
 
 fn requirement_text(requirement: &PakRequirement) -> String {

@@ -143,6 +143,59 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str, doing: &str) -> Result<Stri
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
+/// Gives `tree` (a copy of the checkout of `commit`, without `.git`) a self-contained `.git`:
+/// a clone of the repository cache `db` with all its branches and tags and no alternates
+/// pointing outside, HEAD detached at `commit` and the index at its tree, so a build backend
+/// that reads git metadata (setuptools-scm, versioneer) sees what pip's in-place build of
+/// the checkout would. `origin` is the repository's real URL.
+pub fn add_metadata(tree: &Path, db: &Path, commit: &str, origin: &str) -> Result<(), GitError> {
+    let tmp = tree.with_extension("git-tmp");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitError::Io { path, source }
+    };
+    let result = (|| {
+        git(
+            None,
+            &[
+                "clone",
+                "--quiet",
+                "--no-local",
+                "--no-checkout",
+                &db.to_string_lossy(),
+                &tmp.to_string_lossy(),
+            ],
+            origin,
+            "clone (for the build's .git)",
+        )?;
+        let dot_git = tree.join(".git");
+        std::fs::rename(tmp.join(".git"), &dot_git).map_err(io(&dot_git))?;
+        git(
+            Some(tree),
+            &["remote", "set-url", "origin", origin],
+            origin,
+            "remote",
+        )?;
+        git(
+            Some(tree),
+            &["update-ref", "--no-deref", "HEAD", commit],
+            origin,
+            "update-ref",
+        )?;
+        git(Some(tree), &["read-tree", commit], origin, "read-tree")?;
+        // Refresh the index's file stats; a tree that differs (submodules) is no error here.
+        let _ = git(
+            Some(tree),
+            &["update-index", "-q", "--refresh"],
+            origin,
+            "update-index",
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
 /// The short hash naming `url`'s folders in the cache.
 fn url_key(url: &str) -> String {
     hex::encode(&Sha256::digest(url.as_bytes())[..12])

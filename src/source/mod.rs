@@ -178,8 +178,18 @@ impl SourceError {
 pub enum SourceKind {
     /// An sdist archive on this machine (downloaded by the caller).
     Sdist(PathBuf),
-    /// A source folder on this machine (a local path, or a git checkout).
+    /// A source folder on this machine (a local path).
     Directory(PathBuf),
+    /// A git checkout (`root`, of `commit`, from the repository cache `db`), built in
+    /// `subdirectory` with a self-contained `.git` at the root (see [`git::add_metadata`]).
+    GitCheckout {
+        root: PathBuf,
+        subdirectory: Option<String>,
+        db: PathBuf,
+        commit: String,
+        /// The repository's URL, as the build's `origin` remote.
+        origin: String,
+    },
 }
 
 /// A source and how errors name it.
@@ -206,6 +216,9 @@ pub struct BuildOptions {
     pub config_settings: BTreeMap<String, String>,
     /// `SOURCE_DATE_EPOCH` of the build.
     pub source_date_epoch: u64,
+    /// Requirements added to `[build-system] requires` (e.g. `torch==2.11.0+cu130`, the
+    /// version the image resolves, as uv's match-runtime gives it).
+    pub extra_requires: Vec<String>,
 }
 
 impl BuildOptions {
@@ -218,6 +231,7 @@ impl BuildOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             config_settings: BTreeMap::new(),
             source_date_epoch: 315_532_800,
+            extra_requires: Vec::new(),
         }
     }
 }
@@ -364,6 +378,12 @@ fn prepare(source: &Source, cache_dir: &Path) -> Result<Prepared, SourceError> {
             actual
         }
         SourceKind::Directory(dir) => sdist::hash_tree(dir)?,
+        SourceKind::GitCheckout {
+            root, subdirectory, ..
+        } => sdist::hash_tree(&match subdirectory {
+            Some(sub) => root.join(sub),
+            None => root.clone(),
+        })?,
     };
     let tmp = builds_dir(cache_dir).join("tmp");
     std::fs::create_dir_all(&tmp).map_err(SourceError::io(&tmp))?;
@@ -377,10 +397,30 @@ fn prepare(source: &Source, cache_dir: &Path) -> Result<Prepared, SourceError> {
             std::fs::rename(&top, &src).map_err(SourceError::io(&top))?;
         }
         SourceKind::Directory(dir) => sdist::copy_tree(dir, &src)?,
+        SourceKind::GitCheckout {
+            root,
+            subdirectory,
+            db,
+            commit,
+            origin,
+        } => {
+            let repo = work.0.join("repo");
+            sdist::copy_tree(root, &repo)?;
+            // The checkout's completion marker is the cache's, not the project's.
+            let _ = std::fs::remove_file(repo.join(".comfypak-complete"));
+            git::add_metadata(&repo, db, commit, origin)?;
+            match subdirectory {
+                None => std::fs::rename(&repo, &src).map_err(SourceError::io(&repo))?,
+                // The build runs in the subfolder; `.git` stays at the repository's root,
+                // where setuptools-scm's `root = ".."` looks for it.
+                Some(sub) => std::os::unix::fs::symlink(Path::new("repo").join(sub), &src)
+                    .map_err(SourceError::io(&src))?,
+            }
+        }
     }
     let pkg_info = match &source.kind {
         SourceKind::Sdist(_) => std::fs::read(src.join("PKG-INFO")).ok(),
-        SourceKind::Directory(_) => None,
+        SourceKind::Directory(_) | SourceKind::GitCheckout { .. } => None,
     };
     let system = BuildSystem::read(&src)?;
     Ok(Prepared {
@@ -408,7 +448,8 @@ pub fn build_wheel<E: BuildEnvironments>(
         message: e.message,
         help: e.help,
     };
-    let requires = prepared.system.requires.clone();
+    let mut requires = prepared.system.requires.clone();
+    requires.extend(options.extra_requires.iter().cloned());
     let (resolved, pins) = if requires.is_empty() {
         (None, Vec::new())
     } else {
@@ -453,7 +494,10 @@ pub fn build_wheel<E: BuildEnvironments>(
             let mut all = requires.clone();
             all.extend(extra);
             let (resolved, more_pins) = envs.resolve(&all).map_err(|m| env_error(&all, m))?;
-            frontend.install_env(envs, Some(&resolved), "env-full")?;
+            // The same environment (the extra requirements were in it) is not installed twice.
+            if more_pins != pins {
+                frontend.install_env(envs, Some(&resolved), "env-full")?;
+            }
             environment = more_pins;
         }
         let wheel = frontend.build_wheel()?;
@@ -659,7 +703,8 @@ pub fn metadata<E: BuildEnvironments>(
     {
         return Ok((meta, MetadataOrigin::Cache));
     }
-    let requires = prepared.system.requires.clone();
+    let mut requires = prepared.system.requires.clone();
+    requires.extend(options.extra_requires.iter().cloned());
     let resolved = if requires.is_empty() {
         None
     } else {

@@ -31,10 +31,35 @@ use super::runtime::{debian_root, options, target};
 const MINI_BACKEND: &str = r#"
 import base64, hashlib, os, time, tomllib, zipfile
 
+def _git_version(project):
+    # What setuptools-scm reads, without git: HEAD, and a tag pointing at it.
+    with open(".git/HEAD") as f:
+        head = f.read().strip()
+    if head.startswith("ref: "):
+        with open(os.path.join(".git", head[5:])) as f:
+            head = f.read().strip()
+    tags = {}
+    for top, dirs, names in os.walk(".git/refs/tags"):
+        for n in names:
+            with open(os.path.join(top, n)) as f:
+                tags[f.read().strip()] = n
+    if os.path.exists(".git/packed-refs"):
+        with open(".git/packed-refs") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].startswith("refs/tags/"):
+                    tags[parts[0]] = parts[1][len("refs/tags/"):]
+    if head in tags:
+        return tags[head].lstrip("v")
+    return project["version"] + ".dev0+g" + head[:7]
+
 def _load():
     with open("pyproject.toml", "rb") as f:
         data = tomllib.load(f)
-    return data["project"], data.get("tool", {}).get("mini", {})
+    project, tool = data["project"], data.get("tool", {}).get("mini", {})
+    if tool.get("version-from-git"):
+        project["version"] = _git_version(project)
+    return project, tool
 
 def _dist(name):
     return name.replace("-", "_").replace(".", "_").lower()
@@ -78,8 +103,9 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     project, tool = _load()
     _act(tool, "build")
+    built_with = []
     for module in tool.get("import", []):
-        __import__(module)
+        built_with.append((module, getattr(__import__(module), "VALUE", None)))
     name = _dist(project["name"])
     version = tool.get("claim-version", project["version"])
     date = time.gmtime(max(int(os.environ["SOURCE_DATE_EPOCH"]), 315532800))[:6]
@@ -90,6 +116,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             path = os.path.join(top, n)
             with open(path, "rb") as f:
                 contents.append((path, f.read()))
+    if tool.get("record-imports"):
+        contents.append((name + "/_built_with.py", ("BUILT_WITH = %r\n" % built_with).encode()))
+    if config_settings:
+        contents.append((name + "/_config.py", ("CONFIG = %r\n" % sorted(config_settings.items())).encode()))
     dist_info = "%s-%s.dist-info" % (name, version)
     contents.append((dist_info + "/METADATA", _metadata(project["name"], version, project).encode()))
     contents.append((dist_info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: mini\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
@@ -117,6 +147,10 @@ fn index() -> FixtureIndex {
         .wheel(
             WheelSpec::new("helper-dep", "2.0")
                 .file("helper_dep/__init__.py", "VALUE = 'helped'\n"),
+        )
+        .wheel(
+            WheelSpec::new("helper-dep", "1.0")
+                .file("helper_dep/__init__.py", "VALUE = 'helped-1.0'\n"),
         )
         .wheel(WheelSpec::new("six", "1.17.0"))
         .build()
@@ -248,6 +282,7 @@ impl Env {
             session: &self.session,
             stack: &self.stack,
             target: self.target.clone(),
+            image: None,
         }
     }
 
@@ -591,14 +626,17 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
     let site = TestServer::serve_dir(&dir.path().join("site"), ServerOptions::default());
     let local = write_sdist(dir.path(), "localsd", "", "2.1");
     let folder = write_folder(dir.path(), "folderpkg", "");
+    // Written relative to the pak file (stack/pak/deps.txt): a bare sdist path and a named
+    // folder.
+    write_folder(dir.path(), "relfolder", "");
     let stack_dir = dir.path().join("stack");
     stack(&stack_dir, &server);
     let deps = |remote_sha: &str| {
         format!(
-            "remote @ {}/files/remote-1.0.tar.gz#sha256={remote_sha}\nlocalsd @ file://{}\n\
-             folderpkg @ file://{}\n",
+            "remote @ {}/files/remote-1.0.tar.gz#sha256={remote_sha}\n../../{}\n\
+             folderpkg @ file://{}\nrelfolder @ ../../relfolder\n",
             site.url(),
-            local.display(),
+            local.file_name().unwrap().to_str().unwrap(),
             folder.display()
         )
     };
@@ -628,7 +666,7 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
     let built = notes.take();
     assert_eq!(
         built.iter().filter(|n| n.contains(" built in ")).count(),
-        3,
+        4,
         "{built:?}"
     );
 
@@ -669,7 +707,15 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
         remote_built[0].size,
         Some(std::fs::metadata(&in_cache).unwrap().len())
     );
-    assert!(entry("localsd").sdist.as_ref().unwrap().path.is_some());
+    // Local sources are recorded relative to the lock, as PEP 751 has it.
+    assert_eq!(
+        entry("localsd").sdist.as_ref().unwrap().path.as_deref(),
+        Some("../localsd-1.0.tar.gz")
+    );
+    assert_eq!(
+        entry("relfolder").directory.as_ref().unwrap().path,
+        "../relfolder"
+    );
     let folder_entry = entry("folderpkg");
     assert!(folder_entry.directory.is_some());
     assert!(folder_entry.tool.comfypak.source_hash.is_some());
@@ -687,10 +733,10 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
             .iter()
             .filter(|n| n.contains("from the build cache"))
             .count(),
-        3,
+        4,
         "{notes_again:?}"
     );
-    println!("resolve with 3 source builds: cold {cold:.2}s, warm (0 builds) {warm:.2}s");
+    println!("resolve with 4 source builds: cold {cold:.2}s, warm (0 builds) {warm:.2}s");
 
     // Install uses exactly the built bytes, from the cache.
     let out = dir.path().join("out");
@@ -705,7 +751,7 @@ fn source_requirements_are_built_locked_with_their_sources_and_installed_from_th
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let site_packages = out.join("layers/deps/opt/venv/lib/python3.14/site-packages");
-    for module in ["remote", "localsd", "folderpkg", "six"] {
+    for module in ["remote", "localsd", "folderpkg", "relfolder", "six"] {
         assert!(
             site_packages.join(module).join("__init__.py").is_file(),
             "{module} not installed"
@@ -919,11 +965,12 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     let server = TestServer::serve_index(&index(), ServerOptions::default());
     // A real repository: v1.0 tagged, then a second commit on main; served bare over
     // `git http-backend`.
-    let work = write_folder(dir.path(), "gitdemo", "");
+    // Its version comes from git metadata, as setuptools-scm's does: the build sees `.git`.
+    let work = write_folder(dir.path(), "gitdemo", "version-from-git = true");
     run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
     run_git(&work, &["add", "."]);
     run_git(&work, &["commit", "--quiet", "-m", "v1"]);
-    run_git(&work, &["tag", "v1.0"]);
+    run_git(&work, &["tag", "v1.0.7"]);
     let v1 = run_git(&work, &["rev-parse", "HEAD"]);
     std::fs::write(work.join("gitdemo/more.py"), "MORE = 1\n").unwrap();
     run_git(&work, &["add", "."]);
@@ -970,7 +1017,7 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     // A tag resolves to its commit; the lock records URL, requested revision and commit.
     let url = git_server.url("gitdemo.git");
     let report =
-        resolve_with(format!("gitdemo @ git+{url}@v1.0\n")).unwrap_or_else(|e| panic!("{e}"));
+        resolve_with(format!("gitdemo @ git+{url}@v1.0.7\n")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.status, ResolveStatus::Written);
     let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
     let entry = lock
@@ -981,10 +1028,11 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     let vcs = entry.vcs.as_ref().unwrap();
     assert_eq!(vcs.kind, "git");
     assert_eq!(vcs.url, url);
-    assert_eq!(vcs.requested_revision.as_deref(), Some("v1.0"));
+    assert_eq!(vcs.requested_revision.as_deref(), Some("v1.0.7"));
     assert_eq!(vcs.commit_id, v1);
     let built = &entry.tool.comfypak.built[0];
-    assert_eq!(built.name.as_str(), "gitdemo-1.0-py3-none-any.whl");
+    assert_eq!(built.name.as_str(), "gitdemo-1.0.7-py3-none-any.whl");
+    assert_eq!(entry.version.to_string(), "1.0.7");
     let v1_sha = built.sha256().unwrap().clone();
 
     // The branch (written the pip way, `git+URL@REF#egg=name`) is at the newer commit, whose
@@ -998,6 +1046,44 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
         .unwrap();
     assert_eq!(entry.vcs.as_ref().unwrap().commit_id, head);
     assert_ne!(entry.tool.comfypak.built[0].sha256().unwrap(), &v1_sha);
+    // Untagged: the version names the commit the build saw as HEAD.
+    assert_eq!(
+        entry.version.to_string(),
+        format!("1.0.dev0+g{}", &head[..7])
+    );
+
+    // The branch moves upstream: `--locked` fails and names the move.
+    std::fs::write(work.join("gitdemo/later.py"), "LATER = 1\n").unwrap();
+    run_git(&work, &["add", "."]);
+    run_git(&work, &["commit", "--quiet", "-m", "later"]);
+    let moved = run_git(&work, &["rev-parse", "HEAD"]);
+    run_git(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            served.join("gitdemo.git").to_str().unwrap(),
+            "main",
+        ],
+    );
+    let checked = comfypak::build::resolve(
+        &session,
+        &ResolveRequest {
+            mode: comfypak::build::LockMode::Locked,
+            ..request.clone()
+        },
+        &Notes::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ResolveStatus::Stale(lines) = &checked.status else {
+        panic!("{:?}", checked.status)
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("at main moved from commit {head} to {moved}"))),
+        "{lines:?}"
+    );
 
     // A commit id is taken as it is; the same commit again is a build-cache hit.
     let notes = Notes::default();
@@ -1069,6 +1155,7 @@ fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
         session: &env.session,
         stack: &env.stack,
         target: arm_target.clone(),
+        image: None,
     };
     let arm = build_wheel(&source, &arm_target, &arm_runtime, &arm_envs, &options)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1161,9 +1248,11 @@ fn source_index_sdists_are_candidates_where_no_wheel_fits_locked_built_and_insta
     );
     let manifest = stack_dir.join("pak/stack.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
+    // dynsd's build gets PEP 517 config settings from the stack.
     std::fs::write(
         &manifest,
-        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"sdists\"]"),
+        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"sdists\"]")
+            + "\n[build.config-settings.dynsd]\nmode = \"fast\"\n",
     )
     .unwrap();
     std::fs::write(stack_dir.join("pak/deps.txt"), "staticsd\ndynsd\nboth\n").unwrap();
@@ -1302,6 +1391,11 @@ fn source_index_sdists_are_candidates_where_no_wheel_fits_locked_built_and_insta
         std::fs::read_to_string(site_packages.join("both/__init__.py")).unwrap(),
         "GREETING = 'from the wheel'\n"
     );
+    assert_eq!(
+        std::fs::read_to_string(site_packages.join("dynsd/_config.py")).unwrap(),
+        "CONFIG = [('mode', 'fast')]\n"
+    );
+    assert!(!site_packages.join("staticsd/_config.py").exists());
 
     // --no-binary both: its sdist is built although a wheel fits.
     let no_binary = ResolveRequest {
@@ -1384,4 +1478,96 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn source_index_sdists_build_against_the_image_with_match_runtime_or_without_isolation() {
+    use comfypak::build::{InstallRequest, ResolveRequest};
+    use comfypak::runtime::Bases;
+
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    // Both import helper_dep while building, which their [build-system] does not require:
+    // `matchrt` gets it as a match-runtime build requirement, pinned to the image's 1.0 (the
+    // index's newest is 2.0); `noiso` is built in the image's environment.
+    let made = dir.path().join("made");
+    std::fs::create_dir_all(&made).unwrap();
+    let tool = "import = [\"helper_dep\"]\nrecord-imports = true";
+    let matchrt = write_sdist(&made, "matchrt", tool, "2.2");
+    let noiso = write_sdist(&made, "noiso", tool, "2.2");
+    let site_dir = dir.path().join("site");
+    write_simple_site(
+        &site_dir,
+        &[("matchrt", vec![matchrt]), ("noiso", vec![noiso])],
+    );
+    let site = TestServer::serve_dir(&site_dir, ServerOptions::default());
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    write_index_definitions(
+        &stack_dir,
+        &[
+            ("pypi", server.simple_url().as_str(), "simple"),
+            ("sdists", &format!("{}/simple/", site.url()), "simple"),
+        ],
+    );
+    let manifest = stack_dir.join("pak/stack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"sdists\"]")
+            + "\n[build]\nno-isolation = [\"noiso\"]\n\n[build.match-runtime]\nmatchrt = [\"helper-dep\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        "matchrt\nnoiso\nhelper-dep==1.0\nmini-backend\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let session = Session::new(NetworkOptions {
+        cache_dir: Some(cache.clone()),
+        ..NetworkOptions::default()
+    })
+    .unwrap();
+    let lock_path = stack_dir.join("pylock.toml");
+    let request = ResolveRequest {
+        stack: stack_dir.join("pak"),
+        lock: lock_path.clone(),
+        bases: Bases {
+            all: Some(root),
+            ..Bases::default()
+        },
+        ..ResolveRequest::default()
+    };
+    comfypak::build::resolve(&session, &request, &Notes::default())
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let out = dir.path().join("out");
+    comfypak::build::install(
+        &session,
+        &InstallRequest {
+            lock: lock_path.clone(),
+            out: out.clone(),
+            ..InstallRequest::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let site_packages = out.join("layers/deps/opt/venv/lib/python3.14/site-packages");
+    for module in ["matchrt", "noiso"] {
+        assert_eq!(
+            std::fs::read_to_string(site_packages.join(module).join("_built_with.py")).unwrap(),
+            "BUILT_WITH = [('helper_dep', 'helped-1.0')]\n",
+            "{module}"
+        );
+    }
+
+    // A match-runtime package the image does not have is named, with what to do.
+    std::fs::write(stack_dir.join("pak/deps.txt"), "matchrt\nmini-backend\n").unwrap();
+    let e = comfypak::build::resolve(&session, &request, &Notes::default()).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("asks for the image's helper-dep, which the image does not install"),
+        "{message}"
+    );
 }
