@@ -471,7 +471,7 @@ fn bad_cases() -> Vec<Bad> {
             2,
             3,
             K::LocalPath,
-            "find-links directory",
+            "name the project: `name @ ./pkg`",
         ),
         b(
             "/abs/pkg[extra]\n",
@@ -490,7 +490,7 @@ fn bad_cases() -> Vec<Bad> {
             "name @ file:///",
         ),
         b(
-            "x @ ../src/x-1.0.tar.gz\n",
+            "x @ src/x-1.0.tar.gz\n",
             m,
             1,
             5,
