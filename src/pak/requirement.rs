@@ -278,31 +278,32 @@ fn relative_path_requirement(
     };
     let url = relative_url(path, base).ok_or_else(|| local_path_error(0, path))?;
     let file = last_segment(path);
-    let name =
-        match egg {
-            Some(egg) => egg.to_string(),
-            None if is_sdist(file) || is_wheel(file) => {
-                match crate::filename::DistFilename::parse(file, None) {
-                    Ok(parsed) => parsed.name().to_string(),
-                    Err(e) => {
-                        return Err(ReqError::new(
-                            0,
-                            PakErrorKind::LocalPath,
-                            format!("`{path}`: {e}"),
-                            "name the project: `name @ ./path/name-1.0.tar.gz`",
-                        ))
-                    }
+    let name = match egg {
+        Some(egg) => egg.to_string(),
+        None if is_sdist(file) || is_wheel(file) => {
+            match crate::filename::DistFilename::parse(file, None) {
+                Ok(parsed) => parsed.name().to_string(),
+                Err(e) => {
+                    return Err(ReqError::new(
+                        0,
+                        PakErrorKind::LocalPath,
+                        format!("`{path}`: {e}"),
+                        "name the project: `name @ ./path/name-1.0.tar.gz`",
+                    ))
                 }
             }
-            None => return Err(ReqError::new(
+        }
+        None => {
+            return Err(ReqError::new(
                 0,
                 PakErrorKind::LocalPath,
                 format!("`{path}` is a local folder without a project name"),
                 format!(
                     "name the project: `name @ {path}` (built from source in the target runtime)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let rest = &text[path.len() + egg.map_or(0, |e| e.len() + 5)..];
     Ok(Some(format!("{name} @ {url}{rest}")))
 }
