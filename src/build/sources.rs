@@ -22,6 +22,7 @@ use url::Url;
 
 use super::stages::fetch_selected;
 use super::{BuildError, Progress, Session, Silent};
+use crate::cuda::Backend;
 use crate::digest::Sha256Hex;
 use crate::fetch::select_wheels;
 use crate::filename::{SafeFileName, SdistFilename};
@@ -32,7 +33,7 @@ use crate::install::{install_layer, InstallOptions, InstallWheel};
 use crate::lock::{Lock, LockedDirectory, LockedSdist, LockedVcs, WheelHashes};
 use crate::pak::{PakLine, PakRequirement};
 use crate::resolve::formats::{SdistCandidates, SdistMetadata, SdistMetadataError};
-use crate::resolve::to_lock::{resolve_stack, UpgradeRequest};
+use crate::resolve::to_lock::{resolve_stack, StackRequest};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::source::git::GitUrl;
 use crate::source::{
@@ -47,6 +48,8 @@ use crate::target::Target;
 pub struct StackBuildEnvs<'a> {
     pub session: &'a Session,
     pub stack: &'a Stack,
+    /// The torch backend chosen for the stack (`build::resolve` chooses it, once).
+    pub backend: Backend,
     pub target: Target,
     /// `[build] no-isolation`: every build environment is the image's packages for the
     /// target (this lock's entries that have a wheel), whatever the build requires.
@@ -106,11 +109,8 @@ impl BuildEnvironments for StackBuildEnvs<'_> {
             .session
             .block_on(resolve_stack(
                 &stack,
-                std::slice::from_ref(&self.target),
                 &client,
-                false,
-                &UpgradeRequest::default(),
-                None,
+                &StackRequest::new(std::slice::from_ref(&self.target), self.backend),
                 &Silent,
             ))
             .map_err(|e| with_help(e.to_string(), e.help()))?;
@@ -350,6 +350,7 @@ fn fetch_sdist_for(
 pub fn prebuild(
     session: &Session,
     stack: &Stack,
+    backend: Backend,
     targets: &[Target],
     bases: &Bases,
     progress: &dyn Progress,
@@ -476,6 +477,7 @@ pub fn prebuild(
             let envs = StackBuildEnvs {
                 session,
                 stack,
+                backend,
                 target: target.clone(),
                 image: None,
             };
@@ -815,6 +817,7 @@ impl SdistMetadata for SdistHook {
 pub fn with_sdist_metadata<T>(
     session: &Session,
     stack: &Stack,
+    backend: Backend,
     targets: &[Target],
     bases: &Bases,
     progress: &dyn Progress,
@@ -833,7 +836,7 @@ pub fn with_sdist_metadata<T>(
         hook: Arc::new(SdistHook { tx: Mutex::new(tx) }),
     };
     std::thread::scope(|scope| {
-        scope.spawn(|| serve_sdist_metadata(session, stack, bases, rx, progress));
+        scope.spawn(|| serve_sdist_metadata(session, stack, backend, bases, rx, progress));
         let outcome = resolve(Some(hook));
         // The resolver's tasks may outlive it and keep the hook: stop the worker by message.
         let _ = stop.send(SdistMessage::Stop);
@@ -845,6 +848,7 @@ pub fn with_sdist_metadata<T>(
 fn serve_sdist_metadata(
     session: &Session,
     stack: &Stack,
+    backend: Backend,
     bases: &Bases,
     rx: mpsc::Receiver<SdistMessage>,
     progress: &dyn Progress,
@@ -861,6 +865,7 @@ fn serve_sdist_metadata(
         let answer = index_sdist_metadata(
             session,
             stack,
+            backend,
             bases,
             &mut runtimes,
             &target,
@@ -893,6 +898,7 @@ fn index_sha256(context: &str, sha256: Option<&str>) -> Result<String, BuildErro
 fn index_sdist_metadata(
     session: &Session,
     stack: &Stack,
+    backend: Backend,
     bases: &Bases,
     runtimes: &mut Runtimes,
     target: &Target,
@@ -914,6 +920,7 @@ fn index_sdist_metadata(
     let envs = StackBuildEnvs {
         session,
         stack,
+        backend,
         target: target.clone(),
         image: None,
     };
@@ -990,6 +997,7 @@ pub fn build_index_sdists(
     session: &Session,
     lock: &mut Lock,
     stack: &Stack,
+    backend: Backend,
     targets: &[Target],
     bases: &Bases,
     progress: &dyn Progress,
@@ -1055,6 +1063,7 @@ pub fn build_index_sdists(
             let envs = StackBuildEnvs {
                 session,
                 stack,
+                backend,
                 target: target.clone(),
                 image: stack
                     .build

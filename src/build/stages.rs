@@ -23,7 +23,7 @@ use crate::pack::{
     PlatformLayers,
 };
 use crate::resolve::backend::select_backend;
-use crate::resolve::to_lock::{resolve_stack_with, SourceSettings, UpgradeRequest};
+use crate::resolve::to_lock::{resolve_stack, SourceSettings, StackRequest, UpgradeRequest};
 use crate::stack::Stack;
 use crate::target::{Arch, Platform, PythonVersion, Target};
 
@@ -177,7 +177,7 @@ pub fn resolve(
     if setting.trim().eq_ignore_ascii_case("auto") {
         progress.note(&format!("{} ({origin})", selection.why));
     }
-    stack.target.torch_backend = selection.backend.name().to_string();
+    let backend = selection.backend;
 
     let targets = resolve_targets(request, &stack)?;
     let existing = match Lock::read(&request.lock) {
@@ -193,7 +193,7 @@ pub fn resolve(
     if bases.is_empty() {
         bases.all = stack.base.clone();
     }
-    let prebuilt = super::sources::prebuild(session, &stack, &targets, &bases, progress)?;
+    let prebuilt = super::sources::prebuild(session, &stack, backend, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());
     // Index sdists are candidates where a base can build them.
@@ -201,23 +201,27 @@ pub fn resolve(
     let outcome = super::sources::with_sdist_metadata(
         session,
         resolving,
+        backend,
         &targets,
         &bases,
         progress,
         |sdists| {
             session
-                .block_on(resolve_stack_with(
+                .block_on(resolve_stack(
                     resolving,
-                    &targets,
                     &client,
-                    request.prerelease,
-                    &request.upgrade,
-                    existing.as_ref(),
-                    progress,
-                    &SourceSettings {
-                        formats: request.formats.clone(),
-                        sdists,
+                    &StackRequest {
+                        targets: &targets,
+                        backend,
+                        prerelease: request.prerelease,
+                        upgrade: request.upgrade.clone(),
+                        existing: existing.as_ref(),
+                        sources: SourceSettings {
+                            formats: request.formats.clone(),
+                            sdists,
+                        },
                     },
+                    progress,
                 ))
                 .map_err(Box::new)
         },
@@ -232,7 +236,9 @@ pub fn resolve(
     if let Some(prebuilt) = &prebuilt {
         super::sources::record_sources(&mut lock, &stack, prebuilt, &request.lock);
     }
-    super::sources::build_index_sdists(session, &mut lock, &stack, &targets, &bases, progress)?;
+    super::sources::build_index_sdists(
+        session, &mut lock, &stack, backend, &targets, &bases, progress,
+    )?;
     let summary = LockSummary::of(&lock)?;
 
     if request.mode == LockMode::Locked {

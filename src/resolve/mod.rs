@@ -41,7 +41,7 @@ use pep508_rs::{ExtraName, PackageName, VersionOrUrl};
 use pubgrub::{PubGrubError, Ranges};
 use url::Url;
 
-use self::backend::{family_pin_warnings, indexes_for_backend, select_backend};
+use self::backend::{family_pin_warnings, indexes_for_backend};
 use self::candidates::{CandidateContext, ProjectCandidates};
 use self::fetcher::{DirectWheel, Event, Fetcher, FetcherSettings};
 use self::provider::{Pkg, Provider, RootSource, SolveInputs};
@@ -81,7 +81,7 @@ impl Upgrade {
 }
 
 /// How to resolve.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResolveOptions {
     /// `--pre`, or a pak file's `--pre` (a pak file's `--pre` is also honoured by itself).
     pub prerelease: bool,
@@ -89,13 +89,28 @@ pub struct ResolveOptions {
     /// Versions to keep when they still satisfy the inputs (from an existing lock); ignored for
     /// packages being upgraded. Minimal churn relies on this.
     pub preferences: BTreeMap<PackageName, Version>,
-    /// The torch backend; None: the stack's `target.torch-backend` (`auto` reads this host).
-    pub torch_backend: Option<Backend>,
+    /// The torch backend, chosen by the caller once for every target
+    /// (`backend::select_backend`; `auto` reads the host there, never here).
+    pub torch_backend: Backend,
     /// `--no-binary` / `--only-binary` from the command line (applied after the stack's
     /// `[build]` values and the pak files' options).
     pub formats: Vec<formats::FormatOption>,
     /// Index sdists as candidates where no wheel of a version may be used; None: wheels only.
     pub sdists: Option<formats::SdistCandidates>,
+}
+
+impl ResolveOptions {
+    /// Resolving for `torch_backend`, with nothing else set.
+    pub fn new(torch_backend: Backend) -> Self {
+        ResolveOptions {
+            prerelease: false,
+            upgrade: Upgrade::None,
+            preferences: BTreeMap::new(),
+            torch_backend,
+            formats: Vec::new(),
+            sdists: None,
+        }
+    }
 }
 
 /// A pak line of a layer (a requirement, or a constraint).
@@ -234,14 +249,6 @@ pub enum ResolveError {
         message: String,
         help: Vec<String>,
     },
-    /// The torch backend setting cannot be used for this stack (`origin` says where it was
-    /// set).
-    #[error("{origin}: {source}")]
-    Backend {
-        origin: String,
-        #[source]
-        source: backend::BackendSelectError,
-    },
     /// The pins cannot follow the backend: its PyTorch index is not defined.
     #[error(transparent)]
     BackendIndex(#[from] backend::BackendIndexError),
@@ -259,7 +266,6 @@ impl ResolveError {
             ResolveError::NeedsBuild { .. } => Some("require the project by name from an index (its wheels, or its sdist built with a base), point at a wheel with `name @ https://.../name-version-tags.whl`, or at a source comfypak builds before resolving (`name @ URL-of-an-sdist#sha256=HEX`, `name @ git+URL@REF`, `name @ file:///folder`) with a base (`[base]` in stack.toml or --base)".to_string()),
             ResolveError::DirectUrl { help, .. } => Some(help.clone()),
             ResolveError::NoSolution { help, .. } if !help.is_empty() => Some(help.join("\n")),
-            ResolveError::Backend { source, .. } => source.help(),
             ResolveError::BackendIndex(e) => e.help(),
             ResolveError::Internal(..) => Some("this is a bug in comfypak; please report it with the stack".to_string()),
             _ => None,
@@ -301,17 +307,7 @@ pub async fn resolve_counted(
             .flat_map(|l| &l.paks)
             .any(|p| p.options.pre);
     let gathered = gather(stack, &env, options, prerelease, &python)?;
-    let backend = match options.torch_backend {
-        Some(backend) => backend,
-        None => {
-            select_backend(&stack.target.torch_backend, &stack.target)
-                .map_err(|source| ResolveError::Backend {
-                    origin: format!("{}: target.torch-backend", stack.manifest.display()),
-                    source,
-                })?
-                .backend
-        }
-    };
+    let backend = options.torch_backend;
     let indexes = indexes_for_backend(&stack.indexes, backend)?;
     for warning in family_pin_warnings(&indexes, backend) {
         progress.warning(&warning);

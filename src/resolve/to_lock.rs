@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::layers::{assign_checked, LayerError};
 use super::{resolve_target, ResolveError, ResolveOptions, ResolveProgress, ResolvedPackage};
 use super::{Resolution, Upgrade};
+use crate::cuda::Backend;
 use crate::digest::Sha256Hex;
 use crate::filename::SafeFileName;
 use crate::index::client::IndexClient;
@@ -167,28 +168,34 @@ pub fn preferences_for(
     preferences
 }
 
-/// Resolves `stack` for every target at once (the futures run concurrently), assigns layers
-/// and builds the lock. `existing` (the lock being replaced) supplies preferences.
-pub async fn resolve_stack(
-    stack: &Stack,
-    targets: &[Target],
-    client: &IndexClient,
-    prerelease: bool,
-    upgrade: &UpgradeRequest,
-    existing: Option<&Lock>,
-    progress: &dyn ResolveProgress,
-) -> Result<Lock, StackResolveError> {
-    resolve_stack_with(
-        stack,
-        targets,
-        client,
-        prerelease,
-        upgrade,
-        existing,
-        progress,
-        &SourceSettings::default(),
-    )
-    .await
+/// What to resolve a stack for, and how.
+#[derive(Debug, Clone)]
+pub struct StackRequest<'a> {
+    /// Every target, resolved at once (the futures run concurrently).
+    pub targets: &'a [Target],
+    /// The torch backend, chosen once by the caller (`backend::select_backend`, where `auto`
+    /// reads the host); every target resolves for it and the lock records it.
+    pub backend: Backend,
+    pub prerelease: bool,
+    pub upgrade: UpgradeRequest,
+    /// The lock being replaced: its versions are preferences (minimal churn).
+    pub existing: Option<&'a Lock>,
+    /// `--no-binary` / `--only-binary`, and index sdists.
+    pub sources: SourceSettings,
+}
+
+impl<'a> StackRequest<'a> {
+    /// `targets` on `backend`, with no preferences, upgrades, pre-releases or sdists.
+    pub fn new(targets: &'a [Target], backend: Backend) -> Self {
+        StackRequest {
+            targets,
+            backend,
+            prerelease: false,
+            upgrade: UpgradeRequest::default(),
+            existing: None,
+            sources: SourceSettings::default(),
+        }
+    }
 }
 
 /// What a stack resolution may take besides wheels: the command line's `--no-binary` /
@@ -199,50 +206,31 @@ pub struct SourceSettings {
     pub sdists: Option<super::formats::SdistCandidates>,
 }
 
-/// [`resolve_stack`] with index sdists and format options.
-#[allow(clippy::too_many_arguments)]
-pub async fn resolve_stack_with(
+/// Resolves `stack` for every target of `request` at once, assigns layers and builds the
+/// lock.
+pub async fn resolve_stack(
     stack: &Stack,
-    targets: &[Target],
     client: &IndexClient,
-    prerelease: bool,
-    upgrade: &UpgradeRequest,
-    existing: Option<&Lock>,
+    request: &StackRequest<'_>,
     progress: &dyn ResolveProgress,
-    sources: &SourceSettings,
 ) -> Result<Lock, StackResolveError> {
-    // One backend for every target; `auto` is decided here, once, and the lock records the
-    // backend it became.
-    let selection = super::backend::select_backend(&stack.target.torch_backend, &stack.target)
-        .map_err(|e| StackResolveError::Resolve {
-            target: targets
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            source: ResolveError::Backend {
-                origin: format!("{}: target.torch-backend", stack.manifest.display()),
-                source: e,
-            },
-        })?;
-    let concrete;
-    let stack = if stack.target.torch_backend == selection.backend.name() {
-        stack
-    } else {
-        let mut copy = stack.clone();
-        copy.target.torch_backend = selection.backend.name().to_string();
-        concrete = copy;
-        &concrete
-    };
+    let StackRequest {
+        targets,
+        backend,
+        prerelease,
+        upgrade,
+        existing,
+        sources,
+    } = request;
     let options: Vec<ResolveOptions> = targets
         .iter()
         .map(|target| ResolveOptions {
-            prerelease,
+            prerelease: *prerelease,
             upgrade: upgrade.to_upgrade(),
             preferences: existing
                 .map(|lock| preferences_for(lock, target, upgrade))
                 .unwrap_or_default(),
-            torch_backend: Some(selection.backend),
+            torch_backend: *backend,
             formats: sources.formats.clone(),
             sdists: sources.sdists.clone(),
         })

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use comfypak::cuda::{assess, read_host, Backend, CudaVersion, HostSources, TorchSeries};
 use comfypak::lock::{Lock, LockedPackage};
 use comfypak::resolve::backend::{indexes_for_backend, is_backend_index, select_backend};
-use comfypak::resolve::to_lock::{resolve_stack, UpgradeRequest};
+use comfypak::resolve::to_lock::{resolve_stack, StackRequest};
 use comfypak::resolve::{
     resolve_target, NoProgress, Resolution, ResolveError, ResolveOptions, ResolveProgress,
 };
@@ -163,13 +163,15 @@ fn lock_stack(pak: &Path) -> Result<Lock, String> {
         Target::from_str(X86).unwrap(),
         Target::from_str(ARM).unwrap(),
     ];
+    // The backend is chosen once, as `build` does, and passed in.
+    let backend =
+        comfypak::resolve::backend::select_backend(&stack.target.torch_backend, &stack.target)
+            .map_err(|e| comfypak::diagnostic::with_help(&e))?
+            .backend;
     rt().block_on(resolve_stack(
         &stack,
-        &targets,
         &client,
-        false,
-        &UpgradeRequest::default(),
-        None,
+        &StackRequest::new(&targets, backend),
         &NoProgress,
     ))
     .map_err(|e| {
@@ -184,11 +186,16 @@ fn resolve_one(pak: &Path, target: &str) -> Result<Resolution, String> {
     let cache = tempfile::tempdir().unwrap();
     let client = client(cache.path());
     let target = Target::from_str(target).unwrap();
+    // The backend is chosen once, as `build` does, and passed in.
+    let backend =
+        comfypak::resolve::backend::select_backend(&stack.target.torch_backend, &stack.target)
+            .map_err(|e| comfypak::diagnostic::with_help(&e))?
+            .backend;
     rt().block_on(resolve_target(
         &stack,
         &target,
         &client,
-        &ResolveOptions::default(),
+        &ResolveOptions::new(backend),
         &NoProgress,
     ))
     .map_err(|e: ResolveError| {
@@ -896,12 +903,16 @@ fn resolve_abi_warnings_reach_the_progress_of_library_callers() {
     let cache = tempfile::tempdir().unwrap();
     let client = client(cache.path());
     let warnings = Warnings::default();
+    let backend =
+        comfypak::resolve::backend::select_backend(&stack.target.torch_backend, &stack.target)
+            .unwrap()
+            .backend;
     let run = |target: &str| {
         rt().block_on(resolve_target(
             &stack,
             &Target::from_str(target).unwrap(),
             &client,
-            &ResolveOptions::default(),
+            &ResolveOptions::new(backend),
             &warnings,
         ))
         .unwrap()

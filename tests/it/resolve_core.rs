@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use comfypak::cuda::Backend;
 use comfypak::index::trace::RequestKind;
+use comfypak::resolve::backend::select_backend;
 use comfypak::resolve::profile::ResolveProfile;
 use comfypak::resolve::{
     resolve_counted, resolve_target, NoProgress, Resolution, ResolveError, ResolveOptions,
@@ -110,12 +112,27 @@ fn simple_stack(dir: &Path, server: &TestServer, layers: &[(&str, &[(&str, &str)
     )
 }
 
+/// The backend `build` chooses for `stack` (its `target.torch-backend`), once, before
+/// resolving.
+fn chosen_backend(stack: &Stack) -> Backend {
+    select_backend(&stack.target.torch_backend, &stack.target)
+        .unwrap()
+        .backend
+}
+
+fn options_for(stack: &Stack) -> ResolveOptions {
+    ResolveOptions::new(chosen_backend(stack))
+}
+
+/// Resolves the stack at `pak` for `target` with the options `options` makes of the stack's
+/// defaults.
 fn resolve_with(
     pak: &Path,
     target: &str,
-    options: &ResolveOptions,
+    options: impl FnOnce(ResolveOptions) -> ResolveOptions,
 ) -> Result<Resolution, ResolveError> {
     let stack = Stack::load(pak).unwrap();
+    let options = &options(options_for(&stack));
     let cache = tempfile::tempdir().unwrap();
     let client = client(cache.path());
     let target = Target::from_str(target).unwrap();
@@ -129,14 +146,14 @@ fn resolve_with(
 }
 
 fn resolve(pak: &Path, target: &str) -> Resolution {
-    match resolve_with(pak, target, &ResolveOptions::default()) {
+    match resolve_with(pak, target, |o| o) {
         Ok(r) => r,
         Err(e) => panic!("resolution failed:\n{e}"),
     }
 }
 
 fn resolve_err(pak: &Path, target: &str) -> String {
-    match resolve_with(pak, target, &ResolveOptions::default()) {
+    match resolve_with(pak, target, |o| o) {
         Ok(r) => panic!("expected an error, resolved {:?}", versions(&r)),
         Err(e) => {
             let message = comfypak::diagnostic::with_help(&e);
@@ -246,7 +263,7 @@ fn resolve_core_torch_family_comes_from_cu130_with_local_label_and_the_rest_from
             &stack,
             &Target::from_str(X86).unwrap(),
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &progress,
         ))
         .unwrap();
@@ -325,7 +342,7 @@ fn resolve_core_torch_family_comes_from_cu130_with_local_label_and_the_rest_from
             &stack,
             &Target::from_str(ARM).unwrap(),
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &NoProgress,
         ))
         .unwrap();
@@ -342,7 +359,7 @@ fn resolve_core_torch_family_comes_from_cu130_with_local_label_and_the_rest_from
             &stack,
             &Target::from_str(X86).unwrap(),
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &NoProgress,
         ))
         .unwrap();
@@ -368,14 +385,10 @@ fn resolve_core_unpinned_torch_skips_the_release_candidate_unless_pre() {
         r.packages[&name("torch")].version.to_string(),
         "2.11.0+cu130"
     );
-    let pre = resolve_with(
-        &pak,
-        X86,
-        &ResolveOptions {
-            prerelease: true,
-            ..ResolveOptions::default()
-        },
-    )
+    let pre = resolve_with(&pak, X86, |o| ResolveOptions {
+        prerelease: true,
+        ..o
+    })
     .unwrap();
     assert_eq!(
         pre.packages[&name("torch")].version.to_string(),
@@ -552,15 +565,7 @@ fn resolve_core_prereleases_only_when_asked_named_or_alone() {
     let case = |contents: &str, prerelease: bool| -> BTreeMap<String, String> {
         let dir = tempfile::tempdir().unwrap();
         let pak = simple_stack(dir.path(), &server, &[("deps", &[("deps.txt", contents)])]);
-        let r = resolve_with(
-            &pak,
-            X86,
-            &ResolveOptions {
-                prerelease,
-                ..ResolveOptions::default()
-            },
-        )
-        .unwrap();
+        let r = resolve_with(&pak, X86, |o| ResolveOptions { prerelease, ..o }).unwrap();
         versions(&r)
     };
     assert_eq!(case("lib\n", false)["lib"], "1.0");
@@ -838,15 +843,11 @@ fn resolve_core_preferences_keep_locked_versions_and_upgrade_moves_them() {
         BTreeMap::from([(name("app"), version("1.0")), (name("lib"), version("1.2"))]);
     let with = |upgrade: Upgrade| {
         versions(
-            &resolve_with(
-                &pak,
-                X86,
-                &ResolveOptions {
-                    preferences: preferences.clone(),
-                    upgrade,
-                    ..ResolveOptions::default()
-                },
-            )
+            &resolve_with(&pak, X86, |o| ResolveOptions {
+                preferences: preferences.clone(),
+                upgrade,
+                ..o
+            })
             .unwrap(),
         )
     };
@@ -867,14 +868,10 @@ fn resolve_core_preferences_keep_locked_versions_and_upgrade_moves_them() {
         &server,
         &[("deps", &[("deps.txt", "app\nlib>=2\n")])],
     );
-    let r = resolve_with(
-        &pak,
-        X86,
-        &ResolveOptions {
-            preferences: preferences.clone(),
-            ..ResolveOptions::default()
-        },
-    )
+    let r = resolve_with(&pak, X86, |o| ResolveOptions {
+        preferences: preferences.clone(),
+        ..o
+    })
     .unwrap();
     assert_eq!(versions(&r)["lib"], "2.0");
     assert_eq!(versions(&r)["app"], "1.0");
@@ -1138,7 +1135,7 @@ fn resolve_core_profile_accounts_for_every_request_and_the_chain_of_causes() {
             &stack,
             &target,
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &progress,
         ))
         .unwrap();
@@ -1200,7 +1197,7 @@ fn resolve_core_profile_accounts_for_every_request_and_the_chain_of_causes() {
             &stack,
             &target,
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &warm,
         ))
         .unwrap();
@@ -1237,7 +1234,7 @@ fn resolve_core_a_cache_that_cannot_be_written_fails_the_resolution_after_the_so
             &stack,
             &Target::from_str(X86).unwrap(),
             &client,
-            &ResolveOptions::default(),
+            &options_for(&stack),
             &NoProgress,
         ))
         .unwrap_err();

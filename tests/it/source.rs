@@ -277,10 +277,21 @@ impl Env {
         })
     }
 
+    /// The stack's torch backend, chosen as `build` chooses it.
+    fn backend(&self) -> comfypak::cuda::Backend {
+        comfypak::resolve::backend::select_backend(
+            &self.stack.target.torch_backend,
+            &self.stack.target,
+        )
+        .unwrap()
+        .backend
+    }
+
     fn envs(&self) -> StackBuildEnvs<'_> {
         StackBuildEnvs {
             session: &self.session,
             stack: &self.stack,
+            backend: self.backend(),
             target: self.target.clone(),
             image: None,
         }
@@ -1154,6 +1165,7 @@ fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
     let arm_envs = StackBuildEnvs {
         session: &env.session,
         stack: &env.stack,
+        backend: env.backend(),
         target: arm_target.clone(),
         image: None,
     };

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use comfypak::lock::Lock;
-use comfypak::resolve::to_lock::{resolve_stack, UpgradeRequest};
+use comfypak::resolve::to_lock::{resolve_stack, StackRequest};
 use comfypak::resolve::NoProgress;
 use comfypak::stack::Stack;
 use comfypak::target::Target;
@@ -157,13 +157,15 @@ fn lock_of(fixture: &Fixture, targets: &[&str]) -> Result<Lock, String> {
         .iter()
         .map(|t| Target::from_str(t).unwrap())
         .collect();
+    // The backend is chosen once, as `build` does, and passed in.
+    let backend =
+        comfypak::resolve::backend::select_backend(&stack.target.torch_backend, &stack.target)
+            .map_err(|e| e.to_string())?
+            .backend;
     rt().block_on(resolve_stack(
         &stack,
-        &targets,
         &client(&cache),
-        false,
-        &UpgradeRequest::default(),
-        None,
+        &StackRequest::new(&targets, backend),
         &NoProgress,
     ))
     .map_err(|e| e.to_string())

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use comfypak::cuda::Backend;
 use comfypak::lock::Lock;
 use comfypak::resolve::backend::select_backend;
-use comfypak::resolve::to_lock::{resolve_stack, UpgradeRequest};
+use comfypak::resolve::to_lock::{resolve_stack, StackRequest};
 use comfypak::resolve::{NoProgress, ResolveProgress};
 use comfypak::stack::Stack;
 use comfypak::target::Target;
@@ -307,13 +307,15 @@ fn lock_for(
         .iter()
         .map(|t| Target::from_str(t).unwrap())
         .collect();
+    // The backend is chosen once, as `build` does, and passed in.
+    let backend =
+        comfypak::resolve::backend::select_backend(&stack.target.torch_backend, &stack.target)
+            .map_err(|e| e.to_string())?
+            .backend;
     rt().block_on(resolve_stack(
         &stack,
-        &targets,
         &client(cache.path()),
-        false,
-        &UpgradeRequest::default(),
-        None,
+        &StackRequest::new(&targets, backend),
         progress,
     ))
     .map_err(|e| e.to_string())
