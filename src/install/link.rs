@@ -1,6 +1,8 @@
 //! Placing a store file into a layer: hard link (the default), reflink (copy-on-write clone)
 //! or plain copy, falling back to a copy when the faster way is not possible (another
-//! filesystem, no reflink support, link count limits).
+//! filesystem, no reflink support, link count limits); and [`DirFd`], the directory handle
+//! the layer builder and the store check work through (names looked up from an open
+//! directory instead of from `/`).
 //!
 //! Must not: decide which files go where.
 
@@ -78,6 +80,133 @@ fn reflink(_src: &Path, _dst: &Path) -> std::io::Result<()> {
     ))
 }
 
+/// A directory opened with `O_PATH` for the `*at` calls: a name below it is looked up from
+/// it, one component, instead of walking the whole path from `/` again for every file (a
+/// layer links tens of thousands of files from a deep store path into a deep layer path).
+#[derive(Debug)]
+pub struct DirFd(std::os::fd::OwnedFd);
+
+fn c_name(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a path"))
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+impl DirFd {
+    const FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+    /// Opens the directory at `path`.
+    pub fn open(path: &Path) -> std::io::Result<DirFd> {
+        let path = c_name(path.as_os_str())?;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call.
+        let fd = check(unsafe { libc::open(path.as_ptr(), Self::FLAGS) })?;
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(DirFd(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    /// Opens the directory `relative` (one or more components, no symlink at the end) below
+    /// this one.
+    pub fn open_at(&self, relative: &std::ffi::OsStr) -> std::io::Result<DirFd> {
+        use std::os::fd::AsRawFd;
+        let name = c_name(relative)?;
+        // SAFETY: a valid directory descriptor and a NUL-terminated name, both alive.
+        let fd = check(unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                name.as_ptr(),
+                Self::FLAGS | libc::O_NOFOLLOW,
+            )
+        })?;
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(DirFd(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    /// Creates the directory `name` (mode 0777 less the umask, as `create_dir` does).
+    pub fn mkdir(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let name = c_name(name)?;
+        // SAFETY: as in `open_at`.
+        check(unsafe { libc::mkdirat(self.0.as_raw_fd(), name.as_ptr(), 0o777) }).map(|_| ())
+    }
+
+    /// Hard-links `source_name` (below `source`) as `name` in this directory.
+    pub fn link_from(
+        &self,
+        source: &DirFd,
+        source_name: &std::ffi::OsStr,
+        name: &std::ffi::OsStr,
+    ) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (from, to) = (c_name(source_name)?, c_name(name)?);
+        // SAFETY: valid descriptors and NUL-terminated names, all alive for the call.
+        check(unsafe {
+            libc::linkat(
+                source.0.as_raw_fd(),
+                from.as_ptr(),
+                self.0.as_raw_fd(),
+                to.as_ptr(),
+                0,
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Creates (or truncates) the file `name` and writes `bytes` to it, then sets its mode
+    /// (0644, or 0755 when `executable`, whatever the umask).
+    pub fn write_file(
+        &self,
+        name: &std::ffi::OsStr,
+        bytes: &[u8],
+        executable: bool,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let cname = c_name(name)?;
+        // SAFETY: as in `open_at`.
+        let fd = check(unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o666 as libc::c_uint,
+            )
+        })?;
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let mut file: std::fs::File = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        file.write_all(bytes)?;
+        let mode = if executable { 0o755 } else { 0o644 };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+
+    /// `lstat` of `name` below this directory: size and modification time.
+    pub fn stat(&self, name: &std::ffi::OsStr) -> std::io::Result<(u64, i64, i64)> {
+        use std::os::fd::AsRawFd;
+        let name = c_name(name)?;
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: a valid descriptor, a NUL-terminated name, and room for one `stat`.
+        check(unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                name.as_ptr(),
+                stat.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        // SAFETY: fstatat succeeded, so it filled the struct.
+        let stat = unsafe { stat.assume_init() };
+        Ok((stat.st_size as u64, stat.st_mtime, stat.st_mtime_nsec))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +230,42 @@ mod tests {
             LinkMode::Hardlink
         )
         .is_err());
+    }
+
+    #[test]
+    fn dir_fd_creates_links_writes_and_stats_below_an_open_folder() {
+        use std::ffi::OsStr;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("store/pkg")).unwrap();
+        std::fs::write(dir.path().join("store/pkg/a.py"), b"A = 1\n").unwrap();
+        let root = DirFd::open(dir.path()).unwrap();
+        root.mkdir(OsStr::new("layer")).unwrap();
+        assert_eq!(
+            root.mkdir(OsStr::new("layer")).unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
+        let layer = root.open_at(OsStr::new("layer")).unwrap();
+        let store = root.open_at(OsStr::new("store/pkg")).unwrap();
+        layer
+            .link_from(&store, OsStr::new("a.py"), OsStr::new("a.py"))
+            .unwrap();
+        let linked = std::fs::metadata(dir.path().join("layer/a.py")).unwrap();
+        let source = std::fs::metadata(dir.path().join("store/pkg/a.py")).unwrap();
+        assert_eq!((linked.ino(), linked.nlink()), (source.ino(), 2));
+        layer
+            .write_file(OsStr::new("tool"), b"#!/bin/sh\n", true)
+            .unwrap();
+        let tool = std::fs::metadata(dir.path().join("layer/tool")).unwrap();
+        assert_eq!(tool.permissions().mode() & 0o777, 0o755);
+        let (size, sec, nsec) = store.stat(OsStr::new("a.py")).unwrap();
+        assert_eq!(
+            (size, sec, nsec),
+            (source.len(), source.mtime(), source.mtime_nsec())
+        );
+        assert!(store.stat(OsStr::new("missing.py")).is_err());
+        // A symlink where a folder is expected is not followed.
+        std::os::unix::fs::symlink(dir.path().join("store"), dir.path().join("link")).unwrap();
+        assert!(root.open_at(OsStr::new("link")).is_err());
     }
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::link::DirFd;
 use super::record::{b64, parse_record, RecordHasher};
 use crate::cache::{Cache, EntryLock};
 use crate::digest::Sha256Hex;
@@ -195,16 +196,6 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(path: &Path) -> std::io::Result<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok(Stamp {
-            size: meta.len(),
-            mtime_sec: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        })
-    }
-
     /// The stamp of an open file (no path lookup).
     fn of_file(file: &std::fs::File) -> std::io::Result<Stamp> {
         use std::os::unix::fs::MetadataExt;
@@ -241,6 +232,8 @@ fn write_stamps(
 
 /// Whether every store file still has the size and mtime recorded when it was unpacked:
 /// a file edited in place (through a hard link in some layer) is caught without hashing.
+/// Each file is looked up from its open folder (the manifest is in path order, so a folder
+/// is opened once per run of its files).
 fn stamps_match(entry: &Path, manifest: &WheelManifest) -> bool {
     let Some(stamps) = std::fs::read(entry.join("stamps.json"))
         .ok()
@@ -248,13 +241,36 @@ fn stamps_match(entry: &Path, manifest: &WheelManifest) -> bool {
     else {
         return false;
     };
-    let tree = entry.join("tree");
-    stamps.len() == manifest.files.len()
-        && manifest
-            .files
-            .iter()
-            .zip(&stamps)
-            .all(|(file, stamp)| Stamp::of(&tree.join(&file.path)).is_ok_and(|s| s == *stamp))
+    if stamps.len() != manifest.files.len() {
+        return false;
+    }
+    let Ok(tree) = DirFd::open(&entry.join("tree")) else {
+        return false;
+    };
+    let mut folder: Option<(&str, DirFd)> = None;
+    for (file, stamp) in manifest.files.iter().zip(&stamps) {
+        let (parent, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+        let dir = if parent.is_empty() {
+            &tree
+        } else {
+            if !matches!(&folder, Some((open, _)) if *open == parent) {
+                match tree.open_at(std::ffi::OsStr::new(parent)) {
+                    Ok(fd) => folder = Some((parent, fd)),
+                    Err(_) => return false,
+                }
+            }
+            match &folder {
+                Some((_, fd)) => fd,
+                None => return false,
+            }
+        };
+        match dir.stat(std::ffi::OsStr::new(name)) {
+            Ok((size, sec, nsec))
+                if size == stamp.size && sec == stamp.mtime_sec && nsec == stamp.mtime_nsec => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn read_store_entry(dir: &Path, sha256: &str) -> Option<UnpackedWheel> {
@@ -919,20 +935,7 @@ fn extract_member<R: Read + Seek>(
         other,
         written: 0,
     };
-    {
-        let mut entry = archive
-            .by_index(member.index)
-            .map_err(|e| WheelError::Zip {
-                wheel: filename.to_string(),
-                message: e.to_string(),
-            })?;
-        // Never more than the zip declares: a member whose data runs on is refused.
-        let mut limited = (&mut entry).take(member.size.saturating_add(1));
-        std::io::copy(&mut limited, &mut writer).map_err(|e| WheelError::Zip {
-            wheel: filename.to_string(),
-            message: format!("{}: {e}", member.path),
-        })?;
-    }
+    copy_member(archive, member, &mut writer, filename)?;
     if writer.written != member.size {
         return Err(WheelError::TooLarge {
             wheel: filename.to_string(),
@@ -991,6 +994,77 @@ fn extract_member<R: Read + Seek>(
         },
         stamp,
     ))
+}
+
+/// Writes a member's bytes to `writer`, hashed by it on the way, stopping soon after the size
+/// the zip declares (the caller refuses a member that runs on, or ends short). A deflated
+/// member (nearly all of them) is inflated with zlib-rs, faster than the zip crate's inflater,
+/// and its CRC-32 checked as the zip crate checks it; other methods go through the zip crate.
+fn copy_member<R: Read + Seek, W: Write>(
+    archive: &mut zip::ZipArchive<R>,
+    member: &Member,
+    writer: &mut W,
+    filename: &str,
+) -> Result<(), WheelError> {
+    let zip_err = |message: String| WheelError::Zip {
+        wheel: filename.to_string(),
+        message: format!("{}: {message}", member.path),
+    };
+    let limit = member.size.saturating_add(1);
+    let mut raw = archive
+        .by_index_raw(member.index)
+        .map_err(|e| zip_err(e.to_string()))?;
+    if raw.compression() != zip::CompressionMethod::Deflated {
+        drop(raw);
+        let mut entry = archive
+            .by_index(member.index)
+            .map_err(|e| zip_err(e.to_string()))?;
+        // Never more than the zip declares: a member whose data runs on is refused.
+        std::io::copy(&mut (&mut entry).take(limit), writer).map_err(|e| zip_err(e.to_string()))?;
+        return Ok(());
+    }
+    let expected_crc = raw.crc32();
+    let mut inflate = zlib_rs::Inflate::new(false, 15);
+    let mut input = vec![0u8; (raw.compressed_size().clamp(1, 64 * 1024)) as usize];
+    let mut output = vec![0u8; limit.clamp(1, 256 * 1024) as usize];
+    let (mut start, mut filled, mut eof) = (0usize, 0usize, false);
+    let (mut total, mut crc) = (0u64, 0u32);
+    loop {
+        if start == filled && !eof {
+            filled = raw.read(&mut input).map_err(|e| zip_err(e.to_string()))?;
+            start = 0;
+            eof = filled == 0;
+        }
+        let flush = if eof {
+            zlib_rs::InflateFlush::Finish
+        } else {
+            zlib_rs::InflateFlush::NoFlush
+        };
+        let (in_before, out_before) = (inflate.total_in(), inflate.total_out());
+        let status = inflate
+            .decompress(&input[start..filled], &mut output, flush)
+            .map_err(|e| zip_err(format!("invalid deflate data ({e:?})")))?;
+        let consumed = (inflate.total_in() - in_before) as usize;
+        let produced = (inflate.total_out() - out_before) as usize;
+        start += consumed;
+        crc = zlib_rs::crc32::crc32(crc, &output[..produced]);
+        writer
+            .write_all(&output[..produced])
+            .map_err(|e| zip_err(e.to_string()))?;
+        total += produced as u64;
+        // No progress with input left (or at its end): a truncated or broken stream, which
+        // the caller reports by its short size.
+        let stuck = consumed == 0 && produced == 0 && (eof || start < filled);
+        if total >= limit || status == zlib_rs::Status::StreamEnd || stuck {
+            break;
+        }
+    }
+    if total == member.size && crc != expected_crc {
+        return Err(zip_err(format!(
+            "CRC-32 {crc:08x} does not match the {expected_crc:08x} the zip records"
+        )));
+    }
+    Ok(())
 }
 
 /// Step 5: every path RECORD lists (but RECORD itself and its signatures) is in the archive.
@@ -1063,6 +1137,44 @@ pub fn set_mode(path: &Path, executable: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_copied_by_their_method_and_a_wrong_crc_is_refused() {
+        use std::io::Cursor;
+        use zip::write::SimpleFileOptions;
+        use zip::CompressionMethod;
+        let body: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, method) in [
+            ("d.bin", CompressionMethod::Deflated),
+            ("s.bin", CompressionMethod::Stored),
+        ] {
+            let options = SimpleFileOptions::default().compression_method(method);
+            writer.start_file(name, options).unwrap();
+            writer.write_all(&body).unwrap();
+        }
+        let mut bytes = writer.finish().unwrap().into_inner();
+        let member = |index: usize| Member {
+            index,
+            path: format!("m{index}"),
+            size: body.len() as u64,
+            executable: false,
+        };
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes.clone())).unwrap();
+        for index in 0..2 {
+            let mut out = Vec::new();
+            copy_member(&mut archive, &member(index), &mut out, "w.whl").unwrap();
+            assert!(out == body, "member {index} differs");
+        }
+        // The deflated member's CRC-32 in the central directory, changed: refused.
+        let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        bytes[central + 16] ^= 0xff;
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        let err = copy_member(&mut archive, &member(0), &mut Vec::new(), "w.whl").unwrap_err();
+        assert!(err.to_string().contains("CRC-32"), "{err}");
+    }
 
     #[test]
     fn member_paths() {
