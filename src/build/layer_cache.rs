@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::stages::plan_layers;
 use super::{BuildError, BuildRequest, Progress};
 use crate::lock::Lock;
@@ -135,15 +137,21 @@ pub(super) fn plan_platform(
             .map(|t| split::large_distributions(lock, layer, t))
             .unwrap_or_default();
         let key = stack_layer_key(&inputs, layer, i == 0 && base.is_some(), &large, &wheels);
-        if let Some(parts) = cache.lookup(&key) {
-            // The tree is left alone only when it is the one built for this key.
-            let marked = std::fs::read_to_string(marker(out, layer)).ok();
-            if marked.as_deref() == Some(key.as_str()) && out.join("layers").join(layer).is_dir() {
-                trees_kept.insert(layer.clone());
-            }
-            reused.insert(layer.clone(), parts);
-        }
         keys.push((layer.clone(), key));
+    }
+    // Every found blob is read back and hashed: in parallel, it is most of a no-change build.
+    let found: Vec<Option<Vec<CachedPart>>> =
+        keys.par_iter().map(|(_, key)| cache.lookup(key)).collect();
+    for ((layer, key), parts) in keys.iter().zip(found) {
+        let Some(parts) = parts else {
+            continue;
+        };
+        // The tree is left alone only when it is the one built for this key.
+        let marked = std::fs::read_to_string(marker(out, layer)).ok();
+        if marked.as_deref() == Some(key.as_str()) && out.join("layers").join(layer).is_dir() {
+            trees_kept.insert(layer.clone());
+        }
+        reused.insert(layer.clone(), parts);
     }
     Ok(PlatformPlan {
         platform: target.platform,

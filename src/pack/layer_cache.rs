@@ -41,10 +41,11 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::layer::{build_layer_from_entries, hash_file, Compression, HashCount, LayerBlob};
+use super::layer::{build_layer_from_entries, Compression, HashCount, LayerBlob};
 use super::oci::{digest_hex, BlobStore};
 use super::tar::{collect_entries, Entry, TarWriter, TreeSource};
 use super::PackError;
@@ -239,7 +240,7 @@ impl LayerCache {
         }
         entry
             .parts
-            .iter()
+            .par_iter()
             .all(|p| self.verify(&p.digest, p.size))
             .then_some(entry.parts)
     }
@@ -263,7 +264,7 @@ impl LayerCache {
             Ok(meta) if meta.len() == size => {}
             _ => return false,
         }
-        matches!(hash_file(&path), Ok((hex, n)) if n == size && digest_hex(digest) == Some(hex.as_str()))
+        matches!(sha256_file(&path), Ok((hex, n)) if n == size && digest_hex(digest) == Some(hex.as_str()))
     }
 
     /// Records `parts` for `key`; `blob` says where each part's blob is now (the layout just
@@ -411,6 +412,24 @@ pub(super) fn build_job(
     }
 }
 
+/// The sha256 (hex) and size of a file, read in 1 MiB pieces.
+fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
 /// Links a recorded blob into `store` (already verified by the lookup).
 fn import(
     cache: &LayerCache,
@@ -546,7 +565,7 @@ mod tests {
         let cache = LayerCache::new(dir.path());
         let blob = dir.path().join("blob");
         std::fs::write(&blob, b"layer bytes").unwrap();
-        let (hex, size) = hash_file(&blob).unwrap();
+        let (hex, size) = sha256_file(&blob).unwrap();
         let part = CachedPart {
             distribution: None,
             digest: format!("sha256:{hex}"),
