@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use pep440_rs::Version;
 use serde::Serialize;
 
-use crate::lock::{Lock, LockedPackage};
+use crate::lock::{ComfypakLock, Lock, LockedPackage};
 pub use crate::units::human_bytes;
 
 /// What happened to one package in one layer.
@@ -137,15 +137,56 @@ fn newest(packages: &[&LockedPackage]) -> Option<Version> {
 pub fn diff(old: &Lock, new: &Lock) -> LockDiff {
     let old_entries = entries(old);
     let new_entries = entries(new);
-    // Where each package lives, for moves.
-    let layer_of = |e: &Entries<'_>| -> BTreeMap<String, String> {
-        e.keys().map(|(l, n)| (n.clone(), l.clone())).collect()
+    let sides = Sides {
+        old,
+        new,
+        old_layer_of: layer_of(&old_entries),
+        new_layer_of: layer_of(&new_entries),
+        old_wheels: wheel_hashes(old),
+        old_entries,
+        new_entries,
     };
-    let old_layer_of = layer_of(&old_entries);
-    let new_layer_of = layer_of(&new_entries);
+    let layers = layer_order(old, new)
+        .into_iter()
+        .map(|(layer, rank)| layer_diff(&sides, layer, rank))
+        .collect();
+    LockDiff {
+        layers,
+        target_changes: target_changes(&old.tool.comfypak, &new.tool.comfypak),
+    }
+}
 
-    // Layers in the new lock's order, then any only the old one has.
-    let mut layer_order: Vec<(String, usize)> = new
+/// Both locks, their entries by (layer, name), where each package lives, and the old lock's
+/// wheel hashes (what the cache may already hold).
+struct Sides<'a> {
+    old: &'a Lock,
+    new: &'a Lock,
+    old_entries: Entries<'a>,
+    new_entries: Entries<'a>,
+    old_layer_of: BTreeMap<String, String>,
+    new_layer_of: BTreeMap<String, String>,
+    old_wheels: BTreeSet<String>,
+}
+
+/// Where each package lives, for moves.
+fn layer_of(entries: &Entries<'_>) -> BTreeMap<String, String> {
+    entries
+        .keys()
+        .map(|(l, n)| (n.clone(), l.clone()))
+        .collect()
+}
+
+fn wheel_hashes(lock: &Lock) -> BTreeSet<String> {
+    lock.packages
+        .iter()
+        .flat_map(|p| p.wheels.iter())
+        .filter_map(|w| w.sha256().map(|s| s.to_string()))
+        .collect()
+}
+
+/// Layers in the new lock's order, then any only the old one has.
+fn layer_order(old: &Lock, new: &Lock) -> Vec<(String, usize)> {
+    let mut order: Vec<(String, usize)> = new
         .tool
         .comfypak
         .layers
@@ -153,139 +194,155 @@ pub fn diff(old: &Lock, new: &Lock) -> LockDiff {
         .map(|l| (l.name.clone(), l.rank))
         .collect();
     for l in &old.tool.comfypak.layers {
-        if !layer_order.iter().any(|(n, _)| *n == l.name) {
-            layer_order.push((l.name.clone(), l.rank));
+        if !order.iter().any(|(n, _)| *n == l.name) {
+            order.push((l.name.clone(), l.rank));
         }
     }
-    let inputs = |lock: &Lock, name: &str| {
-        lock.tool
-            .comfypak
-            .layers
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.inputs_hash.clone())
-    };
-    let old_wheels: BTreeSet<String> = old
-        .packages
-        .iter()
-        .flat_map(|p| p.wheels.iter())
-        .filter_map(|w| w.sha256().map(|s| s.to_string()))
-        .collect();
+    order
+}
 
-    let mut layers = Vec::new();
-    for (layer, rank) in layer_order {
-        let mut changes = Vec::new();
-        let names: BTreeSet<&String> = old_entries
-            .keys()
-            .chain(new_entries.keys())
-            .filter(|(l, _)| *l == layer)
-            .map(|(_, n)| n)
-            .collect();
-        let empty = Vec::new();
-        let mut old_bytes = 0;
-        let mut new_bytes = 0;
-        let mut download_bytes = 0;
-        for name in names {
-            let key = (layer.clone(), name.clone());
-            let before = old_entries.get(&key).unwrap_or(&empty);
-            let after = new_entries.get(&key).unwrap_or(&empty);
-            old_bytes += bytes_of(before);
-            new_bytes += bytes_of(after);
-            download_bytes += after
-                .iter()
-                .flat_map(|p| p.wheels.iter())
-                .filter(|w| w.sha256().is_none_or(|s| !old_wheels.contains(s.as_str())))
-                .map(|w| w.size.unwrap_or(0))
-                .sum::<u64>();
-            let change = |kind, detail: Option<String>| PackageChange {
-                name: name.clone(),
-                kind,
-                old_version: (!before.is_empty()).then(|| versions(before)),
-                new_version: (!after.is_empty()).then(|| versions(after)),
-                detail,
-            };
-            match (before.is_empty(), after.is_empty()) {
-                (true, false) => match old_layer_of.get(name) {
-                    Some(from) if *from != layer => {
-                        changes.push(change(ChangeKind::MovedIn, Some(format!("from {from}"))))
-                    }
-                    _ => changes.push(change(ChangeKind::Added, None)),
-                },
-                (false, true) => match new_layer_of.get(name) {
-                    Some(to) if *to != layer => {
-                        changes.push(change(ChangeKind::MovedOut, Some(format!("to {to}"))))
-                    }
-                    _ => changes.push(change(ChangeKind::Removed, None)),
-                },
-                (false, false) => {
-                    let (old_v, new_v) = (newest(before), newest(after));
-                    if versions(before) != versions(after) {
-                        let kind = if new_v < old_v {
-                            ChangeKind::Downgraded
-                        } else {
-                            ChangeKind::Upgraded
-                        };
-                        changes.push(change(kind, None));
-                    } else if wheel_set(before) != wheel_set(after) {
-                        changes.push(change(
-                            ChangeKind::Rebuilt,
-                            Some("wheel file or hash changed".to_string()),
-                        ));
-                    } else {
-                        let index = |ps: &[&LockedPackage]| {
-                            ps.iter()
-                                .map(|p| p.tool.comfypak.index_name.clone())
-                                .collect::<BTreeSet<_>>()
-                        };
-                        let markers = |ps: &[&LockedPackage]| {
-                            ps.iter().map(|p| p.marker.clone()).collect::<BTreeSet<_>>()
-                        };
-                        if index(before) != index(after) {
-                            let show =
-                                |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(",");
-                            changes.push(change(
-                                ChangeKind::IndexChanged,
-                                Some(format!("{} -> {}", show(index(before)), show(index(after)))),
-                            ));
-                        }
-                        if markers(before) != markers(after) {
-                            changes.push(change(ChangeKind::MarkerChanged, None));
-                        }
-                    }
+fn inputs_hash(lock: &Lock, layer: &str) -> Option<String> {
+    lock.tool
+        .comfypak
+        .layers
+        .iter()
+        .find(|l| l.name == layer)
+        .map(|l| l.inputs_hash.clone())
+}
+
+/// What changed in one layer: each package's change, the counts, and the bytes.
+fn layer_diff(sides: &Sides<'_>, layer: String, rank: usize) -> LayerDiff {
+    let mut changes = Vec::new();
+    let names: BTreeSet<&String> = sides
+        .old_entries
+        .keys()
+        .chain(sides.new_entries.keys())
+        .filter(|(l, _)| *l == layer)
+        .map(|(_, n)| n)
+        .collect();
+    let empty = Vec::new();
+    let mut old_bytes = 0;
+    let mut new_bytes = 0;
+    let mut download_bytes = 0;
+    for name in names {
+        let key = (layer.clone(), name.clone());
+        let before = sides.old_entries.get(&key).unwrap_or(&empty);
+        let after = sides.new_entries.get(&key).unwrap_or(&empty);
+        old_bytes += bytes_of(before);
+        new_bytes += bytes_of(after);
+        download_bytes += after
+            .iter()
+            .flat_map(|p| p.wheels.iter())
+            .filter(|w| {
+                w.sha256()
+                    .is_none_or(|s| !sides.old_wheels.contains(s.as_str()))
+            })
+            .map(|w| w.size.unwrap_or(0))
+            .sum::<u64>();
+        changes.extend(classify(sides, &layer, name, before, after));
+    }
+    let added = changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::Added | ChangeKind::MovedIn))
+        .count();
+    let removed = changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::Removed | ChangeKind::MovedOut))
+        .count();
+    let modified = changes.len() - added - removed;
+    // Index and marker changes alone install the same files: the layer's bytes stay.
+    let changed = changes
+        .iter()
+        .any(|c| !matches!(c.kind, ChangeKind::IndexChanged | ChangeKind::MarkerChanged));
+    LayerDiff {
+        inputs_changed: inputs_hash(sides.old, &layer) != inputs_hash(sides.new, &layer),
+        name: layer,
+        rank,
+        changed,
+        added,
+        removed,
+        modified,
+        old_bytes,
+        new_bytes,
+        download_bytes: if changed { download_bytes } else { 0 },
+        changes,
+    }
+}
+
+/// How package `name` of `layer` changed between its entries `before` and `after` (either
+/// may be empty): added, removed, moved in or out, up- or downgraded, rebuilt, or its index
+/// or markers changed.
+fn classify(
+    sides: &Sides<'_>,
+    layer: &str,
+    name: &String,
+    before: &[&LockedPackage],
+    after: &[&LockedPackage],
+) -> Vec<PackageChange> {
+    let change = |kind, detail: Option<String>| PackageChange {
+        name: name.clone(),
+        kind,
+        old_version: (!before.is_empty()).then(|| versions(before)),
+        new_version: (!after.is_empty()).then(|| versions(after)),
+        detail,
+    };
+    let mut changes = Vec::new();
+    match (before.is_empty(), after.is_empty()) {
+        (true, false) => match sides.old_layer_of.get(name) {
+            Some(from) if from != layer => {
+                changes.push(change(ChangeKind::MovedIn, Some(format!("from {from}"))))
+            }
+            _ => changes.push(change(ChangeKind::Added, None)),
+        },
+        (false, true) => match sides.new_layer_of.get(name) {
+            Some(to) if to != layer => {
+                changes.push(change(ChangeKind::MovedOut, Some(format!("to {to}"))))
+            }
+            _ => changes.push(change(ChangeKind::Removed, None)),
+        },
+        (false, false) => {
+            let (old_v, new_v) = (newest(before), newest(after));
+            if versions(before) != versions(after) {
+                let kind = if new_v < old_v {
+                    ChangeKind::Downgraded
+                } else {
+                    ChangeKind::Upgraded
+                };
+                changes.push(change(kind, None));
+            } else if wheel_set(before) != wheel_set(after) {
+                changes.push(change(
+                    ChangeKind::Rebuilt,
+                    Some("wheel file or hash changed".to_string()),
+                ));
+            } else {
+                let index = |ps: &[&LockedPackage]| {
+                    ps.iter()
+                        .map(|p| p.tool.comfypak.index_name.clone())
+                        .collect::<BTreeSet<_>>()
+                };
+                let markers = |ps: &[&LockedPackage]| {
+                    ps.iter().map(|p| p.marker.clone()).collect::<BTreeSet<_>>()
+                };
+                if index(before) != index(after) {
+                    let show = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(",");
+                    changes.push(change(
+                        ChangeKind::IndexChanged,
+                        Some(format!("{} -> {}", show(index(before)), show(index(after)))),
+                    ));
                 }
-                (true, true) => {}
+                if markers(before) != markers(after) {
+                    changes.push(change(ChangeKind::MarkerChanged, None));
+                }
             }
         }
-        let added = changes
-            .iter()
-            .filter(|c| matches!(c.kind, ChangeKind::Added | ChangeKind::MovedIn))
-            .count();
-        let removed = changes
-            .iter()
-            .filter(|c| matches!(c.kind, ChangeKind::Removed | ChangeKind::MovedOut))
-            .count();
-        let modified = changes.len() - added - removed;
-        // Index and marker changes alone install the same files: the layer's bytes stay.
-        let changed = changes
-            .iter()
-            .any(|c| !matches!(c.kind, ChangeKind::IndexChanged | ChangeKind::MarkerChanged));
-        layers.push(LayerDiff {
-            inputs_changed: inputs(old, &layer) != inputs(new, &layer),
-            name: layer,
-            rank,
-            changed,
-            added,
-            removed,
-            modified,
-            old_bytes,
-            new_bytes,
-            download_bytes: if changed { download_bytes } else { 0 },
-            changes,
-        });
+        (true, true) => {}
     }
+    changes
+}
 
+/// The target and backend lines of the diff.
+fn target_changes(a: &ComfypakLock, b: &ComfypakLock) -> Vec<String> {
     let mut target_changes = Vec::new();
-    let (a, b) = (&old.tool.comfypak, &new.tool.comfypak);
     if a.target != b.target {
         target_changes.push(format!(
             "target: python {}{} {:?} -> python {}{} {:?}",
@@ -303,10 +360,7 @@ pub fn diff(old: &Lock, new: &Lock) -> LockDiff {
             a.torch_backend, b.torch_backend
         ));
     }
-    LockDiff {
-        layers,
-        target_changes,
-    }
+    target_changes
 }
 
 impl LockDiff {

@@ -405,52 +405,21 @@ pub async fn resolve_counted(
             .await?;
             Ok((resolution, reads))
         }
-        Err(PubGrubError::NoSolution(tree)) => {
-            let mut collapsed = tree.clone();
-            collapsed.collapse_no_versions();
-            let record = provider.into_record();
-            let base_dir = stack.manifest.parent().unwrap_or(Path::new(""));
-            let pages = |name: &PackageName| fetcher.ready_page(name);
-            let (mut message, mut help) = explain::explain(
-                &tree,
-                &collapsed,
-                &explain::ExplainContext {
-                    target,
-                    base_dir,
-                    inputs: &inputs,
-                    record: &record,
-                    pages: &pages,
-                    prerelease,
-                },
-            );
-            let coupled = explain::coupled_packages(&tree, &inputs.torch, &pages);
-            if !coupled.is_empty() {
-                let builds = explain_builds(
-                    &fetcher,
-                    &inputs,
-                    &handle,
-                    &coupled,
-                    backend,
-                    &tags,
-                    &stack.couplings,
-                )
-                .await;
-                if let Some((torch, coupled, builds, build_help)) = builds {
-                    help.splice(0..0, build_help);
-                    let names: Vec<String> = coupled.iter().map(ToString::to_string).collect();
-                    message = format!(
-                        "cannot resolve the stack for {target}: no build of {} fits torch {torch} (what the rest of the stack resolves to) on backend {backend}\n{}\n\n{message}",
-                        names.join(", "),
-                        builds.join("\n")
-                    );
-                }
-            }
-            Err(ResolveError::NoSolution {
-                target: target.to_string(),
-                message,
-                help,
-            })
-        }
+        Err(PubGrubError::NoSolution(tree)) => Err(explain_failure(
+            &tree,
+            provider.into_record(),
+            &fetcher,
+            &inputs,
+            &FailureContext {
+                stack,
+                target,
+                backend,
+                tags: &tags,
+                prerelease,
+                handle: &handle,
+            },
+        )
+        .await),
         Err(PubGrubError::ErrorChoosingVersion { source, .. })
         | Err(PubGrubError::ErrorRetrievingDependencies { source, .. })
         | Err(PubGrubError::ErrorInShouldCancel(source)) => Err(source),
@@ -459,6 +428,79 @@ pub async fn resolve_counted(
     let outcome = outcome?;
     flushed.map_err(|e| ResolveError::Cache(Arc::new(e)))?;
     Ok(outcome)
+}
+
+/// What [`explain_failure`] needs besides the solver's tree and record.
+struct FailureContext<'a> {
+    stack: &'a Stack,
+    target: &'a Target,
+    backend: Backend,
+    tags: &'a crate::target::CompatibleTags,
+    prerelease: bool,
+    handle: &'a tokio::runtime::Handle,
+}
+
+/// The error of a resolution with no solution: the conflict in plain words (`explain`), and,
+/// when ABI-coupled packages take part, first the account of their builds
+/// ([`explain_builds`]); with what to do.
+async fn explain_failure(
+    tree: &explain::Tree,
+    record: provider::SolveRecord,
+    fetcher: &Arc<Fetcher>,
+    inputs: &Arc<SolveInputs>,
+    context: &FailureContext<'_>,
+) -> ResolveError {
+    let FailureContext {
+        stack,
+        target,
+        backend,
+        tags,
+        prerelease,
+        handle,
+    } = *context;
+    let mut collapsed = tree.clone();
+    collapsed.collapse_no_versions();
+    let base_dir = stack.manifest.parent().unwrap_or(Path::new(""));
+    let pages = |name: &PackageName| fetcher.ready_page(name);
+    let (mut message, mut help) = explain::explain(
+        tree,
+        &collapsed,
+        &explain::ExplainContext {
+            target,
+            base_dir,
+            inputs,
+            record: &record,
+            pages: &pages,
+            prerelease,
+        },
+    );
+    let coupled = explain::coupled_packages(tree, &inputs.torch, &pages);
+    if !coupled.is_empty() {
+        let builds = explain_builds(
+            fetcher,
+            inputs,
+            handle,
+            &coupled,
+            backend,
+            tags,
+            &stack.couplings,
+        )
+        .await;
+        if let Some((torch, coupled, builds, build_help)) = builds {
+            help.splice(0..0, build_help);
+            let names: Vec<String> = coupled.iter().map(ToString::to_string).collect();
+            message = format!(
+                "cannot resolve the stack for {target}: no build of {} fits torch {torch} (what the rest of the stack resolves to) on backend {backend}\n{}\n\n{message}",
+                names.join(", "),
+                builds.join("\n")
+            );
+        }
+    }
+    ResolveError::NoSolution {
+        target: target.to_string(),
+        message,
+        help,
+    }
 }
 
 /// The ranges the pak files' requirements and constraints put on each package: whatever
@@ -679,18 +721,12 @@ fn gather(
         }
         let range = match &requirement.version_or_url {
             None => Ranges::full(),
-            Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
-                if is_exact_pin(specifiers) {
-                    exact_pins
-                        .entry(requirement.name.clone())
-                        .or_default()
-                        .push(specifiers.clone());
-                }
-                if names_prerelease(specifiers) {
-                    explicit_prerelease.insert(requirement.name.clone());
-                }
-                specifiers_to_ranges(specifiers)
-            }
+            Some(VersionOrUrl::VersionSpecifier(specifiers)) => range_of(
+                &requirement.name,
+                specifiers,
+                &mut exact_pins,
+                &mut explicit_prerelease,
+            ),
             Some(VersionOrUrl::Url(_)) => return Err(url_constraint(&root.line)),
         };
         let entry = constraints
@@ -739,16 +775,7 @@ fn gather(
         let range = match &requirement.version_or_url {
             None => Ranges::full(),
             Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
-                if is_exact_pin(specifiers) {
-                    exact_pins
-                        .entry(name.clone())
-                        .or_default()
-                        .push(specifiers.clone());
-                }
-                if names_prerelease(specifiers) {
-                    explicit_prerelease.insert(name.clone());
-                }
-                specifiers_to_ranges(specifiers)
+                range_of(&name, specifiers, &mut exact_pins, &mut explicit_prerelease)
             }
             Some(VersionOrUrl::Url(url)) => {
                 let wheel = direct_wheel(line, &name, url.given().unwrap_or(url.as_str()))?;
@@ -843,6 +870,26 @@ fn gather(
             .collect(),
         layer_roots,
     })
+}
+
+/// The versions `specifiers` allow for `name`, noting an exact pin (`==X`, kept for
+/// explanations) and a pre-release named in it (which allows pre-releases of `name`).
+fn range_of(
+    name: &PackageName,
+    specifiers: &pep440_rs::VersionSpecifiers,
+    exact_pins: &mut BTreeMap<PackageName, Vec<pep440_rs::VersionSpecifiers>>,
+    explicit_prerelease: &mut BTreeSet<PackageName>,
+) -> Ranges<Version> {
+    if is_exact_pin(specifiers) {
+        exact_pins
+            .entry(name.clone())
+            .or_default()
+            .push(specifiers.clone());
+    }
+    if names_prerelease(specifiers) {
+        explicit_prerelease.insert(name.clone());
+    }
+    specifiers_to_ranges(specifiers)
 }
 
 fn source_of(root: &RootRequirement) -> RootSource {

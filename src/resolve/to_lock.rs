@@ -274,67 +274,23 @@ pub fn build_lock(
     resolutions: &[Resolution],
     layers: &[BTreeMap<PackageName, String>],
 ) -> Result<Lock, ToLockError> {
-    let Some(first) = resolutions.first() else {
-        return Err(ToLockError::NoTargets);
-    };
-    if resolutions.len() != layers.len() {
-        return Err(ToLockError::Mismatch {
-            resolutions: resolutions.len(),
-            layers: layers.len(),
-        });
-    }
-    for other in &resolutions[1..] {
-        if other.target.python != first.target.python
-            || other.target.free_threaded != first.target.free_threaded
-        {
-            return Err(ToLockError::MixedPython {
-                first: first.target.to_string(),
-                other: other.target.to_string(),
-            });
-        }
-        if other.backend != first.backend {
-            return Err(ToLockError::MixedBackend {
-                first: first.backend.to_string(),
-                other: other.backend.to_string(),
-            });
-        }
-    }
+    let first = check_resolutions(resolutions, layers)?;
     let targets: Vec<&Target> = resolutions.iter().map(|r| &r.target).collect();
     let base = stack_dir(stack);
-    let rank: BTreeMap<&str, usize> = stack
-        .layers
-        .iter()
-        .map(|l| (l.name.as_str(), l.rank))
-        .collect();
-    // Which pak file (with its includes) belongs to which layer, for required-by.
-    let mut file_layer: BTreeMap<&Path, &str> = BTreeMap::new();
-    for layer in &stack.layers {
-        for pak in &layer.paks {
-            file_layer.insert(pak.path.as_path(), layer.name.as_str());
-            for file in &pak.files {
-                file_layer
-                    .entry(file.as_path())
-                    .or_insert(layer.name.as_str());
-            }
-        }
-    }
-
-    // name → (version, index, index URL) → platform positions.
-    let mut by_name: ByName<'_> = BTreeMap::new();
-    for (i, resolution) in resolutions.iter().enumerate() {
-        for (name, package) in &resolution.packages {
-            by_name
-                .entry(name)
-                .or_default()
-                .entry((
-                    package.version.clone(),
-                    package.index.clone(),
-                    package.index_url.clone(),
-                ))
-                .or_default()
-                .push(i);
-        }
-    }
+    let by_name = group_entries(resolutions);
+    let inputs = LockInputs {
+        resolutions,
+        layers,
+        targets: &targets,
+        rank: stack
+            .layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.rank))
+            .collect(),
+        file_layer: file_layers(stack),
+        base: &base,
+        by_name: &by_name,
+    };
 
     let mut packages = Vec::new();
     let mut indexes = BTreeMap::new();
@@ -344,106 +300,15 @@ pub fn build_lock(
                 .values()
                 .next()
                 .is_some_and(|positions| positions.len() == resolutions.len());
-        for ((version, index, index_url), positions) in groups {
-            let members: Vec<(&Resolution, &ResolvedPackage, &str)> = positions
-                .iter()
-                .filter_map(|&i| {
-                    let resolution = &resolutions[i];
-                    let package = resolution.packages.get(*name)?;
-                    let layer = layers[i].get(*name)?;
-                    Some((resolution, package, layer.as_str()))
-                })
-                .collect();
-            let Some(&(_, sample, _)) = members.first() else {
+        for (key, positions) in groups {
+            let Some(package) = locked_package(&inputs, name, key, positions, everywhere)? else {
                 continue;
             };
-            let (marker, platforms) = if everywhere {
-                (None, Vec::new())
-            } else {
-                let mine: Vec<&Target> = members.iter().map(|(r, _, _)| &r.target).collect();
-                (
-                    Some(platform_marker(name, &mine, &targets)?),
-                    mine.iter().map(|t| t.platform).collect(),
-                )
-            };
-            // The most stable layer any platform put it in.
-            let layer = members
-                .iter()
-                .map(|(_, _, layer)| *layer)
-                .min_by_key(|layer| rank.get(layer).copied().unwrap_or(usize::MAX))
-                .unwrap_or_default()
-                .to_string();
-
-            let mut wheels: BTreeMap<SafeFileName, LockedWheel> = BTreeMap::new();
-            // An index sdist (no wheel could be used): `[packages.sdist]`; the pipeline builds
-            // it and records the built wheels.
-            let mut sdist: Option<LockedSdist> = None;
-            for (resolution, package, _) in &members {
-                if super::formats::is_sdist_name(&package.wheel.filename) {
-                    if sdist.is_none() {
-                        sdist = Some(locked_sdist(package, &resolution.target)?);
-                    }
-                    continue;
-                }
-                let wheel = locked_wheel(package, &package.wheel, &resolution.target)?;
-                wheels.entry(wheel.name.clone()).or_insert(wheel);
-            }
-
-            let mut required_by = BTreeSet::new();
-            for (_, package, _) in &members {
-                for location in &package.requested_by {
-                    if file_layer.get(location.file.as_path()) == Some(&layer.as_str()) {
-                        required_by.insert((
-                            relative(&base, &location.file),
-                            location.line,
-                            location.column,
-                        ));
-                    }
-                }
-            }
-            let named_by_root = members.iter().any(|(resolution, package, _)| {
-                resolution
-                    .roots
-                    .iter()
-                    .any(|(l, names)| *l == layer && names.contains(&package.name))
-            });
-
-            let dependencies = dependencies_of(&members, &by_name);
-            if index != DIRECT_INDEX {
+            if package.tool.comfypak.index_name != DIRECT_INDEX {
+                let (_, index, index_url) = key;
                 indexes.insert(index.clone(), index_url.clone());
             }
-            packages.push(LockedPackage {
-                name: (*name).clone(),
-                version: version.clone(),
-                marker,
-                requires_python: sample.requires_python.clone(),
-                index: (index != DIRECT_INDEX).then(|| index_url.clone()),
-                dependencies,
-                wheels: wheels.into_values().collect(),
-                sdist,
-                directory: None,
-                vcs: None,
-                tool: PackageTool {
-                    comfypak: PackageComfypak {
-                        layer,
-                        index_name: index.clone(),
-                        requested: !required_by.is_empty() || named_by_root,
-                        required_by: required_by
-                            .into_iter()
-                            .map(|(file, line, _)| format!("{file}:{line}"))
-                            .collect::<BTreeSet<_>>()
-                            .into_iter()
-                            .collect(),
-                        build_reason: members
-                            .iter()
-                            .find_map(|(_, package, _)| package.build.as_ref())
-                            .map(|build| build.reason.clone()),
-                        platforms,
-                        built: Vec::new(),
-                        source_hash: None,
-                    },
-                },
-            });
+            packages.push(package);
         }
     }
 
@@ -502,6 +367,197 @@ pub fn build_lock(
             },
         },
     })
+}
+
+/// What every entry of the lock is made from: the resolutions (one per target) with their
+/// layer assignments, the stack's layer ranks and pak files, and the entries grouped by name.
+struct LockInputs<'a> {
+    resolutions: &'a [Resolution],
+    layers: &'a [BTreeMap<PackageName, String>],
+    targets: &'a [&'a Target],
+    rank: BTreeMap<&'a str, usize>,
+    /// Which pak file (with its includes) belongs to which layer, for required-by.
+    file_layer: BTreeMap<&'a Path, &'a str>,
+    base: &'a Path,
+    by_name: &'a ByName<'a>,
+}
+
+/// The resolutions agree on what one lock must share (at least one, one layer assignment
+/// each, one interpreter, one backend); the first of them.
+fn check_resolutions<'r>(
+    resolutions: &'r [Resolution],
+    layers: &[BTreeMap<PackageName, String>],
+) -> Result<&'r Resolution, ToLockError> {
+    let Some(first) = resolutions.first() else {
+        return Err(ToLockError::NoTargets);
+    };
+    if resolutions.len() != layers.len() {
+        return Err(ToLockError::Mismatch {
+            resolutions: resolutions.len(),
+            layers: layers.len(),
+        });
+    }
+    for other in &resolutions[1..] {
+        if other.target.python != first.target.python
+            || other.target.free_threaded != first.target.free_threaded
+        {
+            return Err(ToLockError::MixedPython {
+                first: first.target.to_string(),
+                other: other.target.to_string(),
+            });
+        }
+        if other.backend != first.backend {
+            return Err(ToLockError::MixedBackend {
+                first: first.backend.to_string(),
+                other: other.backend.to_string(),
+            });
+        }
+    }
+    Ok(first)
+}
+
+/// Which pak file (with its includes) belongs to which layer.
+fn file_layers(stack: &Stack) -> BTreeMap<&Path, &str> {
+    let mut file_layer: BTreeMap<&Path, &str> = BTreeMap::new();
+    for layer in &stack.layers {
+        for pak in &layer.paks {
+            file_layer.insert(pak.path.as_path(), layer.name.as_str());
+            for file in &pak.files {
+                file_layer
+                    .entry(file.as_path())
+                    .or_insert(layer.name.as_str());
+            }
+        }
+    }
+    file_layer
+}
+
+/// name → (version, index, index URL) → positions of the resolutions that chose it.
+fn group_entries(resolutions: &[Resolution]) -> ByName<'_> {
+    let mut by_name: ByName<'_> = BTreeMap::new();
+    for (i, resolution) in resolutions.iter().enumerate() {
+        for (name, package) in &resolution.packages {
+            by_name
+                .entry(name)
+                .or_default()
+                .entry((
+                    package.version.clone(),
+                    package.index.clone(),
+                    package.index_url.clone(),
+                ))
+                .or_default()
+                .push(i);
+        }
+    }
+    by_name
+}
+
+/// The lock entry of `name` at `key` (version, index, index URL), chosen by the resolutions
+/// at `positions`; `everywhere`: the only entry of the name, on every target (no marker).
+fn locked_package(
+    inputs: &LockInputs<'_>,
+    name: &PackageName,
+    key: &GroupKey,
+    positions: &[usize],
+    everywhere: bool,
+) -> Result<Option<LockedPackage>, ToLockError> {
+    let (version, index, index_url) = key;
+    let members: Vec<(&Resolution, &ResolvedPackage, &str)> = positions
+        .iter()
+        .filter_map(|&i| {
+            let resolution = &inputs.resolutions[i];
+            let package = resolution.packages.get(name)?;
+            let layer = inputs.layers[i].get(name)?;
+            Some((resolution, package, layer.as_str()))
+        })
+        .collect();
+    let Some(&(_, sample, _)) = members.first() else {
+        return Ok(None);
+    };
+    let (marker, platforms) = if everywhere {
+        (None, Vec::new())
+    } else {
+        let mine: Vec<&Target> = members.iter().map(|(r, _, _)| &r.target).collect();
+        (
+            Some(platform_marker(name, &mine, inputs.targets)?),
+            mine.iter().map(|t| t.platform).collect(),
+        )
+    };
+    // The most stable layer any platform put it in.
+    let layer = members
+        .iter()
+        .map(|(_, _, layer)| *layer)
+        .min_by_key(|layer| inputs.rank.get(layer).copied().unwrap_or(usize::MAX))
+        .unwrap_or_default()
+        .to_string();
+
+    let mut wheels: BTreeMap<SafeFileName, LockedWheel> = BTreeMap::new();
+    // An index sdist (no wheel could be used): `[packages.sdist]`; the pipeline builds
+    // it and records the built wheels.
+    let mut sdist: Option<LockedSdist> = None;
+    for (resolution, package, _) in &members {
+        if super::formats::is_sdist_name(&package.wheel.filename) {
+            if sdist.is_none() {
+                sdist = Some(locked_sdist(package, &resolution.target)?);
+            }
+            continue;
+        }
+        let wheel = locked_wheel(package, &package.wheel, &resolution.target)?;
+        wheels.entry(wheel.name.clone()).or_insert(wheel);
+    }
+
+    let mut required_by = BTreeSet::new();
+    for (_, package, _) in &members {
+        for location in &package.requested_by {
+            if inputs.file_layer.get(location.file.as_path()) == Some(&layer.as_str()) {
+                required_by.insert((
+                    relative(inputs.base, &location.file),
+                    location.line,
+                    location.column,
+                ));
+            }
+        }
+    }
+    let named_by_root = members.iter().any(|(resolution, package, _)| {
+        resolution
+            .roots
+            .iter()
+            .any(|(l, names)| *l == layer && names.contains(&package.name))
+    });
+
+    let dependencies = dependencies_of(&members, inputs.by_name);
+    Ok(Some(LockedPackage {
+        name: name.clone(),
+        version: version.clone(),
+        marker,
+        requires_python: sample.requires_python.clone(),
+        index: (index != DIRECT_INDEX).then(|| index_url.clone()),
+        dependencies,
+        wheels: wheels.into_values().collect(),
+        sdist,
+        directory: None,
+        vcs: None,
+        tool: PackageTool {
+            comfypak: PackageComfypak {
+                layer,
+                index_name: index.clone(),
+                requested: !required_by.is_empty() || named_by_root,
+                required_by: required_by
+                    .into_iter()
+                    .map(|(file, line, _)| format!("{file}:{line}"))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                build_reason: members
+                    .iter()
+                    .find_map(|(_, package, _)| package.build.as_ref())
+                    .map(|build| build.reason.clone()),
+                platforms,
+                built: Vec::new(),
+                source_hash: None,
+            },
+        },
+    }))
 }
 
 /// An entry's identity besides its name: version, index name, index URL.
