@@ -617,6 +617,9 @@ pub(super) fn install_lock(
         link_mode: request.link_mode,
         allow_overwrite: request.allow_overwrite,
     };
+    // A tree installed here is no longer the one `build` marked for its layer-cache key: the
+    // marker goes first, so a later build installs that layer again rather than trusting it.
+    super::layer_cache::forget_trees(&request.out, &plan.chosen);
     let mut reports = Vec::new();
     for layer in &plan.chosen {
         let started = Instant::now();

@@ -214,6 +214,35 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert_eq!(again.count("layers-installed"), 0);
     assert_eq!(again.count("layers-compressed"), 0);
     assert_eq!(again.top, bumped.top);
+
+    // (e) A standalone `install` into the build's OUT replaces a tree `build` had marked: the
+    // next build installs that layer again (its blob still reused), not trusting the tree.
+    let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args([
+            "install",
+            "--quiet",
+            "--layer",
+            "volatile",
+            "--platform",
+            "x86_64",
+            "--lock",
+        ])
+        .arg(work.join("pylock.toml"))
+        .arg("--out")
+        .arg(work.join("out/x86_64"))
+        .current_dir(work)
+        .env("COMFYPAK_CACHE_DIR", work.join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after_install = build(work, &indexes, &[]);
+    assert_eq!(after_install.count("layers-installed"), 1);
+    assert_eq!(after_install.count("layers-compressed"), 0);
+    assert_eq!(after_install.top, bumped.top);
 }
 
 /// With a base, the key covers the bytecode switch and the base's interpreter: a
