@@ -548,19 +548,7 @@ fn wheel_line(
     extra_marker: Option<String>,
 ) -> Result<PakLine, BuildError> {
     let bad = |message: String| source_error(line, message);
-    let sha = Sha256Hex::parse(&built.sha256).map_err(|e| bad(e.to_string()))?;
-    let filename = SafeFileName::parse(&built.filename).map_err(|e| bad(e.to_string()))?;
-    let cached = session.cache().wheel_path(&sha, &filename);
-    if !cached.is_file() {
-        let bytes = std::fs::read(&built.path).map_err(|source| SourceError::Io {
-            path: built.path.clone(),
-            source,
-        })?;
-        crate::fsutil::write_atomic(&cached, &bytes).map_err(|source| SourceError::Io {
-            path: cached.clone(),
-            source,
-        })?;
-    }
+    let cached = cache_built(session, built, &bad)?;
     let url = Url::from_file_path(&cached)
         .map_err(|()| bad(format!("{} is not an absolute path", cached.display())))?;
     let extras = if requirement.extras.is_empty() {
@@ -968,11 +956,14 @@ fn match_runtime_pin(image: &Lock, target: &Target, name: &PackageName) -> Optio
         .map(|p| format!("{name}=={}", p.version))
 }
 
-/// Copies a built wheel into the wheel cache (where install finds locked wheels by sha256).
-fn cache_built(session: &Session, built: &BuiltWheel, context: &str) -> Result<(), BuildError> {
-    let bad = |message: String| BuildError::Request {
-        message: format!("{context}: {message}"),
-    };
+/// Copies a built wheel into the wheel cache (where install finds locked wheels by sha256)
+/// unless it is there already, and returns its path there; `bad` words a name or hash that
+/// does not parse.
+fn cache_built(
+    session: &Session,
+    built: &BuiltWheel,
+    bad: &dyn Fn(String) -> BuildError,
+) -> Result<PathBuf, BuildError> {
     let sha = Sha256Hex::parse(&built.sha256).map_err(|e| bad(e.to_string()))?;
     let filename = SafeFileName::parse(&built.filename).map_err(|e| bad(e.to_string()))?;
     let cached = session.cache().wheel_path(&sha, &filename);
@@ -986,7 +977,7 @@ fn cache_built(session: &Session, built: &BuiltWheel, context: &str) -> Result<(
             source,
         })?;
     }
-    Ok(())
+    Ok(cached)
 }
 
 /// Builds the index sdists the resolution chose (lock entries with `[packages.sdist]` from an
@@ -1099,7 +1090,7 @@ pub fn build_index_sdists(
                 },
                 made.seconds
             ));
-            cache_built(session, &made, &context)?;
+            cache_built(session, &made, &bad)?;
             count += 1;
             if !built
                 .iter()
