@@ -3,7 +3,7 @@
 //! multi-arch indexes, directory layers from image.toml, the reuse report, docker archives.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::pack_support::*;
@@ -387,23 +387,30 @@ exclude = [".git"]
     );
 }
 
-#[test]
-fn several_platforms_make_an_image_index() {
-    let dir = tempfile::tempdir().unwrap();
+/// A two-platform stack in `root/pak` and the layers `build` (or `install --platform ARCH
+/// --out OUT/ARCH`) leaves for it in `root/build/<arch>/layers`, the aarch64 perf layer with
+/// its own native file; returns the stack folder.
+fn two_platform_build(root: &Path) -> PathBuf {
     let stack = write_stack(
-        &dir.path().join("pak"),
+        &root.join("pak"),
         &["manylinux_2_39_x86_64", "manylinux_2_39_aarch64"],
     );
-    write_layers(&dir.path().join("build/x86_64/layers"), "1", false);
-    write_layers(&dir.path().join("build/aarch64/layers"), "1", false);
+    write_layers(&root.join("build/x86_64/layers"), "1", false);
+    write_layers(&root.join("build/aarch64/layers"), "1", false);
     fs::write(
-        dir.path()
-            .join("build/aarch64/layers/perf")
+        root.join("build/aarch64/layers/perf")
             .join(SITE)
             .join("perf_pkg/_native.so"),
         "aarch64 build",
     )
     .unwrap();
+    stack
+}
+
+#[test]
+fn several_platforms_make_an_image_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = two_platform_build(dir.path());
     let out = dir.path().join("img");
     let mut setup = PackSetup::new(&stack, dir.path().join("build/x86_64/layers"), out.clone());
     setup
@@ -740,21 +747,7 @@ fn wait_for_the_next_second() {
 #[test]
 fn pack_of_one_platform_after_a_two_platform_build_reads_that_platforms_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = write_stack(
-        &dir.path().join("pak"),
-        &["manylinux_2_39_x86_64", "manylinux_2_39_aarch64"],
-    );
-    // What `build` (or `install --platform ARCH --out OUT/ARCH`) leaves for a two-platform lock.
-    write_layers(&dir.path().join("build/x86_64/layers"), "1", false);
-    write_layers(&dir.path().join("build/aarch64/layers"), "1", false);
-    fs::write(
-        dir.path()
-            .join("build/aarch64/layers/perf")
-            .join(SITE)
-            .join("perf_pkg/_native.so"),
-        "aarch64 build",
-    )
-    .unwrap();
+    let stack = two_platform_build(dir.path());
     write_lock(&stack, &dir.path().join("pylock.toml"));
     let bin = env!("CARGO_BIN_EXE_comfypak");
     let pack = |platform: &str, output: &str| -> serde_json::Value {
