@@ -2,7 +2,18 @@
 # Builds a small Debian root with CPython 3.14 (Debian testing, minbase + python3.14 and any
 # extra packages), cached, for use as a comfypak base (`--base DIR` or `[base] root = "DIR"`).
 #
-#   scripts/python-root.sh [--arch amd64|arm64] [--packages "pkg ..."] OUTPUT_PARENT
+#   scripts/python-root.sh [--arch amd64|arm64] [--packages "pkg ..."] [--build] OUTPUT_PARENT
+#
+# --build makes a build base instead: the same root plus what source builds (PEP 517 backends
+# compiling C/C++ extensions: dlib, insightface, groundingdino-py, ...) need from the system:
+#   build-essential  gcc, g++, make and the C library's headers
+#   cmake            dlib's setup.py drives a CMake build
+#   ninja-build      torch's cpp_extension builds with ninja when it finds it (else one file at a time)
+#   python3.14-dev   Python.h and the python3.14-config of the target interpreter
+#   pkg-config       backends that look their libraries up with it
+#   git              setuptools-scm and friends read the version of a git checkout with it
+# It lives at OUTPUT_PARENT/build-root-SUITE-ARCH-KEY, apart from the plain roots (neither removes
+# the other).
 #
 # Prints the root's path on the last line of stdout. The root lives at
 # OUTPUT_PARENT/root-SUITE-ARCH-KEY, where KEY hashes the suite, mirror, architecture and package
@@ -20,14 +31,16 @@ set -euo pipefail
 
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 EXTRA=""
+BUILD=""
 while [ $# -gt 1 ]; do
   case "$1" in
     --arch) ARCH=$2; shift 2 ;;
     --packages) EXTRA=$2; shift 2 ;;
+    --build) BUILD=1; shift ;;
     *) echo "python-root.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ $# = 1 ] || { echo "usage: python-root.sh [--arch amd64|arm64] [--packages LIST] OUTPUT_PARENT" >&2; exit 2; }
+[ $# = 1 ] || { echo "usage: python-root.sh [--arch amd64|arm64] [--packages LIST] [--build] OUTPUT_PARENT" >&2; exit 2; }
 OUT=$1
 SUITE=${PYTHON_ROOT_SUITE:-testing}
 
@@ -47,6 +60,11 @@ MIRROR=${PYTHON_ROOT_MIRROR:-$(debian_mirror)}
 command -v debootstrap >/dev/null || { echo "python-root.sh: needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
 
 PACKAGES="python3.14 $EXTRA"
+PREFIX=root
+if [ -n "$BUILD" ]; then
+  PACKAGES="$PACKAGES build-essential cmake ninja-build python3.14-dev pkg-config git ca-certificates"
+  PREFIX=build-root
+fi
 PACKAGES=$(echo $PACKAGES)
 FOREIGN=""
 HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
@@ -65,18 +83,18 @@ fi
 METHOD=python-root-v1
 [ -z "$FOREIGN" ] || METHOD=python-root-v2-unpacked
 KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "$METHOD" | sha256sum | cut -c1-12)
-ROOT=$OUT/root-$SUITE-$ARCH-$KEY
+ROOT=$OUT/$PREFIX-$SUITE-$ARCH-$KEY
 mkdir -p "$OUT"
 if [ -f "$ROOT/.python-root-complete" ]; then
   echo "$ROOT"
   exit 0
 fi
 # Roots of this suite and architecture made from other package lists or mirrors go.
-for old in "$OUT"/root-"$SUITE"-"$ARCH"-*; do
+for old in "$OUT"/"$PREFIX"-"$SUITE"-"$ARCH"-*; do
   [ -e "$old" ] && rm -rf --one-file-system "$old"
 done
 echo "python-root.sh: debootstrap $SUITE $ARCH minbase + $PACKAGES from $MIRROR" >&2
-LOG=$OUT/debootstrap-$ARCH.log
+LOG=$OUT/debootstrap-$PREFIX-$ARCH.log
 if [ -n "$FOREIGN" ]; then
   # The foreign architecture: debootstrap's first stage resolves and downloads the package
   # closure and unpacks the essential set; every downloaded .deb is then unpacked on the host
