@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Source builds: comfypak against `pip wheel --no-deps` of the same sdists, in the same build
+# base, from one run.
+#
+#   COMFYPAK_LIVE=1 [PACKAGES="fvcore func-timeout ..."] bench/sources.sh
+#
+# The packages are the real stack's sdist-only ones (pak/pak7.txt, pak/pak8.txt); by default
+# dlib fairscale func-timeout fvcore openai-whisper, and iopath, fvcore's sdist-only dependency,
+# which comfypak builds with it. groundingdino-py is left out of the default: its setup.py
+# imports torch without declaring it, so `pip wheel` cannot build it in isolation at all (pip
+# users install torch first and pass --no-build-isolation; comfypak builds it with
+# `[build.match-runtime]`, see tests/e2e-sources.sh).
+#
+# In the build base of scripts/python-root.sh --build (Debian testing + python3.14, gcc, cmake):
+#   comfypak  `comfypak resolve` of a one-layer stack listing PACKAGES (resolution, the sdists'
+#             metadata, the builds in the target runtime's sandbox); per package, the build time
+#             comfypak prints;
+#   pip       `pip wheel --no-deps NAME==VERSION` (the version comfypak
+#             resolved), one package after another, run by the base's python3.14 in a chroot of
+#             the same base (pip from its wheel; build isolation as pip does by default).
+# Cold: both with empty caches (comfypak's whole cache folder; pip's --cache-dir), so both
+# download the sdists and their build requirements. Warm: again with the caches of the cold
+# run and a fresh lock (comfypak takes every wheel from its build cache; pip from its wheel
+# cache). Builds get the same parallelism (MAKEFLAGS / CMAKE_BUILD_PARALLEL_LEVEL = cores).
+# Goals (issue 15): cold comfypak / pip <= 1.0x; warm comfypak / cold pip <= 0.05x (a rebuild
+# with the cache against a rebuild without one, which is what an image build without a cache
+# mount does); warm against pip's own warm cache is printed too.
+#
+# Needs root (chroot, mounts), debootstrap, python3, the network (public index, Debian mirror).
+# Settings: PACKAGES, BENCH_DIR (work folder, default /tmp/comfypak-bench-sources, removed at
+# the end unless KEEP=1), COMFYPAK_BIN (else `cargo build --release`), BASE_CACHE (where the
+# build base is cached, default ~/.cache/comfypak-ci/python-root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+[ "${COMFYPAK_LIVE:-0}" = 1 ] || { echo "bench/sources.sh: set COMFYPAK_LIVE=1 (it builds from the public index)"; exit 0; }
+[ "$(id -u)" = 0 ] || { echo "bench/sources.sh: run as root (chroot and mounts)" >&2; exit 1; }
+PACKAGES=${PACKAGES:-dlib fairscale func-timeout fvcore iopath openai-whisper}
+W=${BENCH_DIR:-/tmp/comfypak-bench-sources}
+PYPI_URL=$(sed -n 's/^url[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' "$REPO/indexes/pypi.toml" | head -n 1)
+JOBS=$(nproc)
+if [ -n "${COMFYPAK_BIN:-}" ]; then
+  COMFYPAK=$COMFYPAK_BIN
+else
+  cargo build --release --locked --bin comfypak 2>&1 | tail -n 1
+  COMFYPAK=${CARGO_TARGET_DIR:-$REPO/target}/release/comfypak
+fi
+ROOT=$(bash "$REPO/scripts/python-root.sh" --build "${BASE_CACHE:-$HOME/.cache/comfypak-ci/python-root}" | tail -n 1)
+rm -rf --one-file-system "$W"
+mkdir -p "$W/stack" "$W/pip"
+echo "packages: $PACKAGES"
+echo "build base: $ROOT; $JOBS cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- the comfypak side: a one-layer stack of PACKAGES, built on the build base -------------
+printf '%s\n' $PACKAGES >"$W/stack/sources.txt"
+cat >"$W/stack/stack.toml" <<EOF
+[stack]
+name = "bench-sources"
+index-dir = "$REPO/indexes"
+
+[target]
+python = "3.14"
+platforms = ["manylinux_2_39_x86_64"]
+venv = "/opt/comfyui/venv"
+torch-backend = "cu130"
+
+[indexes]
+default = ["pypi"]
+
+[indexes.pins]
+pytorch-cu130 = ["torch", "torchvision", "torchaudio", "triton", "cuda-*", "nvidia-*"]
+
+[base]
+path = "$ROOT"
+
+[[layer]]
+name = "sources"
+paks = ["sources.txt"]
+EOF
+comfypak_run() { # NAME: resolve with a fresh lock into $W/comfypak-NAME.log; prints seconds
+  local t0 t1
+  rm -f "$W/pylock.toml"
+  t0=$(date +%s.%N)
+  "$COMFYPAK" resolve --stack "$W/stack" -o "$W/pylock.toml" --cache-dir "$W/comfypak-cache" \
+    --index "pytorch-cu130=$PYPI_URL" >"$W/comfypak-$1.log" 2>&1 ||
+    { tail -n 30 "$W/comfypak-$1.log" >&2; echo "bench/sources.sh: comfypak resolve ($1) failed" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+
+# ---- the pip side: pip from its wheel, run by the base's python3.14 in a chroot ------------
+python3 - "$PYPI_URL" "$W/pip" <<'PY'
+import hashlib, re, sys, urllib.parse, urllib.request
+index, out = sys.argv[1].rstrip("/") + "/pip/", sys.argv[2]
+page = urllib.request.urlopen(index, timeout=60).read().decode()
+wheels = [h for h in re.findall(r'href="([^"]+)"', page) if re.search(r"/pip-[0-9.]+-py3-none-any\.whl#", h)]
+url, frag = urllib.parse.urldefrag(urllib.parse.urljoin(index, wheels[-1]))
+data = urllib.request.urlopen(url, timeout=120).read()
+assert hashlib.sha256(data).hexdigest() == frag.split("sha256=")[1], "pip wheel hash"
+open(f"{out}/pip.whl", "wb").write(data)
+print("pip:", url.rsplit("/", 1)[1])
+PY
+# One pip command in a private mount namespace: the base with /proc, /dev, this host's DNS and
+# CA bundle (the network goes through a TLS-inspecting proxy here) and $W/pip at /mnt.
+pip_in_base() {
+  unshare -m --propagation private sh -c '
+    set -e
+    root=$1; w=$2; shift 2
+    mount --bind "$root" "$root"
+    mount -t proc proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+    mount --bind /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    mount --bind "$w" "$root/mnt"
+    exec chroot "$root" env -i PATH=/usr/bin:/bin HOME=/mnt/home TMPDIR=/mnt/tmp LC_ALL=C.UTF-8 \
+      MAKEFLAGS=-j'"$JOBS"' CMAKE_BUILD_PARALLEL_LEVEL='"$JOBS"' PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "$@"
+  ' sh "$ROOT" "$W/pip" "$@"
+}
+mkdir -p "$W/pip/home" "$W/pip/tmp"
+pip_run() { # NAME: one pip wheel per package into $W/pip-NAME.times; prints total seconds
+  local total=0 t0 t1 spec
+  : >"$W/pip-$1.times"
+  for spec in $(cat "$W/specs.txt"); do
+    rm -rf "$W/pip/out"
+    t0=$(date +%s.%N)
+    pip_in_base python3.14 /mnt/pip.whl/pip wheel --no-deps \
+      --index-url "$PYPI_URL" --cache-dir /mnt/cache -w /mnt/out "$spec" >>"$W/pip-$1.log" 2>&1 ||
+      { tail -n 30 "$W/pip-$1.log" >&2; echo "bench/sources.sh: pip wheel $spec ($1) failed" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    echo "${spec%%==*} $(echo "$t1 - $t0" | bc)" >>"$W/pip-$1.times"
+    total=$(echo "$total + $t1 - $t0" | bc)
+  done
+  echo "$total"
+}
+
+# ---- cold, then warm ----------------------------------------------------------------------
+rm -rf "$W/comfypak-cache" "$W/pip/cache"
+C_COLD=$(comfypak_run cold)
+# What comfypak built (name==version), which pip builds too.
+python3 - "$W/pylock.toml" >"$W/specs.txt" <<'PY'
+import sys, tomllib
+for p in tomllib.load(open(sys.argv[1], "rb"))["packages"]:
+    if p.get("tool", {}).get("comfypak", {}).get("built"):
+        print(f"{p['name']}=={p['version']}")
+PY
+echo "comfypak built: $(tr '\n' ' ' <"$W/specs.txt")"
+P_COLD=$(pip_run cold)
+C_WARM=$(comfypak_run warm)
+P_WARM=$(pip_run warm)
+
+python3 - "$W" "$C_COLD" "$P_COLD" "$C_WARM" "$P_WARM" <<'PY'
+import re, sys
+w, c_cold, p_cold, c_warm, p_warm = sys.argv[1], *map(float, sys.argv[2:])
+def comfypak(name):
+    out = {}
+    for line in open(f"{w}/comfypak-{name}.log"):
+        m = re.match(r"^(\S+): \S+\.whl (built|from the build cache) in ([0-9.]+)s$", line.strip())
+        if m:
+            out[m.group(1)] = float(m.group(3))
+    return out
+def pip(name):
+    return {l.split()[0]: float(l.split()[1]) for l in open(f"{w}/pip-{name}.times")}
+cc, pc, cw, pw = comfypak("cold"), pip("cold"), comfypak("warm"), pip("warm")
+print()
+print(f"{'package':<16} {'comfypak cold':>14} {'pip cold':>9} {'ratio':>6} {'comfypak warm':>14} {'pip warm':>9}")
+for name in pc:
+    c = cc.get(name, float("nan"))
+    print(f"{name:<16} {c:>13.1f}s {pc[name]:>8.1f}s {c / pc[name]:>5.2f}x {cw.get(name, float('nan')):>13.1f}s {pw[name]:>8.1f}s")
+sb = sum(cc.get(n, 0) for n in pc)
+print(f"{'builds, summed':<16} {sb:>13.1f}s {sum(pc.values()):>8.1f}s {sb / sum(pc.values()):>5.2f}x {sum(cw.values()):>13.1f}s {sum(pw.values()):>8.1f}s")
+print(f"{'whole command':<16} {c_cold:>13.1f}s {p_cold:>8.1f}s {c_cold / p_cold:>5.2f}x {c_warm:>13.1f}s {p_warm:>8.1f}s")
+print("(comfypak's whole command also resolves every runtime dependency and prepares the sdists' metadata; pip's builds one named sdist at a time)")
+print(f"cold:  comfypak / pip = {c_cold / p_cold:.2f}x (goal <= 1.0x: {'met' if c_cold / p_cold <= 1.0 else 'NOT met'})")
+print(f"warm:  comfypak warm / pip cold = {c_warm / p_cold:.3f}x (goal <= 0.05x: {'met' if c_warm / p_cold <= 0.05 else 'NOT met'})")
+print(f"       comfypak warm / pip warm (pip's wheel cache) = {c_warm / p_warm:.2f}x")
+PY
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "${KEEP:-0}" = 1 ] || rm -rf --one-file-system "$W"
