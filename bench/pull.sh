@@ -56,7 +56,7 @@ if [ "$mode" = fixture ]; then
     done
     i="$work/fixture/indexes"
     SOURCE_DATE_EPOCH=1700000000 COMFYPAK_CACHE_DIR="$work/fixture/cache" "$comfypak" --quiet build \
-      --stack pak --lock "$work/fixture/pylock.toml" --out "$work/fixture/build" \
+      --stack pak --no-layer nodes --lock "$work/fixture/pylock.toml" --out "$work/fixture/build" \
       --index "pypi=file://$i/pypi/simple/" --index "pytorch-cu130=file://$i/pytorch-cu130/simple/" \
       --index "perf-wheels=file://$i/perf-wheels/files/"
   fi

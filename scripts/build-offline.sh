@@ -5,6 +5,11 @@
 # performance-wheel release pages, with tiny wheels). Same command, same code paths as a
 # networked build; only the index URLs differ.
 #
+# The stack's `nodes` layer (pak7.txt, pak8.txt) is left out with `--no-layer nodes`: its
+# packages are built from sdists and git repositories, which needs a base with a compiler, the
+# sdists and the repositories, and the fixture indexes carry wheels only. The other layers
+# resolve and build exactly as they would with it (the image then has no `nodes` layer).
+#
 #   bash scripts/build-offline.sh [OUT]        (default OUT: build-offline)
 #
 # Writes OUT/indexes, OUT/pylock.toml, OUT/build/{x86_64,aarch64}/layers and OUT/build/image.
@@ -26,7 +31,9 @@ done
 
 export COMFYPAK_CACHE_DIR="${COMFYPAK_CACHE_DIR:-$out/cache}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
-"$bin/comfypak" build --stack pak --lock "$out/pylock.toml" --out "$out/build" \
+echo "build-offline: leaving out layer \`nodes\` (--no-layer nodes): its source builds need a base" \
+  "with a compiler and the real sdists and git repositories; the fixture indexes have wheels only" >&2
+"$bin/comfypak" build --stack pak --no-layer nodes --lock "$out/pylock.toml" --out "$out/build" \
   --index "pypi=file://$out/indexes/pypi/simple/" \
   --index "pytorch-cu130=file://$out/indexes/pytorch-cu130/simple/" \
   --index "perf-wheels=file://$out/indexes/perf-wheels/files/"

@@ -198,6 +198,14 @@ pub enum StackError {
         #[source]
         source: IndexDefError,
     },
+    /// `--no-layer NAME` named a layer the stack does not have, or every layer.
+    #[error("--no-layer {name}: {message}")]
+    NoLayer {
+        name: String,
+        message: String,
+        /// The stack's layers, most stable first.
+        layers: Vec<String>,
+    },
 }
 
 impl StackError {
@@ -210,6 +218,10 @@ impl StackError {
                     .to_string(),
             ),
             StackError::Invalid { help, .. } => Some(help.to_string()),
+            StackError::NoLayer { layers, .. } => Some(format!(
+                "name one of the stack's layers: {}",
+                layers.join(", ")
+            )),
             _ => None,
         }
     }
@@ -746,6 +758,54 @@ impl Stack {
     /// The layer called `name`.
     pub fn layer(&self, name: &str) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// `--no-layer NAME…`: resolves and builds as though each named layer's pak files were
+    /// under `[excluded]` (like uv's `--no-group`): the layers go, their pak files join
+    /// [`Stack::excluded`] with the reason `left out by --no-layer NAME`, and the remaining
+    /// layers keep their order (ranks renumbered). An unknown name, or leaving out every
+    /// layer, is an error naming the stack's layers.
+    pub fn leave_out(&mut self, names: &[String]) -> Result<(), StackError> {
+        let all: Vec<String> = self.layers.iter().map(|l| l.name.clone()).collect();
+        for name in names {
+            let Some(at) = self.layers.iter().position(|l| &l.name == name) else {
+                let message = if all.contains(name) {
+                    "named twice".to_string()
+                } else {
+                    format!("{} has no layer `{name}`", self.manifest.display())
+                };
+                return Err(StackError::NoLayer {
+                    name: name.clone(),
+                    message,
+                    layers: all,
+                });
+            };
+            if self.layers.len() == 1 {
+                return Err(StackError::NoLayer {
+                    name: name.clone(),
+                    message: "that would leave no layer to build".to_string(),
+                    layers: all,
+                });
+            }
+            let layer = self.layers.remove(at);
+            for pak in layer.paks {
+                self.excluded.push(ExcludedPak {
+                    pak,
+                    reason: format!("layer `{name}` left out by --no-layer {name}"),
+                });
+            }
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.rank = i + 1;
+        }
+        Ok(())
+    }
+
+    /// [`Stack::load`], then [`Stack::leave_out`] of `no_layers`.
+    pub fn load_without(dir: &Path, no_layers: &[String]) -> Result<Self, StackError> {
+        let mut stack = Self::load(dir)?;
+        stack.leave_out(no_layers)?;
+        Ok(stack)
     }
 
     /// Every pak file the stack read, layers first, then excluded ones.

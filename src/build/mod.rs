@@ -191,6 +191,8 @@ impl Progress for Silent {}
 pub struct BuildRequest {
     /// The stack folder (holding stack.toml).
     pub stack: PathBuf,
+    /// `--no-layer`: layers of the stack left out of this build ([`crate::stack::Stack::leave_out`]).
+    pub no_layers: Vec<String>,
     /// Where layers and the image go.
     pub out: PathBuf,
     /// The lock to write, check or read.
@@ -315,6 +317,14 @@ pub enum BuildError {
     Mirror(#[from] crate::mirror::MirrorError),
     #[error("{message}")]
     Request { message: String },
+    /// A source requirement (sdist, folder, git) of a layer, with no base to build it in;
+    /// `what` is `FILE:LINE:COL: `TEXT`: building NAME from source for TARGET`.
+    #[error("{what} needs a base to run the target's Python, and none is given")]
+    SourceNeedsBase {
+        what: String,
+        layer: String,
+        arch: String,
+    },
     #[error("moving the previous image to {}: {source}", path.display())]
     Rotate {
         path: PathBuf,
@@ -401,6 +411,11 @@ impl BuildError {
                  architecture alone) or set [base] path in stack.toml"
             )),
             BuildError::Stage { source, .. } => source.help(),
+            BuildError::SourceNeedsBase { layer, arch, .. } => Some(format!(
+                "pass --base with a base whose Python can build it (a C/C++ toolchain for native \
+                 code; {arch}=BASE for this architecture alone) or set [base] in stack.toml; or \
+                 leave its layer out of this build with --no-layer {layer}"
+            )),
             _ => None,
         }
     }
@@ -454,7 +469,7 @@ pub fn platform_out(out: &Path, platform: &Platform, platform_count: usize) -> P
 pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let session = Session::new(request.network.clone())?;
-    let stack = crate::stack::Stack::load(&request.stack)?;
+    let stack = crate::stack::Stack::load_without(&request.stack, &request.no_layers)?;
     let mut stages = Vec::new();
 
     // 1. Resolve: the lock is the contract for every later stage.
@@ -483,6 +498,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             torch_backend: request.torch_backend.clone(),
             bases: request.bases.clone(),
             formats: request.formats.clone(),
+            no_layers: request.no_layers.clone(),
             ..ResolveRequest::default()
         },
         progress,
@@ -712,6 +728,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
     progress.stage(&format!("packing {}", image_dir.display()));
     let image = stages::pack(&PackJob {
         stack: request.stack.clone(),
+        no_layers: request.no_layers.clone(),
         lock: request.lock.clone(),
         out: request.out.clone(),
         layers: Vec::new(),

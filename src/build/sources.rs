@@ -198,17 +198,33 @@ pub struct Prebuilt {
 }
 
 /// How a pak requirement names a source (the requirement as a named one, where it is, the
-/// sha256 it must have), or None for anything else (index requirements, wheel URLs, other
-/// VCS: the resolver deals with those).
-type FoundSource = (pep508_rs::Requirement, SourceOrigin, Option<String>);
+/// sha256 it must have, and whether the name is only a stand-in until the build says it), or
+/// None for anything else (index requirements, wheel URLs, other VCS: the resolver deals with
+/// those).
+type FoundSource = (pep508_rs::Requirement, SourceOrigin, Option<String>, bool);
 
 fn source_of(line: &PakLine) -> Result<Option<FoundSource>, BuildError> {
+    let mut unnamed = false;
     let requirement: pep508_rs::Requirement = match &line.requirement {
         PakRequirement::Named(requirement) => requirement.clone(),
-        PakRequirement::UnnamedUrl {
-            url,
-            name: Some(name),
-        } if url.starts_with("git+") => {
+        PakRequirement::UnnamedUrl { url, name } if url.starts_with("git+") => {
+            // `git+https://host/x/CLIP.git` with no `#egg=`: as pip does, the project's name is
+            // the one its build gives; until then the repository's name stands in for it.
+            let name = match name {
+                Some(name) => name.to_string(),
+                None => {
+                    unnamed = true;
+                    let git = GitUrl::parse(url).map_err(|e| source_error(line, e.to_string()))?;
+                    repository_name(&git.repository).ok_or_else(|| {
+                        source_error(
+                            line,
+                            "the URL names no repository to take a project name from: write \
+                             it as `name @ git+URL`"
+                                .to_string(),
+                        )
+                    })?
+                }
+            };
             match pep508_rs::Requirement::from_str(&format!("{name} @ {url}")) {
                 Ok(requirement) => requirement,
                 Err(e) => return Err(source_error(line, e.to_string())),
@@ -222,12 +238,21 @@ fn source_of(line: &PakLine) -> Result<Option<FoundSource>, BuildError> {
     let given = url.given().unwrap_or(url.as_str()).to_string();
     if given.starts_with("git+") {
         let git = GitUrl::parse(&given).map_err(|e| source_error(line, e.to_string()))?;
-        return Ok(Some((requirement, SourceOrigin::Git(git), None)));
+        return Ok(Some((requirement, SourceOrigin::Git(git), None, unnamed)));
     }
     let Some(found) = file_source_of(line, &requirement, &given) else {
         return Ok(None);
     };
     Ok(Some(found))
+}
+
+/// A stand-in project name from a repository URL's last segment (`…/CLIP.git` → `CLIP`).
+fn repository_name(repository: &str) -> Option<String> {
+    let last = repository.trim_end_matches('/').rsplit('/').next()?;
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    PackageName::new(name.to_string())
+        .ok()
+        .map(|n| n.to_string())
 }
 
 /// [`source_of`] for an archive or folder URL.
@@ -272,7 +297,7 @@ fn file_source_of(
         }
         _ => return None,
     };
-    Some((requirement.clone(), origin, sha256))
+    Some((requirement.clone(), origin, sha256, false))
 }
 
 fn source_error(line: &PakLine, message: String) -> BuildError {
@@ -368,13 +393,31 @@ pub fn prebuild(
     if found.is_empty() {
         return Ok(None);
     }
+    // Every build needs a base: say so before cloning or downloading anything.
+    for ((li, _, _), line, (requirement, _, _, _)) in &found {
+        for target in targets {
+            if requirement.marker.evaluate(&target.markers(), &[])
+                && bases.for_arch(target.platform.arch).is_none()
+            {
+                return Err(BuildError::SourceNeedsBase {
+                    what: format!(
+                        "{}: `{}`: building {} from source for {target}",
+                        line.location, line.text, requirement.name
+                    ),
+                    layer: stack.layers[*li].name.clone(),
+                    arch: target.platform.arch.as_str().to_string(),
+                });
+            }
+        }
+    }
     let cache_dir = session.cache().root().to_path_buf();
     let mut runtimes: BTreeMap<String, Runtime> = BTreeMap::new();
     let mut rewritten = stack.clone();
     let mut sources = Vec::new();
     // Last first: a line that becomes two (one per platform) does not move the ones before it.
-    for ((li, pi, ri), line, (requirement, origin, sha256)) in found.into_iter().rev() {
-        let name = requirement.name.clone();
+    for ((li, pi, ri), line, (mut requirement, origin, sha256, unnamed)) in found.into_iter().rev()
+    {
+        let mut name = requirement.name.clone();
         if stack.build.no_isolation.contains(&name) || stack.build.match_runtime.contains_key(&name)
         {
             return Err(source_error(
@@ -500,6 +543,23 @@ pub fn prebuild(
                 built.seconds
             ));
             wheels.push((target.clone(), built));
+        }
+        if unnamed {
+            // The line gave no name: the built wheel's is the project's.
+            if let Some((_, built)) = wheels.first() {
+                let parsed: crate::filename::WheelFilename =
+                    built.filename.parse().map_err(|e| {
+                        source_error(&line, format!("the built wheel `{}`: {e}", built.filename))
+                    })?;
+                if parsed.name != name {
+                    progress.note(&format!(
+                        "{}: `{}` builds the project {}",
+                        line.location, line.text, parsed.name
+                    ));
+                }
+                name = parsed.name.clone();
+                requirement.name = parsed.name;
+            }
         }
         let mut lines = Vec::new();
         let distinct: BTreeSet<&str> = wheels.iter().map(|(_, w)| w.sha256.as_str()).collect();

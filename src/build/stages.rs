@@ -76,6 +76,8 @@ impl PlatformChoice {
 pub struct ResolveRequest {
     /// The stack folder (or its stack.toml).
     pub stack: PathBuf,
+    /// `--no-layer`: layers of the stack left out ([`Stack::leave_out`]).
+    pub no_layers: Vec<String>,
     /// The lock to write (its versions are kept where they still fit), check or read.
     pub lock: PathBuf,
     /// Overrides the stack's interpreter version.
@@ -140,7 +142,7 @@ pub fn resolve(
     request: &ResolveRequest,
     progress: &dyn Progress,
 ) -> Result<ResolveReport, BuildError> {
-    let mut stack = Stack::load(&request.stack)?;
+    let mut stack = Stack::load_without(&request.stack, &request.no_layers)?;
     session
         .network()
         .apply_overrides(&mut stack.indexes.definitions)?;
@@ -658,6 +660,8 @@ pub(super) fn install_lock(
 pub struct PackJob {
     /// The stack folder: only for `image.toml` (its layers are checked against the lock's).
     pub stack: PathBuf,
+    /// `--no-layer`: layers of the stack the lock was resolved without.
+    pub no_layers: Vec<String>,
     /// The lock the layers were installed from: the layer order, venv, platforms and image
     /// name come from it.
     pub lock: PathBuf,
@@ -698,7 +702,7 @@ pub fn parse_arch(text: &str) -> Result<Arch, BuildError> {
 
 /// Packs the installed layers (no network).
 pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
-    let stack = Stack::load(&job.stack)?;
+    let stack = Stack::load_without(&job.stack, &job.no_layers)?;
     let lock = Lock::read(&job.lock)?;
     // The layers were installed from the lock; a stack whose layers changed since would
     // give image.toml's layers and the lock's different neighbours.

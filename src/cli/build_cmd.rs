@@ -72,6 +72,11 @@ pub struct BuildArgs {
     /// compression and split settings are the same as a build's before).
     #[arg(long)]
     pub no_layer_cache: bool,
+    /// Leave the named layer out of this build (repeatable): resolve and build as though its
+    /// pak files were under `[excluded]`, like uv's `--no-group` (e.g. `--no-layer nodes` where
+    /// no base with a compiler is at hand for the layer's source builds).
+    #[arg(long = "no-layer", value_name = "LAYER")]
+    pub no_layer: Vec<String>,
     #[command(flatten)]
     pub formats: super::resolve_cmd::FormatArgs,
     #[command(flatten)]
@@ -101,6 +106,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         layer_cache: !args.no_layer_cache,
         network: args.network.options(),
         formats: args.formats.options()?,
+        no_layers: args.no_layer.clone(),
     };
     let progress = CliProgress::new(quiet).with_stage_reports();
     let report = build::run(&request, &progress)?;

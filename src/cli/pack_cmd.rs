@@ -35,6 +35,9 @@ pub struct PackArgs {
     /// The stack folder (holding stack.toml and, optionally, image.toml).
     #[arg(long, default_value = "pak")]
     pub stack: PathBuf,
+    /// The layers the lock was resolved without (`resolve --no-layer`), repeatable.
+    #[arg(long = "no-layer", value_name = "LAYER")]
+    pub no_layer: Vec<String>,
     /// The lock the layers were installed from: it decides the layer order, the venv, the
     /// platforms and the image name.
     #[arg(long, default_value = "pylock.toml")]
@@ -122,6 +125,7 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
     }
     Ok(PackJob {
         stack: args.stack.clone(),
+        no_layers: args.no_layer.clone(),
         lock: args.lock.clone(),
         out: args.out.clone(),
         layers,

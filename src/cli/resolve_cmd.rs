@@ -27,6 +27,11 @@ pub struct ResolveArgs {
     /// The stack folder (holding stack.toml) or the manifest itself.
     #[arg(long, default_value = "pak")]
     pub stack: PathBuf,
+    /// Leave the named layer out (repeatable): as though its pak files were under
+    /// `[excluded]`, like uv's `--no-group` (e.g. `--no-layer nodes` where no base with a
+    /// compiler is at hand for the layer's source builds).
+    #[arg(long = "no-layer", value_name = "LAYER")]
+    pub no_layer: Vec<String>,
     /// The lock to write (and whose versions are kept where they still fit).
     #[arg(short, long, default_value = "pylock.toml")]
     pub output: PathBuf,
@@ -61,6 +66,11 @@ pub struct ResolveArgs {
         conflicts_with = "frozen"
     )]
     pub torch_backend: Option<String>,
+    /// The base whose Python builds the source requirements (sdists, folders, git) and the
+    /// index sdists the resolution needs: an OCI image layout or a root folder (default: the
+    /// stack's `[base]`); `ARCH=BASE` gives one architecture its own (repeatable).
+    #[arg(long, value_name = "[ARCH=]BASE")]
+    pub base: Vec<String>,
     #[command(flatten)]
     pub formats: FormatArgs,
     /// Print a JSON document instead of text.
@@ -133,6 +143,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let request = ResolveRequest {
         stack: args.stack.clone(),
+        no_layers: args.no_layer.clone(),
         lock: args.output.clone(),
         python,
         platforms,
@@ -146,7 +157,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             LockMode::Write
         },
         torch_backend: args.torch_backend.clone(),
-        bases: crate::runtime::Bases::default(),
+        bases: crate::runtime::Bases::parse(&args.base)?,
         formats: args.formats.options()?,
     };
     let session = args.network.session()?;

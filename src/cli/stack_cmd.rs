@@ -15,13 +15,18 @@ pub struct StackArgs {
     /// The stack folder (holding stack.toml) or the manifest itself.
     #[arg(long, default_value = "pak")]
     pub stack: PathBuf,
+    /// Leave the named layer out (repeatable): as though its pak files were under
+    /// `[excluded]`, like uv's `--no-group` (e.g. `--no-layer nodes` where no base with a
+    /// compiler is at hand for the layer's source builds).
+    #[arg(long = "no-layer", value_name = "LAYER")]
+    pub no_layer: Vec<String>,
     /// Print a JSON document instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: StackArgs) -> anyhow::Result<ExitCode> {
-    let stack = Stack::load(&args.stack)?;
+    let stack = Stack::load_without(&args.stack, &args.no_layer)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stack_json(&stack))?);
     } else {

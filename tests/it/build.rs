@@ -35,6 +35,12 @@ fn fixture_indexes(dir: &Path) -> Vec<String> {
     args
 }
 
+/// `--no-layer nodes`: the shipped stack's `nodes` layer is built from sdists and git
+/// sources, which the fixture indexes do not have (as scripts/build-offline.sh does).
+pub(super) fn no_nodes() -> Vec<String> {
+    vec!["--no-layer".into(), "nodes".into()]
+}
+
 /// A copy of the shipped stack (pak/ and indexes/) that a test may edit.
 fn stack_copy(dir: &Path) -> PathBuf {
     for sub in ["pak", "indexes"] {
@@ -87,6 +93,7 @@ fn build_twice_is_identical_and_a_volatile_bump_rebuilds_only_volatile() {
     let mut args: Vec<String> = vec!["build".into(), "--stack".into()];
     let stack = stack_copy(work);
     args.push(stack.display().to_string());
+    args.extend(no_nodes());
     args.extend(fixture_indexes(&work.join("indexes-fixture")));
     let cache = work.join("cache");
 
@@ -170,6 +177,7 @@ fn mirror_then_resolve_from_the_mirror_alone() {
         "--stack".into(),
         stack.display().to_string(),
     ];
+    resolve.extend(no_nodes());
     resolve.extend(fixture_indexes(&work.join("indexes-fixture")));
     ok(&comfypak(&resolve, work, &cache));
     let mirror_dir = work.join("mirror");
@@ -207,6 +215,7 @@ fn mirror_then_resolve_from_the_mirror_alone() {
         "-o".into(),
         "mirrored.toml".into(),
     ];
+    again.extend(no_nodes());
     again.extend(overrides);
     ok(&comfypak(&again, work, &work.join("cache2")));
     let mirrored = Lock::read(&work.join("mirrored.toml")).unwrap();
@@ -249,6 +258,7 @@ fn an_unreachable_index_names_the_override() {
         "--stack".into(),
         stack.display().to_string(),
     ];
+    args.extend(no_nodes());
     args.extend(fixture_indexes(&work.join("indexes-fixture")));
     // Nothing listens on port 9 (discard) of loopback here: connections are refused.
     let pos = args
@@ -305,5 +315,57 @@ fn a_whole_build_uses_one_http_client() {
         std::fs::read_to_string(&counts).unwrap().lines().next(),
         Some("http-clients 1"),
         "resolve, fetch and the rest must share the session's client"
+    );
+}
+
+#[test]
+fn the_shipped_stack_without_a_base_names_the_nodes_layer_and_no_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let stack = stack_copy(work);
+    let mut args: Vec<String> = vec![
+        "resolve".into(),
+        "--stack".into(),
+        stack.display().to_string(),
+    ];
+    args.extend(fixture_indexes(&work.join("indexes-fixture")));
+    let cache = work.join("cache");
+    let out = comfypak(&args, work, &cache);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // The first source line, named by the repository until its build names it, before any
+    // clone is tried.
+    assert!(
+        stderr.contains(
+            "pak7.txt:10:1: `git+https://github.com/openai/CLIP.git`: building clip from source for"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("needs a base to run the target's Python"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--no-layer nodes"), "{stderr}");
+    assert!(!work.join("pylock.toml").exists());
+    assert!(
+        !cache.join("git").exists(),
+        "nothing is cloned without a base"
+    );
+
+    // With the layer left out, the lock has the four other layers, and `pack` must be told
+    // the same (its layers are checked against the lock's).
+    args.extend(no_nodes());
+    ok(&comfypak(&args, work, &cache));
+    let lock = Lock::read(&work.join("pylock.toml")).unwrap();
+    assert_eq!(lock.layer_names(), ["stable", "deps", "perf", "volatile"]);
+    let out = comfypak(
+        &["pack".into(), "--stack".into(), stack.display().to_string()],
+        work,
+        &cache,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the layers of") && stderr.contains("no longer match the lock"),
+        "{stderr}"
     );
 }

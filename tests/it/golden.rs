@@ -1,7 +1,8 @@
 //! Golden digests: the offline build of the shipped stack (what `scripts/build-offline.sh`
-//! does, `SOURCE_DATE_EPOCH=1700000000`, the fixture indexes written to disk by the testkit's
-//! writer and used as `file://` indexes) must give exactly the image index digest and layer
-//! digests committed below, whatever the thread count and the umask of the build.
+//! does, `SOURCE_DATE_EPOCH=1700000000`, `--no-layer nodes`, the fixture indexes written to
+//! disk by the testkit's writer and used as `file://` indexes) must give exactly the image
+//! index digest and layer digests committed below, whatever the thread count and the umask of
+//! the build.
 //!
 //! Any change to the bytes of an image fails here. When a change of bytes is intended, copy
 //! the values the failure prints into `GOLDEN_INDEX` / `GOLDEN_LAYERS` in the same commit,
@@ -170,7 +171,7 @@ fn build(work: &Path, indexes: &[String], threads: &str, umask: &str) -> Digests
         .arg("-c")
         .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_comfypak"))
-        .args(["build", "--stack", "pak", "--lock"])
+        .args(["build", "--stack", "pak", "--no-layer", "nodes", "--lock"])
         .arg(work.join("pylock.toml"))
         .arg("--out")
         .arg(&out)

@@ -131,6 +131,7 @@ fn fixture(work: &Path, indexes: &Path) -> Fixture {
         super::common::copy_tree(&repo().join(sub), &work.join(sub));
     }
     args.push(work.join("pak").display().to_string());
+    args.extend(super::build::no_nodes());
     for (name, spec, sub) in specs {
         let root = indexes.join(name);
         if !root.exists() {
@@ -233,6 +234,8 @@ fn a_pack_or_install_killed_while_swapping_its_output_is_repaired_by_the_next_ru
         "pack",
         "--stack",
         "pak",
+        "--no-layer",
+        "nodes",
         "--lock",
         "pylock.toml",
         "--out",
@@ -561,6 +564,8 @@ fn running_out_of_space_keeps_the_old_lock_and_image_and_leaves_nothing_behind()
         "pack",
         "--stack",
         "pak",
+        "--no-layer",
+        "nodes",
         "--lock",
         "pylock.toml",
         "--out",

@@ -39,6 +39,7 @@ fn build(work: &Path, indexes: &[String], extra: &[&str]) -> Build {
     let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
         .args(["build", "--stack"])
         .arg(work.join("pak"))
+        .args(super::build::no_nodes())
         .arg("--lock")
         .arg(work.join("pylock.toml"))
         .arg("--out")

@@ -1138,6 +1138,98 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     }
 }
 
+/// pak7.txt's git lines as the real stack writes them: a public forge URL with no `#egg=`
+/// name. The forge cannot be reached here, so git's own config maps it to a mirror
+/// (`url.<mirror>.insteadOf`, given through `GIT_CONFIG_COUNT`/`KEY`/`VALUE` as a user or CI
+/// would): comfypak runs the system git with the environment it was given. The lock records
+/// the URL written in the pak file, and the project's name is the one its build gives.
+#[test]
+fn source_git_lines_without_a_name_build_through_an_insteadof_mirror_and_lock_the_written_url() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let work = write_folder(dir.path(), "mirrored", "");
+    run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
+    run_git(&work, &["add", "."]);
+    run_git(&work, &["commit", "--quiet", "-m", "one"]);
+    let head = run_git(&work, &["rev-parse", "HEAD"]);
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    run_git(
+        &served,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            work.to_str().unwrap(),
+            "Mirrored-Repo.git",
+        ],
+    );
+    let git_server = GitServer::start(&served);
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    let forge = "https://forge.invalid/owner/";
+    let written = format!("{forge}Mirrored-Repo.git");
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!("git+{written}@main\n"),
+    )
+    .unwrap();
+    let resolve = |mirror: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comfypak"));
+        command
+            .args(["resolve", "--stack", "pak", "--base"])
+            .arg(&root)
+            .current_dir(&stack_dir)
+            .env("COMFYPAK_CACHE_DIR", dir.path().join("cache"))
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        if mirror {
+            command
+                .env("GIT_CONFIG_COUNT", "1")
+                .env(
+                    "GIT_CONFIG_KEY_0",
+                    format!("url.{}.insteadOf", git_server.url("")),
+                )
+                .env("GIT_CONFIG_VALUE_0", forge);
+        }
+        command.output().unwrap()
+    };
+    // Without the mirror the forge is out of reach, and the error names the written URL.
+    let out = resolve(false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("deps.txt:1:1"), "{stderr}");
+    assert!(stderr.contains(&written), "{stderr}");
+
+    let out = resolve(true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("builds the project mirrored"),
+        "the stand-in name differs from the built one: {stderr}"
+    );
+    let lock = comfypak::lock::Lock::read(&stack_dir.join("pylock.toml")).unwrap();
+    let entry = lock
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "mirrored")
+        .unwrap_or_else(|| panic!("{:?}", lock.packages));
+    let vcs = entry.vcs.as_ref().unwrap();
+    assert_eq!(vcs.url, written, "the lock keeps the URL of the pak file");
+    assert_eq!(vcs.requested_revision.as_deref(), Some("main"));
+    assert_eq!(vcs.commit_id, head);
+    assert_eq!(
+        entry.tool.comfypak.built[0].name.as_str(),
+        "mirrored-1.0-py3-none-any.whl"
+    );
+    assert!(
+        !std::fs::read_to_string(stack_dir.join("pylock.toml"))
+            .unwrap()
+            .contains(&git_server.url("")),
+        "the mirror is not in the lock"
+    );
+}
+
 #[test]
 fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
     use super::runtime::debian_root_aarch64;

@@ -11,12 +11,14 @@ fn repo() -> PathBuf {
 }
 
 #[test]
-fn shipped_stack_has_four_layers_in_stability_order() {
+fn shipped_stack_has_five_layers_in_stability_order() {
     let stack = Stack::load(&repo().join("pak")).expect("shipped stack loads");
     let names: Vec<&str> = stack.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["stable", "deps", "perf", "volatile"]);
+    assert_eq!(names, ["stable", "deps", "nodes", "perf", "volatile"]);
     let ranks: Vec<usize> = stack.layers.iter().map(|l| l.rank).collect();
-    assert_eq!(ranks, [1, 2, 3, 4]);
+    assert_eq!(ranks, [1, 2, 3, 4, 5]);
+    // The whole real stack is in layers: nothing is excluded.
+    assert!(stack.excluded.is_empty());
     assert_eq!(stack.target.python.to_string(), "3.14");
     assert!(!stack.target.free_threaded);
     let platforms: Vec<String> = stack
@@ -79,8 +81,8 @@ fn shipped_stack_puts_each_family_in_its_layer() {
     for name in ["flash-attn", "sageattention", "triton"] {
         assert!(perf.iter().any(|n| n == name), "perf lacks {name}");
     }
-    // Nothing that needs a build is in a layer.
-    for layer in &stack.layers {
+    // Only the nodes layer has lines that name a source (the git repositories).
+    for layer in stack.layers.iter().filter(|l| l.name != "nodes") {
         for line in layer.requirements() {
             assert!(
                 line.requirement.needs_build().is_none(),
@@ -93,7 +95,7 @@ fn shipped_stack_puts_each_family_in_its_layer() {
 }
 
 #[test]
-fn shipped_stack_pins_the_torch_family_and_excludes_source_builds() {
+fn shipped_stack_pins_the_torch_family_and_puts_source_builds_in_nodes() {
     let stack = Stack::load(&repo().join("pak")).unwrap();
     let pinned = |n: &str| {
         stack
@@ -121,12 +123,15 @@ fn shipped_stack_pins_the_torch_family_and_excludes_source_builds() {
         );
     }
 
-    assert_eq!(stack.excluded.len(), 2);
-    let excluded = &stack.excluded[0];
-    assert!(excluded.pak.path.ends_with("pak7.txt"));
-    // Requirements with no usable wheel wait in pak8.txt, outside every layer.
-    let sdist_only: Vec<String> = stack.excluded[1]
-        .pak
+    // The packages with no usable wheel, and the git sources, are in the `nodes` layer.
+    let nodes = stack.layer("nodes").expect("a nodes layer");
+    let files: Vec<String> = nodes
+        .paks
+        .iter()
+        .map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["pak7.txt", "pak8.txt"]);
+    let sdist_only: Vec<String> = nodes.paks[1]
         .requirements
         .iter()
         .filter_map(|l| l.requirement.name().map(|n| n.to_string()))
@@ -142,22 +147,27 @@ fn shipped_stack_pins_the_torch_family_and_excludes_source_builds() {
             "decord"
         ]
     );
-    for layer in &stack.layers {
-        for line in layer.requirements() {
-            let name = line
-                .requirement
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            assert!(
-                !sdist_only.contains(&name),
-                "{name} is still in layer {}",
-                layer.name
-            );
-        }
+    // decord has a wheel for x86_64 only, and no sdist: its line says so.
+    let decord = nodes.paks[1]
+        .requirements
+        .iter()
+        .find(|l| l.text.starts_with("decord"))
+        .unwrap();
+    assert_eq!(decord.text, "decord; platform_machine == \"x86_64\"");
+    for target in stack.target.targets() {
+        let markers = target.markers();
+        let comfypak::pak::PakRequirement::Named(pep508_rs::Requirement { marker, .. }) =
+            &decord.requirement
+        else {
+            panic!("decord's line names a project")
+        };
+        assert_eq!(
+            marker.evaluate(&markers, &[]),
+            target.platform.arch.as_str() == "x86_64",
+            "{target}"
+        );
     }
-    let needs_build: Vec<&str> = excluded
-        .pak
+    let needs_build: Vec<&str> = nodes.paks[0]
         .requirements
         .iter()
         .filter(|l| l.requirement.needs_build().is_some())
@@ -165,6 +175,78 @@ fn shipped_stack_pins_the_torch_family_and_excludes_source_builds() {
         .collect();
     assert_eq!(needs_build.len(), 6, "{needs_build:?}");
     assert!(needs_build.iter().all(|t| t.starts_with("git+https://")));
+}
+
+#[test]
+fn no_layer_leaves_a_layer_out_as_though_it_were_excluded() {
+    let mut stack = Stack::load(&repo().join("pak")).unwrap();
+    stack.leave_out(&["nodes".to_string()]).unwrap();
+    let names: Vec<&str> = stack.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["stable", "deps", "perf", "volatile"]);
+    let ranks: Vec<usize> = stack.layers.iter().map(|l| l.rank).collect();
+    assert_eq!(ranks, [1, 2, 3, 4]);
+    let excluded: Vec<(String, &str)> = stack
+        .excluded
+        .iter()
+        .map(|e| {
+            (
+                e.pak
+                    .path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                e.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        excluded,
+        [
+            (
+                "pak7.txt".to_string(),
+                "layer `nodes` left out by --no-layer nodes"
+            ),
+            (
+                "pak8.txt".to_string(),
+                "layer `nodes` left out by --no-layer nodes"
+            ),
+        ]
+    );
+
+    // An unknown layer names the layers there are.
+    let err = Stack::load_without(&repo().join("pak"), &["node".to_string()]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "--no-layer node: {} has no layer `node`",
+            repo().join("pak/stack.toml").display()
+        )
+    );
+    assert_eq!(
+        err.help().as_deref(),
+        Some("name one of the stack's layers: stable, deps, nodes, perf, volatile")
+    );
+    let every: Vec<String> = ["stable", "deps", "nodes", "perf", "volatile"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let err = Stack::load_without(&repo().join("pak"), &every).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--no-layer volatile: that would leave no layer to build"
+    );
+
+    // The command line: `comfypak stack --no-layer nodes` lists the pak files as excluded.
+    let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["stack", "--no-layer", "nodes", "--stack"])
+        .arg(repo().join("pak"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("excluded (not in any layer):"), "{text}");
+    assert!(text.contains("left out by --no-layer nodes"), "{text}");
 }
 
 /// A scratch stack: `files` are (name, contents) written into a fresh folder that also has an
@@ -346,7 +428,7 @@ fn comfypak(args: &[&str], cwd: &Path) -> std::process::Output {
 }
 
 #[test]
-fn cli_stack_json_lists_four_layers_and_the_target() {
+fn cli_stack_json_lists_five_layers_and_the_target() {
     let out = comfypak(&["stack", "--json"], &repo());
     assert!(
         out.status.success(),
@@ -355,15 +437,21 @@ fn cli_stack_json_lists_four_layers_and_the_target() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = v["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 4);
+    assert_eq!(layers.len(), 5);
     assert_eq!(layers[0]["name"], "stable");
-    assert_eq!(layers[3]["name"], "volatile");
+    assert_eq!(layers[2]["name"], "nodes");
+    assert_eq!(layers[4]["name"], "volatile");
     assert_eq!(v["target"]["python"], "3.14");
     assert_eq!(v["target"]["platforms"][1], "manylinux_2_39_aarch64");
     assert_eq!(v["target"]["targets"][0]["abi"], "cp314");
     let first = &layers[0]["paks"][0]["requirements"][0];
     assert_eq!(first["name"], "torch");
     assert!(first["line"].as_u64().unwrap() > 0);
+    assert_eq!(v["excluded"].as_array().map(Vec::len), Some(0));
+    let out = comfypak(&["stack", "--json", "--no-layer", "nodes"], &repo());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 4);
     assert_eq!(v["excluded"][0]["file"], "pak7.txt");
 }
 
@@ -373,7 +461,8 @@ fn cli_stack_text_and_errors() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("1 stable"), "{text}");
-    assert!(text.contains("4 volatile"), "{text}");
+    assert!(text.contains("3 nodes"), "{text}");
+    assert!(text.contains("5 volatile"), "{text}");
     assert!(text.contains("needs a build"), "{text}");
 
     let dir = tempfile::tempdir().unwrap();
