@@ -6,8 +6,9 @@
 //! And counts for tests that must see how the process worked: with
 //! `COMFYPAK_TEST_COUNTS_FILE=<path>` set, the binary writes `http-clients N` there when it
 //! exits (how many HTTP clients the whole command built: one, shared by every stage), then
-//! `layers-installed N`, `layers-compiled N` and `layers-compressed N` (the layer cache's
-//! work: stack layers installed, stack layers given bytecode, layer tars compressed).
+//! `layers-installed N`, `layers-compiled N`, `layers-compressed N` and `blobs-hashed N` (the
+//! layer cache's work: stack layers installed, stack layers given bytecode, layer tars
+//! compressed, cached blobs read back and hashed).
 //!
 //! Owns only the pause and the counts. Must not: change behaviour when the variables are
 //! unset (the default), or be used for anything but tests.
@@ -27,14 +28,21 @@ pub enum Count {
     LayersInstalled,
     LayersCompiled,
     LayersCompressed,
+    BlobsHashed,
 }
 
-static COUNTS: [AtomicUsize; 3] = [
+static COUNTS: [AtomicUsize; 4] = [
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
 ];
-const COUNT_NAMES: [&str; 3] = ["layers-installed", "layers-compiled", "layers-compressed"];
+const COUNT_NAMES: [&str; 4] = [
+    "layers-installed",
+    "layers-compiled",
+    "layers-compressed",
+    "blobs-hashed",
+];
 
 /// One more of `what`.
 pub fn count(what: Count) {

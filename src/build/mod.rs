@@ -220,6 +220,9 @@ pub struct BuildRequest {
     pub split_threshold: Option<Option<u64>>,
     /// Reuse and record image layers in the layer cache ([`crate::pack::layer_cache`]).
     pub layer_cache: bool,
+    /// Hash every blob the layer cache reuses, even one whose stamp (size, mtime, inode,
+    /// device) says it is unchanged since it was last hashed.
+    pub verify_layer_cache: bool,
     pub network: NetworkOptions,
     /// `--no-binary` / `--only-binary` (after the stack's and the pak files').
     pub formats: Vec<crate::pak::FormatOption>,
@@ -590,7 +593,10 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
     // The layer cache: keys before the install; layers found are neither installed nor packed.
     let layer_cache = request
         .layer_cache
-        .then(|| crate::pack::layer_cache::LayerCache::new(session.cache().root()));
+        .then(|| {
+            crate::pack::layer_cache::LayerCache::new(session.cache().root())
+                .verifying_all(request.verify_layer_cache)
+        });
     let split_threshold = request
         .split_threshold
         .or(stack.split_threshold)

@@ -77,6 +77,12 @@ pub struct BuildArgs {
     /// no base with a compiler is at hand for the layer's source builds).
     #[arg(long = "no-layer", value_name = "LAYER")]
     pub no_layer: Vec<String>,
+    /// Read back and hash every blob the layer cache reuses. Without it, a blob whose size,
+    /// modification time, inode and device are those recorded when it was last hashed is
+    /// trusted (as git trusts an unchanged file's index entry); `comfypak push` hashes what
+    /// it uploads either way.
+    #[arg(long, conflicts_with = "no_layer_cache")]
+    pub verify_layer_cache: bool,
     #[command(flatten)]
     pub formats: super::resolve_cmd::FormatArgs,
     #[command(flatten)]
@@ -104,6 +110,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         compression: compression(args.compression, None),
         split_threshold: args.split_threshold.map(|t| t.0),
         layer_cache: !args.no_layer_cache,
+        verify_layer_cache: args.verify_layer_cache,
         network: args.network.options(),
         formats: args.formats.options()?,
         no_layers: args.no_layer.clone(),

@@ -14,8 +14,8 @@
 //!   version, sha256 (the built wheel's for a source package), `REQUESTED` and
 //!   `direct_url.json`. The entry lists the image layers the stack layer became (one, or one
 //!   per large distribution plus the rest) with digest, size, diff_id and media type. A hit
-//!   needs every listed blob present and verified (size and sha256 read back): a tampered or
-//!   missing blob is a miss, and the layer is built again and the entry replaced.
+//!   needs every listed blob present and verified: a tampered or missing blob is a miss, and
+//!   the layer is built again and the entry replaced.
 //! - **Tar entries** (`layers/tars/<diff_id>-<compression>.json`): the uncompressed tar's
 //!   digest plus the compression decide the compressed bytes, so a directory layer or a split
 //!   part whose tar did not change (the nvidia-* parts of a torch bump) is tarred to a hash
@@ -25,6 +25,19 @@
 //! produced them (a copy across file systems), and are hard-linked back into the next layout.
 //! Entries and blobs are written to temporary names and renamed into place, and only after
 //! the whole build succeeded: a failed build records nothing. Nothing is ever evicted.
+//!
+//! **Verification and its trade-off.** A blob is verified by its size and sha256, read back.
+//! To spare a no-change build that read (hundreds of MB), each blob has a stamp
+//! (`layers/stamps/<hex>`: size, mtime in ns, inode, device, and when it was checked), written
+//! when pack wrote and hashed it (hard-linked, not copied) or when a lookup hashed it and
+//! found it right. A lookup trusts a blob whose metadata is still its stamp's, as git trusts
+//! an index entry, and hashes it otherwise. A stamp taken less than [`RACY_NANOS`] after the
+//! blob's mtime is racy (an edit in the same clock tick could keep the mtime) and not
+//! trusted. ctime is left out: hard-linking the blob into each new layout changes it. What a
+//! stamp cannot see: an edit in place that keeps the size and puts the mtime back, or bits
+//! rotting on disk. Against those, `build --verify-layer-cache` hashes every reused blob, and
+//! `comfypak push` hashes every blob it uploads and refuses one that does not match its
+//! digest before committing it, so a wrong blob is never pushed.
 //!
 //! Why not an annotation on the layer descriptor in `OUT/image`: that would change the
 //! manifest bytes (and so every image digest) and would tie reuse to one output folder.
@@ -58,6 +71,8 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     root: PathBuf,
+    /// Hash every blob a lookup reads, stamps or not (`--verify-layer-cache`).
+    verify_all: bool,
 }
 
 /// One image layer a stack layer became, as recorded.
@@ -210,7 +225,19 @@ impl LayerCache {
     pub fn new(cache_root: &Path) -> LayerCache {
         LayerCache {
             root: cache_root.join("layers"),
+            verify_all: false,
         }
+    }
+
+    /// Hash every blob a lookup reads, whatever its stamp says.
+    pub fn verifying_all(mut self, yes: bool) -> LayerCache {
+        self.verify_all = yes;
+        self
+    }
+
+    /// The folder of the layer cache (`<cache>/layers`).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where a recorded blob lives.
@@ -255,16 +282,43 @@ impl LayerCache {
         .then_some(part)
     }
 
-    /// Whether the recorded blob `digest` is there with `size` bytes that hash to it.
+    /// Whether the recorded blob `digest` is there with `size` bytes that hash to it. The hash
+    /// is skipped when the blob's stamp (see [`Stamp`]) says it was verified since its last
+    /// change; a blob read back and found right gets a new stamp.
     fn verify(&self, digest: &str, size: u64) -> bool {
-        let Some(path) = self.blob_path(digest) else {
+        let (Some(path), Some(hex)) = (self.blob_path(digest), digest_hex(digest)) else {
             return false;
         };
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == size => {}
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == size && meta.is_file() => meta,
             _ => return false,
+        };
+        if !self.verify_all && self.read_stamp(hex).is_some_and(|s| s.trusts(&meta)) {
+            return true;
         }
-        matches!(sha256_file(&path), Ok((hex, n)) if n == size && digest_hex(digest) == Some(hex.as_str()))
+        let checked_at = now_nanos();
+        crate::test_hook::count(crate::test_hook::Count::BlobsHashed);
+        let right = matches!(sha256_file(&path), Ok((h, n)) if n == size && h == hex);
+        if right {
+            self.write_stamp(hex, &meta, checked_at);
+        }
+        right
+    }
+
+    fn stamp_path(&self, hex: &str) -> PathBuf {
+        self.root.join("stamps").join(hex)
+    }
+
+    fn read_stamp(&self, hex: &str) -> Option<Stamp> {
+        Stamp::parse(&std::fs::read_to_string(self.stamp_path(hex)).ok()?)
+    }
+
+    /// Records that the blob `hex`, as `meta` describes it, held the right bytes at
+    /// `checked_at` (a failure only costs a hash next time).
+    fn write_stamp(&self, hex: &str, meta: &std::fs::Metadata, checked_at: u128) {
+        let path = self.stamp_path(hex);
+        let _ = std::fs::create_dir_all(self.root.join("stamps"));
+        let _ = crate::fsutil::write_atomic(&path, Stamp::of(meta, checked_at).text().as_bytes());
     }
 
     /// Records `parts` for `key`; `blob` says where each part's blob is now (the layout just
@@ -315,6 +369,14 @@ impl LayerCache {
         crate::fsutil::write_atomic(&path, &bytes)
     }
 
+    /// Stamps a blob pack has just written and hashed while writing (a stamp taken within
+    /// [`RACY_NANOS`] of its write is not trusted: the next lookup hashes it once).
+    fn stamp_written(&self, dest: &Path, hex: &str) {
+        if let Ok(meta) = std::fs::metadata(dest) {
+            self.write_stamp(hex, &meta, now_nanos());
+        }
+    }
+
     /// Whether the recorded blob `digest` is the very file `source` (one inode).
     fn same_file(&self, source: &Path, digest: &str) -> bool {
         use std::os::unix::fs::MetadataExt;
@@ -331,22 +393,35 @@ impl LayerCache {
     /// copy, under a temporary name renamed over whatever was there (a tampered blob
     /// included). Nothing to do when the cache already holds that very file.
     fn store_blob(&self, source: &Path, digest: &str) -> io::Result<()> {
-        let dest = self
-            .blob_path(digest)
-            .ok_or_else(|| io::Error::other(format!("not a sha256 digest: {digest}")))?;
+        let (Some(dest), Some(hex)) = (self.blob_path(digest), digest_hex(digest)) else {
+            return Err(io::Error::other(format!("not a sha256 digest: {digest}")));
+        };
         if self.same_file(source, digest) {
+            if !self.stamp_path(hex).exists() {
+                self.stamp_written(&dest, hex);
+            }
             return Ok(());
         }
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = crate::fsutil::temp_sibling(&dest);
-        if std::fs::hard_link(source, &tmp).is_err() {
+        // The very file pack hashed as it wrote it is stamped; a copy is hashed on its first
+        // lookup.
+        let linked = std::fs::hard_link(source, &tmp).is_ok();
+        if !linked {
             std::fs::copy(source, &tmp)?;
             std::fs::File::open(&tmp)?.sync_all()?;
         }
         match crate::fsutil::persist(&tmp, &dest) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if linked {
+                    self.stamp_written(&dest, hex);
+                } else {
+                    let _ = std::fs::remove_file(self.stamp_path(hex));
+                }
+                Ok(())
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
@@ -428,6 +503,68 @@ fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
         size += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// A file change within this long of a stamp may leave its modification time as it was
+/// (coarse file-system clocks): such a stamp is racy and not trusted, as git does with a
+/// file modified in the same second as its index.
+pub const RACY_NANOS: u128 = 1_000_000_000;
+
+/// What a blob looked like when its bytes were last hashed and found right: its size,
+/// modification time, inode and device, and when that was. A lookup trusts a blob whose
+/// metadata is still the stamp's (git's index does the same for a work tree) unless the
+/// stamp is racy: a change in the same clock tick as the check could keep the mtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: u128,
+    inode: u64,
+    device: u64,
+    checked_at: u128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata, checked_at: u128) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            size: meta.len(),
+            mtime: mtime_nanos(meta),
+            inode: meta.ino(),
+            device: meta.dev(),
+            checked_at,
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {} {} {} {}\n",
+            self.size, self.mtime, self.inode, self.device, self.checked_at
+        )
+    }
+
+    fn parse(text: &str) -> Option<Stamp> {
+        let mut it = text.split_whitespace();
+        let stamp = Stamp {
+            size: it.next()?.parse().ok()?,
+            mtime: it.next()?.parse().ok()?,
+            inode: it.next()?.parse().ok()?,
+            device: it.next()?.parse().ok()?,
+            checked_at: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(stamp)
+    }
+
+    /// Whether `meta` is the stamped file unchanged, with the check safely after its mtime.
+    fn trusts(&self, meta: &std::fs::Metadata) -> bool {
+        let now = Stamp::of(meta, self.checked_at);
+        now == *self && self.mtime != 0 && self.mtime + RACY_NANOS <= self.checked_at
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Links a recorded blob into `store` (already verified by the lookup).
@@ -603,5 +740,106 @@ mod tests {
             cache.lookup_tar(&part.diff_id, Compression::default()),
             None
         );
+    }
+
+    /// Sets `path`'s modification time `ago` seconds back (an old blob, its stamp not racy).
+    fn age(path: &Path, ago: u64) {
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(ago);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    /// Rewrites `path` in place (same inode, same size) and puts its mtime back.
+    fn edit_in_place_keeping_mtime(path: &Path, bytes: &[u8]) {
+        let before = std::fs::metadata(path).unwrap().modified().unwrap();
+        std::fs::write(path, bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+    }
+
+    /// A blob stamped when it was hashed is trusted while its size, mtime, inode and device
+    /// stay the stamp's; any of them changing, a racy stamp, or `verifying_all` hashes it
+    /// again. The one edit a stamp cannot see (same size, same inode, mtime put back, after
+    /// the stamp stopped being racy) is the documented trade-off: `verifying_all` sees it.
+    #[test]
+    fn stamps_spare_the_hash_of_an_unchanged_blob_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(dir.path());
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"layer bytes").unwrap();
+        let (hex, size) = sha256_file(&blob).unwrap();
+        let part = CachedPart {
+            distribution: None,
+            digest: format!("sha256:{hex}"),
+            size,
+            diff_id: format!("sha256:{}", "0".repeat(64)),
+            media_type: Compression::default().media_type().to_string(),
+        };
+        let at = |_: &str| Some(blob.clone());
+        let cached = cache.blob_path(&part.digest).unwrap();
+
+        // Racy: written just now, stamped just now. An in-place edit with the mtime put
+        // back is still caught, because a racy stamp is not trusted.
+        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        let stamp = cache.read_stamp(&hex).unwrap();
+        assert!(!stamp.trusts(&std::fs::metadata(&cached).unwrap()));
+        edit_in_place_keeping_mtime(&cached, b"LAYER BYTES");
+        assert_eq!(cache.lookup("k"), None);
+
+        // An old blob: its first lookup hashes it and stamps it; from then on the stamp is
+        // trusted (proved by the edit below going unseen).
+        std::fs::write(&cached, b"layer bytes").unwrap();
+        age(&cached, 3600);
+        assert!(!cache
+            .read_stamp(&hex)
+            .unwrap()
+            .trusts(&std::fs::metadata(&cached).unwrap()));
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
+        assert!(cache
+            .read_stamp(&hex)
+            .unwrap()
+            .trusts(&std::fs::metadata(&cached).unwrap()));
+        edit_in_place_keeping_mtime(&cached, b"LAYER BYTES");
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]), "the trade-off");
+        let strict = cache.clone().verifying_all(true);
+        assert_eq!(strict.lookup("k"), None, "--verify-layer-cache hashes");
+
+        // Any metadata change is a hash: the mtime, the inode (a new file), the size.
+        std::fs::write(&cached, b"layer bytes").unwrap();
+        age(&cached, 3600);
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
+        edit_in_place_keeping_mtime(&cached, b"LAYER BYTES");
+        age(&cached, 1800);
+        assert_eq!(cache.lookup("k"), None, "another mtime");
+        std::fs::remove_file(&cached).unwrap();
+        std::fs::write(&cached, b"layer bytes").unwrap();
+        age(&cached, 3600);
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
+        let moved = dir.path().join("moved");
+        std::fs::copy(&cached, &moved).unwrap();
+        std::fs::write(&moved, b"LAYER BYTES").unwrap();
+        let mtime = std::fs::metadata(&cached).unwrap().modified().unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&moved)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&moved, &cached).unwrap();
+        assert_eq!(cache.lookup("k"), None, "another inode");
+        std::fs::write(&cached, b"layer bytes and more").unwrap();
+        assert_eq!(cache.lookup("k"), None, "another size");
+        // A damaged stamp is a hash, never an error.
+        std::fs::write(&cached, b"layer bytes").unwrap();
+        std::fs::write(cache.stamp_path(&hex), b"garbage").unwrap();
+        assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
     }
 }

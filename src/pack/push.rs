@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::oci::{media, Descriptor, Index, Layout, Manifest, REF_NAME};
@@ -229,7 +230,11 @@ async fn upload_blob(
         );
         h
     };
-    let read_chunk = |file: &mut std::fs::File, len: u64| -> Result<Vec<u8>, PushError> {
+    // What is uploaded is hashed as it is read: a blob whose bytes no longer match its
+    // digest (a damaged or edited layout, or a layer cache blob trusted by its stamp) is
+    // never committed, whatever the registry checks.
+    let mut hasher = Sha256::new();
+    let mut read_chunk = |file: &mut std::fs::File, len: u64| -> Result<Vec<u8>, PushError> {
         let mut buf = Vec::with_capacity(len as usize);
         file.take(len)
             .read_to_end(&mut buf)
@@ -237,6 +242,7 @@ async fn upload_blob(
                 path: path.clone(),
                 source,
             })?;
+        hasher.update(&buf);
         Ok(buf)
     };
     let chunk = chunk_size.max(1);
@@ -263,6 +269,25 @@ async fn upload_blob(
         }
         None
     };
+    let read = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if read != d.digest {
+        let _ = registry
+            .send(
+                Method::DELETE,
+                &location,
+                HeaderMap::new(),
+                None,
+                &[202, 204, 404],
+            )
+            .await;
+        return Err(PushError::Image {
+            path,
+            message: format!(
+                "this blob's bytes hash to {read}, not to its digest {}: the image layout is damaged; build it again (`comfypak build` also replaces a damaged layer cache blob)",
+                d.digest
+            ),
+        });
+    }
     location.query_pairs_mut().append_pair("digest", &d.digest);
     registry
         .send_once(Method::PUT, &location, octets(), final_body, &[201])

@@ -3,7 +3,8 @@
 //! `COMFYPAK_TEST_COUNTS_FILE` (stack layers installed, layer tars compressed), not timed.
 //! A second build installs and compresses nothing and gives the same digests; a volatile bump
 //! rebuilds the volatile layer only; another compression misses; a tampered or missing
-//! cached blob is rebuilt, never trusted.
+//! cached blob is rebuilt, never trusted; an unchanged blob stamped after its last hash is not
+//! hashed again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,19 @@ impl Build {
     }
 }
 
+/// Sets every cached blob's mtime an hour back, as if written long before this build.
+fn age_cached_blobs(work: &Path) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in std::fs::read_dir(work.join("cache/layers/blobs/sha256")).unwrap() {
+        std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+}
+
 fn cached_blob(work: &Path, digest: &str) -> PathBuf {
     work.join("cache/layers/blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
@@ -143,12 +157,26 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert_eq!(first.count("layers-installed"), 8);
     assert!(first.count("layers-compressed") >= 8);
 
-    // (a) No change: nothing installed or compressed, the same bytes.
+    // (a) No change: nothing installed or compressed, the same bytes. The blobs were stamped
+    // in the same second as written (racy), so the first reuse hashes them; aged (as by the
+    // time a next build comes), they are hashed once more, stamped, and then trusted.
     let second = build(work, &indexes, &[]);
     assert_eq!(second.count("layers-installed"), 0);
     assert_eq!(second.count("layers-compressed"), 0);
+    assert!(second.count("blobs-hashed") > 0);
     assert_eq!(second.layers, first.layers);
     assert_eq!(second.top, first.top);
+    age_cached_blobs(work);
+    let aged = build(work, &indexes, &[]);
+    assert!(aged.count("blobs-hashed") > 0);
+    let trusted = build(work, &indexes, &[]);
+    assert_eq!(trusted.count("blobs-hashed"), 0);
+    assert_eq!(trusted.count("layers-installed"), 0);
+    assert_eq!(trusted.top, first.top);
+    let verified = build(work, &indexes, &["--verify-layer-cache"]);
+    // Every reused blob, a blob both platforms share included (once per platform).
+    assert!(verified.count("blobs-hashed") >= aged.count("blobs-hashed"));
+    assert_eq!(verified.top, first.top);
 
     // (b) A volatile-only bump: the volatile layer of each platform, nothing else.
     let pak9 = work.join("pak/pak9.txt");

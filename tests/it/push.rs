@@ -239,6 +239,58 @@ fn push_uploads_only_what_the_registry_lacks() {
     }
 }
 
+/// A layer blob whose bytes no longer hash to its digest (same size, edited in place) is
+/// refused before its upload is committed, with the file named, single-PUT and chunked; the
+/// registry never gets the tag.
+#[test]
+fn push_hashes_what_it_uploads_and_refuses_a_damaged_blob() {
+    let Some(registry) = start_registry() else {
+        return;
+    };
+    let b = built(&["manylinux_2_39_x86_64"]);
+    let v1 = b.root.join("v1");
+    let image = PackSetup::new(&b.stack, b.layers.clone(), v1.clone()).run();
+    let layer = &image.platforms[0].layers[0].descriptor;
+    let path = v1
+        .join("blobs/sha256")
+        .join(layer.digest.trim_start_matches("sha256:"));
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    for (repo, chunk_size) in [("whole", u64::MAX), ("chunked", 7)] {
+        let reference: ImageReference = format!("127.0.0.1:{}/team/{repo}:latest", registry.port)
+            .parse()
+            .unwrap();
+        let options = PushOptions {
+            chunk_size,
+            ..insecure()
+        };
+        let err = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(push(&v1, &reference, options))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(path.to_str().unwrap()) && err.contains(&layer.digest),
+            "{repo}: {err}"
+        );
+        assert_eq!(
+            http_status(registry.port, &format!("/v2/team/{repo}/manifests/latest")),
+            Some(404),
+            "{repo}"
+        );
+        assert_eq!(
+            http_status(registry.port, &format!("/v2/team/{repo}/blobs/{}", layer.digest)),
+            Some(404),
+            "{repo}"
+        );
+    }
+}
+
 #[test]
 fn push_chunked_mounted_and_multiarch() {
     let Some(registry) = start_registry() else {
