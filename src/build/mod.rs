@@ -591,12 +591,10 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         ));
     }
     // The layer cache: keys before the install; layers found are neither installed nor packed.
-    let layer_cache = request
-        .layer_cache
-        .then(|| {
-            crate::pack::layer_cache::LayerCache::new(session.cache().root())
-                .verifying_all(request.verify_layer_cache)
-        });
+    let layer_cache = request.layer_cache.then(|| {
+        crate::pack::layer_cache::LayerCache::new(session.cache().root())
+            .verifying_all(request.verify_layer_cache)
+    });
     let split_threshold = request
         .split_threshold
         .or(stack.split_threshold)

@@ -284,7 +284,10 @@ fn push_hashes_what_it_uploads_and_refuses_a_damaged_blob() {
             "{repo}"
         );
         assert_eq!(
-            http_status(registry.port, &format!("/v2/team/{repo}/blobs/{}", layer.digest)),
+            http_status(
+                registry.port,
+                &format!("/v2/team/{repo}/blobs/{}", layer.digest)
+            ),
             Some(404),
             "{repo}"
         );
