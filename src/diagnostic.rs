@@ -35,6 +35,7 @@ pub fn help_of(err: &(dyn Error + 'static)) -> Option<String> {
         crate::fetch::select::SelectError,
         crate::build::OriginError,
         crate::cache::CacheError,
+        crate::prune::PruneError,
         crate::pak::PakError,
         crate::lock::LockError,
         crate::lock::SummaryError,

@@ -44,6 +44,8 @@ pub mod source;
 pub mod pack;
 // The whole pipeline and one typed request per stage, in one session.
 pub mod build;
+// What the cache folder holds, and pruning it (`comfypak cache`).
+pub mod prune;
 
 // Infrastructure every stage shares.
 // The HTTP client: TLS, proxies, retries, ranges, the DNS cache.

@@ -193,7 +193,8 @@ pub(super) fn record(
         };
         for l in packed.layers.iter().filter(|l| !l.from_base) {
             if let Some(path) = blob(&l.descriptor.digest) {
-                if let Err(e) = cache.record_tar(&part(l), compression, &path) {
+                let platform = plan.platform.to_string();
+                if let Err(e) = cache.record_tar(&part(l), compression, &path, &platform, &l.name) {
                     failures.push(format!("{}: {e}", l.name));
                 }
             }
@@ -213,7 +214,7 @@ pub(super) fn record(
             if parts.is_empty() {
                 continue;
             }
-            if let Err(e) = cache.record(key, &parts, &blob) {
+            if let Err(e) = cache.record(key, &plan.platform.to_string(), &layer, &parts, &blob) {
                 failures.push(format!("{layer}: {e}"));
             }
         }

@@ -94,6 +94,9 @@ pub struct Session {
     http: HttpClient,
     cache: Cache,
     network: NetworkOptions,
+    /// The shared hold on the cache that keeps `comfypak cache prune` off it while this
+    /// session runs ([`crate::prune::use_lock`]).
+    _cache_use: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Session {
@@ -118,11 +121,13 @@ impl Session {
             ..HttpSettings::default()
         })?;
         let cache = Cache::new(Cache::default_root(network.cache_dir.as_deref()));
+        let _cache_use = crate::prune::use_lock(cache.root());
         Ok(Session {
             runtime,
             http,
             cache,
             network,
+            _cache_use,
         })
     }
 

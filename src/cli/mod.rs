@@ -7,6 +7,7 @@
 //! Exit codes: 0 success, 1 a check that found a difference, 2 an error.
 
 mod build_cmd;
+mod cache_cmd;
 mod check_cmd;
 mod diff_cmd;
 mod doctor_cmd;
@@ -69,6 +70,9 @@ pub enum Command {
     Push(push_cmd::PushArgs),
     /// Resolve the stack for every target platform into one pylock.toml with layer data.
     Resolve(resolve_cmd::ResolveArgs),
+    /// What the cache folder holds (`info`), and removing its least recently used entries
+    /// (`prune --max-size`, `--older-than`).
+    Cache(cache_cmd::CacheArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(args) => pack_cmd::run(args, cli.quiet),
         Command::Push(args) => push_cmd::run(args, cli.quiet),
         Command::Resolve(args) => resolve_cmd::run(args, cli.quiet),
+        Command::Cache(args) => cache_cmd::run(args, cli.quiet),
     }
 }
 

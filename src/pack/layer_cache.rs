@@ -24,7 +24,9 @@
 //! Blobs live in `layers/blobs/sha256/<hex>`, hard links to the blobs of the image layout that
 //! produced them (a copy across file systems), and are hard-linked back into the next layout.
 //! Entries and blobs are written to temporary names and renamed into place, and only after
-//! the whole build succeeded: a failed build records nothing. Nothing is ever evicted.
+//! the whole build succeeded: a failed build records nothing. A hit sets the entry's mtime
+//! (last used); `comfypak cache prune` ([`crate::prune`]) removes entries and the blobs no
+//! entry names any more.
 //!
 //! **Verification and its trade-off.** A blob is verified by its size and sha256, read back.
 //! To spare a no-change build that read (hundreds of MB), each blob has a stamp
@@ -65,7 +67,7 @@ use super::PackError;
 use crate::target::Platform;
 
 /// The version of the key and entry format; see the module doc for when to bump it.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The layer cache in `<cache>/layers`.
 #[derive(Debug, Clone)]
@@ -90,7 +92,36 @@ pub struct CachedPart {
 struct KeyEntry {
     format: u32,
     key: String,
+    /// The platform and stack layer it was built for (what `comfypak cache prune` keeps the
+    /// newest entry of).
+    platform: String,
+    layer: String,
     parts: Vec<CachedPart>,
+}
+
+/// A tar entry: the blob of one compressed tar, and the image layer it was last recorded for.
+#[derive(Debug, Serialize, Deserialize)]
+struct TarEntry {
+    format: u32,
+    platform: String,
+    layer: String,
+    part: CachedPart,
+}
+
+/// A recorded entry as `comfypak cache` sees it: a stack layer entry (`keys/`) or a tar
+/// entry (`tars/`), with the blobs it names and when it was last used (written or hit: its
+/// mtime).
+#[derive(Debug, Clone)]
+pub struct EntryFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub used: std::time::SystemTime,
+    /// What `comfypak cache prune` keeps the newest entry of: `(platform, stack layer)` of a
+    /// stack layer entry, `(tar platform, image layer)` of a tar entry; None for an entry this
+    /// comfypak cannot read (another format: never a hit, free to remove).
+    pub group: Option<(String, String)>,
+    /// The blobs it names (hex digests).
+    pub blobs: Vec<String>,
 }
 
 /// What every key of one platform's stack layers is computed from (see the module doc).
@@ -258,28 +289,117 @@ impl LayerCache {
     }
 
     /// The image layers recorded for `key`, when every blob is there and reads back to its
-    /// digest and size; None otherwise (a miss).
+    /// digest and size; None otherwise (a miss). A hit marks the entry used (its mtime).
     pub fn lookup(&self, key: &str) -> Option<Vec<CachedPart>> {
-        let bytes = std::fs::read(self.key_path(key)).ok()?;
+        let path = self.key_path(key);
+        let bytes = std::fs::read(&path).ok()?;
         let entry: KeyEntry = serde_json::from_slice(&bytes).ok()?;
         if entry.format != FORMAT || entry.key != key || entry.parts.is_empty() {
             return None;
         }
-        entry
+        let hit = entry
             .parts
             .par_iter()
-            .all(|p| self.verify(&p.digest, p.size))
-            .then_some(entry.parts)
+            .all(|p| self.verify(&p.digest, p.size));
+        hit.then(|| {
+            mark_used(&path);
+            entry.parts
+        })
+    }
+
+    /// Every stack layer entry and tar entry on disk (see [`EntryFile`]); unreadable ones
+    /// included, with no group and no blobs.
+    pub fn entries(&self) -> Vec<EntryFile> {
+        let mut out = Vec::new();
+        for (dir, stack) in [("keys", true), ("tars", false)] {
+            let Ok(read) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for entry in read.flatten() {
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() || entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let (group, blobs) = if stack {
+                    match serde_json::from_slice::<KeyEntry>(&bytes) {
+                        Ok(e) if e.format == FORMAT => (
+                            Some((e.platform, e.layer)),
+                            e.parts
+                                .iter()
+                                .filter_map(|p| digest_hex(&p.digest))
+                                .map(str::to_string)
+                                .collect(),
+                        ),
+                        _ => (None, Vec::new()),
+                    }
+                } else {
+                    match serde_json::from_slice::<TarEntry>(&bytes) {
+                        Ok(e) if e.format == FORMAT => (
+                            Some((format!("tar {}", e.platform), e.layer)),
+                            digest_hex(&e.part.digest)
+                                .map(str::to_string)
+                                .into_iter()
+                                .collect(),
+                        ),
+                        _ => (None, Vec::new()),
+                    }
+                };
+                out.push(EntryFile {
+                    path,
+                    bytes: meta.len(),
+                    used: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    group,
+                    blobs,
+                });
+            }
+        }
+        out
+    }
+
+    /// Every blob file: (hex, bytes).
+    pub fn blobs(&self) -> Vec<(String, u64)> {
+        let Ok(read) = std::fs::read_dir(self.root.join("blobs").join("sha256")) else {
+            return Vec::new();
+        };
+        read.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let meta = e.metadata().ok()?;
+                (meta.is_file() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then_some((name, meta.len()))
+            })
+            .collect()
+    }
+
+    /// Removes the blob `hex` and its stamp (the entries naming it must be gone first).
+    pub fn remove_blob(&self, hex: &str) -> io::Result<()> {
+        let path = self.root.join("blobs").join("sha256").join(hex);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = std::fs::remove_file(self.stamp_path(hex));
+        Ok(())
     }
 
     /// The blob recorded for a tar with `diff_id` compressed with `compression`, verified.
     pub fn lookup_tar(&self, diff_id: &str, compression: Compression) -> Option<CachedPart> {
-        let bytes = std::fs::read(self.tar_path(diff_id, compression)?).ok()?;
-        let part: CachedPart = serde_json::from_slice(&bytes).ok()?;
-        (part.diff_id == diff_id
+        let path = self.tar_path(diff_id, compression)?;
+        let entry: TarEntry = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        if entry.format != FORMAT {
+            return None;
+        }
+        let part = entry.part;
+        let hit = part.diff_id == diff_id
             && part.media_type == compression.media_type()
-            && self.verify(&part.digest, part.size))
-        .then_some(part)
+            && self.verify(&part.digest, part.size);
+        hit.then(|| {
+            mark_used(&path);
+            part
+        })
     }
 
     /// Whether the recorded blob `digest` is there with `size` bytes that hash to it. The hash
@@ -326,6 +446,8 @@ impl LayerCache {
     pub fn record(
         &self,
         key: &str,
+        platform: &str,
+        layer: &str,
         parts: &[CachedPart],
         blob: &dyn Fn(&str) -> Option<PathBuf>,
     ) -> io::Result<()> {
@@ -337,6 +459,8 @@ impl LayerCache {
         let entry = KeyEntry {
             format: FORMAT,
             key: key.to_string(),
+            platform: platform.to_string(),
+            layer: layer.to_string(),
             parts: parts.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
@@ -346,25 +470,37 @@ impl LayerCache {
     }
 
     /// Records that the tar `part.diff_id` compressed as `compression` is `part`'s blob,
-    /// found at `source`.
+    /// found at `source`; it is the image layer `layer` (`deps`, `deps/torch`, a directory
+    /// layer's name) of `platform`.
     pub fn record_tar(
         &self,
         part: &CachedPart,
         compression: Compression,
         source: &Path,
+        platform: &str,
+        layer: &str,
     ) -> io::Result<()> {
         let Some(path) = self.tar_path(&part.diff_id, compression) else {
             return Ok(());
         };
         if let Ok(bytes) = std::fs::read(&path) {
-            if serde_json::from_slice::<CachedPart>(&bytes).ok().as_ref() == Some(part)
+            if serde_json::from_slice::<TarEntry>(&bytes)
+                .ok()
+                .is_some_and(|e| e.format == FORMAT && e.part == *part)
                 && self.same_file(source, &part.digest)
             {
+                mark_used(&path);
                 return Ok(());
             }
         }
         self.store_blob(source, &part.digest)?;
-        let bytes = serde_json::to_vec_pretty(part).map_err(io::Error::other)?;
+        let entry = TarEntry {
+            format: FORMAT,
+            platform: platform.to_string(),
+            layer: layer.to_string(),
+            part: part.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
         std::fs::create_dir_all(self.root.join("tars"))?;
         crate::fsutil::write_atomic(&path, &bytes)
     }
@@ -561,6 +697,13 @@ impl Stamp {
     }
 }
 
+/// Sets `path`'s mtime to now: the entry was used (what `comfypak cache prune` ages by).
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
 fn now_nanos() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -711,7 +854,9 @@ mod tests {
             media_type: Compression::default().media_type().to_string(),
         };
         let at = |_: &str| Some(blob.clone());
-        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        cache
+            .record("k", "p", "l", std::slice::from_ref(&part), &at)
+            .unwrap();
         assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
         assert_eq!(cache.lookup("other"), None);
         // Same size, other bytes: the hash catches it.
@@ -721,11 +866,13 @@ mod tests {
         assert_eq!(cache.lookup("k"), None);
         std::fs::remove_file(&cached).unwrap();
         assert_eq!(cache.lookup("k"), None);
-        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        cache
+            .record("k", "p", "l", std::slice::from_ref(&part), &at)
+            .unwrap();
         assert_eq!(cache.lookup("k"), Some(vec![part.clone()]));
         // The tar tier verifies the same way.
         cache
-            .record_tar(&part, Compression::default(), &blob)
+            .record_tar(&part, Compression::default(), &blob, "p", "l")
             .unwrap();
         assert_eq!(
             cache.lookup_tar(&part.diff_id, Compression::default()),
@@ -788,7 +935,9 @@ mod tests {
 
         // Racy: written just now, stamped just now. An in-place edit with the mtime put
         // back is still caught, because a racy stamp is not trusted.
-        cache.record("k", std::slice::from_ref(&part), &at).unwrap();
+        cache
+            .record("k", "p", "l", std::slice::from_ref(&part), &at)
+            .unwrap();
         let stamp = cache.read_stamp(&hex).unwrap();
         assert!(!stamp.trusts(&std::fs::metadata(&cached).unwrap()));
         edit_in_place_keeping_mtime(&cached, b"LAYER BYTES");

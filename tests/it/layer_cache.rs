@@ -323,3 +323,145 @@ fn with_a_base_the_bytecode_switch_is_part_of_the_key() {
     assert_eq!(back.layers, compiled.layers);
     assert_eq!(back.top, compiled.top);
 }
+
+/// Runs `comfypak cache ARGS` on the test's cache; (exit code, stdout + stderr).
+fn cache_cmd(work: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .arg("cache")
+        .args(args)
+        .env("COMFYPAK_CACHE_DIR", work.join("cache"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Every file below `dir` (relative), sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in read.flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `comfypak cache prune`: a dry run removes nothing; `--max-size 0` removes the wheels, the
+/// unpacked wheels and the layer entries a newer entry of the same platform and layer
+/// replaced (with the blobs only they named), and keeps the newest entries and their blobs,
+/// so the next build still reuses every layer; `--include-newest` empties the layer cache and
+/// the next build makes the same bytes again. A cache in use by another process is refused.
+#[test]
+fn cache_prune_keeps_the_newest_layer_entries_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    for sub in ["pak", "indexes"] {
+        super::common::copy_tree(&repo().join(sub), &work.join(sub));
+    }
+    let indexes = super::golden::write_indexes(&work.join("fixture-indexes"));
+    let first = build(work, &indexes, &[]);
+    let pak9 = work.join("pak/pak9.txt");
+    let text = std::fs::read_to_string(&pak9).unwrap();
+    std::fs::write(
+        &pak9,
+        text.replace(
+            "comfyui-frontend-package==1.45.15",
+            "comfyui-frontend-package==1.58.1",
+        ),
+    )
+    .unwrap();
+    let bumped = build(work, &indexes, &[]);
+    let old_volatile = &first.layers[&("amd64".to_string(), "volatile".to_string())];
+    assert!(cached_blob(work, old_volatile).exists());
+
+    let (code, info) = cache_cmd(work, &["info"]);
+    assert_eq!(code, 0, "{info}");
+    assert!(
+        info.contains("wheels") && info.contains("layer cache"),
+        "{info}"
+    );
+    assert!(
+        info.contains("10 stack layer entries"),
+        "8 + 2 replaced volatile: {info}"
+    );
+
+    let (code, text) = cache_cmd(work, &["prune"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--max-size"), "{text}");
+
+    let cache = work.join("cache");
+    let before = files_below(&cache);
+    let (code, text) = cache_cmd(work, &["prune", "--max-size", "0", "--dry-run"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("would remove"), "{text}");
+    assert_eq!(files_below(&cache), before, "a dry run removes nothing");
+    let (code, text) = cache_cmd(work, &["prune", "--older-than", "1h"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("removed nothing"), "{text}");
+
+    // Another process using the cache (a build's session holds this lock shared).
+    let lock = std::fs::File::open(cache.join("locks/prune.lock")).unwrap();
+    lock.lock_shared().unwrap();
+    let (code, text) = cache_cmd(work, &["prune", "--max-size", "0"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("another comfypak process is using it"),
+        "{text}"
+    );
+    drop(lock);
+
+    let (code, text) = cache_cmd(work, &["prune", "--max-size", "0"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("newest layer cache entries)"), "{text}");
+    let after = files_below(&cache);
+    assert!(
+        !after.iter().any(|f| f.starts_with("wheels/v1/")),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|f| f.starts_with("unpacked/v2/")),
+        "{after:?}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|f| f.starts_with("layers/keys/"))
+            .count(),
+        8
+    );
+    assert!(!cached_blob(work, old_volatile).exists());
+    let again = build(work, &indexes, &[]);
+    assert_eq!(again.count("layers-installed"), 0);
+    assert_eq!(again.count("layers-compressed"), 0);
+    assert_eq!(again.top, bumped.top);
+
+    let (code, text) = cache_cmd(work, &["prune", "--max-size", "0", "--include-newest"]);
+    assert_eq!(code, 0, "{text}");
+    let emptied = files_below(&cache.join("layers"));
+    assert!(
+        !emptied
+            .iter()
+            .any(|f| f.starts_with("keys/") || f.starts_with("blobs/")),
+        "{emptied:?}"
+    );
+    let rebuilt = build(work, &indexes, &[]);
+    assert!(rebuilt.count("layers-compressed") >= 8);
+    assert_eq!(rebuilt.top, bumped.top);
+}
