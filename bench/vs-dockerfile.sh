@@ -32,6 +32,10 @@
 #                   32MiB / FIXTURE_SCALE at fixture scale
 #   NO_BUILD=1      bench the release binaries already built (no cargo build)
 #   KEEP=1          keep BENCH_DIR (images, registries, caches) after the run
+#   LOG_DIR         copy the build logs (comfypak's stage times, podman's output) there
+#   PREP_CACHE      the comfypak cache of the untimed resolve and mirror steps (default: one
+#                   in BENCH_DIR); a shared wheel cache spares a live run its downloads. The
+#                   timed comfypak builds always start from an empty cache of their own.
 #   FRONTEND_IN=pak9 (default) the Dockerfile has one RUN per pak file of the stack, the
 #                   front-end packages last (pak9), as comfypak's stack splits them;
 #                   FRONTEND_IN=pak4: they are installed by the pak4 RUN instead, as ComfyUI's
@@ -174,8 +178,11 @@ if [ "$live" = 1 ]; then
   for name in ${LIVE_DROP:-}; do
     sed -i -E "/^${name}([^A-Za-z0-9._-]|$)/Id" "$stack"/pak*.txt
   done
-  if [ -n "${LIVE_PAKS:-}" ]; then
-    "$py" - "$stack/stack.toml" "$LIVE_PAKS" <<'EOF'
+fi
+# keep_paks "pakA pakB": the stack's layers keep only those pak files (a layer left with none
+# goes).
+keep_paks() {
+  "$py" - "$stack/stack.toml" "$1" <<'EOF'
 import re, sys
 path, keep = sys.argv[1], set(p if p.endswith(".txt") else p + ".txt" for p in sys.argv[2].split())
 text = open(path, encoding="utf-8").read()
@@ -191,7 +198,13 @@ for block in blocks:
         out.append(sep.lstrip("\n") + tail)
 open(path, "w", encoding="utf-8").write(head + "\n".join(out))
 EOF
-  fi
+}
+if [ "$live" = 1 ] && [ -n "${LIVE_PAKS:-}" ]; then
+  keep_paks "$LIVE_PAKS"
+elif [ "$live" != 1 ]; then
+  # The fixture indexes have no sdists or git repositories: the source-built packages of
+  # pak7/pak8 are left out (the Dockerfile gets no RUN for them either).
+  keep_paks "$(sed -n 's/^paks = \[\(.*\)\]/\1/p' "$stack/stack.toml" | tr -d '",' | tr ' ' '\n' | grep -vxE 'pak[78](\.txt)?' | tr '\n' ' ')"
 fi
 
 # set_pin FILE NAME REQUIREMENT: the line of FILE that asks for NAME becomes REQUIREMENT
@@ -285,7 +298,7 @@ mkdir -p "$ctx/pins"
 } >"$ctx/Dockerfile"
 
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
-prep_cache="$work/prep-cache"
+prep_cache="${PREP_CACHE:-$work/prep-cache}"
 results="$work/results.tsv"
 : >"$results"
 
@@ -335,10 +348,11 @@ for scenario in "${scenarios[@]}"; do
   note "$scenario: comfypak build + push"
   stored_before=$("$py" "$helper" blobs "$work/registry-comfypak/data")
   t0=$(now)
-  COMFYPAK_CACHE_DIR="$work/comfypak-cache" "$comfypak" -q build --frozen --stack "$stack" \
+  COMFYPAK_CACHE_DIR="$work/comfypak-cache" "$comfypak" build --frozen --stack "$stack" \
     --lock "$work/pylock-mirror.toml" --out "$work/comfypak-out" --base "$work/base" \
     --index "pypi=file://$work/mirror/simple/" --index "pytorch-cu130=file://$work/mirror/simple/" \
-    --index "perf-wheels=file://$work/mirror/simple/" "${split_args[@]}"
+    --index "perf-wheels=file://$work/mirror/simple/" "${split_args[@]}" >"$work/comfypak-build-$scenario.log" 2>&1 ||
+    die "comfypak build failed ($scenario): $(tail -n 20 "$work/comfypak-build-$scenario.log")"
   t1=$(now)
   "$comfypak" -q push --insecure "$work/comfypak-out/image" \
     "127.0.0.1:${registry_port[comfypak]}/bench/comfypak:latest"
@@ -366,6 +380,18 @@ echo
 "$py" "$helper" table "$results"
 echo
 "$py" "$helper" dists "$work/dists-dockerfile.txt" "$work/dists-comfypak.txt" dockerfile comfypak
+echo
+echo "comfypak's own stage times per scenario (build output: time line, layers installed, bytecode):"
+for scenario in "${scenarios[@]}"; do
+  log="$work/comfypak-build-$scenario.log"
+  printf '  %-10s %s\n' "$scenario" "$(grep -E '^time: ' "$log" | head -n 1)"
+  grep -E '(installed .* in [0-9.]+s|\.pyc in [0-9.]+s|reused from the layer cache)' "$log" | sed 's/^/      /' | head -n 12 || true
+done
+if [ -n "${LOG_DIR:-}" ]; then
+  mkdir -p "$LOG_DIR"
+  cp "$work"/comfypak-build-*.log "$work"/podman-build-*.log "$results" "$LOG_DIR"/ 2>/dev/null || true
+  echo "logs: $LOG_DIR"
+fi
 if [ "${KEEP:-0}" = 1 ]; then
   echo "kept: $work"
 fi
