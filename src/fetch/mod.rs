@@ -1,6 +1,6 @@
 //! Fetching locked wheels into the content-addressed cache.
 //!
-//! Owns: choosing each package's wheel for a platform ([`select`]), parallel downloads with
+//! Owns: choosing each package's wheel for a platform ([`select`]), parallel downloads (largest first) with
 //! bounded concurrency over the shared [`HttpClient`], sha256 and size verification while
 //! streaming, resumption with a `Range` request after a dropped connection, per-entry file
 //! locks so several processes can share one cache, temp-file-then-rename so an entry is
@@ -366,6 +366,11 @@ pub async fn fetch_wheels_then(
             missing.push(source);
         }
     }
+    // Largest first (the lock's sizes; unknown sizes last, ties in lock order): the big
+    // wheels are the long poles of a cold install (their download, then their unpack on one
+    // thread), so starting them first lets the small ones fill in around them instead of
+    // leaving a large wheel that sorts late by name to finish alone at the end.
+    missing.sort_by_key(|source| std::cmp::Reverse(source.size));
     let cached_count = done.len();
     let total_bytes = missing.iter().filter_map(|s| s.size).sum();
     let progress = Progress::new(options.progress, total_bytes);

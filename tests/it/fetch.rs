@@ -489,6 +489,62 @@ fn each_wheel_is_handed_over_as_soon_as_it_is_cached_while_others_still_download
 }
 
 #[test]
+fn downloads_start_with_the_largest_wheel_whatever_the_lock_order() {
+    // Lock (name) order: alpha, beta, gamma; sizes: beta > gamma > alpha.
+    let specs = vec![
+        WheelSpec::new("alpha", "1.0"),
+        WheelSpec::new("beta", "1.0").pad_bytes(300_000),
+        WheelSpec::new("gamma", "1.0").pad_bytes(100_000),
+    ];
+    let built: Vec<BuiltWheel> = specs.iter().map(|s| s.clone().build()).collect();
+    assert!(built[1].size() > built[2].size() && built[2].size() > built[0].size());
+    let server = TestServer::serve_index(&index_of(specs), ServerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (lock_path, lock) = write_lock(
+        dir.path(),
+        &server,
+        &[
+            pkg("alpha", "1.0", "deps", vec![&built[0]]),
+            pkg("beta", "1.0", "deps", vec![&built[1]]),
+            pkg("gamma", "1.0", "deps", vec![&built[2]]),
+        ],
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let srcs = sources(&lock, &lock_path, None);
+    let one_at_a_time = FetchOptions {
+        concurrency: 1,
+        ..options()
+    };
+    let fetched = run(fetch_wheels(
+        &http(),
+        &Cache::new(cache_dir.path()),
+        &srcs,
+        &one_at_a_time,
+    ))
+    .unwrap();
+    // The result keeps the lock's order; the requests went largest first.
+    let names: Vec<&str> = fetched.iter().map(|w| w.filename.as_str()).collect();
+    let in_lock: Vec<&str> = srcs.iter().map(|w| w.filename.as_str()).collect();
+    assert_eq!(names, in_lock);
+    assert_eq!(names[..3], [&built[0].filename, &built[1].filename, &built[2].filename]);
+    let requested: Vec<String> = server
+        .log()
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        requested,
+        [
+            built[1].filename.clone(),
+            built[2].filename.clone(),
+            built[0].filename.clone()
+        ],
+        "{:#?}",
+        server.log()
+    );
+}
+
+#[test]
 fn fetch_refuses_a_wrong_hash_and_leaves_the_cache_clean() {
     let spec = WheelSpec::new("evil-mirror", "1.0").pad_bytes(200_000);
     let built = spec.clone().build();
