@@ -14,10 +14,12 @@
 # so both see the same load and network; medians are compared.
 #
 # Each run's output (and, cold, its caches) is moved aside, outside the timing, and deleted
-# at the end: on an ext4 without a journal, inodes freed in the last seconds make every new
+# at the end: on an ext4 without a journal, inodes freed in the last minute make every new
 # inode costly to allocate, so deleting a 40,000-file tree right before a run would time the
 # deletion's aftermath, not the install. Cold runs download a whole layer each, so there the
-# runs before the previous pair are deleted before a pair, then `sync` and a 5 s pause.
+# earlier runs are deleted before each pair (one pair, about 3 GB, on disk at a time), then
+# `sync` and a pause of SETTLE_S (61) seconds: ext4 skips an inode freed less than 60 s ago
+# (300 s more while its inode table block is dirty, hence the sync) at every new inode.
 #
 # `--set NAME` (needs COMFYPAK_LIVE=1): resolves a two-layer stack for CPython 3.14 on
 # manylinux_2_39 x86_64 from the public index: `stable` = the default stack's torch pins
@@ -25,9 +27,9 @@
 # default stack's deps paks; then benchmarks layer `deps`. With WORK=DIR the lock is kept in
 # DIR/NAME/ and reused. Not a test: it needs uv (COMFYPAK_UV, else `uv` on PATH;
 # .ci/setup.d/20-uv.sh installs one). uv also checks each wheel's Requires-Python against the
-# interpreter it runs with (COMFYPAK_ORACLE_PYTHON, else python3, >= 3.12 for tomllib), so
-# use a lock whose packages admit that interpreter's version too. COMFYPAK_BIN uses that
-# binary instead of building the release one.
+# interpreter it runs with (a CPython >= 3.12, found as said below), so use a lock whose
+# packages admit that interpreter's version too. COMFYPAK_BIN uses that binary instead of
+# building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -48,7 +50,28 @@ if [ -z "$uv" ] || [ ! -x "$uv" ]; then
   echo "uv not found: set COMFYPAK_UV or source .ci/setup.d/20-uv.sh" >&2
   exit 2
 fi
-python="${COMFYPAK_ORACLE_PYTHON:-$(command -v python3)}"
+# A CPython >= 3.12 for uv to run with (and for tomllib): uv checks each wheel's
+# Requires-Python against it even with --python-version (librosa 1.0 needs >= 3.12).
+# COMFYPAK_ORACLE_PYTHON when it is new enough (CI's oracle venv is 3.11), else the first of
+# python3.14 .. python3.12 / python3 on PATH, pyenv's versions, or one uv knows.
+python_ok() { [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2> /dev/null; }
+python=""
+for candidate in "${COMFYPAK_ORACLE_PYTHON:-}" "$(command -v python3.14 || true)" \
+  "$(command -v python3.13 || true)" "$(command -v python3.12 || true)" "$(command -v python3 || true)" \
+  $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3 2> /dev/null | sort -rV) \
+  "$("$uv" python find '>=3.12' 2> /dev/null || true)"; do
+  if python_ok "$candidate"; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "no CPython >= 3.12 found for uv to run with: set COMFYPAK_ORACLE_PYTHON to one" >&2
+  exit 2
+fi
+if [ -n "${COMFYPAK_ORACLE_PYTHON:-}" ] && [ "$python" != "$COMFYPAK_ORACLE_PYTHON" ]; then
+  echo "COMFYPAK_ORACLE_PYTHON is older than 3.12; uv runs with $python instead" >&2
+fi
 
 if [ -n "${COMFYPAK_BIN:-}" ]; then
   comfypak="$COMFYPAK_BIN"
@@ -145,6 +168,17 @@ now() { date +%s.%N; }
 mkdir -p "$work/trash"
 set_aside() { if [ -e "$1" ]; then mv "$1" "$(mktemp -d "$work/trash/XXXXXX")/"; fi; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+# timed FILE CMD...: runs CMD, appending its CPU seconds (user + system) to FILE: less
+# sensitive to the machine's load than the wall time, which is what the ratio compares.
+timed() {
+  local file=$1
+  shift
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -a -o "$file" -f '%U %S' "$@"
+  else
+    "$@"
+  fi
+}
 
 comfypak_once() {
   set_aside "$work/out"
@@ -155,7 +189,7 @@ comfypak_once() {
     extra=("${net[@]}")
   fi
   t0=$(now)
-  "$comfypak" --quiet install --lock "$lock" --layer "$layer" --platform x86_64 \
+  timed "$work/cpu-comfypak" "$comfypak" --quiet install --lock "$lock" --layer "$layer" --platform x86_64 \
     --cache-dir "$c" --out "$work/out" --link-mode hardlink --allow-overwrite "${extra[@]}"
   t1=$(now)
   echo "$t1 - $t0" | bc -l
@@ -167,24 +201,23 @@ uv_once() {
   if [ "$cold" = 1 ]; then
     set_aside "$work/uv-cold-cache"
     t0=$(now)
-    "$uv" pip install "${uv_common[@]}" --cache-dir "$work/uv-cold-cache" \
+    timed "$work/cpu-uv" "$uv" pip install "${uv_common[@]}" --cache-dir "$work/uv-cold-cache" \
       --target "$work/uv-target" -r "$work/urls.txt"
   else
     t0=$(now)
-    "$uv" pip install "${uv_common[@]}" --offline --cache-dir "$work/uv-cache" \
+    timed "$work/cpu-uv" "$uv" pip install "${uv_common[@]}" --offline --cache-dir "$work/uv-cache" \
       --target "$work/uv-target" "${wheels[@]}"
   fi
   t1=$(now)
   echo "$t1 - $t0" | bc -l
 }
 
-# Cold: frees the disk of all runs but the last pair, then lets the freed inodes settle.
+# Cold: frees the disk of the earlier runs, then lets the freed inodes settle.
 free_old_runs() {
   if [ "$cold" = 1 ]; then
-    find "$work/trash" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -g \
-      | head -n -4 | cut -d' ' -f2- | xargs -r rm -rf
+    find "$work/trash" -mindepth 1 -maxdepth 1 -type d -print0 | xargs -0 -r rm -rf
     sync
-    sleep 5
+    sleep "${SETTLE_S:-61}"
   fi
 }
 
@@ -195,6 +228,7 @@ if [ "$cold" = 0 ]; then
   comfypak_once >/dev/null
   uv_once >/dev/null
 fi
+rm -f "$work/cpu-comfypak" "$work/cpu-uv"
 c_times=()
 u_times=()
 loads=()
@@ -213,4 +247,10 @@ if [ "$cold" = 1 ]; then target=0.80; fi
 printf 'comfypak install: median %.3fs  (%s files)   runs: %s\n' "$c_med" "$c_files" "${c_times[*]}"
 printf 'uv pip install --target: median %.3fs  (%s files)   runs: %s\n' "$u_med" "$u_files" "${u_times[*]}"
 printf 'load average (1 min) before each pair: %s\n' "${loads[*]}"
+if [ -s "$work/cpu-comfypak" ] && [ -s "$work/cpu-uv" ]; then
+  cpu() { awk '{print $1 + $2}' "$1" | median; }
+  printf 'CPU (user + system), median: comfypak %.2fs, uv %.2fs: %.2fx\n' \
+    "$(cpu "$work/cpu-comfypak")" "$(cpu "$work/cpu-uv")" \
+    "$(echo "$(cpu "$work/cpu-comfypak") / $(cpu "$work/cpu-uv")" | bc -l)"
+fi
 printf 'ratio comfypak/uv (%s): %.2fx (target <= %sx)\n' "$mode" "$(echo "$c_med / $u_med" | bc -l)" "$target"

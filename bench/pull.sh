@@ -9,11 +9,16 @@
 #
 #   COMFYPAK_LIVE=1 bench/pull.sh                  # real layers: bench/real-stack.sh (torch 2.14 CUDA closure + impact-was)
 #   WORK=/big/dir COMFYPAK_LIVE=1 bench/pull.sh    # keep downloads and packs (bench/torch-bump.sh shares them)
+#   COMFYPAK_LIVE=1 bench/pull.sh --small          # real wheels without torch (bench/pull-small/: about 300 MB
+#                                                  # of wheels, 4 GB of disk at the peak)
 #   bench/pull.sh --fixture                        # sanity check: the offline fixture build (tiny layers), no network
 #                                                  # (FIXTURES_BIN: a built comfypak-fixtures, else built here)
 #
-# Each pull goes into a fresh store; the previous store is moved aside (deleted at the end),
-# not deleted before the next timed pull (bench/README.md says why). The three are pulled in
+# Each pull goes into a fresh store. With --fixture the previous store is moved aside (deleted
+# at the end); real stores (GBs each) are deleted, then `sync` and a pause of SETTLE_S (61)
+# seconds before the next timed pull: ext4 without a journal skips inodes freed in the last
+# 60 s at every new inode (bench/README.md, "Reading the numbers"). Each packing's layout is
+# deleted once pushed (KEEP_IMAGES=1 keeps them). The three are pulled in
 # turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
 # with one thread per layer stream, and pulls several layers at once: splitting a rank into
 # several streams lets the pull use more cores.
@@ -24,6 +29,10 @@ threshold="${THRESHOLD:-32MiB}"
 runs="${RUNS:-2}"
 mode=real
 [ "${1:-}" = --fixture ] && mode=fixture
+if [ "${1:-}" = --small ]; then
+  # Real wheels, without the torch closure: fits in about 4 GB of disk.
+  export STABLE_PAK="$repo/bench/pull-small/stable.txt" DEPS_PAK="$repo/bench/pull-small/deps.txt"
+fi
 
 for tool in skopeo curl python3; do
   if ! command -v "$tool" > /dev/null; then echo "$tool not found" >&2; exit 2; fi
@@ -87,14 +96,20 @@ pack_one() { # OUT THRESHOLD COMPRESSION
     "${platform[@]}" --split-threshold "$t" --compression "$c"
   echo "$stamp" > "$work/$out.stamp"
 }
+size_of() { # LAYOUT -> compressed bytes and layer count of its manifest's layers
+  python3 - "$1" << 'PY'
+import json, sys
+d = sys.argv[1]
+i = json.load(open(d + "/index.json"))
+m = json.load(open(d + "/blobs/sha256/" + i["manifests"][0]["digest"].split(":")[1]))
+print(sum(l["size"] for l in m["layers"]), len(m["layers"]))
+PY
+}
 kinds=(gzip-single gzip-split zstd)
-pack_one "image-$name-off" off gzip
-pack_one "image-$name-$threshold" "$threshold" gzip
-pack_one "image-$name-zstd" off zstd
-declare -A image=(
-  [gzip-single]="image-$name-off"
-  [gzip-split]="image-$name-$threshold"
-  [zstd]="image-$name-zstd"
+declare -A args=(
+  [gzip-single]="off gzip"
+  [gzip-split]="$threshold gzip"
+  [zstd]="off zstd"
 )
 
 rm -rf "$work/pull-registry"
@@ -112,15 +127,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Each packing is pushed as soon as it is made; in real mode its layout is deleted after the
+# push unless KEEP_IMAGES=1 (the registry holds the only other copy: three real images are
+# about 3 x 3.5 GB, twice over with the layouts).
+declare -A sizes
 for kind in "${kinds[@]}"; do
-  "$comfypak" --quiet push --insecure "$work/${image[$kind]}" "$registry/pull/$kind:latest"
+  read -r t c <<< "${args[$kind]}"
+  out="image-$name-$kind"
+  pack_one "$out" "$t" "$c"
+  sizes[$kind]=$(size_of "$work/$out")
+  "$comfypak" --quiet push --insecure "$work/$out" "$registry/pull/$kind:latest"
+  if [ "$mode" = real ] && [ "${KEEP_IMAGES:-}" != 1 ]; then rm -rf "${work:?}/$out" "$work/$out.stamp"; fi
 done
+echo "disk after the pushes: $(df -h --output=avail "$work" | tail -1) free" >&2
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-pull_once() { # KIND -> seconds
+# The previous store: in fixture mode moved aside (deleted at the end); in real mode (GBs a
+# store) deleted, then `sync` and a pause past ext4's 60 s window for freed inodes.
+drop_store() {
   unmount_stores
-  if [ -e "$work/pull-store" ]; then mv "$work/pull-store" "$(mktemp -d "$work/pull-trash/XXXXXX")/"; fi
+  [ -e "$work/pull-store" ] || return 0
+  if [ "$mode" = real ]; then
+    rm -rf "$work/pull-store"
+    sync
+    sleep "${SETTLE_S:-61}"
+  else
+    mv "$work/pull-store" "$(mktemp -d "$work/pull-trash/XXXXXX")/"
+  fi
+}
+pull_once() { # KIND -> seconds (after drop_store)
   mkdir -p "$work/pull-store/root" "$work/pull-store/run"
   local t0 t1
   t0=$(now)
@@ -132,29 +168,23 @@ pull_once() { # KIND -> seconds
 }
 
 declare -A times
+loads=()
 for _ in $(seq "$runs"); do
   for kind in "${kinds[@]}"; do
+    drop_store
+    loads+=("$(cut -d' ' -f1 /proc/loadavg)")
     times[$kind]="${times[$kind]:-} $(pull_once "$kind")"
   done
 done
-
-size_of() { # LAYOUT -> compressed bytes and layer count of its manifest's layers
-  python3 - "$1" << 'PY'
-import json, sys
-d = sys.argv[1]
-i = json.load(open(d + "/index.json"))
-m = json.load(open(d + "/blobs/sha256/" + i["manifests"][0]["digest"].split(":")[1]))
-print(sum(l["size"] for l in m["layers"]), len(m["layers"]))
-PY
-}
 
 echo
 echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay), $mode layers, median of $runs; the 2-core machine was shared with other work"
 printf '%-12s %8s %14s %10s %8s\n' kind layers "bytes" "pull s" ratio
 base=$(echo "${times[gzip-single]}" | tr ' ' '\n' | grep . | median)
 for kind in "${kinds[@]}"; do
-  read -r bytes count < <(size_of "$work/${image[$kind]}")
+  read -r bytes count <<< "${sizes[$kind]}"
   t=$(echo "${times[$kind]}" | tr ' ' '\n' | grep . | median)
   printf '%-12s %8s %14s %10.2f %8.2f\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)"
 done
 echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]}"
+echo "load average (1 min) before each pull: ${loads[*]}"

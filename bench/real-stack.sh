@@ -3,10 +3,15 @@
 # A real two-layer stack for x86_64, from the public index only (its torch Linux wheels are
 # the CUDA builds, with the nvidia-* closure): `stable` = torch==$TORCH_A and
 # torchvision==$VISION_A, `deps` = the custom-node set bench/sets/$SET.txt. prepare_real NAME
-# TORCH VISION resolves it (lock $work/NAME/pylock.toml), fetches its wheels into the shared
-# cache $work/cache and installs both layers into $work/NAME/build/layers. Needs
+# TORCH VISION resolves it (lock $work/NAME/pylock.toml), fetches its wheels into the cache
+# ($COMFYPAK_CACHE_DIR when set, so several benchmarks share one download of torch and the
+# nvidia-* wheels; else $work/cache) and installs both layers into $work/NAME/build/layers
+# (hard links into that cache's unpacked store). Needs
 # COMFYPAK_LIVE=1, $repo (the checkout), $work (kept between runs when WORK is set, so the
 # downloads are paid once) and $comfypak (the release binary).
+#
+# STABLE_PAK / DEPS_PAK (requirement files) replace the stable layer's torch pins and the
+# deps layer's set (bench/pull.sh --small uses bench/pull-small/).
 #
 # The default pair, torch 2.14.0 -> 2.14.1 with torchvision 0.29.0 -> 0.29.1, is a patch
 # bump whose nvidia-* pins are the same (the scripts check it with `comfypak diff`).
@@ -15,12 +20,14 @@ TORCH_A="${TORCH_A:-2.14.0}"
 VISION_A="${VISION_A:-0.29.0}"
 TORCH_B="${TORCH_B:-2.14.1}"
 VISION_B="${VISION_B:-0.29.1}"
-SET="${SET:-controlnet-aux}"
+SET="${SET:-impact-was}"
 
 if [ "${COMFYPAK_LIVE:-}" != 1 ]; then
   echo "this benchmark downloads several GB from the public index: set COMFYPAK_LIVE=1" >&2
   exit 2
 fi
+
+real_cache="${COMFYPAK_CACHE_DIR:-$work/cache}"
 
 real_index_url() { sed -n 's/^url *= *"\(.*\)"/\1/p' "$repo/indexes/$1.toml"; }
 
@@ -28,8 +35,12 @@ real_index_url() { sed -n 's/^url *= *"\(.*\)"/\1/p' "$repo/indexes/$1.toml"; }
 real_stack() {
   local dir="$work/$1/stack"
   mkdir -p "$dir"
-  printf 'torch==%s\ntorchvision==%s\n' "$2" "$3" > "$dir/pak1.txt"
-  cp "$repo/bench/sets/$SET.txt" "$dir/pak2.txt"
+  if [ -n "${STABLE_PAK:-}" ]; then
+    cp "$STABLE_PAK" "$dir/pak1.txt"
+  else
+    printf 'torch==%s\ntorchvision==%s\n' "$2" "$3" > "$dir/pak1.txt"
+  fi
+  cp "${DEPS_PAK:-$repo/bench/sets/$SET.txt}" "$dir/pak2.txt"
   # The shipped stack's header (target, indexes, pins) for x86_64 only, without the
   # perf-wheels source, then the two layers.
   {
@@ -49,13 +60,13 @@ prepare_real() {
   real_stack "$@"
   if [ ! -f "$work/$name/pylock.toml" ]; then
     "$comfypak" --quiet resolve --stack "$work/$name/stack" --output "$work/$name/pylock.toml" \
-      --index "pytorch-cu130=$pypi" --cache-dir "$work/cache"
+      --index "pytorch-cu130=$pypi" --cache-dir "$real_cache"
   fi
   if [ ! -d "$work/$name/build/layers/deps" ]; then
-    "$comfypak" --quiet fetch --all --lock "$work/$name/pylock.toml" --cache-dir "$work/cache" \
+    "$comfypak" --quiet fetch --all --lock "$work/$name/pylock.toml" --cache-dir "$real_cache" \
       --index "pytorch-cu130=$pypi"
     "$comfypak" --quiet install --offline --all --lock "$work/$name/pylock.toml" \
-      --cache-dir "$work/cache" --out "$work/$name/build" --allow-overwrite
+      --cache-dir "$real_cache" --out "$work/$name/build" --allow-overwrite
   fi
 }
 

@@ -44,9 +44,9 @@ sent() { python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_sent"])'
 uploaded() { python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["blobs"] if b["outcome"].startswith("uploaded")))'; }
 layers() { python3 -c 'import json,sys; i=json.load(open(sys.argv[1]+"/index.json")); m=i["manifests"][0]["digest"].split(":")[1]; print(len(json.load(open(sys.argv[1]+"/blobs/sha256/"+m))["layers"]))' "$1"; }
 
-# One way at a time, each with a registry of its own that is removed afterwards (and the
-# images too, unless KEEP_IMAGES=1): the two ways' images and registries together need
-# about 25 GB.
+# One way at a time, each with a registry of its own that is removed afterwards; each image
+# is deleted as soon as it is pushed (unless KEEP_IMAGES=1): the two ways' images and
+# registries together need about 25 GB.
 registry_pid=""
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2> /dev/null || true; fi
@@ -54,23 +54,25 @@ cleanup() {
 }
 trap cleanup EXIT
 declare -A first second count
+drop_image() { # OUT: the layout, once pushed (unless KEEP_IMAGES=1)
+  if [ "${KEEP_IMAGES:-}" != 1 ]; then rm -rf "${work:?}/$1" "$work/$1.stamp"; fi
+}
 for mode in off "$threshold"; do
-  pack_real A "image-A-$mode" "$mode" gzip
-  pack_real B "image-B-$mode" "$mode" gzip
   rm -rf "$work/registry"
   start_registry "$work/registry"
+  pack_real A "image-A-$mode" "$mode" gzip
   out=$("$comfypak" push --insecure --json "$work/image-A-$mode" "$registry/bump:a")
   first[$mode]=$(echo "$out" | sent)
+  drop_image "image-A-$mode"
+  pack_real B "image-B-$mode" "$mode" gzip
   out=$("$comfypak" push --insecure --json "$work/image-B-$mode" "$registry/bump:b")
   second[$mode]=$(echo "$out" | sent)
   count[$mode]="$(echo "$out" | uploaded) (layers and config; the image has $(layers "$work/image-B-$mode") layers)"
+  drop_image "image-B-$mode"
   kill "$registry_pid"
   wait "$registry_pid" 2> /dev/null || true
   registry_pid=""
   rm -rf "$work/registry"
-  if [ "${KEEP_IMAGES:-}" != 1 ]; then
-    rm -rf "$work/image-A-$mode" "$work/image-B-$mode" "$work/image-A-$mode.stamp" "$work/image-B-$mode.stamp"
-  fi
 done
 
 echo
