@@ -5,7 +5,8 @@
 //! rename, fsync of the folder), [`persist`] (the same for a temp file a caller filled),
 //! [`replace_dir`] (a finished staging folder takes the place of an output folder by
 //! renames only: the old folder is moved aside first and deleted last, never deleted in
-//! place) and [`recover_dir`] (finds the `.staging.*` / `.old.*` folders a killed run left
+//! place; [`replace_dir_unsynced`] without the fsync, for cache entries that can be made
+//! again) and [`recover_dir`] (finds the `.staging.*` / `.old.*` folders a killed run left
 //! and restores or removes them). A process killed at any point leaves the old content or
 //! the new one, plus leftovers that the next run cleans.
 //!
@@ -99,6 +100,18 @@ pub fn staging_sibling(dest: &Path) -> PathBuf {
 /// `dest` is first renamed to `.old.<name>.<unique>`, then `staging` to `dest`, then the old
 /// one is deleted. Killed between the renames, [`recover_dir`] puts the old one back.
 pub fn replace_dir(staging: &Path, dest: &Path) -> io::Result<()> {
+    replace_dir_with(staging, dest, true)
+}
+
+/// [`replace_dir`] without the fsync of the parent folder afterwards, for a cache entry
+/// derived from bytes kept elsewhere (the unpacked store, from the cached wheel): if a crash
+/// loses the rename, the entry is missing and is made again. Killed between the renames,
+/// [`recover_dir`] still puts the old one back.
+pub fn replace_dir_unsynced(staging: &Path, dest: &Path) -> io::Result<()> {
+    replace_dir_with(staging, dest, false)
+}
+
+fn replace_dir_with(staging: &Path, dest: &Path, sync: bool) -> io::Result<()> {
     let parent = parent_of(dest);
     let old = parent.join(format!(".old.{}.{}", name_of(dest), unique_suffix()));
     let had_old = match std::fs::symlink_metadata(dest) {
@@ -116,7 +129,9 @@ pub fn replace_dir(staging: &Path, dest: &Path) -> io::Result<()> {
         }
         return Err(e);
     }
-    sync_dir(parent)?;
+    if sync {
+        sync_dir(parent)?;
+    }
     if had_old {
         remove_any(&old)?;
     }

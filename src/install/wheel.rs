@@ -216,18 +216,29 @@ fn set_store_mode_of(file: &std::fs::File, executable: bool) -> std::io::Result<
     file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
-/// Records every file's [`Stamp`] (in manifest order) in `stamps.json` beside the tree.
+/// Records every file's [`Stamp`] (in manifest order) in `stamps.json` beside the tree of
+/// an entry being built in its temp folder (see [`write_entry_file`]).
 fn write_stamps(
     entry: &Path,
     manifest: &WheelManifest,
     stamps: &[Stamp],
 ) -> Result<(), WheelError> {
-    let path = entry.join("stamps.json");
     let json = serde_json::to_vec(&stamps).map_err(|e| WheelError::BadWheel {
         wheel: manifest.filename.clone(),
         message: e.to_string(),
     })?;
-    crate::fsutil::write_atomic(&path, &json).map_err(io_err(&path))
+    write_entry_file(&entry.join("stamps.json"), &json)
+}
+
+/// Writes a file of a store entry that is still in its temp folder: plainly, with neither a
+/// temp name nor an fsync. The folder is renamed into the store as a whole once complete, so
+/// no reader sees a partial entry; and the tree's own files are not synced either, so an
+/// fsync of this one bought no durability (it cost two fsyncs per file, four per wheel, on
+/// the critical path of a cold install; the entry's rename is not synced either, see
+/// [`crate::fsutil::replace_dir_unsynced`]). After a crash, an entry whose files came back empty
+/// or truncated fails to parse or fails its stamps, and is unpacked again.
+fn write_entry_file(path: &Path, bytes: &[u8]) -> Result<(), WheelError> {
+    std::fs::write(path, bytes).map_err(io_err(path))
 }
 
 /// Whether every store file still has the size and mtime recorded when it was unpacked:
@@ -317,14 +328,13 @@ pub fn ensure_unpacked(
             wheel: filename.to_string(),
             message: e.to_string(),
         })?;
-        let manifest_path = tmp.join("manifest.json");
-        crate::fsutil::write_atomic(&manifest_path, &json).map_err(io_err(&manifest_path))?;
+        write_entry_file(&tmp.join("manifest.json"), &json)?;
         write_stamps(&tmp, &manifest, &stamps)?;
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         // A torn or outdated entry (we hold the lock) is moved aside, then replaced.
-        crate::fsutil::replace_dir(&tmp, &dir).map_err(io_err(&dir))?;
+        crate::fsutil::replace_dir_unsynced(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(manifest)
     })();
     match result {

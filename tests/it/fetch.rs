@@ -526,7 +526,10 @@ fn downloads_start_with_the_largest_wheel_whatever_the_lock_order() {
     let names: Vec<&str> = fetched.iter().map(|w| w.filename.as_str()).collect();
     let in_lock: Vec<&str> = srcs.iter().map(|w| w.filename.as_str()).collect();
     assert_eq!(names, in_lock);
-    assert_eq!(names[..3], [&built[0].filename, &built[1].filename, &built[2].filename]);
+    assert_eq!(
+        names[..3],
+        [&built[0].filename, &built[1].filename, &built[2].filename]
+    );
     let requested: Vec<String> = server
         .log()
         .iter()
