@@ -31,7 +31,8 @@
 #   COMFYPAK_E2E_CACHE     cache folder (default ~/.cache/comfypak-e2e-sources): the build base,
 #                          the shared downloads, the work folder of the last run
 #   COMFYPAK_E2E_DOWNLOADS a comfypak cache folder whose downloads (wheels/, sources/, pages/,
-#                          metadata/) the run shares (default: COMFYPAK_E2E_CACHE/downloads)
+#                          metadata/) and unpacked wheels (unpacked/) the run shares (default:
+#                          COMFYPAK_E2E_CACHE/downloads)
 #   COMFYPAK_E2E_GIT_SNAPSHOTS  a folder of bare repositories OWNER+NAME/repo to mirror
 #   COMFYPAK_E2E_DROP      project names to leave out of the pak copies (space-separated),
 #                          each printed; for a shorter run, never silently
@@ -148,11 +149,12 @@ HOSTS=$(sed -n 's#^mirror \([^/]*\)/.*#\1#p' "$WORK/mirrors.log" | sort -u)
 export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="url.$MIRROR_URL.insteadOf" GIT_CONFIG_VALUE_0="https://$HOSTS/"
 echo "git: url.$MIRROR_URL.insteadOf = https://$HOSTS/ (through GIT_CONFIG_COUNT/KEY/VALUE)"
 
-# A cache folder of its own (empty build caches), sharing only the downloads.
+# A cache folder of its own (empty build caches), sharing only the downloads and the unpacked
+# wheels (both content-addressed by sha256, so a built wheel of other bytes is another entry).
 fresh_cache() {
   rm -rf --one-file-system "$1"
-  mkdir -p "$1" "$DOWNLOADS"/{wheels,sources,pages,metadata}
-  for d in wheels sources pages metadata; do ln -s "$DOWNLOADS/$d" "$1/$d"; done
+  mkdir -p "$1" "$DOWNLOADS"/{wheels,sources,pages,metadata,unpacked}
+  for d in wheels sources pages metadata unpacked; do ln -s "$DOWNLOADS/$d" "$1/$d"; done
 }
 
 # The per-source lines of a build log, as a table; and the counts.
