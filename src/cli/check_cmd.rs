@@ -143,8 +143,20 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 fn render(r: &CheckReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "check {} (base {}): python {} at {}, venv {}\n",
-        r.platform, r.base, r.python, r.executable, r.venv
+        "check {} (base {}): python {} at {}, venv {}{}\n",
+        r.platform,
+        r.base,
+        r.python,
+        r.executable,
+        r.venv,
+        if r.timeout_scale > 1.0 {
+            format!(
+                " (under qemu: per-module and per-script time limits {}x)",
+                r.timeout_scale
+            )
+        } else {
+            String::new()
+        }
     ));
     out.push_str("distributions:\n");
     for d in &r.distributions {

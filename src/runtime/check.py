@@ -1,11 +1,15 @@
 """`comfypak check`, run by the image's own Python inside comfypak's sandbox (the layers stacked
-over the base, read-only, no network) as `VENV/bin/python check.py RESULT.json`.
+over the base, read-only, no network) as `VENV/bin/python check.py [--imports-only] RESULT.json`.
 
 For every distribution installed in the venv's site-packages:
   - import every top-level module (from top_level.txt, else derived from RECORD), each in a
     worker process that keeps going after a module crashes the interpreter;
   - run every console script with --help (then --version), with a timeout.
 Writes what happened to RESULT.json; comfypak applies the stack's allow-list and reports.
+`--imports-only` skips the console scripts (each one is an interpreter start: slow under qemu
+when another check already ran them). COMFYPAK_CHECK_TIMEOUT_SCALE (a number >= 1, set by
+comfypak when the interpreter runs under qemu-user) multiplies the per-module and per-script
+time limits.
 """
 
 import concurrent.futures
@@ -18,8 +22,17 @@ import sys
 import sysconfig
 import time
 
-MODULE_TIMEOUT_S = 300
-SCRIPT_TIMEOUT_S = 90
+
+
+def timeout_scale():
+    try:
+        return max(1.0, float(os.environ.get("COMFYPAK_CHECK_TIMEOUT_SCALE", "1")))
+    except ValueError:
+        return 1.0
+
+
+MODULE_TIMEOUT_S = 300 * timeout_scale()
+SCRIPT_TIMEOUT_S = 90 * timeout_scale()
 SCRIPT_WORKERS = 2
 
 
@@ -207,7 +220,7 @@ def run_script(venv, name):
                 timeout=SCRIPT_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            tried.append(f"{flag}: timed out after {SCRIPT_TIMEOUT_S}s")
+            tried.append(f"{flag}: timed out after {SCRIPT_TIMEOUT_S:.0f}s")
             continue
         except OSError as e:
             return {"script": name, "ok": False, "broken": f"cannot execute {path}: {e}"}
@@ -219,7 +232,12 @@ def run_script(venv, name):
 
 
 def main():
-    result_path = sys.argv[1]
+    args = sys.argv[1:]
+    imports_only = "--imports-only" in args
+    args = [a for a in args if a != "--imports-only"]
+    if len(args) != 1:
+        sys.exit("usage: check.py [--imports-only] RESULT.json")
+    result_path = args[0]
     site = site_packages()
     venv = sys.prefix
     if sys.prefix == sys.base_prefix:
@@ -236,7 +254,7 @@ def main():
         results[m] = alone
     import_seconds = time.monotonic() - t
     t = time.monotonic()
-    scripts = sorted({s for d in dists for s in d["scripts"]})
+    scripts = [] if imports_only else sorted({s for d in dists for s in d["scripts"]})
     with concurrent.futures.ThreadPoolExecutor(SCRIPT_WORKERS) as pool:
         script_results = list(pool.map(lambda s: run_script(venv, s), scripts))
     script_seconds = time.monotonic() - t
@@ -250,6 +268,8 @@ def main():
         "scripts": script_results,
         "import_seconds": round(import_seconds, 2),
         "script_seconds": round(script_seconds, 2),
+        "imports_only": imports_only,
+        "timeout_scale": timeout_scale(),
     }
     with open(result_path + ".tmp", "w") as f:
         json.dump(out, f)

@@ -17,6 +17,11 @@ use super::{Runtime, RuntimeError, WORK_DIR};
 /// The script run inside the image.
 pub const CHECK_PY: &str = include_str!("check.py");
 
+/// How many times longer check.py's per-module and per-script limits (300 s, 90 s) are when the
+/// interpreter runs under qemu-user (`COMFYPAK_CHECK_TIMEOUT_SCALE`): emulated CPython starts
+/// and imports 10-20 times slower, and a console script that imports torch needs minutes.
+pub const QEMU_TIMEOUT_SCALE: u32 = 10;
+
 /// A distribution found in site-packages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Distribution {
@@ -73,6 +78,12 @@ struct Raw {
     scripts: Vec<ScriptResult>,
     import_seconds: f64,
     script_seconds: f64,
+    #[serde(default = "one")]
+    timeout_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A failure the allow-list covers.
@@ -96,6 +107,9 @@ pub struct CheckReport {
     pub scripts: Vec<ScriptResult>,
     pub import_seconds: f64,
     pub script_seconds: f64,
+    /// How many times check.py's per-module and per-script time limits were stretched:
+    /// [`QEMU_TIMEOUT_SCALE`] under qemu-user, else 1.
+    pub timeout_scale: f64,
     /// Modules and scripts that failed and are not allowed: `name: what happened`.
     pub failures: Vec<String>,
     pub allowed: Vec<AllowedFailure>,
@@ -144,6 +158,12 @@ pub fn check(
         }
     }
     env.push(("VIRTUAL_ENV".to_string(), venv.to_string()));
+    if Some(runtime.arch) != super::sandbox::host_arch() {
+        env.push((
+            "COMFYPAK_CHECK_TIMEOUT_SCALE".to_string(),
+            QEMU_TIMEOUT_SCALE.to_string(),
+        ));
+    }
     let output = runtime.sandbox(&top_first, Some(work)).run(
         &[
             format!("{venv}/bin/python"),
@@ -222,6 +242,7 @@ fn judge(raw: Raw, runtime: &Runtime, allow: &BTreeMap<String, String>) -> Check
         scripts: raw.scripts,
         import_seconds: raw.import_seconds,
         script_seconds: raw.script_seconds,
+        timeout_scale: raw.timeout_scale,
         failures,
         allowed,
         stale_allow,

@@ -492,6 +492,18 @@ fn build_and_check_on_both_architectures() {
         .map(|r| r["platform"].as_str().unwrap())
         .collect();
     assert_eq!(platforms, ["x86_64", "aarch64"]);
+    // Under qemu check.py's per-module and per-script limits are stretched (an emulated
+    // console script importing torch needs minutes); natively they are not.
+    let scales: Vec<f64> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["timeout_scale"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        scales,
+        [1.0, f64::from(comfypak::runtime::check::QEMU_TIMEOUT_SCALE)]
+    );
     for report in reports.as_array().unwrap() {
         let imported: Vec<&str> = report["imports"]
             .as_array()
