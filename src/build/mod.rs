@@ -745,8 +745,20 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
         output: Some(image_dir.clone()),
         format: OutputFormat::OciLayout,
         compression: request.compression,
-        // A root folder is run, not packed: only an image layout gives the image base layers.
-        base: bases.all.clone().filter(|b| b.join("oci-layout").is_file()),
+        // Each platform's image goes on the base its layers were prepared with (its own, else
+        // the one for every platform). A root folder is run, not packed: only an image layout
+        // (a registry base is pulled into one) gives the image base layers.
+        base: None,
+        base_by_arch: targets
+            .iter()
+            .filter_map(|t| {
+                let arch = t.platform.arch;
+                bases
+                    .for_arch(arch)
+                    .filter(|b| b.join("oci-layout").is_file())
+                    .map(|b| (arch, b.to_path_buf()))
+            })
+            .collect(),
         previous: previous.clone(),
         tag: "latest".to_string(),
         name: None,

@@ -675,6 +675,8 @@ pub struct PackJob {
     pub format: OutputFormat,
     pub compression: Compression,
     pub base: Option<PathBuf>,
+    /// An OCI layout for one architecture's platform, ahead of `base`.
+    pub base_by_arch: Vec<(Arch, PathBuf)>,
     /// An earlier image layout to compare layers with.
     pub previous: Option<PathBuf>,
     pub tag: String,
@@ -766,6 +768,7 @@ pub fn pack(job: &PackJob) -> Result<PackedImage, BuildError> {
         compression: job.compression,
         source_date_epoch: source_date_epoch_from_env()?,
         base: job.base.clone(),
+        base_by_arch: job.base_by_arch.clone(),
         previous: job.previous.clone(),
         tag: job.tag.clone(),
         name: job

@@ -40,8 +40,9 @@ pub struct BuildArgs {
     /// runtime image with Python 3.14), a registry image (`docker://HOST/REPO:TAG` or
     /// `@sha256:…`; the tag's digest is recorded in the lock) or a root folder (default: the
     /// stack's `[base]`). With a base, the lowest layer gets the venv skeleton and every layer
-    /// its bytecode. `ARCH=BASE` gives one architecture its own base (repeatable); only a
-    /// layout or registry image given for every platform becomes the image's base layers.
+    /// its bytecode. `ARCH=BASE` gives one architecture its own base (repeatable). Each
+    /// platform's image goes on its base's image when that is a layout or registry image (a
+    /// root folder is run, not packed).
     #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
     /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).

@@ -61,9 +61,10 @@ pub struct PackArgs {
     /// Compression level (gzip 0-9, default 6; zstd 1-19, default 3).
     #[arg(long)]
     pub level: Option<i32>,
-    /// An OCI image layout to put at the bottom (e.g. from `skopeo copy docker://IMAGE oci:DIR`).
-    #[arg(long)]
-    pub base: Option<PathBuf>,
+    /// An OCI image layout to put at the bottom (e.g. from `skopeo copy docker://IMAGE oci:DIR`);
+    /// `ARCH=LAYOUT` gives one architecture its own (repeatable).
+    #[arg(long, value_name = "[ARCH=]LAYOUT")]
+    pub base: Vec<String>,
     /// An earlier image layout: report which layers are identical and what a push would send.
     #[arg(long)]
     pub previous: Option<PathBuf>,
@@ -123,6 +124,7 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
         })?;
         layers.push((parse_arch(arch)?, PathBuf::from(dir)));
     }
+    let bases = crate::runtime::Bases::parse(&args.base)?;
     Ok(PackJob {
         stack: args.stack.clone(),
         no_layers: args.no_layer.clone(),
@@ -136,7 +138,8 @@ fn job(args: &PackArgs) -> anyhow::Result<PackJob> {
             FormatArg::DockerArchive => OutputFormat::DockerArchive,
         },
         compression: compression(args.compression, args.level),
-        base: args.base.clone(),
+        base: bases.all,
+        base_by_arch: bases.by_arch.into_iter().collect(),
         previous: args.previous.clone(),
         tag: args.tag.clone(),
         name: args.name.clone(),

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::lock::Lock;
-use crate::target::Platform;
+use crate::target::{Arch, Platform};
 
 pub use layer::{Compression, LayerBlob};
 pub use settings::{DirectoryLayer, ImageSettings};
@@ -150,8 +150,11 @@ pub struct PackRequest<'a> {
     pub compression: Compression,
     /// Every timestamp in the image (tar mtimes, config `created`, annotations).
     pub source_date_epoch: u64,
-    /// An OCI layout whose image goes at the bottom.
+    /// An OCI layout whose image (of each platform's architecture) goes at the bottom.
     pub base: Option<PathBuf>,
+    /// An OCI layout for one architecture, ahead of `base` (one base per platform: e.g. two
+    /// one-platform layouts instead of one multi-arch layout).
+    pub base_by_arch: Vec<(Arch, PathBuf)>,
     /// An OCI layout to compare layers with.
     pub previous: Option<PathBuf>,
     /// The tag (`org.opencontainers.image.ref.name`), e.g. `latest`.
@@ -298,10 +301,7 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
         Some(layout) => Some(layout.images()?),
         None => None,
     };
-    let base = match &request.base {
-        Some(dir) => Some(Layout::open(dir)?),
-        None => None,
-    };
+    let base = BaseLayouts::open(request)?;
 
     let staging = staging_dir(&request.output, request.format)?;
     let previous_top: Vec<String> = previous_layout
@@ -311,7 +311,7 @@ pub fn pack(request: &PackRequest<'_>) -> Result<PackedImage, PackError> {
     let result = pack_into(
         request,
         &staging,
-        base.as_ref(),
+        &base,
         previous
             .as_deref()
             .map(|images| (images, previous_top.as_slice())),
@@ -553,10 +553,38 @@ fn layer_history(request: &PackRequest<'_>, job: &NamedJob) -> LayerHistory {
     }
 }
 
+/// The base layouts of a pack: one for every platform and/or one per architecture.
+struct BaseLayouts {
+    all: Option<Layout>,
+    by_arch: Vec<(Arch, Layout)>,
+}
+
+impl BaseLayouts {
+    fn open(request: &PackRequest<'_>) -> Result<BaseLayouts, PackError> {
+        Ok(BaseLayouts {
+            all: request.base.as_deref().map(Layout::open).transpose()?,
+            by_arch: request
+                .base_by_arch
+                .iter()
+                .map(|(arch, dir)| Ok((*arch, Layout::open(dir)?)))
+                .collect::<Result<_, PackError>>()?,
+        })
+    }
+
+    /// The layout whose image goes under `arch`'s platform, if any.
+    fn for_arch(&self, arch: Arch) -> Option<&Layout> {
+        self.by_arch
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, layout)| layout)
+            .or(self.all.as_ref())
+    }
+}
+
 fn pack_into(
     request: &PackRequest<'_>,
     staging: &Path,
-    base: Option<&Layout>,
+    base: &BaseLayouts,
     previous: Option<(&[LayoutImage], &[String])>,
 ) -> Result<PackedImage, PackError> {
     let store = BlobStore::create(staging)?;
@@ -589,7 +617,7 @@ fn pack_into(
 fn build_unique_layers(
     request: &PackRequest<'_>,
     store: &BlobStore,
-    base: Option<&Layout>,
+    base: &BaseLayouts,
 ) -> Result<(Vec<NamedJobs>, HashMap<LayerJob, LayerBlob>), PackError> {
     let mut per_platform: Vec<NamedJobs> = Vec::new();
     let mut unique: Vec<LayerJob> = Vec::new();
@@ -597,7 +625,7 @@ fn build_unique_layers(
     let mut plans = layer_cache::JobPlans::new();
     for platform in &request.platforms {
         let jobs = layer_jobs(request, platform, &mut entries, &mut plans)?;
-        let base_layers = match base {
+        let base_layers = match base.for_arch(platform.platform.arch) {
             Some(layout) => layout
                 .image_for(platform.platform.arch.oci_name())?
                 .manifest
@@ -648,7 +676,7 @@ struct Writer<'r, 'a> {
     store: &'r BlobStore,
     /// `created` of configs and annotations (from `source_date_epoch`).
     created: String,
-    base: Option<&'r Layout>,
+    base: &'r BaseLayouts,
     previous: Option<&'r [LayoutImage]>,
 }
 
@@ -661,7 +689,8 @@ impl Writer<'_, '_> {
         blobs: &HashMap<LayerJob, LayerBlob>,
     ) -> Result<PackedPlatform, PackError> {
         let architecture = platform.platform.arch.oci_name();
-        let base_image = match self.base {
+        let base = self.base.for_arch(platform.platform.arch);
+        let base_image = match base {
             Some(layout) => Some(layout.image_for(architecture)?),
             None => None,
         };
@@ -669,7 +698,7 @@ impl Writer<'_, '_> {
             .previous
             .and_then(|images| images.iter().find(|i| i.architecture == architecture));
 
-        let mut layers = match (self.base, &base_image) {
+        let mut layers = match (base, &base_image) {
             (Some(layout), Some(image)) => {
                 self.base_layers(layout, image, architecture, previous_image)?
             }

@@ -583,3 +583,48 @@ fn blobs_are_pulled_concurrently_and_verified() {
     );
     assert!(files_under(&cache.join("registry/bases")).is_empty());
 }
+
+/// `--base ARCH=LAYOUT`, one base per platform, puts that platform's image on the layout's
+/// image, as `--base LAYOUT` for every platform does (it used to leave the image without base
+/// layers: only a base for every platform was packed).
+#[test]
+fn build_on_a_base_for_one_architecture_keeps_its_layers() {
+    use super::check::{comfypak, fixture_stack, text};
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pak = fixture_stack(dir.path(), "demo_bad = \"the test's upstream fault\"\n");
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", &root).unwrap();
+    let root_tar = builder.into_inner().unwrap();
+    let (manifest_digest, _) = base_layout(
+        &dir.path().join("base"),
+        &[(Arch::X86_64, vec![root_tar.clone()])],
+    );
+    let base = format!("x86_64={}", dir.path().join("base").display());
+    let out = comfypak(
+        &[
+            "build",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out",
+            "--lock",
+            "pylock.toml",
+            "--base",
+            &base,
+            "--no-compile",
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let layout = comfypak::pack::oci::Layout::open(&dir.path().join("out/image")).unwrap();
+    let image = layout.images().unwrap().remove(0);
+    assert_eq!(image.manifest.layers[0].digest, sha(&root_tar));
+    assert_eq!(
+        image.manifest.annotations["org.opencontainers.image.base.digest"],
+        manifest_digest
+    );
+}

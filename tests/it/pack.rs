@@ -785,3 +785,76 @@ fn pack_of_one_platform_after_a_two_platform_build_reads_that_platforms_folder()
     // Nothing was ever at OUT/layers.
     assert!(!dir.path().join("build/layers").exists());
 }
+
+/// One base per platform: `--base x86_64=A --base aarch64=B` (two one-platform layouts, as
+/// `build` passes the base each platform was prepared with) puts each platform's image on its
+/// own base; an architecture without a base gets none.
+#[test]
+fn a_base_per_architecture_goes_under_that_platform_only() {
+    use crate::base_pull::base_layout;
+    use crate::runtime::{tar_of, E};
+    use comfypak::target::Arch;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = two_platform_build(dir.path());
+    let layout = |name: &str, arch: Arch, marker: &[u8]| {
+        let path = dir.path().join(name);
+        let (top, layers) = base_layout(
+            &path,
+            &[(
+                arch,
+                vec![tar_of(&[E::Dir("etc"), E::File("etc/os", marker)])],
+            )],
+        );
+        (path, top, layers[0][0].clone())
+    };
+    let (x86_base, x86_manifest, x86_diff_id) = layout("base-x86", Arch::X86_64, b"x86");
+    let (arm_base, arm_manifest, arm_diff_id) = layout("base-arm", Arch::Aarch64, b"arm");
+    let pack = |bases: Vec<(Arch, PathBuf)>, out: &str| {
+        let mut setup = PackSetup::new(
+            &stack,
+            dir.path().join("build/x86_64/layers"),
+            dir.path().join(out),
+        );
+        setup
+            .layer_dirs
+            .push(("aarch64", dir.path().join("build/aarch64/layers")));
+        setup.base_by_arch = bases;
+        setup.run()
+    };
+    let image = pack(
+        vec![
+            (Arch::X86_64, x86_base.clone()),
+            (Arch::Aarch64, arm_base.clone()),
+        ],
+        "img",
+    );
+    let out = dir.path().join("img");
+    for (p, manifest_digest, diff_id) in [
+        (&image.platforms[0], &x86_manifest, &x86_diff_id),
+        (&image.platforms[1], &arm_manifest, &arm_diff_id),
+    ] {
+        assert!(p.layers[0].from_base, "{}", p.architecture);
+        assert!(!p.layers[1].from_base);
+        let config: serde_json::Value = read_json(&out, &p.config.digest);
+        assert_eq!(config["rootfs"]["diff_ids"][0], diff_id.as_str());
+        let manifest: Manifest = read_json(&out, &p.manifest.digest);
+        assert_eq!(
+            &manifest.annotations["org.opencontainers.image.base.digest"], manifest_digest,
+            "{}",
+            p.architecture
+        );
+    }
+    // Only x86_64 given a base: aarch64's image starts with comfypak's own layers.
+    let image = pack(vec![(Arch::X86_64, x86_base)], "x86-only");
+    assert!(image.platforms[0].layers[0].from_base);
+    assert!(image.platforms[1].layers.iter().all(|l| !l.from_base));
+    // A base for an architecture that is not in it is refused by name.
+    let mut setup = PackSetup::new(
+        &stack,
+        dir.path().join("build/x86_64/layers"),
+        dir.path().join("wrong"),
+    );
+    setup.base_by_arch = vec![(Arch::X86_64, arm_base)];
+    let err = setup.try_run().unwrap_err().to_string();
+    assert!(err.contains("no linux/amd64 image"), "{err}");
+}

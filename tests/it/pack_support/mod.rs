@@ -205,6 +205,7 @@ pub struct PackSetup<'a> {
     pub compression: Compression,
     pub epoch: u64,
     pub base: Option<PathBuf>,
+    pub base_by_arch: Vec<(comfypak::target::Arch, PathBuf)>,
     pub previous: Option<PathBuf>,
 }
 
@@ -218,6 +219,7 @@ impl<'a> PackSetup<'a> {
             compression: Compression::default(),
             epoch: 1_700_000_000,
             base: None,
+            base_by_arch: Vec::new(),
             previous: None,
         }
     }
@@ -256,6 +258,7 @@ impl<'a> PackSetup<'a> {
             compression: self.compression,
             source_date_epoch: self.epoch,
             base: self.base.clone(),
+            base_by_arch: self.base_by_arch.clone(),
             previous: self.previous.clone(),
             tag: "latest".to_string(),
             name: "comfyui".to_string(),
