@@ -82,6 +82,8 @@ fi
 # The foreign root is made another way (unpacked on the host), so it has its own key.
 METHOD=python-root-v1
 [ -z "$FOREIGN" ] || METHOD=python-root-v2-unpacked
+# A foreign root with ca-certificates gets the CA bundle its postinst would make (below).
+case " $PACKAGES " in *" ca-certificates "*) [ -z "$FOREIGN" ] || METHOD=$METHOD+ca-bundle ;; esac
 KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "$METHOD" | sha256sum | cut -c1-12)
 ROOT=$OUT/$PREFIX-$SUITE-$ARCH-$KEY
 mkdir -p "$OUT"
@@ -116,6 +118,20 @@ if [ -n "$FOREIGN" ]; then
     [ -s "$ROOT.partial/etc/$f" ] || cp "$ROOT.partial/usr/share/base-passwd/$f.master" "$ROOT.partial/etc/$f"
   done
   rm -rf "$ROOT.partial/debootstrap"
+  # What ca-certificates' postinst would have made: /etc/ca-certificates.conf (every shipped
+  # certificate enabled) and, by update-ca-certificates under qemu, the bundle
+  # /etc/ssl/certs/ca-certificates.crt that TLS clients in the root read (pygit2 loads it at
+  # import).
+  if [ -x "$ROOT.partial/usr/sbin/update-ca-certificates" ]; then
+    [ -s "$ROOT.partial/etc/ca-certificates.conf" ] ||
+      (cd "$ROOT.partial/usr/share/ca-certificates" && find . -name '*.crt' | sed 's#^\./##' | LC_ALL=C sort) \
+        >"$ROOT.partial/etc/ca-certificates.conf"
+    chroot "$ROOT.partial" /usr/sbin/update-ca-certificates --fresh >>"$LOG" 2>&1 || {
+      tail -n 30 "$LOG" >&2
+      echo "python-root.sh: update-ca-certificates under qemu failed (log: $LOG)" >&2
+      exit 1
+    }
+  fi
   # The first stage links /proc to the host's (for its chroot); a container mounts its own there.
   if [ -L "$ROOT.partial/proc" ]; then
     rm "$ROOT.partial/proc"
