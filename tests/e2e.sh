@@ -156,7 +156,7 @@ for arch in "${ARCHS[@]}"; do
   echo "$SUITE $(oci_arch "$arch"), minbase + python3.14 $BASE_PACKAGES"
   ROOT[$arch]=$(PYTHON_ROOT_SUITE=$SUITE PYTHON_ROOT_MIRROR=${COMFYPAK_E2E_MIRROR:-} \
     bash "$REPO/scripts/python-root.sh" --arch "$(oci_arch "$arch")" --packages "$BASE_PACKAGES" \
-    "$CACHE/roots" | tail -n 1) || fail "scripts/python-root.sh --arch $(oci_arch "$arch") (log: $CACHE/roots/debootstrap-$(oci_arch "$arch").log)"
+    "$CACHE/roots" | tail -n 1) || fail "scripts/python-root.sh --arch $(oci_arch "$arch") (log: $CACHE/roots/debootstrap-root-$(oci_arch "$arch").log)"
   [ -x "${ROOT[$arch]}/usr/bin/python3.14" ] || fail "no /usr/bin/python3.14 in ${ROOT[$arch]}"
   PYTHON_VERSION[$arch]=$(chroot "${ROOT[$arch]}" /usr/bin/python3.14 -c 'import sys; print(sys.version.split()[0])')
   echo "${ROOT[$arch]}: python ${PYTHON_VERSION[$arch]}; $(chroot "${ROOT[$arch]}" /usr/bin/python3.14 -c 'import os, platform; print(os.confstr("CS_GNU_LIBC_VERSION"), platform.machine())'); $(du -sh "${ROOT[$arch]}" | cut -f1)"
