@@ -143,6 +143,26 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str, doing: &str) -> Result<Stri
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
+/// What the self-contained `.git` of a build ([`add_metadata`]) carries that can change the
+/// build beyond the checked-out files: the commit itself (setuptools-scm's `g<hash>` and
+/// distance), and every tag of the repository cache `db` with the object it points at and, for
+/// an annotated tag, the commit under it (versions come from tags: a tag added or moved gives
+/// another version from the same tree). One text, for the build cache key.
+pub fn build_state(db: &Path, commit: &str, url: &str) -> Result<String, GitError> {
+    let tags = git(
+        Some(db),
+        &[
+            "for-each-ref",
+            "--sort=refname",
+            "--format=%(refname) %(objectname) %(*objectname)",
+            "refs/tags",
+        ],
+        url,
+        "list tags",
+    )?;
+    Ok(format!("commit {commit}\n{tags}\n"))
+}
+
 /// Gives `tree` (a copy of the checkout of `commit`, without `.git`) a self-contained `.git`:
 /// a clone of the repository cache `db` with all its branches and tags and no alternates
 /// pointing outside, HEAD detached at `commit` and the index at its tree, so a build backend

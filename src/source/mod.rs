@@ -270,7 +270,8 @@ pub struct BuiltWheel {
     /// Hex sha256 of the wheel.
     pub sha256: String,
     pub size: u64,
-    /// The source's sha256 (sdist) or content hash (folder).
+    /// The source's sha256 (sdist), content hash (folder), or for git the hash of the
+    /// checkout's files with its commit and tags ([`git::build_state`]).
     pub source_sha256: String,
     /// The cache key.
     pub key: String,
@@ -379,11 +380,20 @@ fn prepare(source: &Source, cache_dir: &Path) -> Result<Prepared, SourceError> {
         }
         SourceKind::Directory(dir) => sdist::hash_tree(dir)?,
         SourceKind::GitCheckout {
-            root, subdirectory, ..
-        } => sdist::hash_tree(&match subdirectory {
-            Some(sub) => root.join(sub),
-            None => root.clone(),
-        })?,
+            root,
+            subdirectory,
+            db,
+            commit,
+            origin,
+        } => {
+            // The files, and what the build's `.git` tells a backend (commit, tags).
+            let files = sdist::hash_tree(&match subdirectory {
+                Some(sub) => root.join(sub),
+                None => root.clone(),
+            })?;
+            let state = git::build_state(db, commit, origin)?;
+            hex::encode(Sha256::digest(format!("{files}\n{state}").as_bytes()))
+        }
     };
     let tmp = builds_dir(cache_dir).join("tmp");
     std::fs::create_dir_all(&tmp).map_err(SourceError::io(&tmp))?;

@@ -1117,6 +1117,52 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
         .unwrap();
     assert_eq!(entry.tool.comfypak.built[0].sha256().unwrap(), &v1_sha);
 
+    // A tag added upstream on the same commit: the files and the commit are the same, but
+    // the build's `.git` carries the tag, and setuptools-scm-style versions come from tags;
+    // so the build cache must not answer with the untagged build (its key has the tags).
+    resolve_with(format!("git+{url}@main#egg=gitdemo\n")).unwrap();
+    let untagged = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let untagged = untagged
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "gitdemo")
+        .unwrap();
+    assert_eq!(untagged.vcs.as_ref().unwrap().commit_id, moved);
+    assert_eq!(
+        untagged.version.to_string(),
+        format!("1.0.dev0+g{}", &moved[..7])
+    );
+    run_git(&work, &["tag", "v1.0.9"]);
+    run_git(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            served.join("gitdemo.git").to_str().unwrap(),
+            "v1.0.9",
+        ],
+    );
+    let notes = Notes::default();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!("git+{url}@main#egg=gitdemo\n"),
+    )
+    .unwrap();
+    comfypak::build::resolve(&session, &request, &notes).unwrap();
+    let said = notes.take();
+    assert!(
+        !said.iter().any(|n| n.contains("from the build cache")),
+        "a new tag must not reuse the untagged build: {said:?}"
+    );
+    let tagged = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let tagged = tagged
+        .packages
+        .iter()
+        .find(|p| p.name.as_ref() == "gitdemo")
+        .unwrap();
+    assert_eq!(tagged.vcs.as_ref().unwrap().commit_id, moved);
+    assert_eq!(tagged.version.to_string(), "1.0.9");
+
     // A ref that does not exist names itself and the repository.
     let message = resolve_with(format!("gitdemo @ git+{url}@no-such-tag\n")).unwrap_err();
     assert!(
