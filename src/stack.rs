@@ -5,9 +5,11 @@
 //! the image must run on), which indexes packages come from (default
 //! order and pins), the declared ABI couplings of unlabelled performance wheels
 //! (`[couplings]`, read by [`crate::cuda::parse_couplings`]), the pak files kept out of
-//! the stack on purpose, `[pack] split-threshold` (read here, applied by
-//! [`crate::pack::split`]) and `[compile] timeout` (applied by [`crate::runtime::compile`]). It reads pak files through [`crate::pak`] and index definitions
-//! through [`crate::index::definition`]; it must not resolve, fetch or install anything.
+//! the stack on purpose (and those a build leaves out with `--no-layer`), `[pack]
+//! split-threshold` (read here, applied by [`crate::pack::split`]), `[compile] timeout`
+//! (applied by [`crate::runtime::compile`]), `[build]` and `[[install.record-mismatch]]`. It
+//! reads pak files through [`crate::pak`] and index definitions through
+//! [`crate::index::definition`]; it must not resolve, fetch or install anything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,20 @@ pub struct Stack {
     pub compile_timeout: Option<std::time::Duration>,
     /// `[build]`: which projects may use wheels or sdists, and how sources are built.
     pub build: BuildSettings,
+    /// `[[install.record-mismatch]]`: published wheels whose RECORD is wrong about one of
+    /// their own files, accepted for that exact wheel and file only, each with the reason.
+    pub record_mismatch: Vec<RecordMismatch>,
+}
+
+/// `[[install.record-mismatch]]`: one file of one published wheel whose RECORD row is known
+/// to be wrong, accepted with the reason (`resolve` puts it into the lock for `install`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecordMismatch {
+    /// The wheel's file name.
+    pub wheel: String,
+    /// The member path inside the wheel.
+    pub file: String,
+    pub reason: String,
 }
 
 /// `[build]` of stack.toml.
@@ -250,6 +266,8 @@ struct RawManifest {
     compile: RawCompile,
     #[serde(default)]
     build: RawBuild,
+    #[serde(default)]
+    install: RawInstall,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +276,21 @@ struct RawCompile {
     /// Seconds, or a duration such as "90m".
     #[serde(default)]
     timeout: Option<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInstall {
+    #[serde(default)]
+    record_mismatch: Vec<RawRecordMismatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecordMismatch {
+    wheel: String,
+    file: String,
+    reason: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -524,6 +557,43 @@ impl Stack {
             }
         };
         let build = Self::load_build(&raw.build, &invalid)?;
+        let mut record_mismatch = Vec::new();
+        for entry in &raw.install.record_mismatch {
+            let wheel = entry.wheel.trim();
+            let parsed: Result<crate::filename::WheelFilename, _> = wheel.parse();
+            let file = entry.file.trim();
+            let reason = entry
+                .reason
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let problem = if parsed.is_err() {
+                Some(format!("`{wheel}` is not a wheel file name"))
+            } else if file.is_empty() || file.starts_with('/') || file.split('/').any(|c| c == "..")
+            {
+                Some(format!("`{file}` is not a path inside the wheel"))
+            } else if reason.is_empty() {
+                Some(format!("the entry for {wheel} gives no reason"))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                return Err(invalid(
+                    "install.record-mismatch",
+                    message,
+                    "name one exact wheel, the one file whose RECORD row is wrong, and why: \
+                     `[[install.record-mismatch]]` with `wheel = \"name-1.0-py3-none-any.whl\"`, \
+                     `file = \"name-1.0.dist-info/top_level.txt\"`, `reason = \"…\"`",
+                ));
+            }
+            record_mismatch.push(RecordMismatch {
+                wheel: wheel.to_string(),
+                file: file.to_string(),
+                reason,
+            });
+        }
+        record_mismatch.sort();
+        record_mismatch.dedup();
         Ok(Stack {
             manifest,
             name: raw.stack.name,
@@ -537,6 +607,7 @@ impl Stack {
             split_threshold,
             compile_timeout,
             build,
+            record_mismatch,
         })
     }
 

@@ -241,6 +241,7 @@ pub fn resolve(
     super::sources::build_index_sdists(
         session, &mut lock, &stack, backend, &targets, &bases, progress,
     )?;
+    record_mismatches(&mut lock, &stack, progress);
     let summary = LockSummary::of(&lock)?;
 
     if request.mode == LockMode::Locked {
@@ -412,6 +413,7 @@ pub(super) fn fetch_selected_unpacking(
                     &wheel.path,
                     &wheel.filename,
                     &wheel.sha256,
+                    &[],
                 );
             });
         });
@@ -534,6 +536,7 @@ pub fn install_wheel(selected: &SelectedWheel, cached: &CachedWheel) -> InstallW
         filename: cached.filename.clone(),
         sha256: cached.sha256.clone(),
         path: cached.path.clone(),
+        accepted_record: selected.accepted_record.clone(),
     }
 }
 
@@ -700,6 +703,54 @@ pub fn parse_arch(text: &str) -> Result<Arch, BuildError> {
         .map_err(|e| BuildError::Request {
             message: format!("`{text}` is not an architecture or platform tag: {e}"),
         })
+}
+
+/// Copies the stack's `[[install.record-mismatch]]` entries onto the locked packages whose
+/// wheels they name (the lock is what `install` reads). An entry for a locked package that
+/// names none of its wheels (another version was locked) is said: it no longer does anything.
+fn record_mismatches(lock: &mut Lock, stack: &Stack, progress: &dyn Progress) {
+    let mut used = vec![false; stack.record_mismatch.len()];
+    for package in &mut lock.packages {
+        let names: Vec<&str> = package
+            .wheels
+            .iter()
+            .chain(&package.tool.comfypak.built)
+            .map(|w| w.name.as_str())
+            .collect();
+        let accepted: Vec<_> = stack
+            .record_mismatch
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| names.contains(&e.wheel.as_str()))
+            .map(|(i, e)| {
+                used[i] = true;
+                crate::lock::AcceptedRecordMismatch {
+                    wheel: e.wheel.clone(),
+                    file: e.file.clone(),
+                    reason: e.reason.clone(),
+                }
+            })
+            .collect();
+        package.tool.comfypak.record_mismatch = accepted;
+    }
+    for (entry, used) in stack.record_mismatch.iter().zip(used) {
+        let project = entry
+            .wheel
+            .parse::<crate::filename::WheelFilename>()
+            .ok()
+            .map(|w| w.name);
+        let locked = lock
+            .packages
+            .iter()
+            .any(|p| Some(&p.name) == project.as_ref());
+        if !used && locked {
+            progress.note(&format!(
+                "note: {}: [[install.record-mismatch]] names {}, which the lock does not have",
+                stack.manifest.display(),
+                entry.wheel
+            ));
+        }
+    }
 }
 
 /// Packs the installed layers (no network).

@@ -180,6 +180,12 @@ impl Progress for CliProgress {
         for conflict in &report.overwritten {
             eprintln!("warning: overwritten: {conflict}");
         }
+        for file in &report.record_mismatch {
+            eprintln!(
+                "warning: installed despite a wrong RECORD row, as the lock's record-mismatch \
+                 accepts (RECORD now gives its true hash and size): {file}"
+            );
+        }
         let mut how = vec![format!("{} linked", report.linked)];
         if report.reflinked > 0 {
             how.push(format!("{} reflinked", report.reflinked));

@@ -90,6 +90,9 @@ pub struct SelectedWheel {
     pub built: bool,
     /// The index the lock says it came from (None for direct URLs and built wheels).
     pub index: Option<super::WheelIndex>,
+    /// Members whose RECORD row the lock accepts as wrong for this wheel
+    /// (`[packages.tool.comfypak] record-mismatch`), with the reason.
+    pub accepted_record: Vec<(String, String)>,
     sha256: Sha256Hex,
 }
 
@@ -247,6 +250,14 @@ pub fn select_wheels(
             wheel: wheel.clone(),
             built,
             index: locked_index(package, built),
+            accepted_record: package
+                .tool
+                .comfypak
+                .record_mismatch
+                .iter()
+                .filter(|m| m.wheel == wheel.name.as_str())
+                .map(|m| (m.file.clone(), m.reason.clone()))
+                .collect(),
             sha256,
         });
     }

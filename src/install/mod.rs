@@ -115,6 +115,9 @@ pub struct InstallWheel {
     pub sha256: Sha256Hex,
     /// The wheel in the cache.
     pub path: PathBuf,
+    /// Members whose RECORD row is accepted as wrong (the lock's `record-mismatch`), with the
+    /// reason: installed as they are, reported, and listed with their true hash in RECORD.
+    pub accepted_record: Vec<(String, String)>,
 }
 
 impl InstallWheel {
@@ -189,6 +192,9 @@ pub struct InstallReport {
     pub bytes: u64,
     /// Conflicts resolved by `--allow-overwrite`.
     pub overwritten: Vec<Conflict>,
+    /// Files installed although their wheel's RECORD row was wrong, because the lock accepts
+    /// exactly that (`record-mismatch`): `WHEEL: FILE (REASON)`.
+    pub record_mismatch: Vec<String>,
 }
 
 /// `<out>/layers/<layer>`, checking the name.
@@ -222,18 +228,31 @@ pub fn install_layer(
             venv: env.venv.clone(),
         });
     }
-    let plans: Vec<WheelPlan> = wheels
+    let planned: Vec<(WheelPlan, Vec<String>)> = wheels
         .par_iter()
         .map(|w| {
-            let unpacked = ensure_unpacked(cache, &w.path, &w.filename, &w.sha256)?;
-            Ok(plan_wheel(
-                &unpacked.manifest,
-                Some(&unpacked.tree),
-                env,
-                &w.facts(),
-            )?)
+            let accepted: Vec<&str> = w.accepted_record.iter().map(|(f, _)| f.as_str()).collect();
+            let unpacked = ensure_unpacked(cache, &w.path, &w.filename, &w.sha256, &accepted)?;
+            let mismatched = unpacked
+                .manifest
+                .record_mismatch
+                .iter()
+                .map(|file| {
+                    let reason = w
+                        .accepted_record
+                        .iter()
+                        .find(|(f, _)| f == file)
+                        .map_or("", |(_, r)| r.as_str());
+                    format!("{}: {file} ({reason})", w.filename)
+                })
+                .collect();
+            Ok((
+                plan_wheel(&unpacked.manifest, Some(&unpacked.tree), env, &w.facts())?,
+                mismatched,
+            ))
         })
         .collect::<Result<_, InstallError>>()?;
+    let (plans, mismatched): (Vec<WheelPlan>, Vec<Vec<String>>) = planned.into_iter().unzip();
 
     // Conflicts: within the layer (later package wins when allowed), and with other layers.
     let mut owner: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -292,6 +311,7 @@ pub fn install_layer(
     report.packages = plans.len();
     conflicts.sort_by(|a, b| a.path.cmp(&b.path));
     report.overwritten = conflicts;
+    report.record_mismatch = mismatched.into_iter().flatten().collect();
     Ok(report)
 }
 

@@ -127,6 +127,13 @@ impl WheelError {
             WheelError::TooLarge { .. } => {
                 Some("a real wheel does not do this; nothing was unpacked".to_string())
             }
+            WheelError::HashMismatch { wheel, member, .. }
+            | WheelError::SizeMismatch { wheel, member, .. } => Some(format!(
+                "nothing was installed. If the wheel is known to ship a wrong RECORD row for this \
+                 file (and the file itself is right), accept exactly that in stack.toml, with the \
+                 reason, and resolve again: `[[install.record-mismatch]]` `wheel = \"{wheel}\"` \
+                 `file = \"{member}\"` `reason = \"…\"`"
+            )),
             _ => None,
         }
     }
@@ -167,6 +174,11 @@ pub struct WheelManifest {
     pub files: Vec<ManifestFile>,
     /// `entry_points.txt`, if any.
     pub entry_points: Option<String>,
+    /// Members whose bytes did not match their RECORD row and were taken as they are because
+    /// the caller accepted exactly that ([`ensure_unpacked`]'s `accepted`); `files` has their
+    /// true hash and size. A later caller that does not accept them gets no store hit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_mismatch: Vec<String>,
 }
 
 /// A wheel in the unpacked store.
@@ -302,19 +314,31 @@ fn read_store_entry(dir: &Path, sha256: &str) -> Option<UnpackedWheel> {
 
 /// The unpacked form of the wheel at `wheel_path` (sha256 `sha256`), unpacking and verifying
 /// it first when the store does not have it yet.
+///
+/// `accepted` names members whose RECORD row is known to be wrong (the lock's
+/// `record-mismatch` for this exact wheel): their bytes are taken as they are and the
+/// manifest says so. Every other member is verified as always, and a store entry made with a
+/// member accepted is no hit for a caller that does not accept it.
 pub fn ensure_unpacked(
     cache: &Cache,
     wheel_path: &Path,
     filename: &str,
     sha256: &Sha256Hex,
+    accepted: &[&str],
 ) -> Result<UnpackedWheel, WheelError> {
     let dir = unpacked_dir(cache, sha256);
-    if let Some(hit) = read_store_entry(&dir, sha256) {
+    let allowed = |hit: &UnpackedWheel| {
+        hit.manifest
+            .record_mismatch
+            .iter()
+            .all(|m| accepted.contains(&m.as_str()))
+    };
+    if let Some(hit) = read_store_entry(&dir, sha256).filter(allowed) {
         return Ok(hit);
     }
     let lock_path = cache.entry_lock_path("unpacked", sha256);
     let _lock = EntryLock::acquire(&lock_path).map_err(io_err(&lock_path))?;
-    if let Some(hit) = read_store_entry(&dir, sha256) {
+    if let Some(hit) = read_store_entry(&dir, sha256).filter(allowed) {
         return Ok(hit);
     }
     let key = format!("unpack-{sha256}");
@@ -323,7 +347,8 @@ pub fn ensure_unpacked(
     let tree = tmp.join("tree");
     std::fs::create_dir_all(&tree).map_err(io_err(&tree))?;
     let result = (|| {
-        let (manifest, stamps) = unpack_verified_stamped(wheel_path, filename, sha256, &tree)?;
+        let (manifest, stamps) =
+            unpack_verified_stamped(wheel_path, filename, sha256, &tree, accepted)?;
         let json = serde_json::to_vec(&manifest).map_err(|e| WheelError::BadWheel {
             wheel: filename.to_string(),
             message: e.to_string(),
@@ -696,7 +721,7 @@ pub fn unpack_verified(
     sha256: &str,
     tree: &Path,
 ) -> Result<WheelManifest, WheelError> {
-    unpack_verified_stamped(wheel_path, filename, sha256, tree).map(|(manifest, _)| manifest)
+    unpack_verified_stamped(wheel_path, filename, sha256, tree, &[]).map(|(manifest, _)| manifest)
 }
 
 /// [`unpack_verified`], also returning each file's [`Stamp`] (in manifest order), taken from
@@ -706,11 +731,13 @@ fn unpack_verified_stamped(
     filename: &str,
     sha256: &str,
     tree: &Path,
+    accepted: &[&str],
 ) -> Result<(WheelManifest, Vec<Stamp>), WheelError> {
     let mut opened = open_checked(wheel_path, filename)?;
     let record = read_record(&mut opened, filename)?;
     let dist = read_dist_info(&mut opened, filename)?.verified(filename, &opened.dist_info)?;
     let mut files = Vec::with_capacity(opened.members.len());
+    let mut record_mismatch = Vec::new();
     let mut dirs = CreatedDirs::new(tree);
     for member in &opened.members {
         if is_record_file(&member.path, &opened.dist_info) {
@@ -727,15 +754,20 @@ fn unpack_verified_stamped(
             algorithm: &hash.0,
             digest: &hash.1,
             size: *size,
+            accept_mismatch: accepted.contains(&member.path.as_str()),
         };
-        files.push(extract_member(
+        let (file, stamp, mismatched) = extract_member(
             &mut opened.archive,
             member,
             &expected,
             &mut dirs,
             filename,
             &opened.dist_info,
-        )?);
+        )?;
+        if mismatched {
+            record_mismatch.push(member.path.clone());
+        }
+        files.push((file, stamp));
     }
     check_record_covered(&record, &opened.members, &opened.dist_info, filename)?;
     files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
@@ -750,6 +782,7 @@ fn unpack_verified_stamped(
         root_is_purelib: dist.root_is_purelib,
         files,
         entry_points: dist.entry_points,
+        record_mismatch,
     };
     Ok((manifest, stamps))
 }
@@ -881,6 +914,8 @@ struct Expected<'a> {
     algorithm: &'a str,
     digest: &'a str,
     size: Option<u64>,
+    /// The caller accepts this member's RECORD row as wrong: a mismatch is no error.
+    accept_mismatch: bool,
 }
 
 /// The folders created under a tree so far, so that each is created once.
@@ -920,7 +955,7 @@ fn extract_member<R: Read + Seek>(
     dirs: &mut CreatedDirs<'_>,
     filename: &str,
     dist_info: &str,
-) -> Result<(ManifestFile, Stamp), WheelError> {
+) -> Result<(ManifestFile, Stamp, bool), WheelError> {
     let other = if expected.algorithm == "sha256" {
         None
     } else {
@@ -974,23 +1009,30 @@ fn extract_member<R: Read + Seek>(
         Some(other) => other.finish(),
         None => sha.clone(),
     };
+    let mut mismatched = false;
     if actual != expected.digest {
-        return Err(WheelError::HashMismatch {
-            wheel: filename.to_string(),
-            member: member.path.clone(),
-            algorithm: expected.algorithm.to_string(),
-            expected: expected.digest.to_string(),
-            actual,
-        });
+        if !expected.accept_mismatch {
+            return Err(WheelError::HashMismatch {
+                wheel: filename.to_string(),
+                member: member.path.clone(),
+                algorithm: expected.algorithm.to_string(),
+                expected: expected.digest.to_string(),
+                actual,
+            });
+        }
+        mismatched = true;
     }
     if let Some(size) = expected.size {
         if size != written {
-            return Err(WheelError::SizeMismatch {
-                wheel: filename.to_string(),
-                member: member.path.clone(),
-                expected: size,
-                actual: written,
-            });
+            if !expected.accept_mismatch {
+                return Err(WheelError::SizeMismatch {
+                    wheel: filename.to_string(),
+                    member: member.path.clone(),
+                    expected: size,
+                    actual: written,
+                });
+            }
+            mismatched = true;
         }
     }
     set_store_mode_of(&file, member.executable).map_err(io_err(&dest))?;
@@ -1003,6 +1045,7 @@ fn extract_member<R: Read + Seek>(
             executable: member.executable,
         },
         stamp,
+        mismatched,
     ))
 }
 
@@ -1134,6 +1177,7 @@ pub fn read_manifest_light(
         root_is_purelib: dist.root_is_purelib,
         files,
         entry_points: dist.entry_points,
+        record_mismatch: Vec::new(),
     })
 }
 

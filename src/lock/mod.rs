@@ -358,6 +358,23 @@ pub struct PackageComfypak {
     /// For a folder source: the content hash of the folder that was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_hash: Option<String>,
+    /// RECORD rows of this package's wheels that the stack accepts as wrong
+    /// (`[[install.record-mismatch]]`): `install` takes those files as they are, says so, and
+    /// writes their true hash and size into the installed RECORD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_mismatch: Vec<AcceptedRecordMismatch>,
+}
+
+/// `[[packages.tool.comfypak.record-mismatch]]`: one file of one wheel whose RECORD row is
+/// known to be wrong, with the reason the stack gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AcceptedRecordMismatch {
+    /// The wheel's file name.
+    pub wheel: String,
+    /// The member path inside the wheel.
+    pub file: String,
+    pub reason: String,
 }
 
 impl Lock {

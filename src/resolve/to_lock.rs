@@ -555,6 +555,7 @@ fn locked_package(
                 platforms,
                 built: Vec::new(),
                 source_hash: None,
+                record_mismatch: Vec::new(),
             },
         },
     }))

@@ -35,6 +35,7 @@ mod pack_tools;
 mod pak;
 mod podman;
 mod push;
+mod record_mismatch;
 mod resolve_abi;
 mod resolve_core;
 mod resolve_lock;

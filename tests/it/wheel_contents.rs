@@ -151,6 +151,7 @@ fn store_files_are_read_only_and_an_edited_store_entry_is_unpacked_again() {
         filename: built.filename.parse().unwrap(),
         sha256: built.sha256.parse().unwrap(),
         path,
+        accepted_record: Vec::new(),
     };
     let out = dir.path().join("build");
     let install = |mode: LinkMode| -> Result<_, InstallError> {
