@@ -86,6 +86,12 @@ pub struct BuildSettings {
     /// `[build.match-runtime] NAME = ["torch"]`: build requirements added to NAME's build,
     /// pinned to the version the image resolves (uv's match-runtime).
     pub match_runtime: BTreeMap<PackageName, Vec<PackageName>>,
+    /// `[build] base`: the base whose Python builds sources, when it is not the image's (a
+    /// build base adds a compiler, cmake and the Python headers to the image's base): one for
+    /// every platform (`base = "PATH"`) and/or per architecture (`base = { aarch64 = "PATH" }`),
+    /// relative to the stack. Empty: sources build in the image's base.
+    pub base: Option<PathBuf>,
+    pub base_by_arch: BTreeMap<crate::target::Arch, PathBuf>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -306,6 +312,9 @@ struct RawBuild {
     no_isolation: Vec<String>,
     #[serde(default)]
     match_runtime: BTreeMap<String, Vec<String>>,
+    /// A path for every platform, or a table of architecture → path.
+    #[serde(default)]
+    base: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -556,7 +565,8 @@ impl Stack {
                 )
             }
         };
-        let build = Self::load_build(&raw.build, &invalid)?;
+        let mut build = Self::load_build(&raw.build, &invalid)?;
+        Self::load_build_base(&raw.build, &base, &mut build, &invalid)?;
         let mut record_mismatch = Vec::new();
         for entry in &raw.install.record_mismatch {
             let wheel = entry.wheel.trim();
@@ -666,7 +676,54 @@ impl Stack {
             config_settings,
             no_isolation,
             match_runtime,
+            base: None,
+            base_by_arch: BTreeMap::new(),
         })
+    }
+
+    /// `[build] base`: a path, or a table of architecture → path; paths are relative to the
+    /// stack folder `dir`. Registry images are not taken here (sources are built while
+    /// resolving, before anything is pulled).
+    fn load_build_base(
+        raw: &RawBuild,
+        dir: &Path,
+        build: &mut BuildSettings,
+        invalid: &dyn Fn(&str, String, &str) -> StackError,
+    ) -> Result<(), StackError> {
+        let help = "write a folder (a root with the target's Python, a compiler, cmake and the \
+                    Python headers) or an OCI image layout on disk: `[build] base = \"build-root\"`, \
+                    or per architecture `[build] base = { x86_64 = \"root-amd64\", aarch64 = \"root-arm64\" }`";
+        let path = |key: &str, value: &toml::Value| -> Result<PathBuf, StackError> {
+            match value.as_str() {
+                Some(text) if !text.trim().is_empty() && !text.contains("://") => {
+                    Ok(dir.join(text))
+                }
+                _ => Err(invalid(
+                    key,
+                    format!("`{value}` is not a path on disk"),
+                    help,
+                )),
+            }
+        };
+        match &raw.base {
+            None => {}
+            Some(toml::Value::Table(table)) => {
+                for (arch, value) in table {
+                    let parsed: crate::target::Arch = arch.parse().map_err(|_| {
+                        invalid(
+                            "build.base",
+                            format!("`{arch}` is not an architecture"),
+                            "use x86_64 or aarch64 as the keys",
+                        )
+                    })?;
+                    build
+                        .base_by_arch
+                        .insert(parsed, path(&format!("build.base.{arch}"), value)?);
+                }
+            }
+            Some(value) => build.base = Some(path("build.base", value)?),
+        }
+        Ok(())
     }
 
     fn load_target(

@@ -198,6 +198,8 @@ pub struct BuildRequest {
     pub stack: PathBuf,
     /// `--no-layer`: layers of the stack left out of this build ([`crate::stack::Stack::leave_out`]).
     pub no_layers: Vec<String>,
+    /// `--build-base`: where sources are built, ahead of `[build] base` and the image's base.
+    pub build_bases: crate::runtime::Bases,
     /// Where layers and the image go.
     pub out: PathBuf,
     /// The lock to write, check or read.
@@ -507,6 +509,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             bases: request.bases.clone(),
             formats: request.formats.clone(),
             no_layers: request.no_layers.clone(),
+            build_bases: request.build_bases.clone(),
             ..ResolveRequest::default()
         },
         progress,

@@ -90,9 +90,12 @@ pub struct ResolveRequest {
     pub mode: LockMode,
     /// Overrides the stack's `target.torch-backend` (`auto` reads this host).
     pub torch_backend: Option<String>,
-    /// The bases whose Python builds the stack's source requirements (sdists, folders);
-    /// empty: the stack's `[base]`.
+    /// The image's bases (`--base`); empty: the stack's `[base]`. Sources build in them
+    /// when neither `build_bases` nor the stack's `[build] base` is given.
     pub bases: crate::runtime::Bases,
+    /// `--build-base`: the bases whose Python builds the stack's sources (sdists, folders,
+    /// git, index sdists), ahead of the stack's `[build] base`.
+    pub build_bases: crate::runtime::Bases,
     /// `--no-binary` / `--only-binary` (after the stack's and the pak files').
     pub formats: Vec<crate::pak::FormatOption>,
 }
@@ -190,11 +193,9 @@ pub fn resolve(
     };
 
     // Source requirements (URLs, folders, git) become wheels first; index sdists are the
-    // resolver's.
-    let mut bases = request.bases.clone();
-    if bases.is_empty() {
-        bases.all = stack.base.clone();
-    }
+    // resolver's. They build in the build base: `--build-base`, else `[build] base`, else
+    // the image's base (`--base`, else `[base]`).
+    let bases = build_bases(request, &stack);
     let prebuilt = super::sources::prebuild(session, &stack, backend, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());
@@ -703,6 +704,25 @@ pub fn parse_arch(text: &str) -> Result<Arch, BuildError> {
         .map_err(|e| BuildError::Request {
             message: format!("`{text}` is not an architecture or platform tag: {e}"),
         })
+}
+
+/// The bases sources are built in: `--build-base`, else the stack's `[build] base`, else the
+/// image's (`--base`, else `[base]`).
+fn build_bases(request: &ResolveRequest, stack: &Stack) -> crate::runtime::Bases {
+    if !request.build_bases.is_empty() {
+        return request.build_bases.clone();
+    }
+    if stack.build.base.is_some() || !stack.build.base_by_arch.is_empty() {
+        return crate::runtime::Bases {
+            all: stack.build.base.clone(),
+            by_arch: stack.build.base_by_arch.clone(),
+        };
+    }
+    let mut bases = request.bases.clone();
+    if bases.is_empty() {
+        bases.all = stack.base.clone();
+    }
+    bases
 }
 
 /// Copies the stack's `[[install.record-mismatch]]` entries onto the locked packages whose

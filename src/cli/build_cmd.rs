@@ -45,6 +45,11 @@ pub struct BuildArgs {
     /// root folder is run, not packed).
     #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
+    /// The base sources are built in, when it is not the image's: a root folder or OCI layout
+    /// with the target's Python and a toolchain (default: the stack's `[build] base`, else the
+    /// image's base); `ARCH=PATH` gives one architecture its own (repeatable).
+    #[arg(long = "build-base", value_name = "[ARCH=]BASE")]
+    pub build_base: Vec<String>,
     /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).
     #[arg(long)]
     pub insecure_base: bool,
@@ -115,6 +120,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         network: args.network.options(),
         formats: args.formats.options()?,
         no_layers: args.no_layer.clone(),
+        build_bases: Bases::parse(&args.build_base)?,
     };
     let progress = CliProgress::new(quiet).with_stage_reports();
     let report = build::run(&request, &progress)?;

@@ -71,6 +71,11 @@ pub struct ResolveArgs {
     /// stack's `[base]`); `ARCH=BASE` gives one architecture its own (repeatable).
     #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
+    /// The base sources are built in, when it is not the image's: a root folder or OCI layout
+    /// with the target's Python and a toolchain (default: the stack's `[build] base`, else the
+    /// image's base); `ARCH=PATH` gives one architecture its own (repeatable).
+    #[arg(long = "build-base", value_name = "[ARCH=]BASE")]
+    pub build_base: Vec<String>,
     #[command(flatten)]
     pub formats: FormatArgs,
     /// Print a JSON document instead of text.
@@ -158,6 +163,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         },
         torch_backend: args.torch_backend.clone(),
         bases: crate::runtime::Bases::parse(&args.base)?,
+        build_bases: crate::runtime::Bases::parse(&args.build_base)?,
         formats: args.formats.options()?,
     };
     let session = args.network.session()?;

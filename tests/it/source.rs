@@ -1276,6 +1276,92 @@ fn source_git_lines_without_a_name_build_through_an_insteadof_mirror_and_lock_th
     );
 }
 
+/// `[build] base` (and `--build-base`) is where sources build, apart from the image's base:
+/// a build base adds a toolchain to the image's. Here the image's base is a folder with no
+/// Python at all, so only a build that used the build base can succeed.
+#[test]
+fn source_builds_run_in_the_build_base_not_the_images_base() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let folder = write_folder(dir.path(), "demo", "");
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    std::fs::create_dir_all(stack_dir.join("pak/no-python")).unwrap();
+    let folder_url = url::Url::from_directory_path(&folder).unwrap();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!("demo @ {folder_url}\n"),
+    )
+    .unwrap();
+    let manifest = stack_dir.join("pak/stack.toml");
+    let plain = std::fs::read_to_string(&manifest).unwrap();
+    let with = |extra: &str| {
+        std::fs::write(
+            &manifest,
+            format!("{plain}\n[base]\npath = \"no-python\"\n{extra}"),
+        )
+        .unwrap();
+    };
+    let resolve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfypak"))
+            .args(["resolve", "--stack", "pak"])
+            .args(args)
+            .current_dir(&stack_dir)
+            .env("COMFYPAK_CACHE_DIR", dir.path().join("cache"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let built = || {
+        let lock = comfypak::lock::Lock::read(&stack_dir.join("pylock.toml")).unwrap();
+        let demo = lock
+            .packages
+            .iter()
+            .find(|p| p.name.as_ref() == "demo")
+            .unwrap()
+            .clone();
+        std::fs::remove_file(stack_dir.join("pylock.toml")).unwrap();
+        demo.tool.comfypak.built[0].name.to_string()
+    };
+
+    // The image's base alone: the build runs there, and that base has no Python.
+    with("");
+    let (ok, stderr) = resolve(&[]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("no-python"), "{stderr}");
+
+    // `[build] base`: the build runs in the build base; the image's base is not asked.
+    with(&format!(
+        "\n[build]\nbase = {:?}\n",
+        root.display().to_string()
+    ));
+    let (ok, stderr) = resolve(&[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(built(), "demo-1.0-py3-none-any.whl");
+
+    // Per architecture, and `--build-base` ahead of the stack's `[build] base`.
+    with("\n[build]\nbase = { x86_64 = \"no-python\" }\n");
+    let (ok, stderr) = resolve(&[]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("no-python"), "{stderr}");
+    let arg = format!("x86_64={}", root.display());
+    let (ok, stderr) = resolve(&["--build-base", &arg]);
+    assert!(ok, "{stderr}");
+    assert_eq!(built(), "demo-1.0-py3-none-any.whl");
+
+    // A registry image is not a build base (sources build while resolving, before any pull).
+    with("\n[build]\nbase = \"docker://registry.invalid/build:1\"\n");
+    let (ok, stderr) = resolve(&[]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("`build.base`"), "{stderr}");
+    assert!(stderr.contains("is not a path on disk"), "{stderr}");
+}
+
 #[test]
 fn source_aarch64_builds_run_under_qemu_and_make_the_same_pure_python_wheel() {
     use super::runtime::debian_root_aarch64;
