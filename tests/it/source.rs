@@ -1438,6 +1438,100 @@ fn write_simple_site(dir: &Path, projects: &[(&str, Vec<PathBuf>)]) {
     }
 }
 
+/// An index sdist whose `prepare_metadata_for_build_wheel` fails while resolving: the
+/// resolution stops there (as pip's does) and says which package, which backend and hook,
+/// the last 30 lines of the hook's log and where the whole log is; no lock is written and
+/// no metadata is cached.
+#[test]
+fn source_a_failing_prepare_hook_aborts_the_resolution_naming_package_backend_and_log() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    let made = dir.path().join("made");
+    std::fs::create_dir_all(&made).unwrap();
+    // Metadata-Version 2.1: the prepare hook must answer, and it fails.
+    let failing = write_sdist(&made, "failsd", "prepare = \"fail\"", "2.1");
+    let site_dir = dir.path().join("site");
+    write_simple_site(&site_dir, &[("failsd", vec![failing])]);
+    let site = TestServer::serve_dir(&site_dir, ServerOptions::default());
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    write_index_definitions(
+        &stack_dir,
+        &[
+            ("pypi", server.simple_url().as_str(), "simple"),
+            ("sdists", &format!("{}/simple/", site.url()), "simple"),
+        ],
+    );
+    let manifest = stack_dir.join("pak/stack.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("default = [\"pypi\"]", "default = [\"pypi\", \"sdists\"]"),
+    )
+    .unwrap();
+    std::fs::write(stack_dir.join("pak/deps.txt"), "six\nfailsd\n").unwrap();
+    let cache = dir.path().join("cache");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["resolve", "--stack", "pak", "--base"])
+        .arg(&root)
+        .current_dir(&stack_dir)
+        .env("COMFYPAK_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // comfypak's exit code for every error.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("failsd 1.0"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "building failsd failed: backend mini_backend, hook prepare_metadata_for_build_wheel"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("told to fail in prepare"), "{stderr}");
+    // Exactly the last 30 lines of the log, ending with the hook's exception.
+    let tail: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.contains("--- last 30 lines of the build log ---"))
+        .skip(1)
+        .take_while(|l| !l.contains("--- the whole log: "))
+        .collect();
+    assert_eq!(tail.len(), 30, "{stderr}");
+    assert!(
+        tail.iter().any(|l| l.contains("mini: log line 40")),
+        "{stderr}"
+    );
+    assert!(
+        tail.last()
+            .unwrap()
+            .contains("RuntimeError: told to fail in prepare"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[build] base"),
+        "the help names the build base: {stderr}"
+    );
+    let log = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("--- the whole log: ")
+                .and_then(|l| l.strip_suffix(" ---"))
+        })
+        .unwrap_or_else(|| panic!("no log path in {stderr}"));
+    let whole = std::fs::read_to_string(log).unwrap();
+    assert!(whole.contains("mini: log line 1\n"), "{whole}");
+    assert!(!stack_dir.join("pylock.toml").exists());
+    let metadata_dir = cache.join("source-builds/metadata");
+    assert!(
+        std::fs::read_dir(&metadata_dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing is cached for a failed prepare hook"
+    );
+}
+
 #[test]
 fn source_index_sdists_are_candidates_where_no_wheel_fits_locked_built_and_installed() {
     use comfypak::build::{InstallRequest, ResolveRequest, ResolveStatus};
