@@ -92,6 +92,9 @@ pub struct BuildSettings {
     /// relative to the stack. Empty: sources build in the image's base.
     pub base: Option<PathBuf>,
     pub base_by_arch: BTreeMap<crate::target::Arch, PathBuf>,
+    /// `[build] timeout`: how long one source build may run (dlib under load takes more than
+    /// the default 30 minutes; qemu more still); None: the frontend's default.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What the image runs: one interpreter, one or more platforms.
@@ -315,6 +318,9 @@ struct RawBuild {
     /// A path for every platform, or a table of architecture → path.
     #[serde(default)]
     base: Option<toml::Value>,
+    /// Seconds, or a duration such as "2h".
+    #[serde(default)]
+    timeout: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -678,6 +684,24 @@ impl Stack {
             match_runtime,
             base: None,
             base_by_arch: BTreeMap::new(),
+            timeout: match &raw.timeout {
+                None => None,
+                Some(value) => {
+                    let text = match value {
+                        toml::Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    Some(
+                        crate::runtime::compile::compile_timeout(&text).map_err(|message| {
+                            invalid(
+                                "build.timeout",
+                                message,
+                                "write seconds or a duration such as \"90m\" or \"2h\" (at most 24h)",
+                            )
+                        })?,
+                    )
+                }
+            },
         })
     }
 

@@ -757,6 +757,9 @@ fn sdist_entry(url: Option<String>, path: Option<String>, source: &BuiltSource) 
 /// `[build.config-settings.NAME]`.
 pub fn build_options(stack: &Stack, name: &PackageName, cache_dir: &Path) -> BuildOptions {
     let mut options = BuildOptions::new(cache_dir);
+    if let Some(timeout) = stack.build.timeout {
+        options.timeout = timeout;
+    }
     if let Some(settings) = stack.build.config_settings.get(name) {
         options.config_settings = settings.clone();
     }

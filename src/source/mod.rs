@@ -161,8 +161,9 @@ impl SourceError {
                     .to_string(),
             ),
             SourceError::Timeout { .. } => Some(
-                "raise the build time limit if the build is just slow (qemu is), or fix the \
-                 build that hangs"
+                "raise the build time limit if the build is just slow (qemu is): `[build] \
+                 timeout = \"2h\"` in stack.toml (default 30m, at most 24h); or fix the build \
+                 that hangs"
                     .to_string(),
             ),
             SourceError::Runtime { source, .. } => source.help(),

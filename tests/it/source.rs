@@ -1354,6 +1354,31 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
     assert!(ok, "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
 
+    // `[build] timeout` bounds each build (dlib under load needs more than the default).
+    let hangs = write_folder(dir.path(), "hangs", "get_requires = \"hang\"");
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!(
+            "hangs @ {}\n",
+            url::Url::from_directory_path(&hangs).unwrap()
+        ),
+    )
+    .unwrap();
+    with(&format!(
+        "\n[build]\nbase = {:?}\ntimeout = \"2\"\n",
+        root.display().to_string()
+    ));
+    let (ok, stderr) = resolve(&[]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("building hangs ran longer than 2s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[build] timeout"), "{stderr}");
+    with("\n[build]\ntimeout = \"forever\"\n");
+    let (ok, stderr) = resolve(&[]);
+    assert!(!ok && stderr.contains("`build.timeout`"), "{stderr}");
+
     // A registry image is not a build base (sources build while resolving, before any pull).
     with("\n[build]\nbase = \"docker://registry.invalid/build:1\"\n");
     let (ok, stderr) = resolve(&[]);
