@@ -103,8 +103,15 @@ impl Cache {
         Cache { root: root.into() }
     }
 
-    /// `--cache-dir` when given, else `COMFYPAK_CACHE_DIR`, else the XDG cache folder.
+    /// `--cache-dir` when given, else `COMFYPAK_CACHE_DIR`, else the XDG cache folder; made
+    /// absolute against the current folder, since cached paths end up in `file:` URLs and in
+    /// sandboxes that run elsewhere (a relative `--cache-dir` broke direct source builds).
     pub fn default_root(explicit: Option<&Path>) -> PathBuf {
+        let root = Self::configured_root(explicit);
+        std::path::absolute(&root).unwrap_or(root)
+    }
+
+    fn configured_root(explicit: Option<&Path>) -> PathBuf {
         if let Some(path) = explicit {
             return path.to_path_buf();
         }
@@ -308,6 +315,15 @@ pub fn parse_cache_control(value: &str) -> (Option<u64>, bool) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_relative_cache_dir_is_made_absolute_against_the_current_folder() {
+        let root = Cache::default_root(Some(Path::new("cache-a")));
+        assert!(root.is_absolute(), "{}", root.display());
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(root, here.join("cache-a"));
+        let given = Path::new("/srv/comfypak-cache");
+        assert_eq!(Cache::default_root(Some(given)), given);
+    }
     #[test]
     fn pages_round_trip_and_mismatched_urls_are_ignored() {
         let dir = tempfile::tempdir().unwrap();

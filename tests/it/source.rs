@@ -1354,6 +1354,13 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
     assert!(ok, "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
 
+    // A relative `--cache-dir` is taken against the current folder: the built wheel's cached
+    // path goes into a `file:` URL, which needs an absolute path.
+    let (ok, stderr) = resolve(&["--build-base", &arg, "--cache-dir", "relative-cache"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(built(), "demo-1.0-py3-none-any.whl");
+    assert!(stack_dir.join("relative-cache/wheels").is_dir());
+
     // `[build] timeout` bounds each build (dlib under load needs more than the default).
     let hangs = write_folder(dir.path(), "hangs", "get_requires = \"hang\"");
     std::fs::write(
