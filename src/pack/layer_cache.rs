@@ -839,11 +839,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_tampered_or_missing_blob_is_a_miss_and_recording_heals_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache::new(dir.path());
-        let blob = dir.path().join("blob");
+    /// A cache in `dir` and one freshly written blob outside it, with the part describing it.
+    fn one_blob(dir: &Path) -> (LayerCache, PathBuf, CachedPart) {
+        let cache = LayerCache::new(dir);
+        let blob = dir.join("blob");
         std::fs::write(&blob, b"layer bytes").unwrap();
         let (hex, size) = sha256_file(&blob).unwrap();
         let part = CachedPart {
@@ -853,6 +852,13 @@ mod tests {
             diff_id: format!("sha256:{}", "0".repeat(64)),
             media_type: Compression::default().media_type().to_string(),
         };
+        (cache, blob, part)
+    }
+
+    #[test]
+    fn a_tampered_or_missing_blob_is_a_miss_and_recording_heals_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, blob, part) = one_blob(dir.path());
         let at = |_: &str| Some(blob.clone());
         cache
             .record("k", "p", "l", std::slice::from_ref(&part), &at)
@@ -919,17 +925,8 @@ mod tests {
     #[test]
     fn stamps_spare_the_hash_of_an_unchanged_blob_and_only_that() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = LayerCache::new(dir.path());
-        let blob = dir.path().join("blob");
-        std::fs::write(&blob, b"layer bytes").unwrap();
-        let (hex, size) = sha256_file(&blob).unwrap();
-        let part = CachedPart {
-            distribution: None,
-            digest: format!("sha256:{hex}"),
-            size,
-            diff_id: format!("sha256:{}", "0".repeat(64)),
-            media_type: Compression::default().media_type().to_string(),
-        };
+        let (cache, blob, part) = one_blob(dir.path());
+        let hex = digest_hex(&part.digest).unwrap().to_string();
         let at = |_: &str| Some(blob.clone());
         let cached = cache.blob_path(&part.digest).unwrap();
 
