@@ -133,6 +133,21 @@ fn age_cached_blobs(work: &Path) {
     }
 }
 
+/// The volatile-only bump both tests make: pak9's frontend pin moves to a newer fixture version.
+fn bump_frontend(work: &Path) {
+    let pak9 = work.join("pak/pak9.txt");
+    let text = std::fs::read_to_string(&pak9).unwrap();
+    let bumped = text.replace(
+        "comfyui-frontend-package==1.45.15",
+        "comfyui-frontend-package==1.58.1",
+    );
+    assert_ne!(
+        bumped, text,
+        "pak9.txt no longer pins the frontend at 1.45.15"
+    );
+    std::fs::write(&pak9, bumped).unwrap();
+}
+
 fn cached_blob(work: &Path, digest: &str) -> PathBuf {
     work.join("cache/layers/blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
@@ -179,16 +194,7 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert_eq!(verified.top, first.top);
 
     // (b) A volatile-only bump: the volatile layer of each platform, nothing else.
-    let pak9 = work.join("pak/pak9.txt");
-    let text = std::fs::read_to_string(&pak9).unwrap();
-    std::fs::write(
-        &pak9,
-        text.replace(
-            "comfyui-frontend-package==1.45.15",
-            "comfyui-frontend-package==1.58.1",
-        ),
-    )
-    .unwrap();
+    bump_frontend(work);
     let bumped = build(work, &indexes, &[]);
     assert_eq!(bumped.count("layers-installed"), 2);
     assert_eq!(bumped.count("layers-compressed"), 2);
@@ -377,16 +383,7 @@ fn cache_prune_keeps_the_newest_layer_entries_unless_told() {
     }
     let indexes = super::golden::write_indexes(&work.join("fixture-indexes"));
     let first = build(work, &indexes, &[]);
-    let pak9 = work.join("pak/pak9.txt");
-    let text = std::fs::read_to_string(&pak9).unwrap();
-    std::fs::write(
-        &pak9,
-        text.replace(
-            "comfyui-frontend-package==1.45.15",
-            "comfyui-frontend-package==1.58.1",
-        ),
-    )
-    .unwrap();
+    bump_frontend(work);
     let bumped = build(work, &indexes, &[]);
     let old_volatile = &first.layers[&("amd64".to_string(), "volatile".to_string())];
     assert!(cached_blob(work, old_volatile).exists());
