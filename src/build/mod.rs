@@ -372,6 +372,16 @@ impl From<crate::resolve::to_lock::StackResolveError> for BuildError {
 }
 
 impl BuildError {
+    /// Whether a source build itself failed ([`crate::source::SourceError::is_build_failure`]),
+    /// here or in a stage: the command line exits 1 for it, 2 for every other error.
+    pub fn is_build_failure(&self) -> bool {
+        match self {
+            BuildError::Source(e) => e.is_build_failure(),
+            BuildError::Stage { source, .. } => source.is_build_failure(),
+            _ => false,
+        }
+    }
+
     /// What the user can do (see `crate::diagnostic`): the wrapped error's help, or this
     /// error's own.
     pub fn help(&self) -> Option<String> {

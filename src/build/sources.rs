@@ -844,6 +844,7 @@ impl SdistMetadata for SdistHook {
                 file.filename
             ),
             help: None,
+            build_failed: false,
         };
         let (reply, answer) = mpsc::channel();
         self.tx
@@ -928,6 +929,7 @@ fn serve_sdist_metadata(
         .map_err(|e| SdistMetadataError {
             message: e.to_string(),
             help: e.help(),
+            build_failed: e.is_build_failure(),
         });
         let _ = reply.send(answer);
     }

@@ -4,7 +4,9 @@
 //! module), runs it, and prints the report (human text, or `--json` for scripts); progress
 //! goes through `progress::CliProgress`. It must not hold pipeline logic or call another
 //! command's `run`.
-//! Exit codes: 0 success, 1 a check that found a difference, 2 an error.
+//! Exit codes: 0 success; 1 a check that found a difference, or a source build that failed
+//! (its hook raised, ran past the time limit, reached for the network or made a wheel that
+//! contradicts its source); 2 any other error.
 
 mod build_cmd;
 mod cache_cmd;
@@ -89,8 +91,37 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("{}", render_error(&err));
-            ExitCode::from(2)
+            ExitCode::from(error_code(&err))
         }
+    }
+}
+
+/// The exit code of a command that failed: 1 when a source build failed (anywhere in the
+/// chain: a build of `build`/`resolve`, or a prepare hook while resolving), else 2.
+pub fn error_code(err: &anyhow::Error) -> u8 {
+    use crate::build::BuildError;
+    use crate::index::client::IndexError;
+    use crate::source::SourceError;
+    let failed = |cause: &(dyn std::error::Error + 'static)| -> bool {
+        macro_rules! any_of {
+            ($ty:ty, $test:expr) => {
+                cause.downcast_ref::<$ty>().is_some_and($test)
+                    || cause
+                        .downcast_ref::<Box<$ty>>()
+                        .is_some_and(|e| $test(e.as_ref()))
+                    || cause
+                        .downcast_ref::<std::sync::Arc<$ty>>()
+                        .is_some_and(|e| $test(e.as_ref()))
+            };
+        }
+        any_of!(BuildError, |e: &BuildError| e.is_build_failure())
+            || any_of!(SourceError, |e: &SourceError| e.is_build_failure())
+            || any_of!(IndexError, |e: &IndexError| e.is_build_failure())
+    };
+    if err.chain().any(failed) {
+        1
+    } else {
+        2
     }
 }
 

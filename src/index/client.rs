@@ -137,6 +137,8 @@ pub enum IndexError {
     SourceMetadata {
         message: String,
         help: Option<String>,
+        /// Its build hook failed (the command line exits 1).
+        build_failed: bool,
     },
     #[error("index `{index}`: the https page {page} links {link} over plain http; refusing to downgrade")]
     InsecureLink {
@@ -154,6 +156,17 @@ pub enum IndexError {
 }
 
 impl IndexError {
+    /// Whether an sdist's build hook failed while its metadata was read.
+    pub fn is_build_failure(&self) -> bool {
+        matches!(
+            self,
+            IndexError::SourceMetadata {
+                build_failed: true,
+                ..
+            }
+        )
+    }
+
     /// What the user can do about it.
     pub fn help(&self) -> Option<String> {
         match self {

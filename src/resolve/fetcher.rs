@@ -324,6 +324,7 @@ impl Fetcher {
             Arc::new(IndexError::SourceMetadata {
                 message: e.message,
                 help: e.help,
+                build_failed: e.build_failed,
             })
         })
     }

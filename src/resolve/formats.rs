@@ -130,6 +130,8 @@ impl FormatControl {
 pub struct SdistMetadataError {
     pub message: String,
     pub help: Option<String>,
+    /// A build hook failed (see `SourceError::is_build_failure`), not the way to it.
+    pub build_failed: bool,
 }
 
 impl fmt::Display for SdistMetadataError {

@@ -141,6 +141,19 @@ impl SourceError {
         }
     }
 
+    /// Whether the build itself failed (a hook that raised or whose runner died, the time
+    /// limit, a reach for the network, a wheel that contradicts its source), as opposed to a
+    /// source that could not be had or set up: the command line exits 1 for these.
+    pub fn is_build_failure(&self) -> bool {
+        matches!(
+            self,
+            SourceError::BuildFailed(_)
+                | SourceError::Timeout { .. }
+                | SourceError::Network { .. }
+                | SourceError::BadOutput { .. }
+        )
+    }
+
     /// What the user can do about it.
     pub fn help(&self) -> Option<String> {
         match self {

@@ -1313,7 +1313,7 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
             .output()
             .unwrap();
         (
-            out.status.success(),
+            out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
@@ -1331,8 +1331,8 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
 
     // The image's base alone: the build runs there, and that base has no Python.
     with("");
-    let (ok, stderr) = resolve(&[]);
-    assert!(!ok, "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no-python"), "{stderr}");
 
     // `[build] base`: the build runs in the build base; the image's base is not asked.
@@ -1340,24 +1340,24 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
         "\n[build]\nbase = {:?}\n",
         root.display().to_string()
     ));
-    let (ok, stderr) = resolve(&[]);
-    assert!(ok, "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
 
     // Per architecture, and `--build-base` ahead of the stack's `[build] base`.
     with("\n[build]\nbase = { x86_64 = \"no-python\" }\n");
-    let (ok, stderr) = resolve(&[]);
-    assert!(!ok, "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no-python"), "{stderr}");
     let arg = format!("x86_64={}", root.display());
-    let (ok, stderr) = resolve(&["--build-base", &arg]);
-    assert!(ok, "{stderr}");
+    let (code, stderr) = resolve(&["--build-base", &arg]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
 
     // A relative `--cache-dir` is taken against the current folder: the built wheel's cached
     // path goes into a `file:` URL, which needs an absolute path.
-    let (ok, stderr) = resolve(&["--build-base", &arg, "--cache-dir", "relative-cache"]);
-    assert!(ok, "{stderr}");
+    let (code, stderr) = resolve(&["--build-base", &arg, "--cache-dir", "relative-cache"]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
     assert!(stack_dir.join("relative-cache/wheels").is_dir());
 
@@ -1375,21 +1375,39 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
         "\n[build]\nbase = {:?}\ntimeout = \"2\"\n",
         root.display().to_string()
     ));
-    let (ok, stderr) = resolve(&[]);
-    assert!(!ok, "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    // A failed build exits 1, every other error 2.
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("building hangs ran longer than 2s"),
         "{stderr}"
     );
     assert!(stderr.contains("[build] timeout"), "{stderr}");
+    let fails = write_folder(dir.path(), "fails", "build = \"fail\"");
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!(
+            "fails @ {}\n",
+            url::Url::from_directory_path(&fails).unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("building fails failed: backend mini_backend, hook build_wheel"),
+        "{stderr}"
+    );
+    assert!(!stack_dir.join("pylock.toml").exists());
     with("\n[build]\ntimeout = \"forever\"\n");
-    let (ok, stderr) = resolve(&[]);
-    assert!(!ok && stderr.contains("`build.timeout`"), "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("`build.timeout`"), "{stderr}");
 
     // A registry image is not a build base (sources build while resolving, before any pull).
     with("\n[build]\nbase = \"docker://registry.invalid/build:1\"\n");
-    let (ok, stderr) = resolve(&[]);
-    assert!(!ok, "{stderr}");
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("`build.base`"), "{stderr}");
     assert!(stderr.contains("is not a path on disk"), "{stderr}");
 }
@@ -1512,8 +1530,8 @@ fn source_a_failing_prepare_hook_aborts_the_resolution_naming_package_backend_an
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // comfypak's exit code for every error.
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // A failed build hook exits 1 (other errors exit 2), also while resolving.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("failsd 1.0"), "{stderr}");
     assert!(
         stderr.contains(
