@@ -279,6 +279,19 @@ impl IndexDefs {
         origin: &str,
     ) -> Result<(), IndexDefError> {
         let known = self.names().collect::<Vec<_>>().join(", ");
+        let kind = self.defs.get(name).map(|def| def.kind);
+        let parsed = kind.map(|kind| parse_index_url(url, kind));
+        // Pointing an index at the very URL another definition has (the torch family at the
+        // public index, where its Linux wheels are the CUDA builds) serves what that index
+        // serves, files hosts included.
+        let shared_origins = match &parsed {
+            Some(Ok(parsed)) => self
+                .defs
+                .values()
+                .find(|other| other.name != name && other.url == *parsed)
+                .map(|other| other.file_origins.clone()),
+            _ => None,
+        };
         let def = self
             .defs
             .get_mut(name)
@@ -293,8 +306,9 @@ impl IndexDefs {
             reason,
         })?;
         def.url_overridden_by = Some(origin.to_string());
-        // The definition's file origins belong to its own URL, not to a mirror's.
-        def.file_origins.clear();
+        // The definition's file origins belong to its own URL, not to a mirror's; the
+        // mirror's are those of the definition that has that URL, if one does.
+        def.file_origins = shared_origins.unwrap_or_default();
         Ok(())
     }
 }
@@ -365,6 +379,48 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("`mirror`"));
         assert!(warnings[0].contains("http://mirror.example/simple/"));
+    }
+
+    #[test]
+    fn an_override_to_another_index_url_serves_that_index_files() {
+        let def = |name: &str, url: &str, files: &[&str]| IndexDef {
+            name: name.to_string(),
+            url: parse_index_url(url, IndexKind::Simple).unwrap(),
+            kind: IndexKind::Simple,
+            source: PathBuf::from(format!("indexes/{name}.toml")),
+            url_overridden_by: None,
+            file_origins: files.iter().map(|f| Url::parse(f).unwrap()).collect(),
+        };
+        let mut defs = IndexDefs::default();
+        defs.insert(def(
+            "public",
+            "https://index.example/simple",
+            &["https://files.example/"],
+        ));
+        defs.insert(def(
+            "torch",
+            "https://torch.example/whl/cu130",
+            &["https://torch-files.example/"],
+        ));
+        let wheel = Url::parse("https://files.example/packages/torch-2.11.0.whl").unwrap();
+        let own = Url::parse("https://torch-files.example/torch-2.11.0.whl").unwrap();
+        assert!(defs.get("torch").unwrap().serves(&own));
+        assert!(!defs.get("torch").unwrap().serves(&wheel));
+
+        defs.override_url("torch", "https://index.example/simple/", "--index")
+            .unwrap();
+        let torch = defs.get("torch").unwrap();
+        assert!(torch.serves(&wheel), "{:?}", torch.file_origins);
+        assert!(
+            !torch.serves(&own),
+            "the definition's own files host stays behind"
+        );
+
+        defs.override_url("torch", "https://mirror.example/simple/", "--index")
+            .unwrap();
+        let torch = defs.get("torch").unwrap();
+        assert!(torch.file_origins.is_empty());
+        assert!(!torch.serves(&wheel));
     }
 
     #[test]
