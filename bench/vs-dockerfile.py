@@ -8,6 +8,7 @@ at the wheelhouse, registry measurements and the result table. Run only by the s
     vs-dockerfile.py blobs REGISTRY_DATA_DIR             (prints the bytes the registry stores)
     vs-dockerfile.py layers MANIFEST.json PREVIOUS.json  (prints: new-layer-count new-bytes total)
     vs-dockerfile.py dists A.txt B.txt NAME_A NAME_B
+    vs-dockerfile.py dedup WORK_DIR                      (prints the bytes it linked)
     vs-dockerfile.py table RESULTS.tsv
 """
 
@@ -150,6 +151,50 @@ def dists(a_path, b_path, a_name, b_name):
         print("  no difference")
 
 
+def link_over(source, target):
+    """target becomes a hard link to source (same bytes already: only the disk use changes)."""
+    tmp = target + ".dedup-tmp"
+    os.link(source, tmp)
+    os.replace(tmp, target)
+
+
+def dedup(work):
+    """Disk only, after a scenario is measured: comfypak's cache copied its wheels from the
+    wheelhouse and its registry stores the blobs its cache holds. The cache's wheel files
+    become hard links to the wheelhouse's (same file name and size) and the registry's blob
+    files hard links to the cache's (same digest and size). The cache's own files keep their
+    inodes and mtimes, so its blob stamps still hold and nothing comfypak reads changes."""
+    linked = 0
+    files = os.path.join(work, "mirror", "files")
+    wheels = os.path.join(work, "comfypak-cache", "wheels", "v1")
+    for dirpath, _, names in os.walk(wheels):
+        for name in names:
+            if not name.endswith(".whl"):
+                continue
+            path, mirror = os.path.join(dirpath, name), os.path.join(files, name)
+            if not os.path.exists(mirror):
+                continue
+            a, b = os.stat(path), os.stat(mirror)
+            if a.st_size == b.st_size and (a.st_ino, a.st_dev) != (b.st_ino, b.st_dev):
+                link_over(mirror, path)
+                linked += a.st_size
+    blobs = os.path.join(work, "comfypak-cache", "layers", "blobs", "sha256")
+    registry = os.path.join(work, "registry-comfypak", "data", "docker", "registry", "v2",
+                            "blobs", "sha256")
+    for dirpath, _, names in os.walk(registry):
+        if "data" not in names:
+            continue
+        digest = os.path.basename(dirpath)
+        path, cached = os.path.join(dirpath, "data"), os.path.join(blobs, digest)
+        if not os.path.exists(cached):
+            continue
+        a, b = os.stat(path), os.stat(cached)
+        if a.st_size == b.st_size and (a.st_ino, a.st_dev) != (b.st_ino, b.st_dev):
+            link_over(cached, path)
+            linked += a.st_size
+    print(linked)
+
+
 def human(n):
     n = float(n)
     for unit in ("B", "kB", "MB", "GB"):
@@ -204,7 +249,7 @@ def table(path):
 def main(argv):
     commands = {
         "pad": (pad, 3), "pin": (pin, 3), "relock": (relock, 3), "blobs": (blobs, 1),
-        "layers": (layers, 2), "dists": (dists, 4), "table": (table, 1),
+        "layers": (layers, 2), "dists": (dists, 4), "table": (table, 1), "dedup": (dedup, 1),
     }
     if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][1]:
         fail(__doc__)

@@ -43,13 +43,21 @@
 #   VOLATILE_FROM / VOLATILE_TO   comfyui-frontend-package versions (1.45.14 -> 1.45.15)
 #   DEPS_PACKAGE, DEPS_FROM / DEPS_TO   the package bumped (gguf 0.18.0 -> 0.19.0), in DEPS_PAK
 #                   (pak5; a pak file of the deps layer; the line is added when it has none)
-#   TORCH_FROM / TORCH_TO   "torch torchvision torchaudio" versions (2.10.0 0.25.0 2.10.0 ->
-#                   2.11.0 0.26.0 2.11.0)
+#   TORCH_FROM / TORCH_TO   "torch torchvision torchaudio" versions; fixture scale: 2.10.0
+#                   0.25.0 2.10.0 -> 2.11.0 0.26.0 2.11.0; live: 2.11.0 0.26.0 2.11.0 (the
+#                   stack's pins) -> 2.12.0 0.27.0 2.11.1, both CUDA 13 builds on the public
+#                   index (its 2.10.0 is a CUDA 12 build with another nvidia-* closure)
+#   SAVE_DISK=1     (default) untimed, between the measured steps: comfypak's cache and
+#                   registry hard-link the bytes the wheelhouse and its cache already hold,
+#                   the Dockerfile's last image goes before the torch build (nothing of it above
+#                   the venv step can be reused), its registry after the last push is measured;
+#                   SAVE_DISK=0 keeps every copy
+#   MIN_FREE_GB     the run stops when less is free after a step (default 8); per step it
+#                   prints BENCH_DIR's size and the free space, and at the end the peak
 #   LIVE: the PyTorch index and the perf-wheels release page are not reachable from every
 #   network, so a live run takes the torch family from the public index (its Linux torch
 #   wheels are the CUDA builds) and drops flash-attn and sageattention from pak6 (triton stays).
-#   It needs about 60 GB of disk (two torch closures, each in two images, two registries and
-#   the caches); LIVE_PAKS="pak2 pak9" limits the stack's layers to those pak files (and
+#   LIVE_PAKS="pak2 pak9" limits the stack's layers to those pak files (and
 #   skips the scenarios that edit a pak file left out). LIVE_DROP="torch torchvision ..." removes
 #   the lines naming those packages from every pak file; with LIVE_NO_TORCH=1 the run stops when
 #   the lock still holds torch, triton or an nvidia-* CUDA library (a stack without the torch
@@ -83,8 +91,13 @@ deps_package="${DEPS_PACKAGE:-gguf}"
 deps_from="${DEPS_FROM:-0.18.0}"
 deps_to="${DEPS_TO:-0.19.0}"
 deps_pak="${DEPS_PAK:-pak5}"
-read -r -a torch_from <<<"${TORCH_FROM:-2.10.0 0.25.0 2.10.0}"
-read -r -a torch_to <<<"${TORCH_TO:-2.11.0 0.26.0 2.11.0}"
+if [ "$live" = 1 ]; then
+  read -r -a torch_from <<<"${TORCH_FROM:-2.11.0 0.26.0 2.11.0}"
+  read -r -a torch_to <<<"${TORCH_TO:-2.12.0 0.27.0 2.11.1}"
+else
+  read -r -a torch_from <<<"${TORCH_FROM:-2.10.0 0.25.0 2.10.0}"
+  read -r -a torch_to <<<"${TORCH_TO:-2.11.0 0.26.0 2.11.0}"
+fi
 if [ "${#torch_from[@]}" != 3 ] || [ "${#torch_to[@]}" != 3 ]; then
   die "TORCH_FROM and TORCH_TO take three versions: torch torchvision torchaudio"
 fi
@@ -133,8 +146,15 @@ pm_run="$work/podman/run"
 pm() { podman --root "$pm_root" --runroot "$pm_run" "$@"; }
 
 registry_pids=()
+results=""
+table_printed=0
 cleanup() {
   local pid
+  # A run stopped part-way (a failure, too little disk, a kill) still prints what it measured.
+  if [ "$table_printed" != 1 ] && [ -n "$results" ] && [ -s "$results" ]; then
+    echo "vs-dockerfile.sh: stopped before the end; the scenarios measured so far:" >&2
+    "$py" "$helper" table "$results" >&2 || true
+  fi
   for pid in "${registry_pids[@]}"; do
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -145,6 +165,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # --- indexes and the stack copy --------------------------------------------------------------
 index_url() { sed -n 's/^url *= *"\(.*\)"/\1/p' "$repo/indexes/$1.toml"; }
@@ -201,9 +223,11 @@ EOF
 }
 if [ "$live" = 1 ] && [ -n "${LIVE_PAKS:-}" ]; then
   keep_paks "$LIVE_PAKS"
-elif [ "$live" != 1 ]; then
-  # The fixture indexes have no sdists or git repositories: the source-built packages of
-  # pak7/pak8 are left out (the Dockerfile gets no RUN for them either).
+else
+  # The source-built packages of pak7/pak8 (the nodes layer) are left out: the fixture indexes
+  # have no sdists or git repositories, a live run's git sources are on a forge that is not
+  # reachable from every network, and the Dockerfile's `pip install --no-index` from the
+  # wheelhouse installs wheels only (it gets no RUN for them either).
   keep_paks "$(sed -n 's/^paks = \[\(.*\)\]/\1/p' "$stack/stack.toml" | tr -d '",' | tr ' ' '\n' | grep -vxE 'pak[78](\.txt)?' | tr '\n' ' ')"
 fi
 
@@ -315,6 +339,21 @@ measure() {
     "$new_layers" "$new_bytes" "$((stored_after - stored_before))" "$total_layers" >>"$results"
 }
 
+# disk_check WHEN: BENCH_DIR's size (hard links counted once) and the free space, printed and
+# kept in disk.tsv; the run stops when less than MIN_FREE_GB is left.
+min_free_gb="${MIN_FREE_GB:-8}"
+save_disk="${SAVE_DISK:-1}"
+disk_check() {
+  local used free
+  used=$(du -sxB1 "$work" 2>/dev/null | cut -f1)
+  free=$(df -B1 --output=avail "$work" | tail -n 1 | tr -d ' ')
+  printf '%s\t%s\t%s\n' "$1" "$used" "$free" >>"$work/disk.tsv"
+  note "disk after $1: $(awk -v u="$used" -v f="$free" 'BEGIN { printf "%.1f GB in BENCH_DIR, %.1f GB free", u / 1e9, f / 1e9 }')"
+  [ "$free" -ge $((min_free_gb * 1000000000)) ] ||
+    die "less than MIN_FREE_GB=$min_free_gb GB free after $1: stopping (what was measured is in $results)"
+}
+: >"$work/disk.tsv"
+
 for scenario in "${scenarios[@]}"; do
   apply_scenario "$scenario"
   note "$scenario: resolve, mirror and pins (not timed)"
@@ -332,6 +371,17 @@ for scenario in "${scenarios[@]}"; do
   fi
 
   note "$scenario: podman build + push"
+  if [ "$save_disk" = 1 ] && [ "$scenario" = torch ] && [ "$(paks_in_stack | head -n 1)" = pak1.txt ]; then
+    # The torch bump edits the first pak file: no layer of the last image above the venv step
+    # can be reused, so that image goes before the build rather than after it (the build keeps
+    # the venv step's image as its cache): one torch closure in podman's storage, not two.
+    venv_step=$(pm history --no-trunc --format '{{.ID}}|{{.CreatedBy}}' localhost/bench/dockerfile:latest |
+      awk -F'|' '/ -m venv / { print $1; exit }')
+    [ -n "$venv_step" ] && [ "$venv_step" != "<missing>" ] || die "no image of the Dockerfile's venv step in podman's storage"
+    pm tag "$venv_step" localhost/bench/venv-step:latest
+    pm rmi localhost/bench/dockerfile:latest >/dev/null
+    pm image prune -f >/dev/null
+  fi
   stored_before=$("$py" "$helper" blobs "$work/registry-dockerfile/data")
   t0=$(now)
   pm build --quiet --network none -v "$work/mirror:/wheels:ro" -v "$work/pip:/pip:ro" \
@@ -342,25 +392,42 @@ for scenario in "${scenarios[@]}"; do
     "docker://127.0.0.1:${registry_port[dockerfile]}/bench/dockerfile:latest"
   t2=$(now)
   measure dockerfile "$scenario" "$(elapsed "$t0" "$t1")" "$(elapsed "$t1" "$t2")"
+  if [ "$save_disk" = 1 ] && [ "$scenario" = "${scenarios[-1]}" ] && [ "${KEEP:-0}" != 1 ]; then
+    rm -rf "$work/registry-dockerfile/data" # measured; nothing is pushed there any more
+  fi
+  disk_check "$scenario dockerfile"
   # The previous scenario's image is untagged now; its layers are no later build's cache.
   pm image prune -f >/dev/null
 
   note "$scenario: comfypak build + push"
+  # --allow-overwrite: the deps layer's four opencv packages write the same cv2/ files; pip
+  # lets the later one overwrite them, comfypak refuses unless asked (README.md).
   stored_before=$("$py" "$helper" blobs "$work/registry-comfypak/data")
   t0=$(now)
   COMFYPAK_CACHE_DIR="$work/comfypak-cache" "$comfypak" build --frozen --stack "$stack" \
     --lock "$work/pylock-mirror.toml" --out "$work/comfypak-out" --base "$work/base" \
     --index "pypi=file://$work/mirror/simple/" --index "pytorch-cu130=file://$work/mirror/simple/" \
-    --index "perf-wheels=file://$work/mirror/simple/" "${split_args[@]}" >"$work/comfypak-build-$scenario.log" 2>&1 ||
+    --index "perf-wheels=file://$work/mirror/simple/" "${split_args[@]}" --allow-overwrite >"$work/comfypak-build-$scenario.log" 2>&1 ||
     die "comfypak build failed ($scenario): $(tail -n 20 "$work/comfypak-build-$scenario.log")"
   t1=$(now)
   "$comfypak" -q push --insecure "$work/comfypak-out/image" \
     "127.0.0.1:${registry_port[comfypak]}/bench/comfypak:latest"
   t2=$(now)
   measure comfypak "$scenario" "$(elapsed "$t0" "$t1")" "$(elapsed "$t1" "$t2")"
+  if [ "$save_disk" = 1 ]; then
+    linked=$("$py" "$helper" dedup "$work")
+    note "$scenario: $(awk -v b="$linked" 'BEGIN { printf "%.1f GB", b / 1e9 }') of comfypak's cache and registry hard-linked to the same bytes (disk only)"
+  fi
+  disk_check "$scenario comfypak"
 done
 
 # --- the installed distributions of both images -----------------------------------------------
+# Everything measured is in results.tsv: the wheelhouse, comfypak's cache and output and the
+# Dockerfile's registry go before the comfypak image is pulled into podman's storage (a live
+# image with the torch closure is several GB).
+if [ "${KEEP:-0}" != 1 ]; then
+  rm -rf "$work/mirror" "$work/comfypak-cache" "$work/comfypak-out" "$work/registry-dockerfile/data"
+fi
 list_dists='import importlib.metadata as m
 print("\n".join(sorted({d.metadata["Name"] + "==" + d.version for d in m.distributions()})))'
 pm pull -q --tls-verify=false "docker://127.0.0.1:${registry_port[comfypak]}/bench/comfypak:latest" >/dev/null
@@ -378,6 +445,7 @@ echo "Dockerfile: one RUN pip install per pak file$([ "$frontend_in" = pak4 ] &&
 echo "scenarios: volatile = comfyui-frontend-package $volatile_from -> $volatile_to, deps = $deps_package $deps_from -> $deps_to, torch = ${torch_from[*]} -> ${torch_to[*]}"
 echo
 "$py" "$helper" table "$results"
+table_printed=1
 echo
 "$py" "$helper" dists "$work/dists-dockerfile.txt" "$work/dists-comfypak.txt" dockerfile comfypak
 echo
@@ -387,9 +455,11 @@ for scenario in "${scenarios[@]}"; do
   printf '  %-10s %s\n' "$scenario" "$(grep -E '^time: ' "$log" | head -n 1)"
   grep -E '(installed .* in [0-9.]+s|\.pyc in [0-9.]+s|reused from the layer cache)' "$log" | sed 's/^/      /' | head -n 12 || true
 done
+awk -F '\t' '$2 > used { used = $2; at = $1 } least == "" || $3 < least { least = $3; lat = $1 }
+  END { printf "disk: at most %.1f GB in BENCH_DIR (after %s), least free %.1f GB (after %s)\n", used / 1e9, at, least / 1e9, lat }' "$work/disk.tsv"
 if [ -n "${LOG_DIR:-}" ]; then
   mkdir -p "$LOG_DIR"
-  cp "$work"/comfypak-build-*.log "$work"/podman-build-*.log "$results" "$LOG_DIR"/ 2>/dev/null || true
+  cp "$work"/comfypak-build-*.log "$work"/podman-build-*.log "$results" "$work/disk.tsv" "$LOG_DIR"/ 2>/dev/null || true
   echo "logs: $LOG_DIR"
 fi
 if [ "${KEEP:-0}" = 1 ]; then
