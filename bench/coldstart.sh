@@ -13,8 +13,12 @@
 # pillow. Each image is the base root (a directory layer packed by comfypak) plus comfypak's
 # layers, as a docker archive loaded into podman. Needs root, podman with the setup of
 # .ci/setup.d/60-podman.sh, qemu-aarch64 registered (45-qemu.sh) for arm64.
-# Settings: RUNS (default 5 per image), COMFYPAK_BIN (a comfypak binary instead of the release
-# build), KEEP=1 (keep the work folder and the images).
+# Each round also times a fresh container of the with-bytecode image running `python -c pass`
+# (the container start and interpreter start that bytecode cannot shorten), printed beside the
+# ratio with that start taken off both sides. Every run's time is printed, in run order.
+# Settings: RUNS (default 5 per image), ARM_RUNS (default RUNS: the runs under qemu, where one
+# import of the deps layer takes minutes on a loaded machine), COMFYPAK_BIN (a comfypak binary
+# instead of the release build), KEEP=1 (keep the work folder and the images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -159,20 +163,31 @@ for arch in "${ARCHS[@]}"; do
     podman load --quiet -i "$WORK/$kind-$arch.tar" >/dev/null
     rm -f "$WORK/$kind-$arch.tar"
   done
+  runs=$RUNS
+  [ "$arch" = x86_64 ] || runs=${ARM_RUNS:-$RUNS}
   : >"$WORK/with-$arch.times"
   : >"$WORK/without-$arch.times"
-  for run in $(seq "$RUNS"); do
-    for kind in with without; do
+  : >"$WORK/empty-$arch.times"
+  for run in $(seq "$runs"); do
+    # empty: the with-bytecode image's container and interpreter start, importing nothing.
+    for kind in with without empty; do
+      image=$kind code=$IMPORTS
+      [ "$kind" != empty ] || { image=with code=pass; }
       start=$(date +%s.%N)
-      podman run --rm --network none --platform "linux/$oci" "localhost/coldstart-$kind-$arch:$TAG" \
-        /opt/venv/bin/python -c "$IMPORTS" >/dev/null 2>"$WORK/run.err" ||
+      podman run --rm --network none --platform "linux/$oci" "localhost/coldstart-$image-$arch:$TAG" \
+        /opt/venv/bin/python -c "$code" >/dev/null 2>"$WORK/run.err" ||
         { echo "podman run ($kind, $arch) failed:" >&2; tail -n 5 "$WORK/run.err" >&2; exit 1; }
       end=$(date +%s.%N)
       echo "$end - $start" | bc >>"$WORK/$kind-$arch.times"
     done
+    echo "  $arch run $run: with $(tail -n 1 "$WORK/with-$arch.times" | xargs printf '%.2f')s, without $(tail -n 1 "$WORK/without-$arch.times" | xargs printf '%.2f')s, empty start $(tail -n 1 "$WORK/empty-$arch.times" | xargs printf '%.2f')s (load $(cut -d' ' -f1 /proc/loadavg))"
   done
   with=$(median <"$WORK/with-$arch.times")
   without=$(median <"$WORK/without-$arch.times")
+  empty=$(median <"$WORK/empty-$arch.times")
   printf '%-8s cold start (median of %s fresh containers): with bytecode %ss, without %ss; ratio with/without: %.2f (goal <= 0.5)\n' \
-    "$arch" "$RUNS" "$with" "$without" "$(echo "$with / $without" | bc -l)"
+    "$arch" "$runs" "$with" "$without" "$(echo "$with / $without" | bc -l)"
+  printf '%-8s empty start (python -c pass) %ss; imports alone (start taken off): with %.2fs, without %.2fs, ratio %.2f\n' \
+    "$arch" "$empty" "$(echo "$with - $empty" | bc -l)" "$(echo "$without - $empty" | bc -l)" \
+    "$(echo "($with - $empty) / ($without - $empty)" | bc -l)"
 done
