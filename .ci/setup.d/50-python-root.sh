@@ -25,4 +25,18 @@ if [ "${COMFYPAK_TEST_AARCH64:-0}" = 1 ]; then
   export COMFYPAK_TEST_PYTHON_ROOT_AARCH64
   echo "arm64 python root: $COMFYPAK_TEST_PYTHON_ROOT_AARCH64 ($(($(date +%s) - python_root_started))s)"
 fi
+# The build bases of the C-extension tests (tests/it/source_cext.rs): the same roots plus gcc,
+# cmake and the Python headers (scripts/python-root.sh --build; ~0.6 GB and a few minutes each
+# the first time, cached beside the plain roots), exported as COMFYPAK_TEST_BUILD_ROOT and,
+# where aarch64 programs run, COMFYPAK_TEST_BUILD_ROOT_AARCH64.
+python_root_started=$(date +%s)
+COMFYPAK_TEST_BUILD_ROOT=$(bash scripts/python-root.sh --build "${TOOLS:-${COMFYPAK_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/comfypak-ci}}/python-root" | tail -n 1)
+export COMFYPAK_TEST_BUILD_ROOT
+echo "build base: $COMFYPAK_TEST_BUILD_ROOT ($(($(date +%s) - python_root_started))s)"
+if [ "${COMFYPAK_TEST_AARCH64:-0}" = 1 ]; then
+  python_root_started=$(date +%s)
+  COMFYPAK_TEST_BUILD_ROOT_AARCH64=$(bash scripts/python-root.sh --build --arch arm64 "${TOOLS:-${COMFYPAK_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/comfypak-ci}}/python-root" | tail -n 1)
+  export COMFYPAK_TEST_BUILD_ROOT_AARCH64
+  echo "arm64 build base: $COMFYPAK_TEST_BUILD_ROOT_AARCH64 ($(($(date +%s) - python_root_started))s)"
+fi
 unset python_root_started

@@ -41,6 +41,7 @@ mod resolve_core;
 mod resolve_lock;
 mod runtime;
 mod source;
+mod source_cext;
 mod stack;
 mod target;
 mod torch_abi;
