@@ -29,7 +29,9 @@
 # Needs root (chroot, mounts), debootstrap, python3, the network (public index, Debian mirror).
 # Settings: PACKAGES, BENCH_DIR (work folder, default /tmp/comfypak-bench-sources, removed at
 # the end unless KEEP=1), COMFYPAK_BIN (else `cargo build --release`), BASE_CACHE (where the
-# build base is cached, default ~/.cache/comfypak-ci/python-root).
+# build base is cached, default ~/.cache/comfypak-ci/python-root), BUILD_TIMEOUT (comfypak's
+# `[build] timeout`, default 2h: dlib's build under load took longer than the default 30m;
+# pip has no limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -72,6 +74,9 @@ pytorch-cu130 = ["torch", "torchvision", "torchaudio", "triton", "cuda-*", "nvid
 
 [base]
 path = "$ROOT"
+
+[build]
+timeout = "${BUILD_TIMEOUT:-2h}"
 
 [[layer]]
 name = "sources"
