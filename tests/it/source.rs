@@ -966,6 +966,59 @@ fn run_git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Adds every file of the work tree `work` and commits them as `message`; returns the commit.
+fn commit_all(work: &Path, message: &str) -> String {
+    run_git(work, &["add", "."]);
+    run_git(work, &["commit", "--quiet", "-m", message]);
+    run_git(work, &["rev-parse", "HEAD"])
+}
+
+/// Project `name` of the mini backend (`tool` lines) in `dir/name`, made a git repository
+/// whose `main` holds it in one commit, `message`; returns the work tree and that commit.
+fn git_project(dir: &Path, name: &str, tool: &str, message: &str) -> (PathBuf, String) {
+    let work = write_folder(dir, name, tool);
+    run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
+    let head = commit_all(&work, message);
+    (work, head)
+}
+
+/// A bare clone of a work tree in `served/REPO`, served over smart HTTP on loopback.
+struct ServedRepo {
+    server: GitServer,
+    bare: PathBuf,
+    repo: String,
+}
+
+impl ServedRepo {
+    /// Clones `work` bare into `dir/served/repo` and serves `dir/served`.
+    fn new(dir: &Path, work: &Path, repo: &str) -> ServedRepo {
+        let served = dir.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        run_git(
+            &served,
+            &["clone", "--quiet", "--bare", work.to_str().unwrap(), repo],
+        );
+        ServedRepo {
+            server: GitServer::start(&served),
+            bare: served.join(repo),
+            repo: repo.to_string(),
+        }
+    }
+
+    /// The repository's URL.
+    fn url(&self) -> String {
+        self.server.url(&self.repo)
+    }
+
+    /// Pushes `refname` of `work` to the served repository (upstream moves).
+    fn push(&self, work: &Path, refname: &str) {
+        run_git(
+            work,
+            &["push", "--quiet", self.bare.to_str().unwrap(), refname],
+        );
+    }
+}
+
 #[test]
 fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them() {
     use comfypak::build::{ResolveRequest, ResolveStatus};
@@ -977,29 +1030,11 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     // A real repository: v1.0 tagged, then a second commit on main; served bare over
     // `git http-backend`.
     // Its version comes from git metadata, as setuptools-scm's does: the build sees `.git`.
-    let work = write_folder(dir.path(), "gitdemo", "version-from-git = true");
-    run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
-    run_git(&work, &["add", "."]);
-    run_git(&work, &["commit", "--quiet", "-m", "v1"]);
+    let (work, v1) = git_project(dir.path(), "gitdemo", "version-from-git = true", "v1");
     run_git(&work, &["tag", "v1.0.7"]);
-    let v1 = run_git(&work, &["rev-parse", "HEAD"]);
     std::fs::write(work.join("gitdemo/more.py"), "MORE = 1\n").unwrap();
-    run_git(&work, &["add", "."]);
-    run_git(&work, &["commit", "--quiet", "-m", "more"]);
-    let head = run_git(&work, &["rev-parse", "HEAD"]);
-    let served = dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    run_git(
-        &served,
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            work.to_str().unwrap(),
-            "gitdemo.git",
-        ],
-    );
-    let git_server = GitServer::start(&served);
+    let head = commit_all(&work, "more");
+    let served = ServedRepo::new(dir.path(), &work, "gitdemo.git");
 
     let stack_dir = dir.path().join("stack");
     stack(&stack_dir, &server);
@@ -1026,7 +1061,7 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
     };
 
     // A tag resolves to its commit; the lock records URL, requested revision and commit.
-    let url = git_server.url("gitdemo.git");
+    let url = served.url();
     let report =
         resolve_with(format!("gitdemo @ git+{url}@v1.0.7\n")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.status, ResolveStatus::Written);
@@ -1065,18 +1100,8 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
 
     // The branch moves upstream: `--locked` fails and names the move.
     std::fs::write(work.join("gitdemo/later.py"), "LATER = 1\n").unwrap();
-    run_git(&work, &["add", "."]);
-    run_git(&work, &["commit", "--quiet", "-m", "later"]);
-    let moved = run_git(&work, &["rev-parse", "HEAD"]);
-    run_git(
-        &work,
-        &[
-            "push",
-            "--quiet",
-            served.join("gitdemo.git").to_str().unwrap(),
-            "main",
-        ],
-    );
+    let moved = commit_all(&work, "later");
+    served.push(&work, "main");
     let checked = comfypak::build::resolve(
         &session,
         &ResolveRequest {
@@ -1133,15 +1158,7 @@ fn source_git_requirements_resolve_refs_to_commits_over_smart_http_and_lock_them
         format!("1.0.dev0+g{}", &moved[..7])
     );
     run_git(&work, &["tag", "v1.0.9"]);
-    run_git(
-        &work,
-        &[
-            "push",
-            "--quiet",
-            served.join("gitdemo.git").to_str().unwrap(),
-            "v1.0.9",
-        ],
-    );
+    served.push(&work, "v1.0.9");
     let notes = Notes::default();
     std::fs::write(
         stack_dir.join("pak/deps.txt"),
@@ -1194,24 +1211,8 @@ fn source_git_lines_without_a_name_build_through_an_insteadof_mirror_and_lock_th
     let Some(root) = debian_root() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::serve_index(&index(), ServerOptions::default());
-    let work = write_folder(dir.path(), "mirrored", "");
-    run_git(&work, &["init", "--quiet", "--initial-branch=main"]);
-    run_git(&work, &["add", "."]);
-    run_git(&work, &["commit", "--quiet", "-m", "one"]);
-    let head = run_git(&work, &["rev-parse", "HEAD"]);
-    let served = dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    run_git(
-        &served,
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            work.to_str().unwrap(),
-            "Mirrored-Repo.git",
-        ],
-    );
-    let git_server = GitServer::start(&served);
+    let (work, head) = git_project(dir.path(), "mirrored", "", "one");
+    let served = ServedRepo::new(dir.path(), &work, "Mirrored-Repo.git");
     let stack_dir = dir.path().join("stack");
     stack(&stack_dir, &server);
     let forge = "https://forge.invalid/owner/";
@@ -1234,7 +1235,7 @@ fn source_git_lines_without_a_name_build_through_an_insteadof_mirror_and_lock_th
                 .env("GIT_CONFIG_COUNT", "1")
                 .env(
                     "GIT_CONFIG_KEY_0",
-                    format!("url.{}.insteadOf", git_server.url("")),
+                    format!("url.{}.insteadOf", served.server.url("")),
                 )
                 .env("GIT_CONFIG_VALUE_0", forge);
         }
@@ -1271,7 +1272,7 @@ fn source_git_lines_without_a_name_build_through_an_insteadof_mirror_and_lock_th
     assert!(
         !std::fs::read_to_string(stack_dir.join("pylock.toml"))
             .unwrap()
-            .contains(&git_server.url("")),
+            .contains(&served.server.url("")),
         "the mirror is not in the lock"
     );
 }
