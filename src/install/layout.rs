@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::{render_record, sha256_b64};
+use super::record::{render_record_rows, sha256_b64, RecordRowRef};
 use super::wheel::WheelManifest;
 use crate::target::PythonVersion;
 
@@ -131,24 +131,28 @@ impl WheelPlan {
     /// The installed RECORD for the files in the plan plus `extra` (path relative to the
     /// environment root, sha256, size), e.g. compiled bytecode.
     pub fn record(&self, env: &EnvPaths, extra: &[(String, String, u64)]) -> Vec<u8> {
-        let mut rows: Vec<(String, Option<String>, Option<u64>)> = self
+        // Rows borrow the plan's paths and hashes: a RECORD has a row per file, and a
+        // layer's tens of thousands of rows were each a few allocations.
+        let site = env.site_packages();
+        let record_dest = self.record_dest();
+        fn shown<'a>(site: &str, dest: &'a str) -> std::borrow::Cow<'a, str> {
+            match dest.strip_prefix(site).and_then(|r| r.strip_prefix('/')) {
+                Some(inside) => std::borrow::Cow::Borrowed(inside),
+                None => std::borrow::Cow::Owned(format!("../../../{dest}")),
+            }
+        }
+        let mut rows: Vec<RecordRowRef<'_>> = self
             .files
             .iter()
-            .map(|f| {
-                (
-                    env.record_path(&f.dest),
-                    Some(f.sha256.clone()),
-                    Some(f.size),
-                )
-            })
+            .map(|f| (shown(&site, &f.dest), Some(f.sha256.as_str()), Some(f.size)))
             .chain(
                 extra
                     .iter()
-                    .map(|(d, h, s)| (env.record_path(d), Some(h.clone()), Some(*s))),
+                    .map(|(d, h, s)| (shown(&site, d), Some(h.as_str()), Some(*s))),
             )
+            .chain([(shown(&site, &record_dest), None, None)])
             .collect();
-        rows.push((env.record_path(&self.record_dest()), None, None));
-        render_record(&mut rows).into_bytes()
+        render_record_rows(&mut rows).into_bytes()
     }
 }
 
@@ -453,6 +457,7 @@ pub fn direct_url_json(url: &str, sha256: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::install::record::render_record;
 
     fn env() -> EnvPaths {
         EnvPaths {
@@ -473,6 +478,61 @@ mod tests {
         );
         assert_eq!(e.record_path("bin/tool"), "../../../bin/tool");
         assert_eq!(e.shebang(), "#!/opt/venv/bin/python\n");
+    }
+
+    #[test]
+    fn installed_record_has_a_sorted_row_per_file_extra_file_and_itself() {
+        let e = env();
+        let file = |dest: &str, sha256: &str, size: u64| PlannedFile {
+            dest: dest.to_string(),
+            source: FileSource::Bytes(Vec::new()),
+            executable: false,
+            size,
+            sha256: sha256.to_string(),
+        };
+        let plan = WheelPlan {
+            package: "a".into(),
+            filename: "a-1.0-py3-none-any.whl".into(),
+            dist_info_dest: "lib/python3.14/site-packages/a-1.0.dist-info".into(),
+            files: vec![
+                file("lib/python3.14/site-packages/a/z.py", "Z", 3),
+                file("bin/tool", "T", 10),
+                file("lib/python3.14/site-packages/a/odd,\"name\".py", "O", 0),
+                file(
+                    "lib/python3.14/site-packages/a-1.0.dist-info/INSTALLER",
+                    "I",
+                    9,
+                ),
+            ],
+        };
+        let extra = [(
+            "lib/python3.14/site-packages/a/__pycache__/z.cpython-314.pyc".to_string(),
+            "P".to_string(),
+            120,
+        )];
+        let text = String::from_utf8(plan.record(&e, &extra)).unwrap();
+        assert_eq!(
+            text,
+            "../../../bin/tool,sha256=T,10\n\
+             a-1.0.dist-info/INSTALLER,sha256=I,9\n\
+             a-1.0.dist-info/RECORD,,\n\
+             a/__pycache__/z.cpython-314.pyc,sha256=P,120\n\
+             \"a/odd,\"\"name\"\".py\",sha256=O,0\n\
+             a/z.py,sha256=Z,3\n"
+        );
+        // The same bytes as rendering owned rows of `record_path`s.
+        let mut owned: Vec<(String, Option<String>, Option<u64>)> = plan
+            .files
+            .iter()
+            .map(|f| (e.record_path(&f.dest), Some(f.sha256.clone()), Some(f.size)))
+            .chain(
+                extra
+                    .iter()
+                    .map(|(d, h, s)| (e.record_path(d), Some(h.clone()), Some(*s))),
+            )
+            .chain([(e.record_path(&plan.record_dest()), None, None)])
+            .collect();
+        assert_eq!(render_record(&mut owned), text);
     }
 
     #[test]

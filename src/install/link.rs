@@ -86,10 +86,26 @@ fn reflink(_src: &Path, _dst: &Path) -> std::io::Result<()> {
 #[derive(Debug)]
 pub struct DirFd(std::os::fd::OwnedFd);
 
-fn c_name(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
+/// Calls `f` with `name` as a NUL-terminated C string: from a buffer on the stack when it is
+/// short (every name in a layer is), so the one or two names of each of the tens of thousands
+/// of `*at` calls of an install need no heap allocation (as std does for its path calls).
+fn with_c_name<T>(
+    name: &std::ffi::OsStr,
+    f: impl FnOnce(*const libc::c_char) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a path"))
+    const STACK: usize = 384;
+    let bytes = name.as_bytes();
+    let nul = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in a path");
+    if bytes.len() >= STACK {
+        let owned = std::ffi::CString::new(bytes).map_err(|_| nul())?;
+        return f(owned.as_ptr());
+    }
+    let mut buffer = [0u8; STACK];
+    buffer[..bytes.len()].copy_from_slice(bytes);
+    // `buffer[bytes.len()]` is the terminating NUL; a NUL inside the name is refused.
+    let c_str = std::ffi::CStr::from_bytes_with_nul(&buffer[..=bytes.len()]).map_err(|_| nul())?;
+    f(c_str.as_ptr())
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
@@ -105,9 +121,10 @@ impl DirFd {
 
     /// Opens the directory at `path`.
     pub fn open(path: &Path) -> std::io::Result<DirFd> {
-        let path = c_name(path.as_os_str())?;
-        // SAFETY: `path` is a NUL-terminated string that outlives the call.
-        let fd = check(unsafe { libc::open(path.as_ptr(), Self::FLAGS) })?;
+        let fd = with_c_name(path.as_os_str(), |path| {
+            // SAFETY: `path` is a NUL-terminated string that outlives the call.
+            check(unsafe { libc::open(path, Self::FLAGS) })
+        })?;
         // SAFETY: `fd` was just opened and is owned by nothing else.
         Ok(DirFd(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
     }
@@ -116,14 +133,9 @@ impl DirFd {
     /// this one.
     pub fn open_at(&self, relative: &std::ffi::OsStr) -> std::io::Result<DirFd> {
         use std::os::fd::AsRawFd;
-        let name = c_name(relative)?;
-        // SAFETY: a valid directory descriptor and a NUL-terminated name, both alive.
-        let fd = check(unsafe {
-            libc::openat(
-                self.0.as_raw_fd(),
-                name.as_ptr(),
-                Self::FLAGS | libc::O_NOFOLLOW,
-            )
+        let fd = with_c_name(relative, |name| {
+            // SAFETY: a valid directory descriptor and a NUL-terminated name, both alive.
+            check(unsafe { libc::openat(self.0.as_raw_fd(), name, Self::FLAGS | libc::O_NOFOLLOW) })
         })?;
         // SAFETY: `fd` was just opened and is owned by nothing else.
         Ok(DirFd(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
@@ -132,9 +144,11 @@ impl DirFd {
     /// Creates the directory `name` (mode 0777 less the umask, as `create_dir` does).
     pub fn mkdir(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        let name = c_name(name)?;
-        // SAFETY: as in `open_at`.
-        check(unsafe { libc::mkdirat(self.0.as_raw_fd(), name.as_ptr(), 0o777) }).map(|_| ())
+        with_c_name(name, |name| {
+            // SAFETY: as in `open_at`.
+            check(unsafe { libc::mkdirat(self.0.as_raw_fd(), name, 0o777) })
+        })
+        .map(|_| ())
     }
 
     /// Hard-links `source_name` (below `source`) as `name` in this directory.
@@ -145,16 +159,13 @@ impl DirFd {
         name: &std::ffi::OsStr,
     ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
-        let (from, to) = (c_name(source_name)?, c_name(name)?);
-        // SAFETY: valid descriptors and NUL-terminated names, all alive for the call.
-        check(unsafe {
-            libc::linkat(
-                source.0.as_raw_fd(),
-                from.as_ptr(),
-                self.0.as_raw_fd(),
-                to.as_ptr(),
-                0,
-            )
+        with_c_name(source_name, |from| {
+            with_c_name(name, |to| {
+                // SAFETY: valid descriptors and NUL-terminated names, all alive for the call.
+                check(unsafe {
+                    libc::linkat(source.0.as_raw_fd(), from, self.0.as_raw_fd(), to, 0)
+                })
+            })
         })
         .map(|_| ())
     }
@@ -170,15 +181,16 @@ impl DirFd {
         use std::io::Write;
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::PermissionsExt;
-        let cname = c_name(name)?;
-        // SAFETY: as in `open_at`.
-        let fd = check(unsafe {
-            libc::openat(
-                self.0.as_raw_fd(),
-                cname.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                0o666 as libc::c_uint,
-            )
+        let fd = with_c_name(name, |name| {
+            // SAFETY: as in `open_at`.
+            check(unsafe {
+                libc::openat(
+                    self.0.as_raw_fd(),
+                    name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    0o666 as libc::c_uint,
+                )
+            })
         })?;
         // SAFETY: `fd` was just opened and is owned by nothing else.
         let mut file: std::fs::File = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
@@ -190,16 +202,17 @@ impl DirFd {
     /// `lstat` of `name` below this directory: size and modification time.
     pub fn stat(&self, name: &std::ffi::OsStr) -> std::io::Result<(u64, i64, i64)> {
         use std::os::fd::AsRawFd;
-        let name = c_name(name)?;
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: a valid descriptor, a NUL-terminated name, and room for one `stat`.
-        check(unsafe {
-            libc::fstatat(
-                self.0.as_raw_fd(),
-                name.as_ptr(),
-                stat.as_mut_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
+        with_c_name(name, |name| {
+            // SAFETY: a valid descriptor, a NUL-terminated name, and room for one `stat`.
+            check(unsafe {
+                libc::fstatat(
+                    self.0.as_raw_fd(),
+                    name,
+                    stat.as_mut_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            })
         })?;
         // SAFETY: fstatat succeeded, so it filled the struct.
         let stat = unsafe { stat.assume_init() };
@@ -267,5 +280,21 @@ mod tests {
         // A symlink where a folder is expected is not followed.
         std::os::unix::fs::symlink(dir.path().join("store"), dir.path().join("link")).unwrap();
         assert!(root.open_at(OsStr::new("link")).is_err());
+        // A NUL inside a name is refused; a path longer than the stack buffer still works.
+        assert_eq!(
+            root.mkdir(OsStr::new("a\0b")).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+        let mut deep = dir.path().to_path_buf();
+        while deep.as_os_str().len() < 500 {
+            deep.push("a-rather-long-folder-name");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f.py"), b"F = 1\n").unwrap();
+        let (size, _, _) = DirFd::open(&deep)
+            .unwrap()
+            .stat(OsStr::new("f.py"))
+            .unwrap();
+        assert_eq!(size, 6);
     }
 }

@@ -144,19 +144,49 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
 
 /// One CSV field, quoted when it holds a comma, quote or line break.
 pub fn csv_field(text: &str) -> String {
+    let mut out = String::new();
+    push_csv_field(&mut out, text);
+    out
+}
+
+/// Appends [`csv_field`] of `text` to `out`.
+fn push_csv_field(out: &mut String, text: &str) {
     if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
     } else {
-        text.to_string()
+        out.push_str(text);
     }
 }
 
 /// Renders installed rows `(path, sha256 b64 or None, size or None)`, sorted by path.
 pub fn render_record(rows: &mut [(String, Option<String>, Option<u64>)]) -> String {
+    let mut borrowed: Vec<RecordRowRef<'_>> = rows
+        .iter()
+        .map(|(path, hash, size)| {
+            (
+                std::borrow::Cow::Borrowed(path.as_str()),
+                hash.as_deref(),
+                *size,
+            )
+        })
+        .collect();
+    let out = render_record_rows(&mut borrowed);
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
+    out
+}
+
+/// An installed RECORD row that borrows what it can: path, sha256 (urlsafe base64), size.
+pub type RecordRowRef<'a> = (std::borrow::Cow<'a, str>, Option<&'a str>, Option<u64>);
+
+/// [`render_record`] of borrowed rows, sorted by path in place.
+pub fn render_record_rows(rows: &mut [RecordRowRef<'_>]) -> String {
+    use std::fmt::Write;
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::with_capacity(rows.iter().map(|r| r.0.len() + 60).sum());
     for (path, hash, size) in rows.iter() {
-        out.push_str(&csv_field(path));
+        push_csv_field(&mut out, path);
         out.push(',');
         if let Some(hash) = hash {
             out.push_str("sha256=");
@@ -164,7 +194,8 @@ pub fn render_record(rows: &mut [(String, Option<String>, Option<u64>)]) -> Stri
         }
         out.push(',');
         if let Some(size) = size {
-            out.push_str(&size.to_string());
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{size}");
         }
         out.push('\n');
     }
