@@ -4,7 +4,8 @@ over the base, read-only, no network) as `VENV/bin/python check.py [--imports-on
 For every distribution installed in the venv's site-packages:
   - import every top-level module (from top_level.txt, else derived from RECORD), each in a
     worker process that keeps going after a module crashes the interpreter;
-  - run every console script with --help (then --version), with a timeout.
+  - run every console script with --help (then --version, unless --help timed out), with
+    the per-module time limit.
 Writes what happened to RESULT.json; comfypak applies the stack's allow-list and reports.
 `--imports-only` skips the console scripts (each one is an interpreter start: slow under qemu
 when another check already ran them). COMFYPAK_CHECK_TIMEOUT_SCALE (a number >= 1, set by
@@ -32,7 +33,10 @@ def timeout_scale():
 
 
 MODULE_TIMEOUT_S = 300 * timeout_scale()
-SCRIPT_TIMEOUT_S = 90 * timeout_scale()
+# A console script starts by importing its package, which may take as long as that import
+# does on its own (torch and what builds on it: over 90 s on a loaded machine), so it gets the
+# module limit. One that does not answer in it is not asked a second time.
+SCRIPT_TIMEOUT_S = MODULE_TIMEOUT_S
 SCRIPT_WORKERS = 2
 
 
@@ -221,7 +225,7 @@ def run_script(venv, name):
             )
         except subprocess.TimeoutExpired:
             tried.append(f"{flag}: timed out after {SCRIPT_TIMEOUT_S:.0f}s")
-            continue
+            break
         except OSError as e:
             return {"script": name, "ok": False, "broken": f"cannot execute {path}: {e}"}
         if proc.returncode == 0:

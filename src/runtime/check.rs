@@ -17,7 +17,7 @@ use super::{Runtime, RuntimeError, WORK_DIR};
 /// The script run inside the image.
 pub const CHECK_PY: &str = include_str!("check.py");
 
-/// How many times longer check.py's per-module and per-script limits (300 s, 90 s) are when the
+/// How many times longer check.py's per-module and per-script limit (300 s) is when the
 /// interpreter runs under qemu-user (`COMFYPAK_CHECK_TIMEOUT_SCALE`): emulated CPython starts
 /// and imports 10-20 times slower, and a console script that imports torch needs minutes.
 pub const QEMU_TIMEOUT_SCALE: u32 = 10;

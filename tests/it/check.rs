@@ -699,3 +699,72 @@ fn the_compile_timeout_is_configurable_and_bounded() {
         assert!(t.contains("--compile-timeout"), "{t}");
     }
 }
+
+/// check.py gives a console script the per-module limit (a script starts by importing its
+/// package, and a torch import alone takes over 90 s on a loaded machine), asks --version when
+/// --help exits non-zero, and does not ask a script that timed out on --help a second time.
+/// Runs check.py's `run_script` with the host's Python and the limit lowered to 1 s.
+#[test]
+fn a_console_script_gets_the_module_limit_and_one_timeout() {
+    let python = match std::env::var_os("COMFYPAK_ORACLE_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("COMFYPAK_ORACLE_PYTHON is not set: .ci/run provides it")
+        }
+        None => {
+            eprintln!("note: COMFYPAK_ORACLE_PYTHON is not set; skipped");
+            return;
+        }
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let check = dir.path().join("check.py");
+    std::fs::write(&check, comfypak::runtime::check::CHECK_PY).unwrap();
+    let bin = dir.path().join("venv/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("calls.log");
+    let script = |name: &str, body: &str| {
+        let path = bin.join(name);
+        let text = format!(
+            "#!/bin/sh\necho \"{name} $1\" >> '{}'\n{body}\n",
+            log.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script("hangs", "exec sleep 30");
+    script("version-only", "[ \"$1\" = --version ] || exit 2");
+    let probe = r#"
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("check", sys.argv[1])
+check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check)
+limits = [check.MODULE_TIMEOUT_S, check.SCRIPT_TIMEOUT_S]
+check.SCRIPT_TIMEOUT_S = 1
+print(json.dumps({"limits": limits, "results": [check.run_script(sys.argv[2], s) for s in ("hangs", "version-only")]}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", probe])
+        .arg(&check)
+        .arg(dir.path().join("venv"))
+        .env_remove("COMFYPAK_CHECK_TIMEOUT_SCALE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["limits"], serde_json::json!([300.0, 300.0]), "{got}");
+    let hangs = &got["results"][0];
+    assert_eq!(hangs["ok"], false, "{got}");
+    assert_eq!(
+        hangs["tried"],
+        serde_json::json!(["--help: timed out after 1s"]),
+        "{got}"
+    );
+    assert_eq!(got["results"][1]["ok"], true, "{got}");
+    assert_eq!(got["results"][1]["flag"], "--version", "{got}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls,
+        "hangs --help\nversion-only --help\nversion-only --version\n"
+    );
+}
