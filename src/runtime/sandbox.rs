@@ -5,7 +5,8 @@
 //! read-only overlay, top first), a fresh `/proc`, a private `/dev` with the harmless device
 //! nodes bound from the host, a tmpfs `/tmp`, one writable work folder at [`WORK_DIR`], no
 //! network (an empty network namespace), and the kill of everything in it when the timeout
-//! passes. It also owns the foreign-architecture rule: such a root runs only through a
+//! passes or when the process that started it dies (a comfypak stopped by a signal leaves no
+//! sandbox running). It also owns the foreign-architecture rule: such a root runs only through a
 //! qemu-user binfmt_misc handler with the F flag, checked (never registered) here. It must not
 //! decide what runs, nor read or write the root outside the sandbox.
 
@@ -119,6 +120,8 @@ static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Everything the child needs, allocated before the fork (the child must not allocate).
 struct Plan {
+    /// The process that starts the sandbox (the outer process checks it is still its parent).
+    parent: libc::pid_t,
     setgroups: CString,
     uid_map_path: CString,
     gid_map_path: CString,
@@ -232,6 +235,8 @@ impl Sandbox {
             None => None,
         };
         Ok(Plan {
+            // SAFETY: getpid cannot fail.
+            parent: unsafe { libc::getpid() },
             setgroups: cstr(b"/proc/self/setgroups")?,
             uid_map_path: cstr(b"/proc/self/uid_map")?,
             gid_map_path: cstr(b"/proc/self/gid_map")?,
@@ -462,14 +467,39 @@ fn enter(plan: &Plan, cwd: &CString) -> std::io::Result<()> {
         {
             die(b"unshare(mount, pid, net, ipc, uts)");
         }
+        // The outer process dies with the thread that started it (which waits for it to end),
+        // so a comfypak killed by a signal takes the sandbox with it: PID 1 dies with the outer
+        // process, and everything else inside with PID 1. If comfypak is already gone, stop.
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != plan.parent {
+            libc::_exit(125);
+        }
+        // A pipe whose write end only the outer process holds: PID 1 sees it hung up if the
+        // outer process died before PID 1 asked to die with it (getppid() cannot tell there:
+        // the outer process is outside PID 1's namespace, so it reads 0 either way).
+        let mut alive = [0 as libc::c_int; 2];
+        if libc::pipe2(alive.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            die(b"pipe");
+        }
         let pid = libc::fork();
         if pid < 0 {
             die(b"fork");
         }
         if pid > 0 {
             // The outer process: hold no file of the parent (its exec-error pipe among them)
-            // and wait for PID 1.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // but the pipe's write end, and wait for PID 1.
+            let keep = alive[1] as u32;
+            libc::close(alive[0]);
+            if keep > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
             let mut status = 0;
             loop {
                 let r = libc::waitpid(pid, &mut status, 0);
@@ -493,9 +523,17 @@ fn enter(plan: &Plan, cwd: &CString) -> std::io::Result<()> {
             0,
             0,
         );
-        if libc::getppid() == 1 {
+        libc::close(alive[1]);
+        let mut outer = libc::pollfd {
+            fd: alive[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut outer, 1, 0) != 0 {
+            // Hung up (or an error): the outer process is gone.
             libc::_exit(125);
         }
+        libc::close(alive[0]);
         if libc::mount(
             null,
             plan.slash.as_ptr(),

@@ -768,3 +768,68 @@ print(json.dumps({"limits": limits, "results": [check.run_script(sys.argv[2], s)
         "hangs --help\nversion-only --help\nversion-only --version\n"
     );
 }
+
+/// The pids of processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(marker)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_check_stopped_by_a_signal_leaves_no_sandbox_running() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let pak = fixture_stack(dir.path(), "");
+    std::fs::create_dir_all(dir.path().join("out/layers/stable")).unwrap();
+    // A base whose python never answers, and starts a child that would outlive it.
+    let copy = super::runtime::root_copy(&root, dir.path());
+    let python = copy.join("usr/bin/python3.14");
+    std::fs::remove_file(&python).unwrap();
+    // Sleeps this run alone starts: a run that leaked them must not fail the next one.
+    let marker = format!("sleep 8{:07}", std::process::id());
+    std::fs::write(&python, format!("#!/bin/sh\n{marker}1 &\nexec {marker}2\n")).unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_comfypak"))
+        .args(["check", "--stack"])
+        .arg(&pak)
+        .args(["--out", "out", "--base"])
+        .arg(&copy)
+        .current_dir(dir.path())
+        .env("COMFYPAK_CACHE_DIR", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while processes_with(&marker).len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the probe never started: {:?}",
+            child.try_wait()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // As a CI runner or `timeout` stops it: SIGTERM to comfypak alone, not its process group.
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    let stopped = std::time::Instant::now();
+    let mut left = processes_with(&marker);
+    while !left.is_empty() && stopped.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = processes_with(&marker);
+    }
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}

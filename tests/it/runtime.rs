@@ -383,7 +383,7 @@ fn base_without_python_or_platform() {
 }
 
 /// A copy of the Debian root made of hard links, to change a few files in.
-fn root_copy(root: &Path, into: &Path) -> PathBuf {
+pub(crate) fn root_copy(root: &Path, into: &Path) -> PathBuf {
     let copy = into.join("root");
     let status = std::process::Command::new("cp")
         .arg("-al")
