@@ -1393,6 +1393,12 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
         ),
     )
     .unwrap();
+    // The default limit again: a 2 s limit would fail a build that is only slow (the hooks
+    // of this one take over 2 s at load 10 on 2 cores).
+    with(&format!(
+        "\n[build]\nbase = {:?}\n",
+        root.display().to_string()
+    ));
     let (code, stderr) = resolve(&[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
