@@ -705,9 +705,9 @@ impl Stack {
         })
     }
 
-    /// `[build] base`: a path, or a table of architecture → path; paths are relative to the
-    /// stack folder `dir`. Registry images are not taken here (sources are built while
-    /// resolving, before anything is pulled).
+    /// `[build] base`: a path or a registry image (`docker://…`, pulled when a build first
+    /// needs it), or a table of architecture → either; paths are relative to the stack folder
+    /// `dir`.
     fn load_build_base(
         raw: &RawBuild,
         dir: &Path,
@@ -715,16 +715,18 @@ impl Stack {
         invalid: &dyn Fn(&str, String, &str) -> StackError,
     ) -> Result<(), StackError> {
         let help = "write a folder (a root with the target's Python, a compiler, cmake and the \
-                    Python headers) or an OCI image layout on disk: `[build] base = \"build-root\"`, \
-                    or per architecture `[build] base = { x86_64 = \"root-amd64\", aarch64 = \"root-arm64\" }`";
+                    Python headers), an OCI image layout on disk or a registry image: \
+                    `[build] base = \"build-root\"` or `\"docker://HOST/REPOSITORY:TAG\"`, or per \
+                    architecture `[build] base = { x86_64 = \"root-amd64\", aarch64 = \"root-arm64\" }`";
         let path = |key: &str, value: &toml::Value| -> Result<PathBuf, StackError> {
             match value.as_str() {
+                Some(text) if text.starts_with("docker://") => Ok(PathBuf::from(text)),
                 Some(text) if !text.trim().is_empty() && !text.contains("://") => {
                     Ok(dir.join(text))
                 }
                 _ => Err(invalid(
                     key,
-                    format!("`{value}` is not a path on disk"),
+                    format!("`{value}` is neither a path on disk nor a docker:// image"),
                     help,
                 )),
             }

@@ -520,6 +520,7 @@ pub fn run(request: &BuildRequest, progress: &dyn Progress) -> Result<BuildRepor
             formats: request.formats.clone(),
             no_layers: request.no_layers.clone(),
             build_bases: request.build_bases.clone(),
+            insecure_base: request.insecure_base,
             ..ResolveRequest::default()
         },
         progress,

@@ -377,7 +377,7 @@ pub fn prebuild(
     stack: &Stack,
     backend: Backend,
     targets: &[Target],
-    bases: &Bases,
+    bases: &BuildBases,
     progress: &dyn Progress,
 ) -> Result<Option<Prebuilt>, BuildError> {
     let mut found = Vec::new();
@@ -397,7 +397,7 @@ pub fn prebuild(
     for ((li, _, _), line, (requirement, _, _, _)) in &found {
         for target in targets {
             if requirement.marker.evaluate(&target.markers(), &[])
-                && bases.for_arch(target.platform.arch).is_none()
+                && !bases.has(target.platform.arch)
             {
                 return Err(BuildError::SourceNeedsBase {
                     what: format!(
@@ -492,7 +492,7 @@ pub fn prebuild(
                 continue;
             }
             let arch = target.platform.arch;
-            let base = bases.for_arch(arch).ok_or_else(|| {
+            let base = bases.named(arch).ok_or_else(|| {
                 source_error(
                     &line,
                     format!(
@@ -503,8 +503,11 @@ pub fn prebuild(
             })?;
             let key = format!("{}|{target}", base.display());
             if !runtimes.contains_key(&key) {
+                let on_disk = bases
+                    .on_disk(session, arch, progress)?
+                    .unwrap_or_else(|| base.to_path_buf());
                 let runtime = Runtime::for_platform(
-                    &Base::from_path(base)?,
+                    &Base::from_path(&on_disk)?,
                     target,
                     &stack.target.venv,
                     &RuntimeOptions {
@@ -766,21 +769,92 @@ pub fn build_options(stack: &Stack, name: &PackageName, cache_dir: &Path) -> Bui
     options
 }
 
+/// The bases source builds run in (`--build-base`, `[build] base`, else the image's), with
+/// what pulling a registry one needs: such a base is pulled when a build first needs it, for
+/// that architecture only (a resolution that builds nothing contacts no registry), by the
+/// digest the lock pins for it when it pins one.
+#[derive(Debug, Clone, Default)]
+pub struct BuildBases {
+    pub bases: Bases,
+    /// Plain HTTP for a registry on this machine (`--insecure-base`).
+    pub insecure: bool,
+    /// The lock's `[[tool.comfypak.bases]]`: a tag pinned there is pulled by that digest.
+    pub locked: Vec<crate::lock::LockedBase>,
+}
+
+impl BuildBases {
+    /// Whether `arch` has a base (named; a registry one is not pulled here).
+    pub fn has(&self, arch: crate::target::Arch) -> bool {
+        self.bases.for_arch(arch).is_some()
+    }
+
+    /// The base of `arch` as named (a path, or a `docker://` reference), for keys and messages.
+    fn named(&self, arch: crate::target::Arch) -> Option<&Path> {
+        self.bases.for_arch(arch)
+    }
+
+    /// The base of `arch` on disk: the path as given, or a registry image pulled into the
+    /// cache (its layout). None when `arch` has no base.
+    fn on_disk(
+        &self,
+        session: &Session,
+        arch: crate::target::Arch,
+        progress: &dyn Progress,
+    ) -> Result<Option<PathBuf>, BuildError> {
+        use crate::registry::pull::{pull_base, BaseReference, PullOptions};
+        let Some(base) = self.bases.for_arch(arch) else {
+            return Ok(None);
+        };
+        let text = base.to_string_lossy();
+        if !BaseReference::is_reference(&text) {
+            return Ok(Some(base.to_path_buf()));
+        }
+        let reference: BaseReference = text.parse()?;
+        let written = reference.to_string();
+        let wanted = match (
+            &reference.digest,
+            self.locked.iter().find(|b| b.reference == written),
+        ) {
+            (None, Some(pin)) => reference.pinned(&pin.digest),
+            _ => reference.clone(),
+        };
+        let pulled = session.block_on(pull_base(
+            session.http(),
+            &wanted,
+            &[arch],
+            session.cache().root(),
+            &PullOptions {
+                insecure: self.insecure,
+                ..PullOptions::default()
+            },
+        ))?;
+        progress.note(&format!(
+            "build base {written} for {arch}: {} ({})",
+            pulled.digest,
+            if pulled.cached { "cached" } else { "pulled" }
+        ));
+        Ok(Some(pulled.layout))
+    }
+}
+
 /// The target runtimes of source builds, one per (base, target), made when first needed.
 #[derive(Default)]
 struct Runtimes(BTreeMap<String, Runtime>);
 
 impl Runtimes {
+    #[allow(clippy::too_many_arguments)]
     fn get(
         &mut self,
+        session: &Session,
         stack: &Stack,
-        bases: &Bases,
+        bases: &BuildBases,
         target: &Target,
         cache_dir: &Path,
         what: &str,
+        progress: &dyn Progress,
     ) -> Result<&Runtime, BuildError> {
         let base = bases
-            .for_arch(target.platform.arch)
+            .named(target.platform.arch)
             .ok_or_else(|| BuildError::Request {
                 message: format!(
                     "building {what} from source for {target} needs a base to run the target's \
@@ -789,8 +863,11 @@ impl Runtimes {
             })?;
         let key = format!("{}|{target}", base.display());
         if !self.0.contains_key(&key) {
+            let on_disk = bases
+                .on_disk(session, target.platform.arch, progress)?
+                .unwrap_or_else(|| base.to_path_buf());
             let runtime = Runtime::for_platform(
-                &Base::from_path(base)?,
+                &Base::from_path(&on_disk)?,
                 target,
                 &stack.target.venv,
                 &RuntimeOptions {
@@ -871,14 +948,11 @@ pub fn with_sdist_metadata<T>(
     stack: &Stack,
     backend: Backend,
     targets: &[Target],
-    bases: &Bases,
+    bases: &BuildBases,
     progress: &dyn Progress,
     resolve: impl FnOnce(Option<SdistCandidates>) -> T,
 ) -> T {
-    let buildable = !targets.is_empty()
-        && targets
-            .iter()
-            .all(|t| bases.for_arch(t.platform.arch).is_some());
+    let buildable = !targets.is_empty() && targets.iter().all(|t| bases.has(t.platform.arch));
     if !buildable {
         return resolve(None);
     }
@@ -901,7 +975,7 @@ fn serve_sdist_metadata(
     session: &Session,
     stack: &Stack,
     backend: Backend,
-    bases: &Bases,
+    bases: &BuildBases,
     rx: mpsc::Receiver<SdistMessage>,
     progress: &dyn Progress,
 ) {
@@ -952,7 +1026,7 @@ fn index_sdist_metadata(
     session: &Session,
     stack: &Stack,
     backend: Backend,
-    bases: &Bases,
+    bases: &BuildBases,
     runtimes: &mut Runtimes,
     target: &Target,
     name: &PackageName,
@@ -969,7 +1043,15 @@ fn index_sdist_metadata(
         expected_sha256: Some(sha256),
     };
     let cache_dir = session.cache().root().to_path_buf();
-    let runtime = runtimes.get(stack, bases, target, &cache_dir, name.as_ref())?;
+    let runtime = runtimes.get(
+        session,
+        stack,
+        bases,
+        target,
+        &cache_dir,
+        name.as_ref(),
+        progress,
+    )?;
     let envs = StackBuildEnvs {
         session,
         stack,
@@ -1055,7 +1137,7 @@ pub fn build_index_sdists(
     stack: &Stack,
     backend: Backend,
     targets: &[Target],
-    bases: &Bases,
+    bases: &BuildBases,
     progress: &dyn Progress,
 ) -> Result<usize, BuildError> {
     let cache_dir = session.cache().root().to_path_buf();
@@ -1104,7 +1186,15 @@ pub fn build_index_sdists(
                     })
                 }
             };
-            let runtime = runtimes.get(stack, bases, target, &cache_dir, name.as_ref())?;
+            let runtime = runtimes.get(
+                session,
+                stack,
+                bases,
+                target,
+                &cache_dir,
+                name.as_ref(),
+                progress,
+            )?;
             let mut options = build_options(stack, &name, &cache_dir);
             for runtime_dep in stack.build.match_runtime.get(&name).into_iter().flatten() {
                 options.extra_requires.push(

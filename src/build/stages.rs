@@ -96,6 +96,9 @@ pub struct ResolveRequest {
     /// `--build-base`: the bases whose Python builds the stack's sources (sdists, folders,
     /// git, index sdists), ahead of the stack's `[build] base`.
     pub build_bases: crate::runtime::Bases,
+    /// Pull a registry build base over plain HTTP (allowed only for a registry on this
+    /// machine).
+    pub insecure_base: bool,
     /// `--no-binary` / `--only-binary` (after the stack's and the pak files').
     pub formats: Vec<crate::pak::FormatOption>,
 }
@@ -195,7 +198,14 @@ pub fn resolve(
     // Source requirements (URLs, folders, git) become wheels first; index sdists are the
     // resolver's. They build in the build base: `--build-base`, else `[build] base`, else
     // the image's base (`--base`, else `[base]`).
-    let bases = build_bases(request, &stack);
+    let bases = super::sources::BuildBases {
+        bases: build_bases(request, &stack),
+        insecure: request.insecure_base,
+        locked: existing
+            .as_ref()
+            .map(|l| l.tool.comfypak.bases.clone())
+            .unwrap_or_default(),
+    };
     let prebuilt = super::sources::prebuild(session, &stack, backend, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());

@@ -45,9 +45,10 @@ pub struct BuildArgs {
     /// root folder is run, not packed).
     #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
-    /// The base sources are built in, when it is not the image's: a root folder or OCI layout
-    /// with the target's Python and a toolchain (default: the stack's `[build] base`, else the
-    /// image's base); `ARCH=PATH` gives one architecture its own (repeatable).
+    /// The base sources are built in, when it is not the image's: a root folder, OCI layout or
+    /// registry image (`docker://…`, pulled when a build needs it) with the target's Python and
+    /// a toolchain (default: the stack's `[build] base`, else the image's base); `ARCH=BASE`
+    /// gives one architecture its own (repeatable).
     #[arg(long = "build-base", value_name = "[ARCH=]BASE")]
     pub build_base: Vec<String>,
     /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).

@@ -67,15 +67,20 @@ pub struct ResolveArgs {
     )]
     pub torch_backend: Option<String>,
     /// The base whose Python builds the source requirements (sdists, folders, git) and the
-    /// index sdists the resolution needs: an OCI image layout or a root folder (default: the
-    /// stack's `[base]`); `ARCH=BASE` gives one architecture its own (repeatable).
+    /// index sdists the resolution needs: an OCI image layout, a root folder or a registry image
+    /// (`docker://…`, pulled when a build needs it; default: the stack's `[base]`); `ARCH=BASE`
+    /// gives one architecture its own (repeatable).
     #[arg(long, value_name = "[ARCH=]BASE")]
     pub base: Vec<String>,
-    /// The base sources are built in, when it is not the image's: a root folder or OCI layout
-    /// with the target's Python and a toolchain (default: the stack's `[build] base`, else the
-    /// image's base); `ARCH=PATH` gives one architecture its own (repeatable).
+    /// The base sources are built in, when it is not the image's: a root folder, OCI layout or
+    /// registry image (`docker://…`, pulled when a build needs it) with the target's Python and
+    /// a toolchain (default: the stack's `[build] base`, else the image's base); `ARCH=BASE`
+    /// gives one architecture its own (repeatable).
     #[arg(long = "build-base", value_name = "[ARCH=]BASE")]
     pub build_base: Vec<String>,
+    /// Pull a registry base over plain HTTP (allowed only for a registry on this machine).
+    #[arg(long)]
+    pub insecure_base: bool,
     #[command(flatten)]
     pub formats: FormatArgs,
     /// Print a JSON document instead of text.
@@ -164,6 +169,7 @@ pub fn run(args: ResolveArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         torch_backend: args.torch_backend.clone(),
         bases: crate::runtime::Bases::parse(&args.base)?,
         build_bases: crate::runtime::Bases::parse(&args.build_base)?,
+        insecure_base: args.insecure_base,
         formats: args.formats.options()?,
     };
     let session = args.network.session()?;

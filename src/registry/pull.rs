@@ -154,6 +154,18 @@ impl PullError {
                  e.g. docker://127.0.0.1:5000/python:3.14"
                     .to_string(),
             ),
+            // A base is pulled with --insecure-base (push's flag is --insecure).
+            PullError::Registry {
+                source:
+                    RegistryError::Http {
+                        loopback_tls: true, ..
+                    },
+                ..
+            } => Some("a registry on this machine without TLS needs --insecure-base".into()),
+            PullError::Registry {
+                source: RegistryError::InsecureNotLoopback { .. },
+                ..
+            } => Some("drop --insecure-base and use the registry's HTTPS endpoint".into()),
             PullError::Registry { source, .. } => source.help().or_else(|| {
                 matches!(source, RegistryError::Status { status: 200, .. }).then(|| {
                     "the registry sent bytes that do not match their digest; nothing of them \

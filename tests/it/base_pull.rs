@@ -84,7 +84,7 @@ pub(crate) fn base_layout(
 }
 
 /// Copies the layout to the registry as `repo:tag` with skopeo, digests kept.
-fn serve(registry: &Registry, layout: &Path, repo_tag: &str) {
+pub(crate) fn serve(registry: &Registry, layout: &Path, repo_tag: &str) {
     let skopeo = tool("skopeo").expect("skopeo (.ci/setup.d/40-image-tools.sh installs it)");
     run_ok(
         Command::new(skopeo)

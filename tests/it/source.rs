@@ -1411,12 +1411,53 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("`build.timeout`"), "{stderr}");
 
-    // A registry image is not a build base (sources build while resolving, before any pull).
-    with("\n[build]\nbase = \"docker://registry.invalid/build:1\"\n");
+    // A build base is a path or a registry image, nothing else.
+    with("\n[build]\nbase = \"https://example.invalid/build-root\"\n");
     let (code, stderr) = resolve(&[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("`build.base`"), "{stderr}");
-    assert!(stderr.contains("is not a path on disk"), "{stderr}");
+    assert!(
+        stderr.contains("is neither a path on disk nor a docker:// image"),
+        "{stderr}"
+    );
+
+    // A registry image: pulled (this architecture only) when the first build needs it, and
+    // the build runs in it; plain HTTP only when asked for, and only to this machine.
+    let Some(registry) = super::push::start_registry() else {
+        return;
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", &root).unwrap();
+    let (digest, _) = super::base_pull::base_layout(
+        &dir.path().join("build-image"),
+        &[(Arch::X86_64, vec![builder.into_inner().unwrap()])],
+    );
+    super::base_pull::serve(&registry, &dir.path().join("build-image"), "lib/build:1");
+    let reference = format!("docker://127.0.0.1:{}/lib/build:1", registry.port);
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!("demo @ {folder_url}\n"),
+    )
+    .unwrap();
+    with(&format!("\n[build]\nbase = \"{reference}\"\n"));
+    let (code, stderr) = resolve(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--insecure-base"), "{stderr}");
+    let (code, stderr) = resolve(&["--insecure-base"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "build base {reference} for x86_64: {digest} (pulled)"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(built(), "demo-1.0-py3-none-any.whl");
+    // `--build-base` takes one too; the build itself now comes from the build cache.
+    let (code, stderr) = resolve(&["--insecure-base", "--build-base", &reference]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("from the build cache"), "{stderr}");
+    assert_eq!(built(), "demo-1.0-py3-none-any.whl");
 }
 
 #[test]
