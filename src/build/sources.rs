@@ -8,8 +8,10 @@
 //! own packages). Also the pipeline's source stages: direct source requirements built
 //! before the resolution ([`prebuild`]), the resolver's hook for index sdists' metadata
 //! ([`with_sdist_metadata`]), the index sdists the resolution chose built after it with
-//! match-runtime pins ([`build_index_sdists`]), and their lock records. Must not build
-//! anything itself (`source` does) nor write outside the folders it is given.
+//! match-runtime pins ([`build_index_sdists`]), the direct sources that no-isolation or
+//! match-runtime names built again after it, against the image ([`rebuild_against_image`]),
+//! and their lock records. Must not build anything itself (`source` does) nor write outside
+//! the folders it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -187,6 +189,9 @@ pub struct BuiltSource {
     pub commit: Option<String>,
     /// The wheel built for each target whose markers select the line.
     pub wheels: Vec<(Target, BuiltWheel)>,
+    /// What was built (a `[build] no-isolation` or `[build.match-runtime]` source is built
+    /// again from it after the resolution, against the image).
+    pub source: Source,
 }
 
 /// What [`prebuild`] did: the stack whose source lines now name their built wheels (for the
@@ -418,17 +423,6 @@ pub fn prebuild(
     for ((li, pi, ri), line, (mut requirement, origin, sha256, unnamed)) in found.into_iter().rev()
     {
         let mut name = requirement.name.clone();
-        if stack.build.no_isolation.contains(&name) || stack.build.match_runtime.contains_key(&name)
-        {
-            return Err(source_error(
-                &line,
-                format!(
-                    "[build] no-isolation and match-runtime in {} apply to index sdists, which \
-                     are built after the resolution; {name} is a direct source, built before it",
-                    stack.manifest.display()
-                ),
-            ));
-        }
         let mut commit = None;
         let (kind, size) = match &origin {
             SourceOrigin::Git(git) => {
@@ -528,13 +522,16 @@ pub fn prebuild(
                 image: None,
             };
             progress.stage(&format!("building {name} from source for {target}"));
-            let built = build_wheel(
-                &source,
-                target,
-                runtime,
-                &envs,
-                &build_options(stack, &name, &cache_dir),
-            )?;
+            // A source built against the image is built here in isolation, with its
+            // match-runtime requirements not pinned yet: this wheel only gives the resolution
+            // its metadata, and [`rebuild_against_image`] replaces it after the resolution.
+            let mut options = build_options(stack, &name, &cache_dir);
+            if let Some(names) = stack.build.match_runtime.get(&name) {
+                options
+                    .extra_requires
+                    .extend(names.iter().map(ToString::to_string));
+            }
+            let built = build_wheel(&source, target, runtime, &envs, &options)?;
             progress.note(&format!(
                 "{name}: {} {} in {:.1}s",
                 built.filename,
@@ -592,6 +589,7 @@ pub fn prebuild(
             size,
             commit,
             wheels,
+            source,
         });
     }
     sources.reverse();
@@ -1266,4 +1264,199 @@ pub fn build_index_sdists(
         package.tool.comfypak.built = built;
     }
     Ok(count)
+}
+
+/// The resolver-relevant metadata of a built wheel, for comparing two builds of one source.
+fn resolved_metadata(
+    wheel: &BuiltWheel,
+    bad: &dyn Fn(String) -> BuildError,
+) -> Result<CoreMetadata, BuildError> {
+    let parsed: crate::filename::WheelFilename = wheel
+        .filename
+        .parse()
+        .map_err(|e| bad(format!("the built wheel `{}`: {e}", wheel.filename)))?;
+    let bytes = crate::source::wheel_metadata(&wheel.path, &parsed)
+        .map_err(|e| bad(format!("the built wheel `{}`: {e}", wheel.filename)))?;
+    CoreMetadata::parse(&bytes).map_err(|e| {
+        bad(format!(
+            "the built wheel `{}`'s METADATA: {e}",
+            wheel.filename
+        ))
+    })
+}
+
+/// Builds the direct sources that `[build] no-isolation` or `[build.match-runtime]` names
+/// again, now that the resolution has chosen the image's packages: against those packages
+/// (no isolation) or with the match-runtime requirements pinned to the versions the image
+/// installs (uv's match-runtime). [`prebuild`] built them in isolation, for their metadata
+/// only; the wheel built here replaces that one in `[packages.tool.comfypak] built` and goes
+/// into the wheel cache. Its name, version and dependencies must be the ones the resolution
+/// used, or it is an error (nothing of it is locked). Returns how many wheels it built or took
+/// from the build cache.
+#[allow(clippy::too_many_arguments)]
+pub fn rebuild_against_image(
+    session: &Session,
+    lock: &mut Lock,
+    stack: &Stack,
+    backend: Backend,
+    bases: &BuildBases,
+    prebuilt: &Prebuilt,
+    progress: &dyn Progress,
+) -> Result<usize, BuildError> {
+    let cache_dir = session.cache().root().to_path_buf();
+    let mut runtimes = Runtimes::default();
+    let mut count = 0;
+    let image = lock.clone();
+    for source in &prebuilt.sources {
+        let name = &source.name;
+        let no_isolation = stack.build.no_isolation.contains(name);
+        let runtime_deps = stack.build.match_runtime.get(name);
+        if !no_isolation && runtime_deps.is_none() {
+            continue;
+        }
+        let context = format!("{name} (from {})", source_label(&source.origin));
+        let bad = |message: String| BuildError::Request {
+            message: format!("{context}: {message}"),
+        };
+        // The image without the package itself: its own first build is not part of it.
+        let mut others = image.clone();
+        others.packages.retain(|p| &p.name != name);
+        // The first build's sha256 → the one made here, per target.
+        let mut replaced: BTreeMap<String, crate::lock::LockedWheel> = BTreeMap::new();
+        for (target, first) in &source.wheels {
+            let runtime = runtimes.get(
+                session,
+                stack,
+                bases,
+                target,
+                &cache_dir,
+                name.as_ref(),
+                progress,
+            )?;
+            let mut options = build_options(stack, name, &cache_dir);
+            for runtime_dep in runtime_deps.into_iter().flatten() {
+                options.extra_requires.push(
+                    match_runtime_pin(&image, target, runtime_dep).ok_or_else(|| {
+                        bad(format!(
+                            "[build.match-runtime] asks for the image's {runtime_dep}, which \
+                             the image does not install for {target}: add it to a pak file"
+                        ))
+                    })?,
+                );
+            }
+            let envs = StackBuildEnvs {
+                session,
+                stack,
+                backend,
+                target: target.clone(),
+                image: no_isolation.then(|| others.clone()),
+            };
+            progress.stage(&format!(
+                "building {name} again for {target}, against the image ({})",
+                if no_isolation {
+                    "no isolation"
+                } else {
+                    "match-runtime"
+                }
+            ));
+            let made = build_wheel(&source.source, target, runtime, &envs, &options)?;
+            let (before, after) = (
+                resolved_metadata(first, &bad)?,
+                resolved_metadata(&made, &bad)?,
+            );
+            let key = |m: &CoreMetadata| {
+                (
+                    crate::index::page::normalize_name(&m.name),
+                    m.version.clone(),
+                    m.requires_python.clone(),
+                    m.requires_dist.clone(),
+                    m.provides_extra.clone(),
+                )
+            };
+            if key(&before) != key(&after) {
+                return Err(SourceError::BadOutput {
+                    package: name.to_string(),
+                    what: format!(
+                        "`{}`, built against the image, whose metadata ({} {}, requires {}) is \
+                         not what its build in isolation gave the resolution ({} {}, requires \
+                         {}): make the project's dependencies independent of what is installed \
+                         at build time",
+                        made.filename,
+                        after.name,
+                        after.version,
+                        requirements_text(&after),
+                        before.name,
+                        before.version,
+                        requirements_text(&before),
+                    ),
+                }
+                .into());
+            }
+            progress.note(&format!(
+                "{name}: {} {} against the image in {:.1}s",
+                made.filename,
+                if made.cached {
+                    "from the build cache"
+                } else {
+                    "built"
+                },
+                made.seconds
+            ));
+            cache_built(session, &made, &bad)?;
+            count += 1;
+            let wheel = crate::lock::LockedWheel {
+                name: SafeFileName::parse(&made.filename).map_err(|e| bad(e.to_string()))?,
+                url: None,
+                path: None,
+                upload_time: None,
+                size: Some(made.size),
+                hashes: WheelHashes::sha256(
+                    Sha256Hex::parse(&made.sha256).map_err(|e| bad(e.to_string()))?,
+                ),
+            };
+            if let Some(other) = replaced.get(&first.sha256) {
+                if other.sha256() != wheel.sha256() {
+                    return Err(bad(format!(
+                        "one wheel of its build in isolation served several platforms, but \
+                         built against the image they differ ({} and {}): give the line a \
+                         platform_machine marker per architecture",
+                        other.name, wheel.name
+                    )));
+                }
+            }
+            replaced.insert(first.sha256.clone(), wheel);
+        }
+        for package in lock.packages.iter_mut().filter(|p| &p.name == name) {
+            for wheel in &mut package.tool.comfypak.built {
+                let Some(sha) = wheel.sha256().map(|s| s.as_str().to_string()) else {
+                    continue;
+                };
+                if let Some(new) = replaced.get(&sha) {
+                    *wheel = new.clone();
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// `a, b>=1` (or `nothing`), for messages.
+fn requirements_text(meta: &CoreMetadata) -> String {
+    if meta.requires_dist.is_empty() {
+        return "nothing".to_string();
+    }
+    meta.requires_dist
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where a direct source comes from, for messages.
+fn source_label(origin: &SourceOrigin) -> String {
+    match origin {
+        SourceOrigin::Url(url) => crate::http::redact(url),
+        SourceOrigin::File(path) | SourceOrigin::Directory(path) => path.display().to_string(),
+        SourceOrigin::Git(git) => git.repository.clone(),
+    }
 }

@@ -252,6 +252,11 @@ pub fn resolve(
     super::sources::build_index_sdists(
         session, &mut lock, &stack, backend, &targets, &bases, progress,
     )?;
+    if let Some(prebuilt) = &prebuilt {
+        super::sources::rebuild_against_image(
+            session, &mut lock, &stack, backend, &bases, prebuilt, progress,
+        )?;
+    }
     record_mismatches(&mut lock, &stack, progress);
     let summary = LockSummary::of(&lock)?;
 

@@ -651,7 +651,7 @@ fn check_wheel(
 }
 
 /// The METADATA of a wheel (`<name>-<version>.dist-info/METADATA`, matched loosely).
-fn wheel_metadata(
+pub fn wheel_metadata(
     wheel: &Path,
     parsed: &crate::filename::WheelFilename,
 ) -> Result<Vec<u8>, String> {

@@ -106,6 +106,17 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     built_with = []
     for module in tool.get("import", []):
         built_with.append((module, getattr(__import__(module), "VALUE", None)))
+    for module in tool.get("import-if-present", []):
+        try:
+            built_with.append((module, getattr(__import__(module), "VALUE", None)))
+        except ImportError:
+            built_with.append((module, None))
+    for module in tool.get("require-if-present", []):
+        try:
+            __import__(module)
+            project.setdefault("dependencies", []).append(module.replace("_", "-"))
+        except ImportError:
+            pass
     name = _dist(project["name"])
     version = tool.get("claim-version", project["version"])
     date = time.gmtime(max(int(os.environ["SOURCE_DATE_EPOCH"]), 315532800))[:6]
@@ -1998,4 +2009,168 @@ fn source_index_sdists_build_against_the_image_with_match_runtime_or_without_iso
         message.contains("asks for the image's helper-dep, which the image does not install"),
         "{message}"
     );
+}
+
+#[test]
+fn direct_sources_build_against_the_image_with_match_runtime_or_without_isolation() {
+    use comfypak::build::{InstallRequest, ResolveRequest};
+    use comfypak::runtime::Bases;
+
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::serve_index(&index(), ServerOptions::default());
+    // Local sdists (direct sources, built before the resolution) whose builds see helper_dep:
+    // `matchrt` imports it, as a match-runtime build requirement pinned to the image's 1.0
+    // after the resolution (the index's newest is 2.0, which its first build, in isolation,
+    // gets); `noiso` imports it if it is there, which it is only in the image's environment.
+    let made = dir.path().join("made");
+    std::fs::create_dir_all(&made).unwrap();
+    let matchrt = write_sdist(
+        &made,
+        "matchrt",
+        "import = [\"helper_dep\"]\nrecord-imports = true",
+        "2.2",
+    );
+    let noiso = write_sdist(
+        &made,
+        "noiso",
+        "import-if-present = [\"helper_dep\"]\nrecord-imports = true",
+        "2.2",
+    );
+    let stack_dir = dir.path().join("stack");
+    stack(&stack_dir, &server);
+    let manifest = stack_dir.join("pak/stack.toml");
+    let plain = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        plain.clone()
+            + "\n[build]\nno-isolation = [\"noiso\"]\n\n[build.match-runtime]\nmatchrt = [\"helper-dep\"]\n",
+    )
+    .unwrap();
+    let file_url = |p: &Path| url::Url::from_file_path(p).unwrap();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!(
+            "matchrt @ {}\nnoiso @ {}\nhelper-dep==1.0\nmini-backend\n",
+            file_url(&matchrt),
+            file_url(&noiso)
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let session = Session::new(NetworkOptions {
+        cache_dir: Some(cache.clone()),
+        ..NetworkOptions::default()
+    })
+    .unwrap();
+    let lock_path = stack_dir.join("pylock.toml");
+    let request = ResolveRequest {
+        stack: stack_dir.join("pak"),
+        lock: lock_path.clone(),
+        bases: Bases {
+            all: Some(root),
+            ..Bases::default()
+        },
+        ..ResolveRequest::default()
+    };
+    let notes = Notes::default();
+    comfypak::build::resolve(&session, &request, &notes)
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let said = notes.take().join("\n");
+    assert!(
+        said.contains("matchrt: matchrt-1.0-py3-none-any.whl built against the image"),
+        "{said}"
+    );
+    assert!(
+        said.contains("noiso: noiso-1.0-py3-none-any.whl built against the image"),
+        "{said}"
+    );
+    let out = dir.path().join("out");
+    comfypak::build::install(
+        &session,
+        &InstallRequest {
+            lock: lock_path.clone(),
+            out: out.clone(),
+            ..InstallRequest::default()
+        },
+        &comfypak::build::Silent,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let site_packages = out.join("layers/deps/opt/venv/lib/python3.14/site-packages");
+    for module in ["matchrt", "noiso"] {
+        assert_eq!(
+            std::fs::read_to_string(site_packages.join(module).join("_built_with.py")).unwrap(),
+            "BUILT_WITH = [('helper_dep', 'helped-1.0')]\n",
+            "{module}"
+        );
+    }
+    // The lock names the sdists and the wheels built against the image.
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let installed = |name: &str| {
+        let p = lock
+            .packages
+            .iter()
+            .find(|p| p.name.as_ref() == name)
+            .unwrap();
+        assert!(p.sdist.is_some(), "{p:?}");
+        p.tool.comfypak.built[0]
+            .sha256()
+            .unwrap()
+            .as_str()
+            .to_string()
+    };
+    let record =
+        std::fs::read_to_string(site_packages.join("matchrt-1.0.dist-info/RECORD")).unwrap();
+    assert!(record.contains("matchrt/_built_with.py"), "{record}");
+    // --locked: the second build of each comes from the build cache, the lock is up to date.
+    let before = (installed("matchrt"), installed("noiso"));
+    let locked = ResolveRequest {
+        mode: comfypak::build::LockMode::Locked,
+        ..request.clone()
+    };
+    comfypak::build::resolve(&session, &locked, &Notes::default())
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", e.help()));
+    let lock = comfypak::lock::Lock::read(&lock_path).unwrap();
+    let again = |name: &str| {
+        lock.packages
+            .iter()
+            .find(|p| p.name.as_ref() == name)
+            .unwrap()
+            .tool
+            .comfypak
+            .built[0]
+            .sha256()
+            .unwrap()
+            .as_str()
+            .to_string()
+    };
+    assert_eq!(before, (again("matchrt"), again("noiso")));
+
+    // A build whose dependencies follow what is installed at build time contradicts the
+    // metadata the resolution used: an error, and no lock is written.
+    std::fs::remove_file(&lock_path).unwrap();
+    let moody = write_sdist(
+        &made,
+        "moody",
+        "require-if-present = [\"helper_dep\"]",
+        "2.2",
+    );
+    std::fs::write(&manifest, plain + "\n[build]\nno-isolation = [\"moody\"]\n").unwrap();
+    std::fs::write(
+        stack_dir.join("pak/deps.txt"),
+        format!(
+            "moody @ {}\nhelper-dep==1.0\nmini-backend\n",
+            file_url(&moody)
+        ),
+    )
+    .unwrap();
+    let e = comfypak::build::resolve(&session, &request, &Notes::default()).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("built against the image, whose metadata")
+            && message.contains("requires six>=1, helper-dep)")
+            && message.contains("requires six>=1)"),
+        "{message}"
+    );
+    assert!(!lock_path.exists());
 }
