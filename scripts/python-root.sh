@@ -23,8 +23,9 @@
 # and downloads the packages; every .deb is extracted without running maintainer scripts; only
 # the standard library's bytecode is compiled under qemu), a minute or two instead of the hour
 # the second stage takes under qemu; it needs qemu-user registered with binfmt_misc (flag F),
-# which this script checks and never registers. A foreign build base also gets the links
-# update-alternatives would have made (cc, c++, cpp, awk, which, ...: CMake and make call cc).
+# which this script checks and never registers. A foreign root also gets the links
+# update-alternatives would have made (awk, which, pager, ...; in a build base cc, c++, cpp:
+# CMake and make call cc), as a root made by Debian's own second stage has them.
 # Settings (environment):
 #   PYTHON_ROOT_SUITE   Debian suite with python3.14 (default: testing)
 #   PYTHON_ROOT_MIRROR  Debian mirror URL (default: the first Debian one in apt's sources)
@@ -85,8 +86,8 @@ METHOD=python-root-v1
 [ -z "$FOREIGN" ] || METHOD=python-root-v2-unpacked
 # A foreign root with ca-certificates gets the CA bundle its postinst would make (below).
 case " $PACKAGES " in *" ca-certificates "*) [ -z "$FOREIGN" ] || METHOD=$METHOD+ca-bundle ;; esac
-# A foreign build base gets the alternatives links its postinsts would make (below).
-[ -z "$FOREIGN" ] || [ -z "$BUILD" ] || METHOD=$METHOD+alternatives
+# A foreign root gets the alternatives links its postinsts would make (below).
+[ -z "$FOREIGN" ] || METHOD=$METHOD+alternatives
 KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ARCH" "$PACKAGES" "$METHOD" | sha256sum | cut -c1-12)
 ROOT=$OUT/$PREFIX-$SUITE-$ARCH-$KEY
 mkdir -p "$OUT"
@@ -135,17 +136,17 @@ if [ -n "$FOREIGN" ]; then
       exit 1
     }
   fi
-  # What update-alternatives in the postinsts would have made, for a build base: the names
-  # make, CMake, configure scripts and setup.py files call (cc and c++ before gcc and g++, awk,
-  # which), as Debian makes them (LINK -> /etc/alternatives/NAME -> PATH), where PATH exists.
-  if [ -n "$BUILD" ]; then
-    mkdir -p "$ROOT.partial/etc/alternatives"
-    while read -r name link path; do
-      [ -e "$ROOT.partial$path" ] || continue
-      { [ -e "$ROOT.partial$link" ] || [ -L "$ROOT.partial$link" ]; } && continue
-      ln -sfn "$path" "$ROOT.partial/etc/alternatives/$name"
-      ln -s "/etc/alternatives/$name" "$ROOT.partial$link"
-    done <<'ALTERNATIVES'
+  # What update-alternatives in the postinsts would have made: the names scripts and, in a
+  # build base, make, CMake, configure scripts and setup.py files call (cc and c++ before gcc
+  # and g++, awk, which), as Debian makes them (LINK -> /etc/alternatives/NAME -> PATH), where
+  # PATH exists (so a plain root gets awk and which, not cc).
+  mkdir -p "$ROOT.partial/etc/alternatives"
+  while read -r name link path; do
+    [ -e "$ROOT.partial$path" ] || continue
+    { [ -e "$ROOT.partial$link" ] || [ -L "$ROOT.partial$link" ]; } && continue
+    ln -sfn "$path" "$ROOT.partial/etc/alternatives/$name"
+    ln -s "/etc/alternatives/$name" "$ROOT.partial$link"
+  done <<'ALTERNATIVES'
 cc /usr/bin/cc /usr/bin/gcc
 c++ /usr/bin/c++ /usr/bin/g++
 c89 /usr/bin/c89 /usr/bin/c89-gcc
@@ -160,6 +161,12 @@ lzcat /usr/bin/lzcat /usr/bin/xzcat
 pager /usr/bin/pager /usr/bin/more
 rmt /usr/sbin/rmt /usr/sbin/rmt-tar
 ALTERNATIVES
+  chroot "$ROOT.partial" /usr/bin/which python3.14 >>"$LOG" 2>&1 || {
+    tail -n 30 "$LOG" >&2
+    echo "python-root.sh: the root's which (an alternatives link) does not run under qemu (log: $LOG)" >&2
+    exit 1
+  }
+  if [ -n "$BUILD" ]; then
     chroot "$ROOT.partial" /usr/bin/cc --version >>"$LOG" 2>&1 || {
       tail -n 30 "$LOG" >&2
       echo "python-root.sh: the build base's cc does not run under qemu (log: $LOG)" >&2
