@@ -120,6 +120,9 @@ pub struct WheelPlan {
     /// `dist-info` folder, relative to the environment root.
     pub dist_info_dest: String,
     pub files: Vec<PlannedFile>,
+    /// The unpacked store folder every [`FileSource::Store`] path of `files` is below (`None`
+    /// in a light plan): the install links each file from it by its member path.
+    pub tree: Option<PathBuf>,
 }
 
 impl WheelPlan {
@@ -432,6 +435,7 @@ pub fn plan_wheel(
         filename: manifest.filename.clone(),
         dist_info_dest,
         files,
+        tree: tree.map(Path::to_path_buf),
     })
 }
 
@@ -494,6 +498,7 @@ mod tests {
             package: "a".into(),
             filename: "a-1.0-py3-none-any.whl".into(),
             dist_info_dest: "lib/python3.14/site-packages/a-1.0.dist-info".into(),
+            tree: None,
             files: vec![
                 file("lib/python3.14/site-packages/a/z.py", "Z", 3),
                 file("bin/tool", "T", 10),

@@ -329,7 +329,8 @@ fn build_tree(
     options: &InstallOptions,
 ) -> Result<InstallReport, InstallError> {
     let root = staging.join(env.venv_relative());
-    let placements: Vec<&layout::PlannedFile> = plans
+    // Each file with the plan (wheel) it comes from.
+    let placements: Vec<(usize, &layout::PlannedFile)> = plans
         .iter()
         .enumerate()
         .flat_map(|(pi, plan)| {
@@ -337,7 +338,7 @@ fn build_tree(
                 .iter()
                 .enumerate()
                 .filter(move |(fi, _)| !skipped.contains(&(pi, *fi)))
-                .map(|(_, f)| f)
+                .map(move |(_, f)| (pi, f))
         })
         .collect();
     std::fs::create_dir_all(&root).map_err(io_err(&root))?;
@@ -345,9 +346,27 @@ fn build_tree(
         &placements,
         plans.iter().map(|plan| plan.dist_info_dest.as_str()),
     );
+    // Each wheel's store tree, opened once: a file is linked from it by its member path, so
+    // no store folder is opened (or walked to from `/`) per folder of the layer.
+    let sources: Vec<SourceTree> = plans
+        .iter()
+        .map(|plan| match (&plan.tree, options.link_mode) {
+            (Some(path), LinkMode::Hardlink) => SourceTree {
+                prefix: path.as_os_str().len(),
+                fd: DirFd::open(path).ok(),
+            },
+            _ => SourceTree::default(),
+        })
+        .collect();
     let counts = PlaceCounts::default();
     let root_fd = DirFd::open(&root).map_err(io_err(&root))?;
-    tree.build(&root, "", &root_fd, options.link_mode, &counts)?;
+    let ctx = BuildContext {
+        root: &root,
+        sources: &sources,
+        mode: options.link_mode,
+        counts: &counts,
+    };
+    tree.build(&ctx, "", &root_fd)?;
     // Bytecode is the target runtime's (runtime::compile), added after the install.
     let extra: Vec<Vec<ExtraFile>> = vec![Vec::new(); plans.len()];
     plans.par_iter().zip(&extra).try_for_each(|(plan, extra)| {
@@ -376,6 +395,41 @@ struct PlaceCounts {
     bytes: AtomicU64,
 }
 
+/// A wheel's unpacked store tree, open for linking from (`fd` is `None` when the files are
+/// not hard-linked, or the tree could not be opened: then each file is placed by path).
+#[derive(Default)]
+struct SourceTree {
+    /// The length of the tree's path: a store source path is the tree's path, `/`, and the
+    /// member path.
+    prefix: usize,
+    fd: Option<DirFd>,
+}
+
+impl SourceTree {
+    /// The open tree and `src`'s member path below it, when `src` is below this tree.
+    fn member<'s>(&self, src: &'s Path) -> Option<(&DirFd, &'s std::ffi::OsStr)> {
+        use std::os::unix::ffi::OsStrExt;
+        let fd = self.fd.as_ref()?;
+        let bytes = src.as_os_str().as_bytes();
+        match bytes.get(self.prefix..)? {
+            [b'/', member @ ..] if !member.is_empty() => {
+                Some((fd, std::ffi::OsStr::from_bytes(member)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What every folder of a layer build shares.
+struct BuildContext<'a> {
+    /// The environment root in the staging folder (for paths in errors and fallbacks).
+    root: &'a Path,
+    /// By plan index.
+    sources: &'a [SourceTree],
+    mode: LinkMode,
+    counts: &'a PlaceCounts,
+}
+
 /// The directories and files of a layer, by parent directory (`/`-separated paths relative
 /// to the environment root, as the plan has them; the root is "").
 ///
@@ -388,8 +442,11 @@ struct PlaceCounts {
 /// Keyed by `&str` with a fast hash: hashing `Path`s (component by component, SipHash) was a
 /// fifth of a warm install's user time on a 40,000-file layer, on the one thread that plans.
 struct DirTree<'a> {
-    children: FxHashMap<&'a str, (Vec<&'a str>, Vec<&'a layout::PlannedFile>)>,
+    children: FxHashMap<&'a str, (Vec<&'a str>, Vec<Placement<'a>>)>,
 }
+
+/// A file to place and the index of the plan (wheel) it comes from.
+type Placement<'a> = (usize, &'a layout::PlannedFile);
 
 /// The parent of a `/`-separated relative path ("" for a top-level name).
 fn parent_of(path: &str) -> &str {
@@ -402,8 +459,8 @@ fn base_name(path: &str) -> &std::ffi::OsStr {
 }
 
 impl<'a> DirTree<'a> {
-    fn new(files: &[&'a layout::PlannedFile], extra_dirs: impl Iterator<Item = &'a str>) -> Self {
-        let mut children: FxHashMap<&'a str, (Vec<&'a str>, Vec<&'a layout::PlannedFile>)> =
+    fn new(files: &[Placement<'a>], extra_dirs: impl Iterator<Item = &'a str>) -> Self {
+        let mut children: FxHashMap<&'a str, (Vec<&'a str>, Vec<Placement<'a>>)> =
             FxHashMap::default();
         // Directories already listed under their parent.
         let mut listed: FxHashSet<&'a str> = FxHashSet::default();
@@ -420,11 +477,11 @@ impl<'a> DirTree<'a> {
             }
         };
         // Files come grouped by package and folder: look a folder up once per run of its files.
-        let mut last: Option<(&'a str, Vec<&'a layout::PlannedFile>)> = None;
+        let mut last: Option<(&'a str, Vec<Placement<'a>>)> = None;
         for file in files {
-            let parent = parent_of(&file.dest);
+            let parent = parent_of(&file.1.dest);
             match &mut last {
-                Some((dir, run)) if *dir == parent => run.push(file),
+                Some((dir, run)) if *dir == parent => run.push(*file),
                 _ => {
                     if let Some((dir, run)) = last.take() {
                         children.entry(dir).or_default().1.extend(run);
@@ -449,103 +506,67 @@ impl<'a> DirTree<'a> {
     /// Creates the subdirectories of `dir` (which exists, open as `fd`) and places its files,
     /// then does the same for each subdirectory, in parallel. Every name is created from an
     /// open directory (`*at` calls), so no call walks the long layer and store paths again.
-    fn build(
-        &self,
-        root: &Path,
-        dir: &str,
-        fd: &DirFd,
-        mode: LinkMode,
-        counts: &PlaceCounts,
-    ) -> Result<(), InstallError> {
+    fn build(&self, ctx: &BuildContext, dir: &str, fd: &DirFd) -> Result<(), InstallError> {
         let Some((dirs, files)) = self.children.get(dir) else {
             return Ok(());
         };
         for sub in dirs {
             match fd.mkdir(base_name(sub)) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(io_err(&root.join(sub))(e))
+                    return Err(io_err(&ctx.root.join(sub))(e))
                 }
                 _ => {}
             }
         }
-        // The store folder the previous file came from: a folder's files mostly come from
-        // one store folder.
-        let mut source_dir: Option<(&Path, DirFd)> = None;
-        for file in files {
-            place_file(root, fd, &mut source_dir, file, mode, counts)?;
+        for (pi, file) in files {
+            place_file(ctx, fd, *pi, file)?;
         }
         dirs.par_iter().try_for_each(|sub| {
             let sub_fd = fd
                 .open_at(base_name(sub))
-                .map_err(io_err(&root.join(sub)))?;
-            self.build(root, sub, &sub_fd, mode, counts)
+                .map_err(io_err(&ctx.root.join(sub)))?;
+            self.build(ctx, sub, &sub_fd)
         })
     }
 }
 
-/// Places one file in the folder open as `dir`: a hard link made from the store folder
-/// (opened once per run of files from it), else [`place`]'s way by path (copies, reflinks,
-/// and the fallback to a copy when a link is not possible); or the generated bytes.
-fn place_file<'a>(
-    root: &Path,
+/// Places one file of plan `pi` in the folder open as `dir`: a hard link made from the
+/// wheel's open store tree by the member path, else [`place`]'s way by path (copies,
+/// reflinks, and the fallback to a copy when a link is not possible); or the generated bytes.
+fn place_file(
+    ctx: &BuildContext,
     dir: &DirFd,
-    source_dir: &mut Option<(&'a Path, DirFd)>,
-    file: &'a layout::PlannedFile,
-    mode: LinkMode,
-    counts: &PlaceCounts,
+    pi: usize,
+    file: &layout::PlannedFile,
 ) -> Result<(), InstallError> {
     let name = base_name(&file.dest);
     match &file.source {
         FileSource::Store(src) => {
-            let linked = match (mode, split_last(src)) {
-                (LinkMode::Hardlink, Some((parent, source_name))) => {
-                    let reuse = matches!(source_dir, Some((open, _)) if *open == parent);
-                    if !reuse {
-                        *source_dir = DirFd::open(parent).ok().map(|fd| (parent, fd));
-                    }
-                    match source_dir {
-                        Some((_, from)) => dir.link_from(from, source_name, name).is_ok(),
-                        None => false,
-                    }
-                }
-                _ => false,
-            };
+            let linked = ctx
+                .sources
+                .get(pi)
+                .and_then(|tree| tree.member(src))
+                .is_some_and(|(tree, member)| dir.link_from(tree, member, name).is_ok());
             let placed = if linked {
                 Placed::Linked
             } else {
-                let dest = root.join(&file.dest);
-                place(src, &dest, mode).map_err(io_err(&dest))?
+                let dest = ctx.root.join(&file.dest);
+                place(src, &dest, ctx.mode).map_err(io_err(&dest))?
             };
             match placed {
-                Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
-                Placed::Reflinked => counts.reflinked.fetch_add(1, Ordering::Relaxed),
-                Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
+                Placed::Linked => ctx.counts.linked.fetch_add(1, Ordering::Relaxed),
+                Placed::Reflinked => ctx.counts.reflinked.fetch_add(1, Ordering::Relaxed),
+                Placed::Copied => ctx.counts.copied.fetch_add(1, Ordering::Relaxed),
             };
         }
         FileSource::Bytes(content) => {
             dir.write_file(name, content, file.executable)
-                .map_err(io_err(&root.join(&file.dest)))?;
-            counts.generated.fetch_add(1, Ordering::Relaxed);
+                .map_err(io_err(&ctx.root.join(&file.dest)))?;
+            ctx.counts.generated.fetch_add(1, Ordering::Relaxed);
         }
     }
-    counts.bytes.fetch_add(file.size, Ordering::Relaxed);
+    ctx.counts.bytes.fetch_add(file.size, Ordering::Relaxed);
     Ok(())
-}
-
-/// `path`'s folder and last name, split at its last `/` (store paths are the tree's path
-/// joined with a normalized member path: no trailing or doubled separator to parse around).
-fn split_last(path: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let at = bytes.iter().rposition(|b| *b == b'/')?;
-    let name = &bytes[at + 1..];
-    if at == 0 || name.is_empty() {
-        return None;
-    }
-    Some((
-        Path::new(std::ffi::OsStr::from_bytes(&bytes[..at])),
-        std::ffi::OsStr::from_bytes(name),
-    ))
 }
 
 /// A file added after planning (bytecode): path from the environment root, sha256, size.
@@ -574,7 +595,7 @@ mod tests {
             generated("bin/tool"),
             generated("top.txt"),
         ];
-        let refs: Vec<&layout::PlannedFile> = files.iter().collect();
+        let refs: Vec<Placement> = files.iter().map(|f| (0, f)).collect();
         let tree = DirTree::new(
             &refs,
             ["lib/python3.14/site-packages/a-1.0.dist-info"].into_iter(),
@@ -603,8 +624,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let counts = PlaceCounts::default();
         let fd = DirFd::open(root.path()).unwrap();
-        tree.build(root.path(), "", &fd, LinkMode::Hardlink, &counts)
-            .unwrap();
+        let ctx = BuildContext {
+            root: root.path(),
+            sources: &[],
+            mode: LinkMode::Hardlink,
+            counts: &counts,
+        };
+        tree.build(&ctx, "", &fd).unwrap();
         for file in &files {
             let path = root.path().join(&file.dest);
             assert_eq!(std::fs::read(&path).unwrap(), file.dest.as_bytes());

@@ -255,8 +255,10 @@ fn write_entry_file(path: &Path, bytes: &[u8]) -> Result<(), WheelError> {
 
 /// Whether every store file still has the size and mtime recorded when it was unpacked:
 /// a file edited in place (through a hard link in some layer) is caught without hashing.
-/// Each file is looked up from its open folder (the manifest is in path order, so a folder
-/// is opened once per run of its files).
+/// Each file is looked up by its member path from the open tree, one `fstatat` per file and
+/// no folder opened: opening each folder first cost an `openat` and a `close` per folder of
+/// the store (7,800 of each for the default deps layer), and the kernel's lookup of a short
+/// relative path is cheaper than that.
 fn stamps_match(entry: &Path, manifest: &WheelManifest) -> bool {
     let Some(stamps) = std::fs::read(entry.join("stamps.json"))
         .ok()
@@ -270,30 +272,11 @@ fn stamps_match(entry: &Path, manifest: &WheelManifest) -> bool {
     let Ok(tree) = DirFd::open(&entry.join("tree")) else {
         return false;
     };
-    let mut folder: Option<(&str, DirFd)> = None;
-    for (file, stamp) in manifest.files.iter().zip(&stamps) {
-        let (parent, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
-        let dir = if parent.is_empty() {
-            &tree
-        } else {
-            if !matches!(&folder, Some((open, _)) if *open == parent) {
-                match tree.open_at(std::ffi::OsStr::new(parent)) {
-                    Ok(fd) => folder = Some((parent, fd)),
-                    Err(_) => return false,
-                }
-            }
-            match &folder {
-                Some((_, fd)) => fd,
-                None => return false,
-            }
-        };
-        match dir.stat(std::ffi::OsStr::new(name)) {
+    manifest.files.iter().zip(&stamps).all(|(file, stamp)| {
+        matches!(tree.stat(std::ffi::OsStr::new(&file.path)),
             Ok((size, sec, nsec))
-                if size == stamp.size && sec == stamp.mtime_sec && nsec == stamp.mtime_nsec => {}
-            _ => return false,
-        }
-    }
-    true
+                if size == stamp.size && sec == stamp.mtime_sec && nsec == stamp.mtime_nsec)
+    })
 }
 
 fn read_store_entry(dir: &Path, sha256: &str) -> Option<UnpackedWheel> {

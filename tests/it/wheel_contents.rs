@@ -185,3 +185,77 @@ fn store_files_are_read_only_and_an_edited_store_entry_is_unpacked_again() {
     assert_eq!(std::fs::read(&installed).unwrap(), b"VALUE = 1\n");
     assert_eq!(std::fs::read(&store).unwrap(), b"VALUE = 1\n");
 }
+
+/// The stamp check looks each store file up by its member path from the entry's tree: a file
+/// deep in a subfolder that was truncated, rewritten with the same size (another mtime) or
+/// removed, or a subfolder that is gone, is caught like a top-level one, and the next
+/// hard-link install gets the wheel's bytes again.
+#[test]
+fn damage_deep_in_a_store_tree_is_found_and_unpacked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = WheelSpec::new("deep-pkg", "1.0")
+        .file("deep_pkg/a/b/leaf.py", b"LEAF = 1\n".to_vec())
+        .file("deep_pkg/a/b/other.py", b"OTHER = 2\n".to_vec())
+        .build();
+    let path = write(dir.path(), &built);
+    let cache = Cache::new(dir.path().join("cache"));
+    let wheel = InstallWheel {
+        package: "deep-pkg".to_string(),
+        layer: "deps".to_string(),
+        requested: true,
+        direct_url: None,
+        filename: built.filename.parse().unwrap(),
+        sha256: built.sha256.parse().unwrap(),
+        path,
+        accepted_record: Vec::new(),
+    };
+    let out = dir.path().join("build");
+    let install = || {
+        install_layer(
+            &cache,
+            &out,
+            &env(),
+            "deps",
+            std::slice::from_ref(&wheel),
+            &[],
+            &InstallOptions::default(),
+        )
+        .unwrap()
+    };
+    let linked = install().linked;
+    let tree = unpacked_dir(&cache, &wheel.sha256).join("tree");
+    let leaf = tree.join("deep_pkg/a/b/leaf.py");
+    let installed = out
+        .join("layers/deps")
+        .join(SITE)
+        .join("deep_pkg/a/b/leaf.py");
+    let writable = |path: &Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    let damages: [(&str, &dyn Fn()); 4] = [
+        ("truncated", &|| {
+            writable(&leaf);
+            std::fs::write(&leaf, b"LEAF").unwrap();
+        }),
+        ("same size, other mtime", &|| {
+            writable(&leaf);
+            let file = std::fs::OpenOptions::new().write(true).open(&leaf).unwrap();
+            std::io::Write::write_all(&mut &file, b"EVIL = 1\n").unwrap();
+            let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+            file.set_modified(then).unwrap();
+        }),
+        ("removed", &|| std::fs::remove_file(&leaf).unwrap()),
+        ("folder removed", &|| {
+            for name in ["leaf.py", "other.py"] {
+                std::fs::remove_file(tree.join("deep_pkg/a/b").join(name)).unwrap();
+            }
+            std::fs::remove_dir(tree.join("deep_pkg/a/b")).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        damage();
+        assert_eq!(install().linked, linked, "{what}");
+        assert_eq!(std::fs::read(&installed).unwrap(), b"LEAF = 1\n", "{what}");
+        assert_eq!(std::fs::read(&leaf).unwrap(), b"LEAF = 1\n", "{what}");
+    }
+}
