@@ -310,6 +310,29 @@ fn generated(dest: String, bytes: Vec<u8>, executable: bool) -> PlannedFile {
     }
 }
 
+/// The parts, one after the other, in a string of exactly their length.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// `tree` joined with a member path (relative, normalized: `Path::join`'s result, without
+/// its per-component parsing).
+fn store_path(tree: &Path, member: &str) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let tree = tree.as_os_str().as_bytes();
+    let mut out = Vec::with_capacity(tree.len() + 1 + member.len());
+    out.extend_from_slice(tree);
+    if !tree.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(member.as_bytes());
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// Plans one wheel. `tree` is the unpacked store folder; `None` makes a light plan (paths
 /// only, for conflict checks), which never reads file contents.
 pub fn plan_wheel(
@@ -331,17 +354,20 @@ pub fn plan_wheel(
     let generated_names = ["INSTALLER", "REQUESTED", "direct_url.json"];
     for file in &manifest.files {
         let (top, rest) = file.path.split_once('/').unwrap_or((&file.path, ""));
-        let source = tree.map(|t| t.join(&file.path)).unwrap_or_default();
-        let plain = |dest: String| PlannedFile {
+        if top == dist_info.as_str() && generated_names.contains(&rest) {
+            continue;
+        }
+        // Paths are put together by hand, not with `format!` or `Path::join`: a layer plans
+        // tens of thousands of files, and those were an eighth of a warm install's user
+        // instructions.
+        let source = tree.map(|t| store_path(t, &file.path)).unwrap_or_default();
+        let plain = |dest: String, source: PathBuf| PlannedFile {
             dest,
-            source: FileSource::Store(source.clone()),
+            source: FileSource::Store(source),
             executable: file.executable,
             size: file.size,
             sha256: file.sha256.clone(),
         };
-        if top == dist_info.as_str() && generated_names.contains(&rest) {
-            continue;
-        }
         if top.ends_with(".data") && !rest.is_empty() {
             let (scheme, inner) = rest.split_once('/').unwrap_or((rest, ""));
             if inner.is_empty() {
@@ -352,15 +378,15 @@ pub fn plan_wheel(
                 });
             }
             match scheme {
-                "purelib" | "platlib" => files.push(plain(format!("{site}/{inner}"))),
-                "headers" => files.push(plain(format!("{header_dir}/{inner}"))),
-                "data" => files.push(plain(inner.to_string())),
+                "purelib" | "platlib" => files.push(plain(concat(&[&site, "/", inner]), source)),
+                "headers" => files.push(plain(concat(&[&header_dir, "/", inner]), source)),
+                "data" => files.push(plain(inner.to_string(), source)),
                 "scripts" => {
                     let name = inner.rsplit('/').next().unwrap_or(inner);
                     if is_entry_point_wrapper(name, &entries) {
                         continue;
                     }
-                    let dest = format!("bin/{inner}");
+                    let dest = concat(&["bin/", inner]);
                     match tree {
                         Some(_) if starts_with_python_shebang(&source)? => {
                             let bytes = std::fs::read(&source).map_err(|e| LayoutError::Io {
@@ -375,7 +401,7 @@ pub fn plan_wheel(
                             out.extend_from_slice(&bytes[rest_start..]);
                             files.push(generated(dest, out, file.executable));
                         }
-                        _ => files.push(plain(dest)),
+                        _ => files.push(plain(dest, source)),
                     }
                 }
                 other => {
@@ -388,7 +414,7 @@ pub fn plan_wheel(
             }
             continue;
         }
-        files.push(plain(format!("{site}/{}", file.path)));
+        files.push(plain(concat(&[&site, "/", &file.path]), source));
     }
     for entry in &entries {
         files.push(generated(
