@@ -20,8 +20,9 @@
 #      --format docker-archive`, `podman load`, and `podman run --rm --network none --platform
 #      linux/ARCH IMAGE` running the same check (comfypak's check.py) with the python of the
 #      shipped pak/image.toml's entrypoint, as the image's user (1000, not root), the check
-#      folder and an empty /data volume (the image's HOME) the only places it writes. (Under qemu the podman run imports only: the sandbox
-#      check already ran the console scripts there, and each one is a slow interpreter start.)
+#      folder and an empty /data volume (the image's HOME) the only places it writes. (Under
+#      qemu the podman run imports only: the sandbox check already ran the console scripts
+#      there, and each one is a slow interpreter start.)
 # The venv skeleton is proven by both checks: check.py refuses a python that is not a venv's.
 #
 # Needs root (debootstrap, chroot, mounts), debootstrap, skopeo, unshare, podman (set up by
