@@ -172,13 +172,14 @@ fn a_build_reuses_unchanged_layers_without_installing_or_compressing_them() {
     assert_eq!(first.count("layers-installed"), 8);
     assert!(first.count("layers-compressed") >= 8);
 
-    // (a) No change: nothing installed or compressed, the same bytes. The blobs were stamped
-    // in the same second as written (racy), so the first reuse hashes them; aged (as by the
-    // time a next build comes), they are hashed once more, stamped, and then trusted.
+    // (a) No change: nothing installed or compressed, the same bytes. A blob stamped in the
+    // same second as written (racy) is hashed by the first reuse; whether any was depends on
+    // the machine's load (a loaded machine stamps them a second later), so it is not asserted.
+    // Aged (as by the time a next build comes), every one is hashed once more, stamped, and
+    // then trusted.
     let second = build(work, &indexes, &[]);
     assert_eq!(second.count("layers-installed"), 0);
     assert_eq!(second.count("layers-compressed"), 0);
-    assert!(second.count("blobs-hashed") > 0);
     assert_eq!(second.layers, first.layers);
     assert_eq!(second.top, first.top);
     age_cached_blobs(work);
