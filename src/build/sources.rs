@@ -416,7 +416,7 @@ pub fn prebuild(
         }
     }
     let cache_dir = session.cache().root().to_path_buf();
-    let mut runtimes: BTreeMap<String, Runtime> = BTreeMap::new();
+    let mut runtimes = Runtimes::default();
     let mut rewritten = stack.clone();
     let mut sources = Vec::new();
     // Last first: a line that becomes two (one per platform) does not move the ones before it.
@@ -485,35 +485,16 @@ pub fn prebuild(
             if !requirement.marker.evaluate(&target.markers(), &[]) {
                 continue;
             }
-            let arch = target.platform.arch;
-            let base = bases.named(arch).ok_or_else(|| {
-                source_error(
-                    &line,
-                    format!(
-                        "building {name} from source for {target} needs a base to run the \
-                         target's Python: set `[base]` in stack.toml or pass --base"
-                    ),
-                )
-            })?;
-            let key = format!("{}|{target}", base.display());
-            if !runtimes.contains_key(&key) {
-                let on_disk = bases
-                    .on_disk(session, arch, progress)?
-                    .unwrap_or_else(|| base.to_path_buf());
-                let runtime = Runtime::for_platform(
-                    &Base::from_path(&on_disk)?,
-                    target,
-                    &stack.target.venv,
-                    &RuntimeOptions {
-                        cache_dir: cache_dir.clone(),
-                        timeout: crate::runtime::DEFAULT_TIMEOUT,
-                    },
-                )?;
-                runtimes.insert(key.clone(), runtime);
-            }
-            let Some(runtime) = runtimes.get(&key) else {
-                continue;
-            };
+            // Every target here has a base (checked above, before anything was fetched).
+            let runtime = runtimes.get(
+                session,
+                stack,
+                bases,
+                target,
+                &cache_dir,
+                name.as_ref(),
+                progress,
+            )?;
             let envs = StackBuildEnvs {
                 session,
                 stack,
@@ -1101,6 +1082,50 @@ fn match_runtime_pin(image: &Lock, target: &Target, name: &PackageName) -> Optio
         .map(|p| format!("{name}=={}", p.version))
 }
 
+/// The build options of `name` for a build after the resolution: the defaults and config
+/// settings, and its `[build.match-runtime]` requirements pinned to what the image installs
+/// for `target` (an error, worded by `bad`, when the image installs one of them not at all).
+fn options_against_image(
+    stack: &Stack,
+    image: &Lock,
+    target: &Target,
+    name: &PackageName,
+    cache_dir: &Path,
+    bad: &dyn Fn(String) -> BuildError,
+) -> Result<BuildOptions, BuildError> {
+    let mut options = build_options(stack, name, cache_dir);
+    for runtime_dep in stack.build.match_runtime.get(name).into_iter().flatten() {
+        options
+            .extra_requires
+            .push(
+                match_runtime_pin(image, target, runtime_dep).ok_or_else(|| {
+                    bad(format!(
+                        "[build.match-runtime] asks for the image's {runtime_dep}, which \
+                     the image does not install for {target}: add it to a pak file"
+                    ))
+                })?,
+            );
+    }
+    Ok(options)
+}
+
+/// The lock's record of a wheel comfypak built (`[packages.tool.comfypak] built`: no location).
+fn locked_built_wheel(
+    made: &BuiltWheel,
+    bad: &dyn Fn(String) -> BuildError,
+) -> Result<crate::lock::LockedWheel, BuildError> {
+    Ok(crate::lock::LockedWheel {
+        name: SafeFileName::parse(&made.filename).map_err(|e| bad(e.to_string()))?,
+        url: None,
+        path: None,
+        upload_time: None,
+        size: Some(made.size),
+        hashes: WheelHashes::sha256(
+            Sha256Hex::parse(&made.sha256).map_err(|e| bad(e.to_string()))?,
+        ),
+    })
+}
+
 /// Copies a built wheel into the wheel cache (where install finds locked wheels by sha256)
 /// unless it is there already, and returns its path there; `bad` words a name or hash that
 /// does not parse.
@@ -1193,17 +1218,7 @@ pub fn build_index_sdists(
                 name.as_ref(),
                 progress,
             )?;
-            let mut options = build_options(stack, &name, &cache_dir);
-            for runtime_dep in stack.build.match_runtime.get(&name).into_iter().flatten() {
-                options.extra_requires.push(
-                    match_runtime_pin(&image, target, runtime_dep).ok_or_else(|| {
-                        bad(format!(
-                            "[build.match-runtime] asks for the image's {runtime_dep}, which \
-                             the image does not install for {target}: add it to a pak file"
-                        ))
-                    })?,
-                );
-            }
+            let options = options_against_image(stack, &image, target, &name, &cache_dir, &bad)?;
             let envs = StackBuildEnvs {
                 session,
                 stack,
@@ -1249,16 +1264,7 @@ pub fn build_index_sdists(
                 .iter()
                 .any(|w| w.sha256().map(|s| s.as_str()) == Some(made.sha256.as_str()))
             {
-                built.push(crate::lock::LockedWheel {
-                    name: SafeFileName::parse(&made.filename).map_err(|e| bad(e.to_string()))?,
-                    url: None,
-                    path: None,
-                    upload_time: None,
-                    size: Some(made.size),
-                    hashes: WheelHashes::sha256(
-                        Sha256Hex::parse(&made.sha256).map_err(|e| bad(e.to_string()))?,
-                    ),
-                });
+                built.push(locked_built_wheel(&made, &bad)?);
             }
         }
         package.tool.comfypak.built = built;
@@ -1310,8 +1316,7 @@ pub fn rebuild_against_image(
     for source in &prebuilt.sources {
         let name = &source.name;
         let no_isolation = stack.build.no_isolation.contains(name);
-        let runtime_deps = stack.build.match_runtime.get(name);
-        if !no_isolation && runtime_deps.is_none() {
+        if !no_isolation && !stack.build.match_runtime.contains_key(name) {
             continue;
         }
         let context = format!("{name} (from {})", source_label(&source.origin));
@@ -1333,17 +1338,7 @@ pub fn rebuild_against_image(
                 name.as_ref(),
                 progress,
             )?;
-            let mut options = build_options(stack, name, &cache_dir);
-            for runtime_dep in runtime_deps.into_iter().flatten() {
-                options.extra_requires.push(
-                    match_runtime_pin(&image, target, runtime_dep).ok_or_else(|| {
-                        bad(format!(
-                            "[build.match-runtime] asks for the image's {runtime_dep}, which \
-                             the image does not install for {target}: add it to a pak file"
-                        ))
-                    })?,
-                );
-            }
+            let options = options_against_image(stack, &image, target, name, &cache_dir, &bad)?;
             let envs = StackBuildEnvs {
                 session,
                 stack,
@@ -1404,16 +1399,7 @@ pub fn rebuild_against_image(
             ));
             cache_built(session, &made, &bad)?;
             count += 1;
-            let wheel = crate::lock::LockedWheel {
-                name: SafeFileName::parse(&made.filename).map_err(|e| bad(e.to_string()))?,
-                url: None,
-                path: None,
-                upload_time: None,
-                size: Some(made.size),
-                hashes: WheelHashes::sha256(
-                    Sha256Hex::parse(&made.sha256).map_err(|e| bad(e.to_string()))?,
-                ),
-            };
+            let wheel = locked_built_wheel(&made, &bad)?;
             if let Some(other) = replaced.get(&first.sha256) {
                 if other.sha256() != wheel.sha256() {
                     return Err(bad(format!(
