@@ -20,7 +20,7 @@
 #      --format docker-archive`, `podman load`, and `podman run --rm --network none --platform
 #      linux/ARCH IMAGE` running the same check (comfypak's check.py) with the python of the
 #      shipped pak/image.toml's entrypoint, as the image's user (1000, not root), the check
-#      folder and an empty /data volume (the image's HOME) the only places it writes. (Under
+#      folder and a new named volume at /data (the image's HOME) the only places it writes. (Under
 #      qemu the podman run imports only: the sandbox check already ran the console scripts
 #      there, and each one is a slow interpreter start.)
 # The venv skeleton is proven by both checks: check.py refuses a python that is not a venv's.
@@ -447,18 +447,19 @@ for arch in "${ARCHS[@]}"; do
   mkdir -p "$WORK/podman-check-$arch"
   cp "$REPO/src/runtime/check.py" "$WORK/podman-check-$arch/check.py"
   chmod 0777 "$WORK/podman-check-$arch"
-  # /data is the image's HOME and a volume the shipped image.toml expects at run time (inputs,
-  # outputs, the user folder): without it HOME does not exist, and what writes a cache under
-  # HOME at import fails (cupy's kernel cache, numba's cache=True functions in pymatting). An
-  # empty folder owned by the image's user stands in for it.
-  mkdir -p "$WORK/podman-data-$arch"
+  # /data is the image's HOME and a volume of the shipped image.toml (inputs, outputs, the user
+  # folder; what writes a cache under HOME at import needs it: cupy's kernel cache, numba's
+  # cache=True functions in pymatting). The image carries it as an empty folder owned by its
+  # user; a new named volume mounted there, as a user runs the image, starts out owned by the
+  # user too.
+  PODMAN_DATA=comfypak-e2e-data-$$-$arch
+  podman volume create "$PODMAN_DATA" >/dev/null
   # The image runs as the shipped image.toml says (user, workdir, env); its entrypoint's python
   # runs the check instead of ComfyUI's main.py.
   IMAGE_USER=$(podman image inspect --format '{{.Config.User}}' "$PODMAN_IMAGE")
   IMAGE_ARCH=$(podman image inspect --format '{{.Architecture}}' "$PODMAN_IMAGE")
   echo "podman: $PODMAN_IMAGE ($IMAGE_ARCH) runs as user $IMAGE_USER; the check with $ENTRY_PY"
   [ "$IMAGE_USER" = "1000:1000" ] || fail "the image's user is '$IMAGE_USER', not pak/image.toml's 1000:1000"
-  chown "$IMAGE_USER" "$WORK/podman-data-$arch"
   [ "$IMAGE_ARCH" = "$(oci_arch "$arch")" ] || fail "the $arch image says it is $IMAGE_ARCH"
   # Under qemu: imports only, and check.py's time limits 10 times longer (as comfypak check sets).
   ONLY=()
@@ -470,10 +471,11 @@ for arch in "${ARCHS[@]}"; do
   started=$(date +%s)
   set +e
   podman run --rm --network none --platform "linux/$(oci_arch "$arch")" "${SLOW[@]}" \
-    -v "$WORK/podman-check-$arch:/check" -v "$WORK/podman-data-$arch:/data" --entrypoint "$ENTRY_PY" "$PODMAN_IMAGE" \
+    -v "$WORK/podman-check-$arch:/check" -v "$PODMAN_DATA:/data" --entrypoint "$ENTRY_PY" "$PODMAN_IMAGE" \
     /check/check.py "${ONLY[@]}" /check/result.json >"$WORK/podman-$arch.log" 2>&1
   rc=$?
   podman rmi --force "$PODMAN_IMAGE" >/dev/null 2>&1
+  podman volume rm --force "$PODMAN_DATA" >/dev/null 2>&1
   set -e
   [ "$rc" = 0 ] || { tail -n 20 "$WORK/podman-$arch.log"; fail "podman run of the $arch image (exit $rc)"; }
   set +e

@@ -106,6 +106,16 @@ pub fn build_config(inputs: &ConfigInputs<'_>) -> Value {
     if let Some(user) = &inputs.settings.user {
         run.insert("User".into(), json!(user));
     }
+    if !inputs.settings.volumes.is_empty() {
+        let mut volumes = match run.remove("Volumes") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        for path in &inputs.settings.volumes {
+            volumes.insert(path.clone(), json!({}));
+        }
+        run.insert("Volumes".into(), Value::Object(volumes));
+    }
     if !inputs.settings.labels.is_empty() {
         let mut labels = match run.remove("Labels") {
             Some(Value::Object(map)) => map,

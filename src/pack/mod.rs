@@ -253,6 +253,9 @@ struct LayerJob {
     /// `None`: every entry of the sources. `Some(None)`: the rest of a split stack layer;
     /// `Some(Some(name))`: that distribution's own layer.
     part: Option<Option<String>>,
+    /// The empty folders of `[image] volumes` and their owner: a layer with no source tree
+    /// (its entries are made by [`volume_entries`]).
+    volumes: Option<(Vec<String>, tar::Owner)>,
 }
 
 /// One image layer to build for one platform.
@@ -411,6 +414,7 @@ fn layer_jobs(
                         exclude: Vec::new(),
                     }],
                     part: (parts.len() > 1).then(|| part.distribution.clone().map(|(d, _)| d)),
+                    volumes: None,
                 };
                 plans.insert(job.clone(), layer_cache::JobPlan::Reuse(part.clone()));
                 jobs.push(NamedJob {
@@ -451,6 +455,7 @@ fn layer_jobs(
                 job: LayerJob {
                     sources,
                     part: None,
+                    volumes: None,
                 },
             });
             continue;
@@ -459,6 +464,7 @@ fn layer_jobs(
             let job = LayerJob {
                 sources: sources.clone(),
                 part: Some(part.distribution.clone()),
+                volumes: None,
             };
             if cache.is_some() {
                 plans.insert(job.clone(), layer_cache::JobPlan::ViaTar);
@@ -471,6 +477,26 @@ fn layer_jobs(
             });
         }
     }
+    let settings = &request.settings;
+    if !settings.volumes.is_empty() {
+        let job = LayerJob {
+            sources: Vec::new(),
+            part: None,
+            volumes: Some((settings.volumes.clone(), settings.volume_owner)),
+        };
+        if cache.is_some() {
+            plans.insert(job.clone(), layer_cache::JobPlan::ViaTar);
+        }
+        entries.insert(
+            job.clone(),
+            volume_entries(&settings.volumes, settings.volume_owner),
+        );
+        jobs.push(NamedJob {
+            layer: settings::VOLUMES_LAYER.to_string(),
+            distribution: None,
+            job,
+        });
+    }
     for d in &request.settings.directories {
         let job = LayerJob {
             sources: vec![TreeSource {
@@ -479,6 +505,7 @@ fn layer_jobs(
                 exclude: d.exclude.clone(),
             }],
             part: None,
+            volumes: None,
         };
         if cache.is_some() {
             plans.insert(job.clone(), layer_cache::JobPlan::ViaTar);
@@ -490,6 +517,35 @@ fn layer_jobs(
         });
     }
     Ok(jobs)
+}
+
+/// The tar entries of the volumes layer: each folder of `volumes` owned by `owner`, and its
+/// parents (owned by root, unless one is a volume too), in tar order.
+fn volume_entries(volumes: &[String], owner: tar::Owner) -> Vec<tar::Entry> {
+    // Component lists sort as the tar order wants: parents first, siblings by name bytes.
+    let mut folders: std::collections::BTreeMap<Vec<&[u8]>, tar::Owner> = Default::default();
+    for volume in volumes {
+        let parts: Vec<&[u8]> = volume
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::as_bytes)
+            .collect();
+        for depth in 1..parts.len() {
+            folders
+                .entry(parts[..depth].to_vec())
+                .or_insert(tar::Owner::ROOT);
+        }
+        folders.insert(parts, owner);
+    }
+    folders
+        .into_iter()
+        .map(|(parts, owner)| tar::Entry {
+            path: parts.join(&b'/'),
+            kind: tar::EntryKind::Directory,
+            source: None,
+            owner,
+        })
+        .collect()
 }
 
 /// The in-image site-packages path of the lock's target
@@ -515,6 +571,15 @@ fn layer_history(request: &PackRequest<'_>, job: &NamedJob) -> LayerHistory {
                 "comfypak pack: layer {name}, distribution {distribution} {version}"
             ),
             comment: "one distribution in its own layer".to_string(),
+        };
+    }
+    if let Some((volumes, owner)) = &job.job.volumes {
+        return LayerHistory {
+            created_by: format!("comfypak pack: volumes {}", volumes.join(" ")),
+            comment: format!(
+                "empty folders owned by {}:{} (image.toml [image] volumes)",
+                owner.uid, owner.gid
+            ),
         };
     }
     let stack_dir = request.stack_dir;

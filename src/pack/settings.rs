@@ -7,6 +7,7 @@
 //! cmd = ["--listen", "0.0.0.0"]
 //! workdir = "/opt/comfyui/app"
 //! user = "1000:1000"                        # optional
+//! volumes = ["/data"]                       # optional: empty folders owned by `user`, one layer
 //! env = { COMFYUI_PORT = "8188" }           # added after PATH and VIRTUAL_ENV
 //! labels = { "org.opencontainers.image.source" = "https://git.example/comfyui" }
 //!
@@ -25,11 +26,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::tar::Owner;
 use super::PackError;
 use crate::stack::Stack;
 
 /// The file name, in the stack folder.
 pub const IMAGE_SETTINGS: &str = "image.toml";
+
+/// The name of the image layer that holds the folders of `[image] volumes`.
+pub const VOLUMES_LAYER: &str = "volumes";
 
 /// Image settings (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +46,13 @@ pub struct ImageSettings {
     /// Sorted by name.
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Folders declared as volumes (the config's `Volumes`), sorted, without a trailing `/`.
+    /// Each is an empty folder in the image owned by [`Self::volume_owner`], so that a volume
+    /// mounted there starts out writable by the image's user (a runtime copies the folder's
+    /// owner to a new named volume) and the image runs without one.
+    pub volumes: Vec<String>,
+    /// The owner of the volume folders: `user` (numeric), or root when no user is set.
+    pub volume_owner: Owner,
     /// Extra layers from plain folders, on top of the stack's layers, in file order.
     pub directories: Vec<DirectoryLayer>,
 }
@@ -76,6 +88,8 @@ struct RawImage {
     env: BTreeMap<String, String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    volumes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +147,23 @@ impl ImageSettings {
                 )));
             }
         }
+        let volumes = volume_paths(&raw.image.volumes).map_err(&invalid)?;
+        let volume_owner = match (&raw.image.user, volumes.is_empty()) {
+            (_, true) | (None, _) => Owner::ROOT,
+            (Some(user), false) => numeric_user(user).ok_or_else(|| {
+                invalid(format!(
+                    "`image.volumes` folders are owned by `image.user`, and {user:?} is not \
+                     numeric: write it as \"UID:GID\" (comfypak does not read the base's \
+                     /etc/passwd)"
+                ))
+            })?,
+        };
+        if !volumes.is_empty() && layer_names.contains(&VOLUMES_LAYER) {
+            return Err(invalid(format!(
+                "`image.volumes` makes a layer named `{VOLUMES_LAYER}`, and the stack has a \
+                 layer of that name; rename that layer"
+            )));
+        }
         let mut directories: Vec<DirectoryLayer> = Vec::new();
         for d in raw.directory {
             let valid_name = d
@@ -152,6 +183,7 @@ impl ImageSettings {
             }
             if layer_names.contains(&d.name.as_str())
                 || directories.iter().any(|other| other.name == d.name)
+                || (!volumes.is_empty() && d.name == VOLUMES_LAYER)
             {
                 return Err(invalid(format!(
                     "directory layer `{}` has the name of another layer; give it its own name",
@@ -187,7 +219,51 @@ impl ImageSettings {
             user: raw.image.user,
             env: raw.image.env,
             labels: raw.image.labels,
+            volumes,
+            volume_owner,
             directories,
         })
     }
+}
+
+/// `[image] volumes`, checked (absolute, no `.` or `..`, not `/`, no repeats) and sorted,
+/// each without a trailing `/`.
+fn volume_paths(raw: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in raw {
+        let trimmed = path.trim_end_matches('/');
+        let parts: Vec<&str> = trimmed.split('/').skip(1).collect();
+        let valid = path.starts_with('/')
+            && !parts.is_empty()
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && *p != "." && *p != "..");
+        if !valid {
+            return Err(format!(
+                "`image.volumes` entry {path:?} is not an absolute folder path without `.` or \
+                 `..` (and not `/`); write e.g. \"/data\""
+            ));
+        }
+        if out.iter().any(|p| p == trimmed) {
+            return Err(format!(
+                "`image.volumes` names {trimmed:?} twice; list each folder once"
+            ));
+        }
+        out.push(trimmed.to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `UID` or `UID:GID` (a user without a group runs with group 0, as container runtimes do
+/// for a numeric user the base's /etc/passwd does not list).
+fn numeric_user(user: &str) -> Option<Owner> {
+    let (uid, gid) = match user.split_once(':') {
+        Some((uid, gid)) => (uid, gid),
+        None => (user, "0"),
+    };
+    Some(Owner {
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+    })
 }

@@ -215,6 +215,7 @@ pub fn split_entries(
                             target: first.clone(),
                         },
                         source: None,
+                        owner: entry.owner,
                     });
                     continue;
                 }
@@ -233,6 +234,7 @@ pub fn split_entries(
                     path: entry.path.clone(),
                     kind: file.kind.clone(),
                     source: file.source.clone(),
+                    owner: entry.owner,
                 });
             }
             EntryKind::Symlink { .. } => parts[part_of(&entry.path)].push(entry.clone()),

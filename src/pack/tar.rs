@@ -2,6 +2,7 @@
 //!
 //! Owns the byte format of every layer: entries sorted by path (each directory's children
 //! by name bytes, parents first), every parent directory present, one fixed mtime, uid/gid 0
+//! (except an entry given an [`Owner`]: the empty folders image.toml declares as volumes)
 //! with empty user and group names, modes normalised (directories and executables 0755,
 //! other files 0644, symlinks 0777), hard links inside one layer written as tar hard links,
 //! no xattrs, no atime/ctime and no PAX timestamps (a PAX record carries only a path or link
@@ -46,6 +47,18 @@ pub enum EntryKind {
     },
 }
 
+/// The numeric owner of a tar entry. Every entry of a tree is [`Owner::ROOT`]; only a
+/// folder made for a volume of the image's user has another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
 /// One tar entry: an in-image path (relative, no leading `/`, directories without a trailing
 /// slash) and where its bytes come from.
 #[derive(Debug, Clone)]
@@ -54,6 +67,8 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The file on the host (for [`EntryKind::File`]).
     pub source: Option<PathBuf>,
+    /// uid and gid in the header.
+    pub owner: Owner,
 }
 
 /// Why a tree could not be turned into tar entries.
@@ -254,6 +269,7 @@ fn flatten(
                     path: prefix.clone(),
                     kind: EntryKind::Directory,
                     source: None,
+                    owner: Owner::ROOT,
                 });
                 flatten(child, prefix, out, links);
             }
@@ -263,6 +279,7 @@ fn flatten(
                     target: target.clone(),
                 },
                 source: None,
+                owner: Owner::ROOT,
             }),
             Some(Leaf::File {
                 size,
@@ -281,6 +298,7 @@ fn flatten(
                         path: prefix.clone(),
                         kind: EntryKind::HardLink { target },
                         source: None,
+                        owner: Owner::ROOT,
                     },
                     None => Entry {
                         path: prefix.clone(),
@@ -289,6 +307,7 @@ fn flatten(
                             executable: *executable,
                         },
                         source: child.source.clone(),
+                        owner: Owner::ROOT,
                     },
                 });
             }
@@ -303,6 +322,8 @@ const BLOCK: usize = 512;
 pub struct TarWriter<W: Write> {
     out: W,
     mtime: u64,
+    /// The owner the next header carries (the entry being written).
+    owner: Owner,
     /// Bytes of file content copied (not counting headers).
     pub content_bytes: u64,
 }
@@ -313,6 +334,7 @@ impl<W: Write> TarWriter<W> {
         TarWriter {
             out,
             mtime,
+            owner: Owner::ROOT,
             content_bytes: 0,
         }
     }
@@ -331,26 +353,38 @@ impl<W: Write> TarWriter<W> {
             path: PathBuf::from(std::ffi::OsStr::from_bytes(&entry.path)),
             source,
         };
+        self.owner = entry.owner;
+        let written = self.write_kind(entry, write_err);
+        self.owner = Owner::ROOT;
+        written
+    }
+
+    fn write_kind(
+        &mut self,
+        entry: &Entry,
+        write_err: impl Fn(io::Error) -> TreeError,
+    ) -> Result<(), TreeError> {
         match &entry.kind {
             EntryKind::Directory => {
                 let mut path = entry.path.clone();
                 path.push(b'/');
-                self.header(&path, b'5', 0o755, 0, b"").map_err(write_err)?;
+                self.header(&path, b'5', 0o755, 0, b"")
+                    .map_err(&write_err)?;
             }
             EntryKind::Symlink { target } => {
                 self.header(&entry.path, b'2', 0o777, 0, target)
-                    .map_err(write_err)?;
+                    .map_err(&write_err)?;
             }
             EntryKind::HardLink { target } => {
                 self.header(&entry.path, b'1', 0o644, 0, target)
-                    .map_err(write_err)?;
+                    .map_err(&write_err)?;
             }
             EntryKind::File { size, executable } => {
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let source = entry.source.as_deref().unwrap_or(Path::new(""));
                 let mut file = File::open(source).map_err(io_err(source))?;
                 self.header(&entry.path, b'0', mode, *size, b"")
-                    .map_err(write_err)?;
+                    .map_err(&write_err)?;
                 let copied = io::copy(&mut (&mut file).take(*size), &mut self.out)
                     .map_err(io_err(source))?;
                 if copied != *size {
@@ -363,7 +397,7 @@ impl<W: Write> TarWriter<W> {
                     });
                 }
                 self.content_bytes += copied;
-                self.pad(*size).map_err(write_err)?;
+                self.pad(*size).map_err(&write_err)?;
             }
         }
         Ok(())
@@ -455,8 +489,8 @@ impl<W: Write> TarWriter<W> {
         let mut h = [0u8; BLOCK];
         h[..name.len()].copy_from_slice(name);
         octal(&mut h[100..108], u64::from(mode));
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
+        numeric(&mut h[108..116], u64::from(self.owner.uid));
+        numeric(&mut h[116..124], u64::from(self.owner.gid));
         numeric(&mut h[124..136], size);
         numeric(&mut h[136..148], self.mtime);
         h[156] = typeflag;
@@ -532,11 +566,14 @@ fn numeric(field: &mut [u8], value: u64) {
     if value < 1u64 << (3 * digits as u32) {
         octal(field, value);
     } else {
+        // The low bytes of the value at the end, the marker bit on the first byte (in an
+        // 8-byte uid/gid field the value's first byte is zero: a u32 fits below it).
         field.fill(0);
-        field[0] = 0x80;
         let bytes = value.to_be_bytes();
-        let n = field.len();
-        field[n - 8..].copy_from_slice(&bytes);
+        let n = field.len().min(bytes.len());
+        let len = field.len();
+        field[len - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+        field[0] |= 0x80;
     }
 }
 
@@ -573,5 +610,46 @@ mod tests {
         assert_eq!(field[0], 0x80);
         numeric(&mut field, 1234);
         assert_eq!(&field, b"00000002322\0");
+    }
+
+    #[test]
+    fn an_owned_entry_carries_its_owner_and_the_next_is_root_again() {
+        let entry = |path: &[u8], owner| Entry {
+            path: path.to_vec(),
+            kind: EntryKind::Directory,
+            source: None,
+            owner,
+        };
+        let mut writer = TarWriter::new(Vec::new(), 0);
+        writer
+            .write_entries(&[
+                entry(
+                    b"data",
+                    Owner {
+                        uid: 1000,
+                        gid: 1000,
+                    },
+                ),
+                entry(
+                    b"big",
+                    Owner {
+                        uid: 3_000_000,
+                        gid: 7,
+                    },
+                ),
+                entry(b"root", Owner::ROOT),
+            ])
+            .unwrap();
+        let tar = writer.finish().unwrap();
+        let header = |i: usize| &tar[i * BLOCK..(i + 1) * BLOCK];
+        assert_eq!(&header(0)[..5], b"data/");
+        assert_eq!(&header(0)[108..116], b"0001750\0");
+        assert_eq!(&header(0)[116..124], b"0001750\0");
+        // Over 7 octal digits: base-256, as GNU tar and the Go and Rust tar readers take it.
+        assert_eq!(header(1)[108], 0x80);
+        assert_eq!(&header(1)[112..116], &3_000_000u32.to_be_bytes());
+        assert_eq!(&header(1)[116..124], b"0000007\0");
+        assert_eq!(&header(2)[108..116], b"0000000\0");
+        assert_eq!(&header(2)[116..124], b"0000000\0");
     }
 }

@@ -15,7 +15,7 @@ use comfypak_testkit::FixtureIndex;
 
 /// The image index digest of the offline build (`image index sha256:...` in its summary).
 const GOLDEN_INDEX: &str =
-    "sha256:b86c965bfbb33d71754e99b667d233a5e87bcbb207a2d3da1717219f17d277e5";
+    "sha256:be31b293390df7f9e2682bc6ad1dbc6456e6f10be2e962c2cf511aba7815fb30";
 
 /// Every layer of every platform manifest, in manifest order: (architecture, layer name from
 /// the `io.comfypak.layer` annotation, digest).
@@ -42,6 +42,11 @@ const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
     ),
     (
         "amd64",
+        "volumes",
+        "sha256:56c5b00392f884b6e34ab22fe5cd713f70ace6ef2a4f53c36e3fdd1ac77abfe3",
+    ),
+    (
+        "amd64",
         "runtime-config",
         "sha256:9456ffe57feee151ec33270f8a97822557c4884d6d7d020face064ea27ba64f0",
     ),
@@ -64,6 +69,11 @@ const GOLDEN_LAYERS: &[(&str, &str, &str)] = &[
         "arm64",
         "volatile",
         "sha256:1578bdd91b1e37e80e477f5fdc52c51ecc08cbeea0e5c0ea3964f1bce173b775",
+    ),
+    (
+        "arm64",
+        "volumes",
+        "sha256:56c5b00392f884b6e34ab22fe5cd713f70ace6ef2a4f53c36e3fdd1ac77abfe3",
     ),
     (
         "arm64",

@@ -295,6 +295,8 @@ entrypoint = ["/opt/comfyui/venv/bin/python", "main.py"]
 cmd = ["--listen", "0.0.0.0"]
 workdir = "/opt/comfyui/app"
 env = { COMFYUI_PORT = "8188" }
+user = "1000:1001"
+volumes = ["/models", "/data/", "/srv/comfy/output"]
 
 [[directory]]
 name = "app"
@@ -310,7 +312,10 @@ exclude = [".git"]
     let image = PackSetup::new(&stack, layers, out.clone()).run();
     let p = &image.platforms[0];
     let names: Vec<&str> = p.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["stable", "deps", "perf", "volatile", "app"]);
+    assert_eq!(
+        names,
+        ["stable", "deps", "perf", "volatile", "volumes", "app"]
+    );
 
     let index: Index = serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
     assert_eq!(index.manifests.len(), 1);
@@ -328,7 +333,11 @@ exclude = [".git"]
         manifest.annotations["org.opencontainers.image.created"],
         "2023-11-14T22:13:20Z"
     );
-    assert_eq!(manifest.layers[4].annotations["io.comfypak.layer"], "app");
+    assert_eq!(
+        manifest.layers[4].annotations["io.comfypak.layer"],
+        "volumes"
+    );
+    assert_eq!(manifest.layers[5].annotations["io.comfypak.layer"], "app");
     let config: serde_json::Value = read_json(&out, &p.config.digest);
     assert_eq!(config["architecture"], "amd64");
     assert_eq!(config["os"], "linux");
@@ -346,6 +355,11 @@ exclude = [".git"]
     assert!(env.contains(&"COMFYUI_PORT=8188"));
     assert_eq!(config["config"]["WorkingDir"], "/opt/comfyui/app");
     assert_eq!(config["config"]["Cmd"][0], "--listen");
+    assert_eq!(config["config"]["User"], "1000:1001");
+    assert_eq!(
+        config["config"]["Volumes"],
+        serde_json::json!({"/data": {}, "/models": {}, "/srv/comfy/output": {}})
+    );
     let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
         .as_array()
         .unwrap()
@@ -360,21 +374,52 @@ exclude = [".git"]
             .collect::<Vec<_>>()
     );
     let history = config["history"].as_array().unwrap();
-    assert_eq!(history.len(), 5);
+    assert_eq!(history.len(), 6);
     assert_eq!(
         history[1]["created_by"],
         "comfypak pack: layer deps (pak2.txt)"
     );
-    assert!(history[4]["created_by"]
+    assert_eq!(
+        history[4]["created_by"],
+        "comfypak pack: volumes /data /models /srv/comfy/output"
+    );
+    assert!(history[5]["created_by"]
         .as_str()
         .unwrap()
         .contains("directory layer app -> /opt/comfyui/app"));
+
+    // The volumes layer: each folder empty and owned by the image's user, its parents by root,
+    // as GNU tar reads them.
+    let listing = run_ok(
+        Command::new("tar")
+            .args(["-tvzf"])
+            .arg(blob(&out, &p.layers[4].descriptor.digest))
+            .arg("--numeric-owner"),
+    );
+    let owners: Vec<(&str, &str)> = listing
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[1], fields[fields.len() - 1])
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("1000/1001", "data/"),
+            ("1000/1001", "models/"),
+            ("0/0", "srv/"),
+            ("0/0", "srv/comfy/"),
+            ("1000/1001", "srv/comfy/output/"),
+        ],
+        "{listing}"
+    );
 
     // The app layer holds the checkout under its in-image path, without .git.
     let listing = run_ok(
         Command::new("tar")
             .arg("-tzf")
-            .arg(blob(&out, &p.layers[4].descriptor.digest)),
+            .arg(blob(&out, &p.layers[5].descriptor.digest)),
     );
     assert_eq!(
         listing.lines().collect::<Vec<_>>(),
@@ -624,6 +669,39 @@ fn missing_layer_folders_and_bad_settings_are_explained() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("has the name of another layer"), "{err}");
+
+    for (settings, expected) in [
+        (
+            "[image]\nuser = \"comfy\"\nvolumes = [\"/data\"]\n",
+            "\"comfy\" is not numeric",
+        ),
+        ("[image]\nvolumes = [\"data\"]\n", "not an absolute folder path"),
+        ("[image]\nvolumes = [\"/data/../etc\"]\n", "not an absolute folder path"),
+        ("[image]\nvolumes = [\"/\"]\n", "not an absolute folder path"),
+        (
+            "[image]\nvolumes = [\"/data\", \"/data/\"]\n",
+            "names \"/data\" twice",
+        ),
+        (
+            "[image]\nvolumes = [\"/data\"]\n[[directory]]\nname = \"volumes\"\nsource = \".\"\npath = \"/x\"\n",
+            "has the name of another layer",
+        ),
+    ] {
+        fs::write(stack.join("image.toml"), settings).unwrap();
+        let err = PackSetup::new(
+            &stack,
+            dir.path().join("build/layers"),
+            dir.path().join("img"),
+        )
+        .try_run()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("image.toml") && err.contains(expected),
+            "{settings}: {err}"
+        );
+    }
+    assert!(!dir.path().join("img").exists());
 }
 
 #[test]

@@ -289,6 +289,8 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
             }
             expected.push(layer.to_string());
         }
+        // image.toml's layers: its volumes, then its directories.
+        expected.push("volumes".to_string());
         expected.push("runtime-config".to_string());
         assert_eq!(names, expected, "{arch}: layers or their order");
         assert!(names.contains(&"stable/torch"), "{names:?}");
@@ -474,12 +476,12 @@ fn large_distributions_get_their_own_layers_and_a_torch_bump_moves_only_theirs()
         .collect();
     let packed: Vec<&str> = after
         .iter()
-        .filter(|(a, n, _)| a == "amd64" && n != "runtime-config")
+        .filter(|(a, n, _)| a == "amd64" && n != "volumes" && n != "runtime-config")
         .map(|(_, n, _)| n.as_str())
         .collect();
     let split_amd64: Vec<&str> = split
         .iter()
-        .filter(|(a, n, _)| a == "amd64" && n != "runtime-config")
+        .filter(|(a, n, _)| a == "amd64" && n != "volumes" && n != "runtime-config")
         .map(|(_, n, _)| n.as_str())
         .collect();
     assert_eq!(names, packed, "diff names the image layers in pack's order");

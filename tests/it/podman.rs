@@ -38,6 +38,19 @@ fn root_tar(root: &Path) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
+/// Removes the named volumes the test made when it ends, passed or not.
+struct Volumes(Vec<String>);
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        for volume in &self.0 {
+            let _ = Command::new("podman")
+                .args(["volume", "rm", "--force", volume])
+                .output();
+        }
+    }
+}
+
 /// Removes the loaded images when the test ends, passed or not.
 struct Loaded(Vec<String>);
 
@@ -50,6 +63,13 @@ impl Drop for Loaded {
         }
     }
 }
+
+/// What the image's python prints about who runs it and its HOME: uid, gid, HOME, the owner
+/// of /data, and whether it could write a file there.
+const PROBE: &str = "import os, platform, sys; st = os.stat('/data'); \
+    open('/data/probe', 'w').write('x'); \
+    print(os.getuid(), os.getgid(), os.environ['HOME'], st.st_uid, st.st_gid, \
+    os.path.isfile('/opt/comfyui/config/extra_model_paths.yaml'), end=' ')";
 
 #[test]
 fn the_built_image_runs_in_podman_on_both_architectures() {
@@ -125,6 +145,7 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
     std::fs::write(checks.join("check.py"), comfypak::runtime::check::CHECK_PY).unwrap();
     std::fs::set_permissions(&checks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut loaded = Loaded(Vec::new());
+    let mut volumes = Volumes(Vec::new());
     let tag = format!("t{}", std::process::id());
     for arch in [Arch::X86_64, Arch::Aarch64] {
         if arch == Arch::Aarch64 && arm_root.is_none() {
@@ -248,14 +269,27 @@ fn the_built_image_runs_in_podman_on_both_architectures() {
                 .arg(&image)
                 .args([
                     "-c",
-                    "import os, platform, sys; print(platform.machine(), sys.prefix, os.getuid(), \
-                     os.getgid(), os.getcwd(), os.environ['HOME'], \
-                     os.path.isfile('/opt/comfyui/config/extra_model_paths.yaml'))",
+                    &format!("{PROBE}; print(platform.machine(), sys.prefix, os.getcwd())"),
                 ]),
         );
         assert_eq!(
             machine.trim(),
-            format!("{arch} /opt/comfyui/venv 1000 1000 /opt/comfyui/app /data True")
+            format!("1000 1000 /data 1000 1000 True {arch} /opt/comfyui/venv /opt/comfyui/app")
         );
+        // A new named volume at /data (the image declares it) starts out owned by the image's
+        // user, as the image's folder is: ComfyUI can write its inputs and outputs there.
+        let volume = format!("comfypak-test-data-{arch}-{}", std::process::id());
+        run_ok(Command::new("podman").args(["volume", "create", &volume]));
+        volumes.0.push(volume.clone());
+        let mounted = run_ok(
+            Command::new("podman")
+                .args(["run", "--rm", "--network", "none", "--platform"])
+                .arg(format!("linux/{}", arch.oci_name()))
+                .args(["-v", &format!("{volume}:/data")])
+                .args(["--entrypoint", python])
+                .arg(&image)
+                .args(["-c", PROBE]),
+        );
+        assert_eq!(mounted.trim(), "1000 1000 /data 1000 1000 True");
     }
 }
