@@ -18,7 +18,9 @@
 # at the end); real stores (GBs each) are deleted, then `sync` and a pause of SETTLE_S (61)
 # seconds before the next timed pull: ext4 without a journal skips inodes freed in the last
 # 60 s at every new inode (bench/README.md, "Reading the numbers"). Each packing's layout is
-# deleted once pushed (KEEP_IMAGES=1 keeps them). The three are pulled in
+# deleted once pushed (KEEP_IMAGES=1 keeps them); DROP_TREES=1 also deletes the installed
+# layers and the cache's unpacked store before the pulls (the next run installs again). The
+# three are pulled in
 # turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
 # with one thread per layer stream, and pulls several layers at once: splitting a rank into
 # several streams lets the pull use more cores.
@@ -139,6 +141,11 @@ for kind in "${kinds[@]}"; do
   "$comfypak" --quiet push --insecure "$work/$out" "$registry/pull/$kind:latest"
   if [ "$mode" = real ] && [ "${KEEP_IMAGES:-}" != 1 ]; then rm -rf "${work:?}/$out" "$work/$out.stamp"; fi
 done
+if [ "$mode" = real ] && [ "${DROP_TREES:-}" = 1 ]; then
+  # The registry holds what the pulls read: the installed layers and the unpacked store under
+  # them (about 10 GB) are not needed any more on a machine short of disk.
+  rm -rf "${work:?}/$name/build" "$real_cache/unpacked"
+fi
 echo "disk after the pushes: $(df -h --output=avail "$work" | tail -1) free" >&2
 
 now() { date +%s.%N; }
