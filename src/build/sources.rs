@@ -416,7 +416,6 @@ pub fn prebuild(
         }
     }
     let cache_dir = session.cache().root().to_path_buf();
-    let mut runtimes = Runtimes::default();
     let mut rewritten = stack.clone();
     let mut sources = Vec::new();
     // Last first: a line that becomes two (one per platform) does not move the ones before it.
@@ -486,15 +485,8 @@ pub fn prebuild(
                 continue;
             }
             // Every target here has a base (checked above, before anything was fetched).
-            let runtime = runtimes.get(
-                session,
-                stack,
-                bases,
-                target,
-                &cache_dir,
-                name.as_ref(),
-                progress,
-            )?;
+            let runtime =
+                bases.runtime(session, stack, target, &cache_dir, name.as_ref(), progress)?;
             let envs = StackBuildEnvs {
                 session,
                 stack,
@@ -512,7 +504,7 @@ pub fn prebuild(
                     .extra_requires
                     .extend(names.iter().map(ToString::to_string));
             }
-            let built = build_wheel(&source, target, runtime, &envs, &options)?;
+            let built = build_wheel(&source, target, &runtime, &envs, &options)?;
             progress.note(&format!(
                 "{name}: {} {} in {:.1}s",
                 built.filename,
@@ -752,6 +744,10 @@ pub fn build_options(stack: &Stack, name: &PackageName, cache_dir: &Path) -> Bui
 /// what pulling a registry one needs: such a base is pulled when a build first needs it, for
 /// that architecture only (a resolution that builds nothing contacts no registry), by the
 /// digest the lock pins for it when it pins one.
+///
+/// It also holds the target runtimes made from them, one per (base, target), shared by every
+/// stage of one resolution (direct sources, index sdists' metadata, their builds, the rebuild
+/// against the image): each base is pulled or unpacked, and its interpreter probed, once.
 #[derive(Debug, Clone, Default)]
 pub struct BuildBases {
     pub bases: Bases,
@@ -759,9 +755,33 @@ pub struct BuildBases {
     pub insecure: bool,
     /// The lock's `[[tool.comfypak.bases]]`: a tag pinned there is pulled by that digest.
     pub locked: Vec<crate::lock::LockedBase>,
+    runtimes: RuntimeCache,
+}
+
+/// The runtimes made so far, by `base|target`.
+#[derive(Clone, Default)]
+struct RuntimeCache(Arc<Mutex<BTreeMap<String, Arc<Runtime>>>>);
+
+impl std::fmt::Debug for RuntimeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = match self.0.lock() {
+            Ok(map) => map.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        f.debug_tuple("RuntimeCache").field(&keys).finish()
+    }
 }
 
 impl BuildBases {
+    pub fn new(bases: Bases, insecure: bool, locked: Vec<crate::lock::LockedBase>) -> Self {
+        BuildBases {
+            bases,
+            insecure,
+            locked,
+            runtimes: RuntimeCache::default(),
+        }
+    }
+
     /// Whether `arch` has a base (named; a registry one is not pulled here).
     pub fn has(&self, arch: crate::target::Arch) -> bool {
         self.bases.for_arch(arch).is_some()
@@ -816,23 +836,19 @@ impl BuildBases {
     }
 }
 
-/// The target runtimes of source builds, one per (base, target), made when first needed.
-#[derive(Default)]
-struct Runtimes(BTreeMap<String, Runtime>);
-
-impl Runtimes {
-    #[allow(clippy::too_many_arguments)]
-    fn get(
-        &mut self,
+impl BuildBases {
+    /// The target runtime of `target` in its build base, made when first needed (the base
+    /// pulled or unpacked, its interpreter probed) and then shared.
+    fn runtime(
+        &self,
         session: &Session,
         stack: &Stack,
-        bases: &BuildBases,
         target: &Target,
         cache_dir: &Path,
         what: &str,
         progress: &dyn Progress,
-    ) -> Result<&Runtime, BuildError> {
-        let base = bases
+    ) -> Result<Arc<Runtime>, BuildError> {
+        let base = self
             .named(target.platform.arch)
             .ok_or_else(|| BuildError::Request {
                 message: format!(
@@ -841,24 +857,27 @@ impl Runtimes {
                 ),
             })?;
         let key = format!("{}|{target}", base.display());
-        if !self.0.contains_key(&key) {
-            let on_disk = bases
-                .on_disk(session, target.platform.arch, progress)?
-                .unwrap_or_else(|| base.to_path_buf());
-            let runtime = Runtime::for_platform(
-                &Base::from_path(&on_disk)?,
-                target,
-                &stack.target.venv,
-                &RuntimeOptions {
-                    cache_dir: cache_dir.to_path_buf(),
-                    timeout: crate::runtime::DEFAULT_TIMEOUT,
-                },
-            )?;
-            self.0.insert(key.clone(), runtime);
+        // Held while a runtime is made: two stages asking at once make it once.
+        let mut made = self.runtimes.0.lock().map_err(|_| BuildError::Request {
+            message: "a build stage panicked while making a target runtime".to_string(),
+        })?;
+        if let Some(runtime) = made.get(&key) {
+            return Ok(Arc::clone(runtime));
         }
-        self.0.get(&key).ok_or_else(|| BuildError::Request {
-            message: format!("the target runtime of {target} went missing"),
-        })
+        let on_disk = self
+            .on_disk(session, target.platform.arch, progress)?
+            .unwrap_or_else(|| base.to_path_buf());
+        let runtime = Arc::new(Runtime::for_platform(
+            &Base::from_path(&on_disk)?,
+            target,
+            &stack.target.venv,
+            &RuntimeOptions {
+                cache_dir: cache_dir.to_path_buf(),
+                timeout: crate::runtime::DEFAULT_TIMEOUT,
+            },
+        )?);
+        made.insert(key, Arc::clone(&runtime));
+        Ok(runtime)
     }
 }
 
@@ -958,7 +977,6 @@ fn serve_sdist_metadata(
     rx: mpsc::Receiver<SdistMessage>,
     progress: &dyn Progress,
 ) {
-    let mut runtimes = Runtimes::default();
     while let Ok(SdistMessage::Metadata {
         target,
         name,
@@ -968,16 +986,7 @@ fn serve_sdist_metadata(
     }) = rx.recv()
     {
         let answer = index_sdist_metadata(
-            session,
-            stack,
-            backend,
-            bases,
-            &mut runtimes,
-            &target,
-            &name,
-            &version,
-            &file,
-            progress,
+            session, stack, backend, bases, &target, &name, &version, &file, progress,
         )
         .map_err(|e| SdistMetadataError {
             message: e.to_string(),
@@ -1006,7 +1015,6 @@ fn index_sdist_metadata(
     stack: &Stack,
     backend: Backend,
     bases: &BuildBases,
-    runtimes: &mut Runtimes,
     target: &Target,
     name: &PackageName,
     version: &pep440_rs::Version,
@@ -1022,15 +1030,7 @@ fn index_sdist_metadata(
         expected_sha256: Some(sha256),
     };
     let cache_dir = session.cache().root().to_path_buf();
-    let runtime = runtimes.get(
-        session,
-        stack,
-        bases,
-        target,
-        &cache_dir,
-        name.as_ref(),
-        progress,
-    )?;
+    let runtime = bases.runtime(session, stack, target, &cache_dir, name.as_ref(), progress)?;
     let envs = StackBuildEnvs {
         session,
         stack,
@@ -1046,7 +1046,7 @@ fn index_sdist_metadata(
             .extra_requires
             .extend(names.iter().map(ToString::to_string));
     }
-    let (meta, origin) = crate::source::metadata(&source, target, runtime, &envs, &options)?;
+    let (meta, origin) = crate::source::metadata(&source, target, &runtime, &envs, &options)?;
     let meta_name = crate::index::page::normalize_name(&meta.name);
     if meta_name != name.as_ref() || &meta.version != version {
         return Err(SourceError::BadOutput {
@@ -1164,7 +1164,6 @@ pub fn build_index_sdists(
     progress: &dyn Progress,
 ) -> Result<usize, BuildError> {
     let cache_dir = session.cache().root().to_path_buf();
-    let mut runtimes = Runtimes::default();
     let mut count = 0;
     let image = lock.clone();
     for package in &mut lock.packages {
@@ -1209,15 +1208,8 @@ pub fn build_index_sdists(
                     })
                 }
             };
-            let runtime = runtimes.get(
-                session,
-                stack,
-                bases,
-                target,
-                &cache_dir,
-                name.as_ref(),
-                progress,
-            )?;
+            let runtime =
+                bases.runtime(session, stack, target, &cache_dir, name.as_ref(), progress)?;
             let options = options_against_image(stack, &image, target, &name, &cache_dir, &bad)?;
             let envs = StackBuildEnvs {
                 session,
@@ -1233,7 +1225,7 @@ pub fn build_index_sdists(
             progress.stage(&format!(
                 "building {name} {version} from its sdist for {target}"
             ));
-            let made = build_wheel(source, target, runtime, &envs, &options)?;
+            let made = build_wheel(source, target, &runtime, &envs, &options)?;
             let parsed: crate::filename::WheelFilename = made
                 .filename
                 .parse()
@@ -1310,7 +1302,6 @@ pub fn rebuild_against_image(
     progress: &dyn Progress,
 ) -> Result<usize, BuildError> {
     let cache_dir = session.cache().root().to_path_buf();
-    let mut runtimes = Runtimes::default();
     let mut count = 0;
     let image = lock.clone();
     for source in &prebuilt.sources {
@@ -1329,15 +1320,8 @@ pub fn rebuild_against_image(
         // The first build's sha256 → the one made here, per target.
         let mut replaced: BTreeMap<String, crate::lock::LockedWheel> = BTreeMap::new();
         for (target, first) in &source.wheels {
-            let runtime = runtimes.get(
-                session,
-                stack,
-                bases,
-                target,
-                &cache_dir,
-                name.as_ref(),
-                progress,
-            )?;
+            let runtime =
+                bases.runtime(session, stack, target, &cache_dir, name.as_ref(), progress)?;
             let options = options_against_image(stack, &image, target, name, &cache_dir, &bad)?;
             let envs = StackBuildEnvs {
                 session,
@@ -1354,7 +1338,7 @@ pub fn rebuild_against_image(
                     "match-runtime"
                 }
             ));
-            let made = build_wheel(&source.source, target, runtime, &envs, &options)?;
+            let made = build_wheel(&source.source, target, &runtime, &envs, &options)?;
             let (before, after) = (
                 resolved_metadata(first, &bad)?,
                 resolved_metadata(&made, &bad)?,

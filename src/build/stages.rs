@@ -198,14 +198,14 @@ pub fn resolve(
     // Source requirements (URLs, folders, git) become wheels first; index sdists are the
     // resolver's. They build in the build base: `--build-base`, else `[build] base`, else
     // the image's base (`--base`, else `[base]`).
-    let bases = super::sources::BuildBases {
-        bases: build_bases(request, &stack),
-        insecure: request.insecure_base,
-        locked: existing
+    let bases = super::sources::BuildBases::new(
+        build_bases(request, &stack),
+        request.insecure_base,
+        existing
             .as_ref()
             .map(|l| l.tool.comfypak.bases.clone())
             .unwrap_or_default(),
-    };
+    );
     let prebuilt = super::sources::prebuild(session, &stack, backend, &targets, &bases, progress)?;
     let client = session.index_client();
     progress.resolve_started(targets.len());

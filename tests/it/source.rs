@@ -1446,12 +1446,17 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
     );
     super::base_pull::serve(&registry, &dir.path().join("build-image"), "lib/build:1");
     let reference = format!("docker://127.0.0.1:{}/lib/build:1", registry.port);
+    // With a match-runtime requirement, demo builds twice (in isolation for the resolution,
+    // then with the image's mini-backend): every stage shares one runtime of the base, pulled
+    // once.
     std::fs::write(
         stack_dir.join("pak/deps.txt"),
-        format!("demo @ {folder_url}\n"),
+        format!("demo @ {folder_url}\nmini-backend\n"),
     )
     .unwrap();
-    with(&format!("\n[build]\nbase = \"{reference}\"\n"));
+    with(&format!(
+        "\n[build]\nbase = \"{reference}\"\n\n[build.match-runtime]\ndemo = [\"mini-backend\"]\n"
+    ));
     let (code, stderr) = resolve(&[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--insecure-base"), "{stderr}");
@@ -1463,6 +1468,7 @@ fn source_builds_run_in_the_build_base_not_the_images_base() {
         )),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("build base ").count(), 1, "{stderr}");
     assert_eq!(built(), "demo-1.0-py3-none-any.whl");
     // `--build-base` takes one too; the build itself now comes from the build cache.
     let (code, stderr) = resolve(&["--insecure-base", "--build-base", &reference]);
