@@ -76,10 +76,10 @@ if [ "$mode" = fixture ]; then
   mkdir -p "$work/F"
   ln -sfn "$repo/pak" "$work/F/stack"
   ln -sfn "$work/fixture/pylock.toml" "$work/F/pylock.toml"
-  mkdir -p "$work/F/build"
-  ln -sfn "$work/fixture/build/x86_64/layers" "$work/F/build/layers"
+  ln -sfn "$work/fixture/build" "$work/F/build"
   name=F
-  platform=(--platform x86_64)
+  # The lock was resolved without the nodes layer (as build-offline.sh does).
+  platform=(--platform x86_64 --no-layer nodes)
 else
   source "$repo/bench/real-stack.sh"
   prepare_real A "$TORCH_A" "$VISION_A"
@@ -184,14 +184,46 @@ for _ in $(seq "$runs"); do
   done
 done
 
+# What decompression alone costs: each packing's layer blobs, as the registry stores them,
+# decompressed one after another by the reference tools (gzip -dc, zstd -dc) to /dev/null.
+# A pull decompresses every layer at least once (containers-storage: once more to check the
+# diff_id) and writes the files; this column separates the first from the rest.
+decompress_s() { # KIND -> seconds
+  python3 - "$registry" "$1" "$work/pull-registry/data/docker/registry/v2/blobs/sha256" << 'PY'
+import json, subprocess, sys, time, urllib.request
+registry, kind, blobs = sys.argv[1:]
+accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+def get(reference):
+    req = urllib.request.Request(f"http://{registry}/v2/pull/{kind}/manifests/{reference}", headers={"Accept": accept})
+    return json.load(urllib.request.urlopen(req, timeout=60))
+manifest = get("latest")
+if "manifests" in manifest:
+    manifest = get(manifest["manifests"][0]["digest"])
+started = time.monotonic()
+for layer in manifest["layers"]:
+    hex_ = layer["digest"].split(":")[1]
+    tool = ["zstd", "-dcq"] if layer["mediaType"].endswith("zstd") else ["gzip", "-dc"]
+    subprocess.run(tool + [f"{blobs}/{hex_[:2]}/{hex_}/data"], stdout=subprocess.DEVNULL, check=True)
+print(f"{time.monotonic() - started:.2f}")
+PY
+}
+declare -A decompress
+for kind in "${kinds[@]}"; do
+  if command -v gzip > /dev/null && command -v zstd > /dev/null; then
+    decompress[$kind]=$(decompress_s "$kind")
+  else
+    decompress[$kind]=-
+  fi
+done
+
 echo
 echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay), $mode layers, median of $runs; the 2-core machine was shared with other work"
-printf '%-12s %8s %14s %10s %8s\n' kind layers "bytes" "pull s" ratio
+printf '%-12s %8s %14s %10s %8s %14s\n' kind layers "bytes" "pull s" ratio "decompress s"
 base=$(echo "${times[gzip-single]}" | tr ' ' '\n' | grep . | median)
 for kind in "${kinds[@]}"; do
   read -r bytes count <<< "${sizes[$kind]}"
   t=$(echo "${times[$kind]}" | tr ' ' '\n' | grep . | median)
-  printf '%-12s %8s %14s %10.2f %8.2f\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)"
+  printf '%-12s %8s %14s %10.2f %8.2f %14s\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)" "${decompress[$kind]}"
 done
 echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]}"
 echo "load average (1 min) before each pull: ${loads[*]}"
