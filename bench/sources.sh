@@ -82,11 +82,21 @@ timeout = "${BUILD_TIMEOUT:-2h}"
 name = "sources"
 paks = ["sources.txt"]
 EOF
+# cpu_run FILE CMD...: runs CMD and appends the CPU seconds (user, system) of it and every
+# process under it that was waited for (the builds' compilers included) to FILE. CPU time
+# says what each side's work costs whatever else the machine runs; wall time does not.
+cpu_run() {
+  python3 -c 'import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "a").write(f"{used.ru_utime:.1f} {used.ru_stime:.1f}\n")
+sys.exit(code)' "$@"
+}
 comfypak_run() { # NAME: resolve with a fresh lock into $W/comfypak-NAME.log; prints seconds
   local t0 t1
   rm -f "$W/pylock.toml"
   t0=$(date +%s.%N)
-  "$COMFYPAK" resolve --stack "$W/stack" -o "$W/pylock.toml" --cache-dir "$W/comfypak-cache" \
+  cpu_run "$W/comfypak-$1.cpu" "$COMFYPAK" resolve --stack "$W/stack" -o "$W/pylock.toml" --cache-dir "$W/comfypak-cache" \
     --index "pytorch-cu130=$PYPI_URL" >"$W/comfypak-$1.log" 2>&1 ||
     { tail -n 30 "$W/comfypak-$1.log" >&2; echo "bench/sources.sh: comfypak resolve ($1) failed" >&2; exit 1; }
   t1=$(date +%s.%N)
@@ -107,8 +117,11 @@ print("pip:", url.rsplit("/", 1)[1])
 PY
 # One pip command in a private mount namespace: the base with /proc, /dev, this host's DNS and
 # CA bundle (the network goes through a TLS-inspecting proxy here) and $W/pip at /mnt.
+# `--cpu FILE` first: its CPU time goes to FILE (cpu_run).
 pip_in_base() {
-  unshare -m --propagation private sh -c '
+  local measure=()
+  if [ "$1" = --cpu ]; then measure=(cpu_run "$2"); shift 2; fi
+  "${measure[@]}" unshare -m --propagation private sh -c '
     set -e
     root=$1; w=$2; shift 2
     mount --bind "$root" "$root"
@@ -129,7 +142,7 @@ pip_run() { # NAME: one pip wheel per package into $W/pip-NAME.times; prints tot
   for spec in $(cat "$W/specs.txt"); do
     rm -rf "$W/pip/out"
     t0=$(date +%s.%N)
-    pip_in_base python3.14 /mnt/pip.whl/pip wheel --no-deps \
+    pip_in_base --cpu "$W/pip-$1.cpu" python3.14 /mnt/pip.whl/pip wheel --no-deps \
       --index-url "$PYPI_URL" --cache-dir /mnt/cache -w /mnt/out "$spec" >>"$W/pip-$1.log" 2>&1 ||
       { tail -n 30 "$W/pip-$1.log" >&2; echo "bench/sources.sh: pip wheel $spec ($1) failed" >&2; exit 1; }
     t1=$(date +%s.%N)
@@ -176,6 +189,13 @@ sb = sum(cc.get(n, 0) for n in pc)
 print(f"{'builds, summed':<16} {sb:>13.1f}s {sum(pc.values()):>8.1f}s {sb / sum(pc.values()):>5.2f}x {sum(cw.values()):>13.1f}s {sum(pw.values()):>8.1f}s")
 print(f"{'whole command':<16} {c_cold:>13.1f}s {p_cold:>8.1f}s {c_cold / p_cold:>5.2f}x {c_warm:>13.1f}s {p_warm:>8.1f}s")
 print("(comfypak's whole command also resolves every runtime dependency and prepares the sdists' metadata; pip's builds one named sdist at a time)")
+def cpu(side, name):
+    rows = [list(map(float, l.split())) for l in open(f"{w}/{side}-{name}.cpu")]
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+for name in ("cold", "warm"):
+    cu, cs = cpu("comfypak", name)
+    pu, ps = cpu("pip", name)
+    print(f"CPU, {name}: comfypak {cu:.1f}s user + {cs:.1f}s system, pip {pu:.1f}s + {ps:.1f}s: {(cu + cs) / (pu + ps):.2f}x")
 print(f"cold:  comfypak / pip = {c_cold / p_cold:.2f}x (goal <= 1.0x: {'met' if c_cold / p_cold <= 1.0 else 'NOT met'})")
 print(f"warm:  comfypak warm / pip cold = {c_warm / p_cold:.3f}x (goal <= 0.05x: {'met' if c_warm / p_cold <= 0.05 else 'NOT met'})")
 print(f"       comfypak warm / pip warm (pip's wheel cache) = {c_warm / p_warm:.2f}x")
