@@ -154,13 +154,17 @@ fi
 #                    expect it from the system, like libGL, which nothing imported here needs:
 #                    the cv2 that wins is the headless one)
 BASE_PACKAGES="ca-certificates git libatomic1 libgomp1 libx11-6"
+# python_root OCI_ARCH: the cached root's folder (made by scripts/python-root.sh when missing).
+python_root() {
+  PYTHON_ROOT_SUITE=$SUITE PYTHON_ROOT_MIRROR=${COMFYPAK_E2E_MIRROR:-} \
+    bash "$REPO/scripts/python-root.sh" --arch "$1" --packages "$BASE_PACKAGES" "$CACHE/roots" |
+    tail -n 1
+}
 declare -A ROOT PYTHON_VERSION
 for arch in "${ARCHS[@]}"; do
   step "debian root ($arch)"
   echo "$SUITE $(oci_arch "$arch"), minbase + python3.14 $BASE_PACKAGES"
-  ROOT[$arch]=$(PYTHON_ROOT_SUITE=$SUITE PYTHON_ROOT_MIRROR=${COMFYPAK_E2E_MIRROR:-} \
-    bash "$REPO/scripts/python-root.sh" --arch "$(oci_arch "$arch")" --packages "$BASE_PACKAGES" \
-    "$CACHE/roots" | tail -n 1) || fail "scripts/python-root.sh --arch $(oci_arch "$arch") (log: $CACHE/roots/debootstrap-root-$(oci_arch "$arch").log)"
+  ROOT[$arch]=$(python_root "$(oci_arch "$arch")") || fail "scripts/python-root.sh --arch $(oci_arch "$arch") (log: $CACHE/roots/debootstrap-root-$(oci_arch "$arch").log)"
   [ -x "${ROOT[$arch]}/usr/bin/python3.14" ] || fail "no /usr/bin/python3.14 in ${ROOT[$arch]}"
   PYTHON_VERSION[$arch]=$(chroot "${ROOT[$arch]}" /usr/bin/python3.14 -c 'import sys; print(sys.version.split()[0])')
   echo "${ROOT[$arch]}: python ${PYTHON_VERSION[$arch]}; $(chroot "${ROOT[$arch]}" /usr/bin/python3.14 -c 'import os, platform; print(os.confstr("CS_GNU_LIBC_VERSION"), platform.machine())'); $(du -sh "${ROOT[$arch]}" | cut -f1)"
@@ -364,7 +368,7 @@ PY
 if [ "${COMFYPAK_E2E_WARM_BYTECODE:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ] &&
   [[ " ${ARCHS[*]} " == *" aarch64 "* ]] && [[ " ${ARCHS[*]} " != *" x86_64 "* ]]; then
   step "bytecode cache from x86_64"
-  WARM_ROOT=$(PYTHON_ROOT_SUITE=$SUITE PYTHON_ROOT_MIRROR=${COMFYPAK_E2E_MIRROR:-}     bash "$REPO/scripts/python-root.sh" --arch amd64 --packages "$BASE_PACKAGES"     "$CACHE/roots" | tail -n 1) || fail "scripts/python-root.sh --arch amd64"
+  WARM_ROOT=$(python_root amd64) || fail "scripts/python-root.sh --arch amd64 (log: $CACHE/roots/debootstrap-root-amd64.log)"
   WARM=$WORK/warm-x86_64
   mkdir -p "$WARM"
   cp -a "$STACK" "$WARM/stack"

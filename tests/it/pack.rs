@@ -636,41 +636,13 @@ fn missing_layer_folders_and_bad_settings_are_explained() {
     assert!(err.contains("layer `deps`"), "{err}");
     assert!(err.contains("comfypak install --layer deps"), "{err}");
 
-    fs::write(
-        stack.join("image.toml"),
-        "[image]\nenv = { PATH = \"/x\" }\n",
-    )
-    .unwrap();
     write_layers(&dir.path().join("build/layers"), "1", false);
-    let err = PackSetup::new(
-        &stack,
-        dir.path().join("build/layers"),
-        dir.path().join("img"),
-    )
-    .try_run()
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("image.toml") && err.contains("image.env.PATH"),
-        "{err}"
-    );
-
-    fs::write(
-        stack.join("image.toml"),
-        "[[directory]]\nname = \"deps\"\nsource = \".\"\npath = \"/x\"\n",
-    )
-    .unwrap();
-    let err = PackSetup::new(
-        &stack,
-        dir.path().join("build/layers"),
-        dir.path().join("img"),
-    )
-    .try_run()
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("has the name of another layer"), "{err}");
-
     for (settings, expected) in [
+        ("[image]\nenv = { PATH = \"/x\" }\n", "image.env.PATH"),
+        (
+            "[[directory]]\nname = \"deps\"\nsource = \".\"\npath = \"/x\"\n",
+            "has the name of another layer",
+        ),
         (
             "[image]\nuser = \"comfy\"\nvolumes = [\"/data\"]\n",
             "\"comfy\" is not numeric",

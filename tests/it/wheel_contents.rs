@@ -135,39 +135,51 @@ fn env() -> EnvPaths {
     }
 }
 
+/// `built`, written into `dir`, as the one requested wheel of layer `deps`.
+fn deps_wheel(dir: &Path, package: &str, built: &BuiltWheel) -> InstallWheel {
+    InstallWheel {
+        package: package.to_string(),
+        layer: "deps".to_string(),
+        requested: true,
+        direct_url: None,
+        filename: built.filename.parse().unwrap(),
+        sha256: built.sha256.parse().unwrap(),
+        path: write(dir, built),
+        accepted_record: Vec::new(),
+    }
+}
+
+/// Installs `wheel` alone as layer `deps` into `out`.
+fn install_deps(
+    cache: &Cache,
+    out: &Path,
+    wheel: &InstallWheel,
+    link_mode: LinkMode,
+) -> Result<comfypak::install::InstallReport, InstallError> {
+    install_layer(
+        cache,
+        out,
+        &env(),
+        "deps",
+        std::slice::from_ref(wheel),
+        &[],
+        &InstallOptions {
+            link_mode,
+            ..InstallOptions::default()
+        },
+    )
+}
+
 #[test]
 fn store_files_are_read_only_and_an_edited_store_entry_is_unpacked_again() {
     let dir = tempfile::tempdir().unwrap();
     let built = WheelSpec::new("tool-pkg", "1.0")
         .file("tool_pkg/core.py", b"VALUE = 1\n".to_vec())
         .build();
-    let path = write(dir.path(), &built);
     let cache = Cache::new(dir.path().join("cache"));
-    let wheel = InstallWheel {
-        package: "tool-pkg".to_string(),
-        layer: "deps".to_string(),
-        requested: true,
-        direct_url: None,
-        filename: built.filename.parse().unwrap(),
-        sha256: built.sha256.parse().unwrap(),
-        path,
-        accepted_record: Vec::new(),
-    };
+    let wheel = deps_wheel(dir.path(), "tool-pkg", &built);
     let out = dir.path().join("build");
-    let install = |mode: LinkMode| -> Result<_, InstallError> {
-        install_layer(
-            &cache,
-            &out,
-            &env(),
-            "deps",
-            std::slice::from_ref(&wheel),
-            &[],
-            &InstallOptions {
-                link_mode: mode,
-                ..InstallOptions::default()
-            },
-        )
-    };
+    let install = |mode: LinkMode| install_deps(&cache, &out, &wheel, mode);
     install(LinkMode::Hardlink).unwrap();
     let store = unpacked_dir(&cache, &wheel.sha256).join("tree/tool_pkg/core.py");
     let mode = std::fs::metadata(&store).unwrap().permissions().mode();
@@ -197,31 +209,10 @@ fn damage_deep_in_a_store_tree_is_found_and_unpacked_again() {
         .file("deep_pkg/a/b/leaf.py", b"LEAF = 1\n".to_vec())
         .file("deep_pkg/a/b/other.py", b"OTHER = 2\n".to_vec())
         .build();
-    let path = write(dir.path(), &built);
     let cache = Cache::new(dir.path().join("cache"));
-    let wheel = InstallWheel {
-        package: "deep-pkg".to_string(),
-        layer: "deps".to_string(),
-        requested: true,
-        direct_url: None,
-        filename: built.filename.parse().unwrap(),
-        sha256: built.sha256.parse().unwrap(),
-        path,
-        accepted_record: Vec::new(),
-    };
+    let wheel = deps_wheel(dir.path(), "deep-pkg", &built);
     let out = dir.path().join("build");
-    let install = || {
-        install_layer(
-            &cache,
-            &out,
-            &env(),
-            "deps",
-            std::slice::from_ref(&wheel),
-            &[],
-            &InstallOptions::default(),
-        )
-        .unwrap()
-    };
+    let install = || install_deps(&cache, &out, &wheel, LinkMode::default()).unwrap();
     let linked = install().linked;
     let tree = unpacked_dir(&cache, &wheel.sha256).join("tree");
     let leaf = tree.join("deep_pkg/a/b/leaf.py");
