@@ -48,6 +48,9 @@
 #   COMFYPAK_E2E_TRIM=1     drop the comfypak cache's unpacked wheel trees (and each build's
 #                           layer folders) once both checks no longer need them, before podman
 #                           loads the images: about 13 GB less at the peak per platform
+#   COMFYPAK_E2E_PODMAN_BESIDE=1  run the podman step beside the sandbox check instead of
+#                           after it (for a run under qemu, where each takes hours of a core);
+#                           needs the disk for both at once: the trim waits for both
 #   COMFYPAK_E2E_SUITE      Debian suite with python3.14 (default: testing)
 #   COMFYPAK_E2E_MIRROR     Debian mirror URL (default: the first Debian one in apt's sources)
 #   COMFYPAK_BIN            a comfypak binary to use instead of `cargo build --release`
@@ -389,6 +392,11 @@ if [ "${COMFYPAK_E2E_WARM_BYTECODE:-1}" = 1 ] && [ "$(uname -m)" = x86_64 ] &&
   echo "bytecode cache: $(du -sh "$COMFYPAK_CACHE/bytecode" | cut -f1)"
   [ "$WARM_RC" = 0 ] || { tail -n 20 "$WORK/warm-x86_64.log"; fail "the x86_64 bytecode warm-up (exit $WARM_RC)"; }
   rm -rf --one-file-system "$WARM"
+  # The x86_64 wheels' unpacked trees are of no use to the aarch64 build (the pure wheels' are
+  # unpacked again in seconds).
+  if [ "${COMFYPAK_E2E_TRIM:-0}" = 1 ]; then
+    rm -rf --one-file-system "$COMFYPAK_CACHE/unpacked"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -422,67 +430,24 @@ for arch in "${ARCHS[@]}"; do
   done
 done
 
-# Build #2 runs beside the check (the check's python uses a core its gzip does not). Build #1's
-# image goes first: its digests are written down, and its blobs would double the disk peak.
-step "build #2 (in the background)"
-rm -rf --one-file-system "$OUT/image"
-# Its own process group (set -m), so that a failure below can stop all of it.
-set -m
-(build >"$WORK/build-2.log" 2>&1; echo $? >"$WORK/build-2.rc") &
-BUILD2=$!
-set +m
-trap 'kill -TERM -- "-$BUILD2" 2>/dev/null || true' EXIT
-
 # ---------------------------------------------------------------------------------------------
-step "comfypak check (${ARCHS[*]})"
-echo "comfypak check: build #1's layers on the base, in comfypak's sandbox (no network)"
-set +e
-"$COMFYPAK" check --stack "$STACK" --out "$WORK/check-out" --base "$WORK/base" --lock "$LOCK" \
-  --timeout 14400 --cache-dir "$COMFYPAK_CACHE" >"$WORK/check.log" 2>&1
-CHECK_RC=$?
-set -e
-# Per platform: the header, allowed failures, failures and the totals (not every distribution).
-awk '/^distributions:$/ {skip = 1; next} /^[^ ]/ {skip = 0} !skip' "$WORK/check.log" | tee "$WORK/check-summary.txt"
-grep '^distributions ' "$WORK/check.log" >/dev/null || { tail -n 30 "$WORK/check.log"; fail "comfypak check reported nothing (exit $CHECK_RC)"; }
-
-# ---------------------------------------------------------------------------------------------
-step "build #2 (waiting for it)"
-wait "$BUILD2" || true
-trap - EXIT
-show_build_log "$WORK/build-2.log"
-BUILD2_RC=$(cat "$WORK/build-2.rc" 2>/dev/null || echo 1)
-[ "$BUILD2_RC" = 0 ] || fail "build #2 failed (exit $BUILD2_RC)"
-digests "$OUT/image" >"$WORK/digests-2.txt"
-if cmp -s "$WORK/digests-1.txt" "$WORK/digests-2.txt"; then
-  SAME="identical"
-else
-  diff "$WORK/digests-1.txt" "$WORK/digests-2.txt" || true
-  SAME="DIFFERENT"
-fi
-echo "build #1 and build #2 digests: $SAME"
-
-# ---------------------------------------------------------------------------------------------
-step "podman run (${ARCHS[*]})"
-# Each platform's image as a docker archive of build #1's layers on its base, loaded into
-# podman; check.py (what `comfypak check` runs in its sandbox) runs in a fresh container without
-# network, with the image's python. The OCI images are no longer needed (their digests are in
-# digests-*.txt), nor, once the archives are written, the layer trees.
-rm -rf --one-file-system "$OUT"
-for arch in "${ARCHS[@]}"; do
-  "$COMFYPAK" pack --stack "$STACK" --out "$WORK/check-out" --lock "$LOCK" --platform "$arch" \
-    --layers "$arch=$(layers_of "$WORK/check-out" "$arch")" --base "$WORK/base" \
-    --format docker-archive --name localhost/comfypak-e2e --tag "e2e-$$-$arch" \
-    --output "$WORK/image-$arch.tar" >/dev/null
-done
-if [ "${COMFYPAK_E2E_TRIM:-0}" = 1 ]; then
-  rm -rf --one-file-system "$WORK/check-out" "$COMFYPAK_CACHE/unpacked"
-  echo "COMFYPAK_E2E_TRIM=1: removed the layer trees and the cache's unpacked wheels"
-fi
+# The podman step: each platform's image as a docker archive of build #1's layers on its base,
+# loaded into podman; check.py (what `comfypak check` runs in its sandbox) runs in a fresh
+# container without network, with the image's python.
 ENTRY_PY=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["image"]["entrypoint"][0])' "$STACK/image.toml")
 HOST_ARCH=$(uname -m)
-PODMAN_RC=0
-: >"$WORK/podman-check.txt"
-for arch in "${ARCHS[@]}"; do
+# pack_archive ARCH: build #1's layers of ARCH on the base, as $WORK/image-ARCH.tar.
+pack_archive() {
+  "$COMFYPAK" pack --stack "$STACK" --out "$WORK/check-out" --lock "$LOCK" --platform "$1" \
+    --layers "$1=$(layers_of "$WORK/check-out" "$1")" --base "$WORK/base" \
+    --format docker-archive --name localhost/comfypak-e2e --tag "e2e-$$-$1" \
+    --output "$WORK/image-$1.tar" >/dev/null
+}
+# podman_check ARCH: load ARCH's archive, run the check in a container, write the summary to
+# $WORK/podman-check-ARCH.txt and its verdict (0, or 1 when something not allowed failed) to
+# $WORK/podman-check-ARCH.rc; a step that breaks (load, run) ends the script through set -e.
+podman_check() {
+  local arch=$1 rc started
   PODMAN_IMAGE=localhost/comfypak-e2e:e2e-$$-$arch
   podman load --quiet -i "$WORK/image-$arch.tar"
   rm -f "$WORK/image-$arch.tar"
@@ -521,7 +486,7 @@ for arch in "${ARCHS[@]}"; do
   set -e
   [ "$rc" = 0 ] || { tail -n 20 "$WORK/podman-$arch.log"; fail "podman run of the $arch image (exit $rc)"; }
   set +e
-  python3 - "$WORK/podman-check-$arch/result.json" "$STACK/stack.toml" "$arch" $(($(date +%s) - started)) <<'PY' | tee -a "$WORK/podman-check.txt"
+  python3 - "$WORK/podman-check-$arch/result.json" "$STACK/stack.toml" "$arch" $(($(date +%s) - started)) <<'PY' | tee "$WORK/podman-check-$arch.txt"
 import json, sys, tomllib
 r = json.load(open(sys.argv[1]))
 allow = tomllib.load(open(sys.argv[2], "rb")).get("check", {}).get("allow", {})
@@ -541,8 +506,103 @@ for x in failed:
     print(f"  FAILED: {x.get('module') or x.get('script')}: {(x.get('error') or x.get('broken') or x.get('tried'))!s:.200}")
 sys.exit(1 if failed else 0)
 PY
-  [ "${PIPESTATUS[0]}" = 0 ] || PODMAN_RC=1
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   set -e
+  echo "$rc" >"$WORK/podman-check-$arch.rc"
+}
+trim() {
+  if [ "${COMFYPAK_E2E_TRIM:-0}" = 1 ]; then
+    rm -rf --one-file-system "$WORK/check-out" "$COMFYPAK_CACHE/unpacked"
+    echo "COMFYPAK_E2E_TRIM=1: removed the layer trees and the cache's unpacked wheels"
+  fi
+}
+
+# Build #2 runs beside the check (the check's python uses a core its gzip does not). Build #1's
+# image goes first: its digests are written down, and its blobs would double the disk peak.
+step "build #2 (in the background)"
+rm -rf --one-file-system "$OUT/image"
+# Its own process group (set -m), so that a failure below can stop all of it.
+set -m
+(build >"$WORK/build-2.log" 2>&1; echo $? >"$WORK/build-2.rc") &
+BUILD2=$!
+set +m
+trap 'kill -TERM -- "-$BUILD2" 2>/dev/null || true' EXIT
+
+# COMFYPAK_E2E_PODMAN_BESIDE=1: the podman step runs now, beside the sandbox check, instead of
+# after it: for a run under qemu, where the two checks each take hours of one core. The layer
+# trees stay until both are done (no trim before podman loads its images).
+PODMAN_BESIDE=${COMFYPAK_E2E_PODMAN_BESIDE:-0}
+if [ "$PODMAN_BESIDE" = 1 ]; then
+  step "podman run (${ARCHS[*]}, in the background)"
+  set -m
+  (
+    (
+      for arch in "${ARCHS[@]}"; do
+        pack_archive "$arch"
+        podman_check "$arch"
+      done
+    ) >"$WORK/podman.log" 2>&1
+    echo $? >"$WORK/podman.rc"
+  ) &
+  PODMAN_BG=$!
+  set +m
+  trap 'kill -TERM -- "-$BUILD2" "-$PODMAN_BG" 2>/dev/null || true' EXIT
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "comfypak check (${ARCHS[*]})"
+echo "comfypak check: build #1's layers on the base, in comfypak's sandbox (no network)"
+set +e
+"$COMFYPAK" check --stack "$STACK" --out "$WORK/check-out" --base "$WORK/base" --lock "$LOCK" \
+  --timeout 14400 --cache-dir "$COMFYPAK_CACHE" >"$WORK/check.log" 2>&1
+CHECK_RC=$?
+set -e
+# Per platform: the header, allowed failures, failures and the totals (not every distribution).
+awk '/^distributions:$/ {skip = 1; next} /^[^ ]/ {skip = 0} !skip' "$WORK/check.log" | tee "$WORK/check-summary.txt"
+grep '^distributions ' "$WORK/check.log" >/dev/null || { tail -n 30 "$WORK/check.log"; fail "comfypak check reported nothing (exit $CHECK_RC)"; }
+
+# ---------------------------------------------------------------------------------------------
+step "build #2 (waiting for it)"
+wait "$BUILD2" || true
+trap - EXIT
+[ "${PODMAN_BESIDE:-0}" != 1 ] || trap 'kill -TERM -- "-$PODMAN_BG" 2>/dev/null || true' EXIT
+show_build_log "$WORK/build-2.log"
+BUILD2_RC=$(cat "$WORK/build-2.rc" 2>/dev/null || echo 1)
+[ "$BUILD2_RC" = 0 ] || fail "build #2 failed (exit $BUILD2_RC)"
+digests "$OUT/image" >"$WORK/digests-2.txt"
+if cmp -s "$WORK/digests-1.txt" "$WORK/digests-2.txt"; then
+  SAME="identical"
+else
+  diff "$WORK/digests-1.txt" "$WORK/digests-2.txt" || true
+  SAME="DIFFERENT"
+fi
+echo "build #1 and build #2 digests: $SAME"
+
+# ---------------------------------------------------------------------------------------------
+if [ "$PODMAN_BESIDE" = 1 ]; then
+  step "podman run (waiting for it)"
+  wait "$PODMAN_BG" || true
+  trap - EXIT
+  cat "$WORK/podman.log"
+  [ "$(cat "$WORK/podman.rc" 2>/dev/null || echo 1)" = 0 ] || fail "the podman step broke (log above)"
+  rm -rf --one-file-system "$OUT"
+  trim
+else
+  step "podman run (${ARCHS[*]})"
+  # The OCI images are no longer needed (their digests are in digests-*.txt), nor, once the
+  # archives are written, the layer trees.
+  rm -rf --one-file-system "$OUT"
+  for arch in "${ARCHS[@]}"; do
+    pack_archive "$arch"
+  done
+  trim
+  for arch in "${ARCHS[@]}"; do
+    podman_check "$arch"
+  done
+fi
+PODMAN_RC=0
+for arch in "${ARCHS[@]}"; do
+  [ "$(cat "$WORK/podman-check-$arch.rc" 2>/dev/null || echo 1)" = 0 ] || PODMAN_RC=1
 done
 end_step
 STEP_NAME=""
@@ -555,7 +615,9 @@ for arch in "${ARCHS[@]}"; do
 done
 echo "comfypak $("$COMFYPAK" --version | awk '{print $2}'); $(grep -c '^\[\[packages\]\]' "$LOCK") packages in the lock"
 grep -E '^(check |distributions [0-9]|check: )' "$WORK/check-summary.txt" || true
-cat "$WORK/podman-check.txt"
+for arch in "${ARCHS[@]}"; do
+  cat "$WORK/podman-check-$arch.txt" 2>/dev/null || echo "podman run ($arch): no result"
+done
 echo "image (build #1):"
 sed 's/^/  /' "$WORK/digests-1.txt"
 echo "build #1 and build #2 digests: $SAME"
