@@ -354,8 +354,11 @@ for m in manifests:
     print(f"{arch + ' manifest':<24}{m['digest']}  ({len(manifest['layers'])} layers, {total} bytes)")
     print(f"{arch + ' config':<24}{manifest['config']['digest']}")
     for i, layer in enumerate(manifest["layers"]):
-        name = layer.get("annotations", {}).get("io.comfypak.layer") or f"base-{i + 1}"
-        print(f"{arch + ' ' + name:<24}{layer['digest']}  {layer['size']:>11} bytes")
+        notes = layer.get("annotations", {})
+        name = notes.get("io.comfypak.layer") or f"base-{i + 1}"
+        if "io.comfypak.distribution" in notes:  # a distribution's own part of a split layer
+            name += "/" + notes["io.comfypak.distribution"]
+        print(f"{arch + ' ' + name:<56}{layer['digest']}  {layer['size']:>11} bytes")
 PY
 }
 
