@@ -328,6 +328,32 @@ fn build_on_a_python_base_then_check() {
         ["demo_app", "demo_bad_cli", "demo_base", "demo_many"]
     );
     assert_eq!(report["failures"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["imports_only"], false);
+
+    // --imports-only: the same imports, no console script run (so the failing one does not
+    // count), and an allow entry for a script is not called stale.
+    let out = comfypak(
+        &[
+            "check",
+            "--imports-only",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out1",
+            "--base",
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+        &cache,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout.contains("modules 5 (4 imported in "), "{stdout}");
+    assert!(
+        stdout.contains("console scripts 2 (not run: --imports-only), unexpected failures 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("check: OK"), "{stdout}");
 
     // With the script allowed too, the check passes.
     let pak = fixture_stack(
@@ -350,6 +376,30 @@ fn build_on_a_python_base_then_check() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("check: OK"));
+    let imports_only = comfypak(
+        &[
+            "check",
+            "--imports-only",
+            "--json",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out1",
+            "--base",
+            root.to_str().unwrap(),
+        ],
+        dir.path(),
+        &cache,
+    );
+    assert!(imports_only.status.success(), "{}", text(&imports_only));
+    let reports: serde_json::Value = serde_json::from_slice(&imports_only.stdout).unwrap();
+    assert_eq!(reports[0]["imports_only"], true, "{reports}");
+    assert_eq!(reports[0]["scripts"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        reports[0]["stale_allow"].as_array().unwrap().len(),
+        0,
+        "demo-bad names a script that did not run: {reports}"
+    );
 }
 
 /// Both architectures, as CI runs them where qemu-aarch64 is registered: one build with a base
