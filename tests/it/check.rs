@@ -271,7 +271,7 @@ fn build_on_a_python_base_then_check() {
     same_layers("out4");
 
     // The check: demo_bad is allowed, the demo-bad script exiting 1 is not.
-    let check = |json: bool| {
+    let check = |pak: &Path, flags: &[&str]| {
         let mut args = vec![
             "check",
             "--stack",
@@ -281,12 +281,10 @@ fn build_on_a_python_base_then_check() {
             "--base",
             root.to_str().unwrap(),
         ];
-        if json {
-            args.push("--json");
-        }
+        args.extend_from_slice(flags);
         comfypak(&args, dir.path(), &cache)
     };
-    let out = check(false);
+    let out = check(&pak, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -311,7 +309,7 @@ fn build_on_a_python_base_then_check() {
     );
     assert!(stdout.contains("check: FAILED"), "{stdout}");
 
-    let out = check(true);
+    let out = check(&pak, &["--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let report = &reports[0];
@@ -332,20 +330,7 @@ fn build_on_a_python_base_then_check() {
 
     // --imports-only: the same imports, no console script run (so the failing one does not
     // count), and an allow entry for a script is not called stale.
-    let out = comfypak(
-        &[
-            "check",
-            "--imports-only",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
-            "out1",
-            "--base",
-            root.to_str().unwrap(),
-        ],
-        dir.path(),
-        &cache,
-    );
+    let out = check(&pak, &["--imports-only"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("modules 5 (4 imported in "), "{stdout}");
@@ -361,36 +346,10 @@ fn build_on_a_python_base_then_check() {
         "demo_bad = \"imports a module no distribution ships\"\n\
          demo-bad = \"exits 1 whatever it is asked\"\n",
     );
-    let out = comfypak(
-        &[
-            "check",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
-            "out1",
-            "--base",
-            root.to_str().unwrap(),
-        ],
-        dir.path(),
-        &cache,
-    );
+    let out = check(&pak, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("check: OK"));
-    let imports_only = comfypak(
-        &[
-            "check",
-            "--imports-only",
-            "--json",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
-            "out1",
-            "--base",
-            root.to_str().unwrap(),
-        ],
-        dir.path(),
-        &cache,
-    );
+    let imports_only = check(&pak, &["--imports-only", "--json"]);
     assert!(imports_only.status.success(), "{}", text(&imports_only));
     let reports: serde_json::Value = serde_json::from_slice(&imports_only.stdout).unwrap();
     assert_eq!(reports[0]["imports_only"], true, "{reports}");
