@@ -565,7 +565,7 @@ CHECK_RC=0
 : >"$WORK/check.log"
 for arch in "${ARCHS[@]}"; do
   ONLY=()
-  if [ "$arch" != "$(uname -m)" ] && [ "${COMFYPAK_E2E_QEMU_SCRIPTS:-0}" != 1 ]; then
+  if [ "$arch" != "$HOST_ARCH" ] && [ "${COMFYPAK_E2E_QEMU_SCRIPTS:-0}" != 1 ]; then
     ONLY=(--imports-only)
   fi
   set +e
