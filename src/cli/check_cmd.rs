@@ -4,18 +4,20 @@
 //! `runtime::check`; this maps flags, finds the layer folders and prints (text or `--json`).
 //! Exit 1 on an unexpected failure.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::build::{installed_layers, pull_bases, BasePins, BuildError, NetworkOptions, Session};
 use crate::cache::Cache;
 use crate::lock::Lock;
 use crate::registry::pull::BaseReference;
-use crate::runtime::check::{check, CheckReport, CheckScope};
+use crate::runtime::check::{check, CheckProgress, CheckReport, CheckScope};
 use crate::runtime::{Base, Bases, Runtime, RuntimeOptions};
 use crate::stack::Stack;
 
@@ -132,7 +134,16 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         } else {
             CheckScope::ImportsAndScripts
         };
-        let report = check(&runtime, &layers, &stack.check_allow, &work, scope);
+        let bar = progress_bar(arch, quiet);
+        let show = |progress: &CheckProgress| {
+            if let Some(bar) = &bar {
+                bar.set_message(progress.describe());
+            }
+        };
+        let report = check(&runtime, &layers, &stack.check_allow, &work, scope, &show);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
         let _ = std::fs::remove_dir_all(&work);
         let report = report.with_context(|| format!("checking {arch}"))?;
         if !args.json && !quiet {
@@ -148,6 +159,22 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A spinner with the check's progress, on a terminal only and not with `--quiet`.
+fn progress_bar(arch: &str, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} checking {prefix} {elapsed}: {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(arch.to_string());
+    bar.set_message("starting the image's python");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
 }
 
 fn render(r: &CheckReport) -> String {

@@ -7,6 +7,9 @@ For every distribution installed in the venv's site-packages:
   - run every console script with --help (then --version, unless --help timed out), with
     the per-module time limit.
 Writes what happened to RESULT.json; comfypak applies the stack's allow-list and reports.
+While it works it keeps RESULT.json's folder's progress.json current (phase, how many done of
+how many, what runs now, what failed so far), rewritten whole each time: comfypak shows it and,
+when the check is stopped before it ends (its time limit), says how far it got.
 `--imports-only` skips the console scripts (each one is an interpreter start: slow under qemu
 when another check already ran them). COMFYPAK_CHECK_TIMEOUT_SCALE (a number >= 1, set by
 comfypak when the interpreter runs under qemu-user) multiplies the per-module and per-script
@@ -38,6 +41,61 @@ MODULE_TIMEOUT_S = 300 * timeout_scale()
 # module limit. One that does not answer in it is not asked a second time.
 SCRIPT_TIMEOUT_S = MODULE_TIMEOUT_S
 SCRIPT_WORKERS = 2
+
+
+class Progress:
+    """progress.json beside the result: {"phase", "done", "total", "current", "failed"}.
+    Thread-safe (the console scripts run two at a time)."""
+
+    def __init__(self, path):
+        import threading
+
+        self.path = path
+        self.lock = threading.Lock()
+        self.state = {"phase": "collecting", "done": 0, "total": 0, "current": [], "failed": []}
+        self.write()
+
+    def write(self):
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.state, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # progress is for display; the result is what counts
+
+    def phase(self, name, total):
+        with self.lock:
+            self.state.update(phase=name, done=0, total=total, current=[])
+            self.write()
+
+    def started(self, name):
+        with self.lock:
+            self.state["current"].append(name)
+            self.write()
+
+    def finished(self, name, error=None):
+        with self.lock:
+            if name in self.state["current"]:
+                self.state["current"].remove(name)
+            self.state["done"] += 1
+            if error is not None:
+                self.state["failed"] = [f for f in self.state["failed"] if f["name"] != name]
+                self.state["failed"].append({"name": name, "error": error[:200]})
+            elif self.state["phase"] == "retrying failed imports alone":
+                self.state["failed"] = [f for f in self.state["failed"] if f["name"] != name]
+            self.write()
+
+
+class NoProgress:
+    def phase(self, name, total):
+        pass
+
+    def started(self, name):
+        pass
+
+    def finished(self, name, error=None):
+        pass
 
 
 def site_packages():
@@ -153,7 +211,7 @@ def worker(modules):
         send(result)
 
 
-def import_all(modules):
+def import_all(modules, progress):
     """Runs `worker` in child processes; a crash or a hang fails that module, and the next
     child goes on with the rest."""
     results = {}
@@ -188,14 +246,17 @@ def import_all(modules):
             if "start" in msg:
                 current = msg["start"]
                 deadline[0] = time.monotonic() + MODULE_TIMEOUT_S
+                progress.started(current)
             elif "module" in msg:
                 results[msg["module"]] = msg
+                progress.finished(msg["module"], None if msg["ok"] else msg.get("error", "failed"))
                 current = None
         code = proc.wait()
         done = set(results)
         if current is not None and current not in done:
             how = "timed out" if time.monotonic() > deadline[0] else f"crashed the interpreter (exit {code})"
             results[current] = {"module": current, "ok": False, "error": how}
+            progress.finished(current, how)
         pending = [m for m in pending if m not in results]
         if pending and current is None:
             # The worker ended without starting the next module: fail the rest rather than loop.
@@ -205,7 +266,18 @@ def import_all(modules):
     return results
 
 
-def run_script(venv, name):
+def run_script(venv, name, progress=NoProgress()):
+    progress.started(name)
+    result = try_script(venv, name)
+    if result["ok"]:
+        error = None
+    else:
+        error = result.get("broken") or " | ".join(result.get("tried", []))
+    progress.finished(name, error)
+    return result
+
+
+def try_script(venv, name):
     path = os.path.join(venv, "bin", name)
     if not os.path.exists(path):
         return {"script": name, "ok": False, "broken": f"{path} is missing"}
@@ -246,21 +318,28 @@ def main():
     venv = sys.prefix
     if sys.prefix == sys.base_prefix:
         sys.exit(f"{sys.executable} is not the venv's python (sys.prefix == sys.base_prefix == {sys.prefix})")
+    progress = Progress(os.path.join(os.path.dirname(os.path.abspath(result_path)), "progress.json"))
     dists = collect(site)
     modules = sorted({m for d in dists for m in d["modules"]})
     t = time.monotonic()
-    results = import_all(modules)
+    progress.phase("importing modules", len(modules))
+    results = import_all(modules, progress)
     # A failure in the shared worker may come from what an earlier module did to the process:
     # retry each failure alone, in a fresh interpreter, and keep that result.
-    for m in [m for m in modules if not results[m]["ok"]]:
-        alone = import_all([m])[m]
+    failed = [m for m in modules if not results[m]["ok"]]
+    if failed:
+        progress.phase("retrying failed imports alone", len(failed))
+    for m in failed:
+        alone = import_all([m], progress)[m]
         alone["retried"] = True
         results[m] = alone
     import_seconds = time.monotonic() - t
     t = time.monotonic()
     scripts = [] if imports_only else sorted({s for d in dists for s in d["scripts"]})
+    if scripts:
+        progress.phase("running console scripts", len(scripts))
     with concurrent.futures.ThreadPoolExecutor(SCRIPT_WORKERS) as pool:
-        script_results = list(pool.map(lambda s: run_script(venv, s), scripts))
+        script_results = list(pool.map(lambda s: run_script(venv, s, progress), scripts))
     script_seconds = time.monotonic() - t
     out = {
         "python": sys.version.split()[0],

@@ -66,6 +66,59 @@ pub struct ScriptResult {
     pub tried: Vec<String>,
 }
 
+/// How far a running check has got: check.py's `progress.json`, rewritten whole at each step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckProgress {
+    /// `collecting`, `importing modules`, `retrying failed imports alone` or `running console
+    /// scripts`.
+    pub phase: String,
+    /// Modules or scripts of this phase done.
+    pub done: usize,
+    pub total: usize,
+    /// What runs now.
+    #[serde(default)]
+    pub current: Vec<String>,
+    /// What failed so far, allowed or not.
+    #[serde(default)]
+    pub failed: Vec<ProgressFailure>,
+}
+
+/// A failure seen while the check runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressFailure {
+    pub name: String,
+    pub error: String,
+}
+
+/// Failures named in full in [`CheckProgress::describe`]; the rest are counted.
+const FAILURES_NAMED: usize = 8;
+
+impl CheckProgress {
+    /// `importing modules: 120 of 298 done, pymatting running; failed so far: pydub (…)`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{}: {} of {} done", self.phase, self.done, self.total);
+        if !self.current.is_empty() {
+            text.push_str(&format!(", {} running", self.current.join(", ")));
+        }
+        if !self.failed.is_empty() {
+            let named: Vec<String> = self
+                .failed
+                .iter()
+                .take(FAILURES_NAMED)
+                .map(|f| format!("{} ({})", f.name, f.error))
+                .collect();
+            text.push_str(&format!("; failed so far: {}", named.join(", ")));
+            if self.failed.len() > FAILURES_NAMED {
+                text.push_str(&format!(" and {} more", self.failed.len() - FAILURES_NAMED));
+            }
+        }
+        text
+    }
+}
+
+/// How often the check's progress file is read while it runs.
+const PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What check.py wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Raw {
@@ -147,13 +200,16 @@ pub enum CheckScope {
 }
 
 /// Runs the check over `layers` (most stable first, each a folder holding the venv at its
-/// image path) stacked on `runtime`'s root, using `work` as the scratch folder.
+/// image path) stacked on `runtime`'s root, using `work` as the scratch folder. `progress` is
+/// called from another thread each time the check moves on. A check stopped before it ends
+/// (its time limit, a crash) is [`RuntimeError::CheckStopped`], saying how far it got.
 pub fn check(
     runtime: &Runtime,
     layers: &[PathBuf],
     allow: &BTreeMap<String, String>,
     work: &Path,
     scope: CheckScope,
+    progress: &(dyn Fn(&CheckProgress) + Sync),
 ) -> Result<CheckReport, RuntimeError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -164,6 +220,11 @@ pub fn check(
     std::fs::write(&script, CHECK_PY).map_err(io(&script))?;
     let result = work.join("result.json");
     let _ = std::fs::remove_file(&result);
+    let progress_file = work.join("progress.json");
+    let _ = std::fs::remove_file(&progress_file);
+    let read_progress = || -> Option<CheckProgress> {
+        serde_json::from_slice(&std::fs::read(&progress_file).ok()?).ok()
+    };
     let venv = runtime.venv.trim_end_matches('/');
     let top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
     let mut env = runtime.env();
@@ -184,9 +245,38 @@ pub fn check(
         argv.push("--imports-only".to_string());
     }
     argv.push(format!("{WORK_DIR}/result.json"));
-    let output = runtime
-        .sandbox(&top_first, Some(work))
-        .run(&argv, &env, "/", b"")?;
+    let sandbox = runtime.sandbox(&top_first, Some(work));
+    let output = std::thread::scope(|scope| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        scope.spawn(move || {
+            let mut last = None;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(PROGRESS_POLL)
+            {
+                if let Some(now) = read_progress() {
+                    if last.as_ref() != Some(&now) {
+                        progress(&now);
+                        last = Some(now);
+                    }
+                }
+            }
+        });
+        let output = sandbox.run(&argv, &env, "/", b"");
+        drop(stop);
+        output
+    });
+    let stopped = |source: RuntimeError| match read_progress() {
+        Some(progress) => RuntimeError::CheckStopped {
+            progress: progress.describe(),
+            source: Box::new(source),
+        },
+        None => source,
+    };
+    let output = match output {
+        Ok(output) => output,
+        Err(e @ RuntimeError::Timeout { .. }) => return Err(stopped(e)),
+        Err(e) => return Err(e),
+    };
     let raw: Raw = match std::fs::read(&result) {
         Ok(bytes) if output.code == 0 => {
             serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Python {
@@ -197,12 +287,12 @@ pub fn check(
             })?
         }
         _ => {
-            return Err(RuntimeError::Python {
+            return Err(stopped(RuntimeError::Python {
                 interpreter: format!("{venv}/bin/python"),
                 doing: "checking the image".to_string(),
                 code: output.code,
                 stderr: output.stderr_tail(),
-            })
+            }))
         }
     };
     Ok(judge(raw, runtime, allow))

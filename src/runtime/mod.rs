@@ -84,6 +84,12 @@ pub enum RuntimeError {
         "`{command}` in the sandbox ran longer than {seconds:.0}s and was killed with everything it started"
     )]
     Timeout { command: String, seconds: f64 },
+    #[error("the check stopped before it ended, at {progress}")]
+    CheckStopped {
+        progress: String,
+        #[source]
+        source: Box<RuntimeError>,
+    },
     #[error("compiling the bytecode of {} ran longer than {seconds:.0}s and was stopped", layer.display())]
     CompileTimeout { layer: PathBuf, seconds: f64 },
     #[error("the base's interpreter {interpreter} failed (exit {code}) while {doing}:\n{stderr}")]

@@ -41,13 +41,27 @@ pub(crate) fn fixture_stack(dir: &Path, allow: &str) -> PathBuf {
 
 /// [`fixture_stack`] for these platforms (its wheels are pure Python: any platform).
 pub(crate) fn fixture_stack_for(dir: &Path, allow: &str, platforms: &[&str]) -> PathBuf {
+    fixture_stack_with(dir, allow, platforms, Vec::new())
+}
+
+/// [`fixture_stack_for`] with more distributions in `deps`.
+fn fixture_stack_with(
+    dir: &Path,
+    allow: &str,
+    platforms: &[&str],
+    extra: Vec<WheelSpec>,
+) -> PathBuf {
+    let extra_names: String = extra.iter().map(|w| format!("{}\n", w.name)).collect();
     // Enough modules that the compile runs in parallel worker processes.
     let mut many = WheelSpec::new("demo-many", "1.0").no_stub_module();
     for i in 0..80 {
         many = many.file(format!("demo_many/m{i:02}.py"), format!("N = {i}\n"));
     }
-    let index = FixtureIndex::builder()
-        .wheel(many)
+    let mut index = FixtureIndex::builder().wheel(many);
+    for wheel in extra {
+        index = index.wheel(wheel);
+    }
+    let index = index
         .wheel(
             WheelSpec::new("demo-base", "1.0")
                 .no_stub_module()
@@ -88,7 +102,11 @@ pub(crate) fn fixture_stack_for(dir: &Path, allow: &str, platforms: &[&str]) -> 
     let pak = dir.join("pak");
     std::fs::create_dir_all(&pak).unwrap();
     std::fs::write(pak.join("base.txt"), "demo-base\n").unwrap();
-    std::fs::write(pak.join("deps.txt"), "demo-app\ndemo-bad\ndemo-many\n").unwrap();
+    std::fs::write(
+        pak.join("deps.txt"),
+        format!("demo-app\ndemo-bad\ndemo-many\n{extra_names}"),
+    )
+    .unwrap();
     std::fs::write(
         pak.join("stack.toml"),
         format!(
@@ -776,6 +794,54 @@ print(json.dumps({"limits": limits, "results": [check.run_script(sys.argv[2], s)
         calls,
         "hangs --help\nversion-only --help\nversion-only --version\n"
     );
+}
+
+/// A check that runs past `--timeout` says how far it got: the phase, how many modules of how
+/// many, what was running, and what had failed by then; the timeout's help follows.
+#[test]
+fn a_check_past_its_time_limit_says_how_far_it_got() {
+    let Some(root) = debian_root() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // demo_slow sorts after demo_bad (which fails at import): it is reached and never ends.
+    let slow = WheelSpec::new("demo-slow", "1.0")
+        .no_stub_module()
+        .file("demo_slow/__init__.py", "import time\ntime.sleep(600)\n");
+    let pak = fixture_stack_with(dir.path(), "", &["manylinux_2_39_x86_64"], vec![slow]);
+    let out = build(dir.path(), &pak, "out", &root, &cache);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = comfypak(
+        &[
+            "check",
+            "--stack",
+            pak.to_str().unwrap(),
+            "--out",
+            "out",
+            "--base",
+            root.to_str().unwrap(),
+            "--timeout",
+            "20",
+        ],
+        dir.path(),
+        &cache,
+    );
+    let t = text(&out);
+    // An error (2), not a check that ran and found failures (1).
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("the check stopped before it ended, at importing modules: 5 of 6 done, demo_slow running; failed so far: demo_bad (ModuleNotFoundError: No module named 'not_installed_anywhere')"),
+        "{t}"
+    );
+    assert!(t.contains("ran longer than 20s and was killed"), "{t}");
+    assert!(
+        t.contains("give the step more time (comfypak check: --timeout)"),
+        "{t}"
+    );
+    // The check's scratch folder is gone.
+    let left: Vec<_> = std::fs::read_dir(cache.join("runtime/check"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// The pids of processes whose command line holds `marker`.
