@@ -52,7 +52,7 @@ class Progress:
 
         self.path = path
         self.lock = threading.Lock()
-        self.state = {"phase": "collecting", "done": 0, "total": 0, "current": [], "failed": []}
+        self.state = {"phase": "collecting distributions", "done": 0, "total": 0, "current": [], "failed": []}
         self.write()
 
     def write(self):

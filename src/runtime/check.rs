@@ -69,7 +69,7 @@ pub struct ScriptResult {
 /// How far a running check has got: check.py's `progress.json`, rewritten whole at each step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckProgress {
-    /// `collecting`, `importing modules`, `retrying failed imports alone` or `running console
+    /// `collecting distributions`, `importing modules`, `retrying failed imports alone` or `running console
     /// scripts`.
     pub phase: String,
     /// Modules or scripts of this phase done.
@@ -96,7 +96,11 @@ const FAILURES_NAMED: usize = 8;
 impl CheckProgress {
     /// `importing modules: 120 of 298 done, pymatting running; failed so far: pydub (…)`.
     pub fn describe(&self) -> String {
-        let mut text = format!("{}: {} of {} done", self.phase, self.done, self.total);
+        let mut text = if self.total == 0 {
+            self.phase.clone()
+        } else {
+            format!("{}: {} of {} done", self.phase, self.done, self.total)
+        };
         if !self.current.is_empty() {
             text.push_str(&format!(", {} running", self.current.join(", ")));
         }
