@@ -11,6 +11,9 @@
 #   WORK=/big/dir COMFYPAK_LIVE=1 bench/pull.sh    # keep downloads and packs (bench/torch-bump.sh shares them)
 #   COMFYPAK_LIVE=1 bench/pull.sh --small          # real wheels without torch (bench/pull-small/: about 300 MB
 #                                                  # of wheels, 4 GB of disk at the peak)
+#   PULL_STORE=/dev/shm/pull-store SETTLE_S=0 COMFYPAK_LIVE=1 bench/pull.sh --small
+#                                                  # the pulled stores on tmpfs: no disk under the
+#                                                  # writes, so decompression is what differs
 #   bench/pull.sh --fixture                        # sanity check: the offline fixture build (tiny layers), no network
 #                                                  # (FIXTURES_BIN: a built comfypak-fixtures, else built here)
 #
@@ -114,17 +117,21 @@ declare -A args=(
   [zstd]="off zstd"
 )
 
+# Where each pull's containers-storage goes (PULL_STORE: e.g. on tmpfs, to take the disk's
+# writes out of the measurement); emptied before each pull, removed at the end.
+store="${PULL_STORE:-$work/pull-store}"
+case "$store" in /*) ;; *) echo "PULL_STORE must be an absolute path: $store" >&2; exit 2 ;; esac
 rm -rf "$work/pull-registry"
 start_registry "$work/pull-registry"
 mkdir -p "$work/pull-trash"
 # containers-storage leaves its overlay graph root mounted: unmount before moving or deleting.
 unmount_stores() {
-  findmnt -rn -o TARGET | grep "^$work/pull-" | sort -r | xargs -r -n1 umount 2> /dev/null || true
+  findmnt -rn -o TARGET | grep -e "^$work/pull-" -e "^$store/" | sort -r | xargs -r -n1 umount 2> /dev/null || true
 }
 cleanup() {
   kill "$registry_pid" 2> /dev/null || true
   unmount_stores
-  rm -rf "$work/pull-trash" "$work/pull-store" "$work/pull-registry"
+  rm -rf "$work/pull-trash" "$store" "$work/pull-registry"
   if [ -z "${WORK:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -154,22 +161,22 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 # store) deleted, then `sync` and a pause past ext4's 60 s window for freed inodes.
 drop_store() {
   unmount_stores
-  [ -e "$work/pull-store" ] || return 0
+  [ -e "$store" ] || return 0
   if [ "$mode" = real ]; then
-    rm -rf "$work/pull-store"
+    rm -rf "$store"
     sync
     sleep "${SETTLE_S:-61}"
   else
-    mv "$work/pull-store" "$(mktemp -d "$work/pull-trash/XXXXXX")/"
+    mv "$store" "$(mktemp -d "$work/pull-trash/XXXXXX")/"
   fi
 }
 pull_once() { # KIND -> seconds (after drop_store)
-  mkdir -p "$work/pull-store/root" "$work/pull-store/run"
+  mkdir -p "$store/root" "$store/run"
   local t0 t1
   t0=$(now)
   skopeo --insecure-policy copy --quiet --src-tls-verify=false \
     "docker://$registry/pull/$1:latest" \
-    "containers-storage:[overlay@$work/pull-store/root+$work/pull-store/run]pull/$1:latest" > /dev/null
+    "containers-storage:[overlay@$store/root+$store/run]pull/$1:latest" > /dev/null
   t1=$(now)
   echo "$t1 - $t0" | bc -l
 }
@@ -225,7 +232,7 @@ for kind in "${kinds[@]}"; do
 done
 
 echo
-echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay), $mode layers, median of $runs; the 2-core machine was shared with other work"
+echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay on $(stat -f -c %T "$(dirname "$store")")), $mode layers, median of $runs; the 2-core machine was shared with other work"
 printf '%-12s %8s %14s %10s %8s %14s\n' kind layers "bytes" "pull s" ratio "decompress s"
 base=$(echo "${times[gzip-single]}" | tr ' ' '\n' | grep . | median)
 for kind in "${kinds[@]}"; do

@@ -54,6 +54,9 @@
 #                           needs the disk for both at once: the trim waits for both
 #   COMFYPAK_E2E_QEMU_SCRIPTS=1  the sandbox check under qemu runs the console scripts too
 #                           (default: imports only there; hours for the default stack's 89)
+#   COMFYPAK_E2E_PROGRESS_S  how often (seconds, a multiple of 5; default 300) the log says
+#                           where the sandbox check is (its phase, N of M, what runs, what
+#                           failed so far), from the check's own progress file
 #   COMFYPAK_E2E_SUITE      Debian suite with python3.14 (default: testing)
 #   COMFYPAK_E2E_MIRROR     Debian mirror URL (default: the first Debian one in apt's sources)
 #   COMFYPAK_BIN            a comfypak binary to use instead of `cargo build --release`
@@ -562,6 +565,24 @@ echo "comfypak check: build #1's layers on the base, in comfypak's sandbox (no n
 # an interpreter start of its own, 2-12 minutes each there for those that import torch (89 of
 # them: hours); the x86_64 check runs them all.
 CHECK_RC=0
+PROGRESS_S=${COMFYPAK_E2E_PROGRESS_S:-300}
+[[ "$PROGRESS_S" =~ ^[1-9][0-9]*$ ]] && [ $((PROGRESS_S % 5)) = 0 ] ||
+  fail "COMFYPAK_E2E_PROGRESS_S must be a positive multiple of 5 (seconds), not '$PROGRESS_S'"
+check_progress() { # FILE ARCH: one line saying where a running check is
+  python3 - "$1" "$2" <<'PY' || true
+import json, sys, time
+try:
+    p = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    sys.exit(0)
+line = f"{time.strftime('%H:%M:%S')} check ({sys.argv[2]}): {p['phase']}, {p['done']} of {p['total']} done"
+if p.get("current"):
+    line += ", " + ", ".join(p["current"]) + " running"
+if p.get("failed"):
+    line += f"; failed so far ({len(p['failed'])}): " + ", ".join(f["name"] for f in p["failed"])
+print(line, flush=True)
+PY
+}
 : >"$WORK/check.log"
 for arch in "${ARCHS[@]}"; do
   ONLY=()
@@ -570,7 +591,19 @@ for arch in "${ARCHS[@]}"; do
   fi
   set +e
   "$COMFYPAK" check --stack "$STACK" --out "$WORK/check-out" --base "$WORK/base" --lock "$LOCK" \
-    --platform "$arch" "${ONLY[@]}" --timeout 14400 --cache-dir "$COMFYPAK_CACHE" >>"$WORK/check.log" 2>&1
+    --platform "$arch" "${ONLY[@]}" --timeout 14400 --cache-dir "$COMFYPAK_CACHE" >>"$WORK/check.log" 2>&1 &
+  check_pid=$!
+  # Where it is, every PROGRESS_S seconds: the check's own progress.json, in its work folder
+  # (named by its pid and the platform) under the cache.
+  waited=0
+  while kill -0 "$check_pid" 2>/dev/null; do
+    sleep 5
+    waited=$((waited + 5))
+    if [ $((waited % PROGRESS_S)) = 0 ]; then
+      check_progress "$COMFYPAK_CACHE/runtime/check/$check_pid-$arch/progress.json" "$arch"
+    fi
+  done
+  wait "$check_pid"
   rc=$?
   set -e
   [ "$rc" = 0 ] || CHECK_RC=$rc
