@@ -115,6 +115,11 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         cache_dir: cache_dir.clone(),
         timeout: Duration::from_secs(args.timeout),
     };
+    let scope = if args.imports_only {
+        CheckScope::ImportsOnly
+    } else {
+        CheckScope::ImportsAndScripts
+    };
     let mut reports = Vec::new();
     for target in chosen {
         let arch = target.platform.arch.as_str();
@@ -129,11 +134,6 @@ pub fn run(args: CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let work = cache_dir
             .join("runtime/check")
             .join(format!("{}-{}", std::process::id(), arch));
-        let scope = if args.imports_only {
-            CheckScope::ImportsOnly
-        } else {
-            CheckScope::ImportsAndScripts
-        };
         let bar = progress_bar(arch, quiet);
         let show = |progress: &CheckProgress| {
             if let Some(bar) = &bar {
