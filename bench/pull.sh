@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/pull.sh: pull time of the real stable + deps layers from a local registry (Debian's
 # docker-registry on 127.0.0.1) into containers-storage (skopeo copy, overlay driver, a store
-# of its own), for three packings of the same installed layers, in one run:
+# of its own), for four packings of the same installed layers, in one run:
 #   gzip, one layer per stack layer    (--split-threshold off: the stable layer is one stream)
 #   gzip, a layer per large distribution (--split-threshold $THRESHOLD, default 32MiB)
 #   zstd, one layer per stack layer    (--compression zstd)
+#   gzip level 0, one layer per stack layer (stored blocks: the pull without decompression
+#                                      work, the floor for any compression; as large as the tar)
 # and the ratios against the first (goal: zstd <= 0.5).
 #
 #   COMFYPAK_LIVE=1 bench/pull.sh                  # real layers: bench/real-stack.sh (torch 2.14 CUDA closure + impact-was)
@@ -23,8 +25,7 @@
 # 60 s at every new inode (bench/README.md, "Reading the numbers"). Each packing's layout is
 # deleted once pushed (KEEP_IMAGES=1 keeps them); DROP_TREES=1 also deletes the installed
 # layers and the cache's unpacked store before the pulls (the next run installs again). The
-# three are pulled in
-# turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
+# four are pulled in turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
 # with one thread per layer stream, and pulls several layers at once: splitting a rank into
 # several streams lets the pull use more cores.
 set -euo pipefail
@@ -90,15 +91,15 @@ else
   platform=()
 fi
 
-pack_one() { # OUT THRESHOLD COMPRESSION
-  local out=$1 t=$2 c=$3
-  local stamp="$name $t $c $(sha256sum "$comfypak" | cut -c1-16)"
+pack_one() { # OUT THRESHOLD COMPRESSION [LEVEL]
+  local out=$1 t=$2 c=$3 level=(${4:+--level "$4"})
+  local stamp="$name $t $c ${4:-} $(sha256sum "$comfypak" | cut -c1-16)"
   if [ -f "$work/$out/index.json" ] && [ "$(cat "$work/$out.stamp" 2> /dev/null)" = "$stamp" ]; then
     return 0
   fi
   SOURCE_DATE_EPOCH=1700000000 "$comfypak" --quiet pack --stack "$work/$name/stack" \
     --lock "$work/$name/pylock.toml" --out "$work/$name/build" --output "$work/$out" \
-    "${platform[@]}" --split-threshold "$t" --compression "$c"
+    "${platform[@]}" --split-threshold "$t" --compression "$c" "${level[@]}"
   echo "$stamp" > "$work/$out.stamp"
 }
 size_of() { # LAYOUT -> compressed bytes and layer count of its manifest's layers
@@ -110,11 +111,14 @@ m = json.load(open(d + "/blobs/sha256/" + i["manifests"][0]["digest"].split(":")
 print(sum(l["size"] for l in m["layers"]), len(m["layers"]))
 PY
 }
-kinds=(gzip-single gzip-split zstd)
+# gzip-stored (level 0: stored blocks, no inflate work, only a CRC) is the floor: what the pull
+# costs with decompression taken out. No compression can pull faster than it.
+kinds=(gzip-single gzip-split zstd gzip-stored)
 declare -A args=(
   [gzip-single]="off gzip"
   [gzip-split]="$threshold gzip"
   [zstd]="off zstd"
+  [gzip-stored]="off gzip 0"
 )
 
 # Where each pull's containers-storage goes (PULL_STORE: e.g. on tmpfs, to take the disk's
@@ -137,13 +141,13 @@ cleanup() {
 trap cleanup EXIT
 
 # Each packing is pushed as soon as it is made; in real mode its layout is deleted after the
-# push unless KEEP_IMAGES=1 (the registry holds the only other copy: three real images are
-# about 3 x 3.5 GB, twice over with the layouts).
+# push unless KEEP_IMAGES=1 (the registry holds the only other copy: the three compressed real
+# images are about 3 x 3.5 GB, the stored one 6.4 GB, twice over with the layouts).
 declare -A sizes
 for kind in "${kinds[@]}"; do
-  read -r t c <<< "${args[$kind]}"
+  read -r t c level <<< "${args[$kind]}"
   out="image-$name-$kind"
-  pack_one "$out" "$t" "$c"
+  pack_one "$out" "$t" "$c" "$level"
   sizes[$kind]=$(size_of "$work/$out")
   "$comfypak" --quiet push --insecure "$work/$out" "$registry/pull/$kind:latest"
   if [ "$mode" = real ] && [ "${KEEP_IMAGES:-}" != 1 ]; then rm -rf "${work:?}/$out" "$work/$out.stamp"; fi
@@ -240,5 +244,5 @@ for kind in "${kinds[@]}"; do
   t=$(echo "${times[$kind]}" | tr ' ' '\n' | grep . | median)
   printf '%-12s %8s %14s %10.2f %8.2f %14s\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)" "${decompress[$kind]}"
 done
-echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]}"
+echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]} gzip-stored:${times[gzip-stored]}"
 echo "load average (1 min) before each pull: ${loads[*]}"
