@@ -144,6 +144,23 @@ fn build(dir: &Path, pak: &Path, out: &str, root: &Path, cache: &Path) -> Output
     )
 }
 
+/// `comfypak check --stack PAK --out OUT` with a `--base` per entry of `bases`, then `flags`.
+fn run_check(
+    dir: &Path,
+    cache: &Path,
+    pak: &Path,
+    out: &str,
+    bases: &[&str],
+    flags: &[&str],
+) -> Output {
+    let mut args = vec!["check", "--stack", pak.to_str().unwrap(), "--out", out];
+    for base in bases {
+        args.extend_from_slice(&["--base", base]);
+    }
+    args.extend_from_slice(flags);
+    comfypak(&args, dir, cache)
+}
+
 /// Every file below `dir` (relative path, bytes or link target).
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -290,17 +307,14 @@ fn build_on_a_python_base_then_check() {
 
     // The check: demo_bad is allowed, the demo-bad script exiting 1 is not.
     let check = |pak: &Path, flags: &[&str]| {
-        let mut args = vec![
-            "check",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
+        run_check(
+            dir.path(),
+            &cache,
+            pak,
             "out1",
-            "--base",
-            root.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        comfypak(&args, dir.path(), &cache)
+            &[root.to_str().unwrap()],
+            flags,
+        )
     };
     let out = check(&pak, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -494,22 +508,7 @@ fn build_and_check_on_both_architectures() {
         "aarch64 compiled under qemu against aarch64 from the cache",
     );
 
-    let out = comfypak(
-        &[
-            "check",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
-            "out",
-            "--base",
-            &x86,
-            "--base",
-            &arm,
-            "--json",
-        ],
-        dir.path(),
-        &cache,
-    );
+    let out = run_check(dir.path(), &cache, &pak, "out", &[&x86, &arm], &["--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let platforms: Vec<&str> = reports
@@ -810,20 +809,13 @@ fn a_check_past_its_time_limit_says_how_far_it_got() {
     let pak = fixture_stack_with(dir.path(), "", &["manylinux_2_39_x86_64"], vec![slow]);
     let out = build(dir.path(), &pak, "out", &root, &cache);
     assert!(out.status.success(), "{}", text(&out));
-    let out = comfypak(
-        &[
-            "check",
-            "--stack",
-            pak.to_str().unwrap(),
-            "--out",
-            "out",
-            "--base",
-            root.to_str().unwrap(),
-            "--timeout",
-            "20",
-        ],
+    let out = run_check(
         dir.path(),
         &cache,
+        &pak,
+        "out",
+        &[root.to_str().unwrap()],
+        &["--timeout", "20"],
     );
     let t = text(&out);
     // An error (2), not a check that ran and found failures (1).
