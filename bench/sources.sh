@@ -22,12 +22,15 @@
 # download the sdists and their build requirements. Warm: again with the caches of the cold
 # run and a fresh lock (comfypak takes every wheel from its build cache; pip from its wheel
 # cache). Builds get the same parallelism (MAKEFLAGS / CMAKE_BUILD_PARALLEL_LEVEL = cores).
+# ROUNDS=N (default 1) repeats the cold pair N times, each with empty caches, in alternating
+# order (comfypak then pip, then pip then comfypak, ...: with 2 rounds a drift of the machine's
+# speed over the run cancels out of the sums); the cold ratio is of the sums over the rounds.
 # Goals (issue 15): cold comfypak / pip <= 1.0x; warm comfypak / cold pip <= 0.05x (a rebuild
 # with the cache against a rebuild without one, which is what an image build without a cache
 # mount does); warm against pip's own warm cache is printed too.
 #
 # Needs root (chroot, mounts), debootstrap, python3, the network (public index, Debian mirror).
-# Settings: PACKAGES, BENCH_DIR (work folder, default /tmp/comfypak-bench-sources, removed at
+# Settings: PACKAGES, ROUNDS, BENCH_DIR (work folder, default /tmp/comfypak-bench-sources, removed at
 # the end unless KEEP=1), COMFYPAK_BIN (else `cargo build --release`), BASE_CACHE (where the
 # build base is cached, default ~/.cache/comfypak-ci/python-root), BUILD_TIMEOUT (comfypak's
 # `[build] timeout`, default 2h: dlib's build under load took longer than the default 30m;
@@ -41,6 +44,8 @@ PACKAGES=${PACKAGES:-dlib fairscale func-timeout fvcore iopath openai-whisper}
 W=${BENCH_DIR:-/tmp/comfypak-bench-sources}
 PYPI_URL=$(sed -n 's/^url[[:space:]]*=[[:space:]]*"\(.*\)"/\1/p' "$REPO/indexes/pypi.toml" | head -n 1)
 JOBS=$(nproc)
+ROUNDS=${ROUNDS:-1}
+case "$ROUNDS" in "" | *[!0-9]* | 0) echo "bench/sources.sh: ROUNDS must be a whole number >= 1, not '$ROUNDS'" >&2; exit 1 ;; esac
 if [ -n "${COMFYPAK_BIN:-}" ]; then
   COMFYPAK=$COMFYPAK_BIN
 else
@@ -152,24 +157,48 @@ pip_run() { # NAME: one pip wheel per package into $W/pip-NAME.times; prints tot
   echo "$total"
 }
 
-# ---- cold, then warm ----------------------------------------------------------------------
-rm -rf "$W/comfypak-cache" "$W/pip/cache"
-C_COLD=$(comfypak_run cold)
+# ---- cold (ROUNDS pairs, alternating), then warm ------------------------------------------
+# cold_round NAME FIRST: one cold pair with empty caches; FIRST (comfypak or pip) goes first.
+# The wall seconds go to $W/wall-NAME ("comfypak S" and "pip S").
+cold_round() {
+  local c p
+  rm -rf "$W/comfypak-cache" "$W/pip/cache"
+  if [ "$2" = comfypak ] || [ ! -s "$W/specs.txt" ]; then
+    c=$(comfypak_run "$1")
+    write_specs
+    p=$(pip_run "$1")
+  else
+    p=$(pip_run "$1")
+    c=$(comfypak_run "$1")
+  fi
+  printf 'comfypak %s\npip %s\n' "$c" "$p" >"$W/wall-$1"
+  echo "$1 ($2 first): comfypak ${c}s, pip ${p}s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
 # What comfypak built (name==version), which pip builds too.
-python3 - "$W/pylock.toml" >"$W/specs.txt" <<'PY'
+write_specs() {
+  python3 - "$W/pylock.toml" >"$W/specs.txt" <<'PY'
 import sys, tomllib
 for p in tomllib.load(open(sys.argv[1], "rb"))["packages"]:
     if p.get("tool", {}).get("comfypak", {}).get("built"):
         print(f"{p['name']}=={p['version']}")
 PY
-echo "comfypak built: $(tr '\n' ' ' <"$W/specs.txt")"
-P_COLD=$(pip_run cold)
+}
+rm -f "$W/specs.txt"
+ROUND_NAMES=""
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then first=comfypak; else first=pip; fi
+  cold_round "cold$r" "$first"
+  if [ "$r" = 1 ]; then echo "comfypak built: $(tr '\n' ' ' <"$W/specs.txt")"; fi
+  ROUND_NAMES="$ROUND_NAMES cold$r"
+done
+# Warm: the caches of the last cold round.
 C_WARM=$(comfypak_run warm)
 P_WARM=$(pip_run warm)
+printf 'comfypak %s\npip %s\n' "$C_WARM" "$P_WARM" >"$W/wall-warm"
 
-python3 - "$W" "$C_COLD" "$P_COLD" "$C_WARM" "$P_WARM" <<'PY'
+python3 - "$W" $ROUND_NAMES <<'PY'
 import re, sys
-w, c_cold, p_cold, c_warm, p_warm = sys.argv[1], *map(float, sys.argv[2:])
+w, rounds = sys.argv[1], sys.argv[2:]
 def comfypak(name):
     out = {}
     for line in open(f"{w}/comfypak-{name}.log"):
@@ -179,25 +208,37 @@ def comfypak(name):
     return out
 def pip(name):
     return {l.split()[0]: float(l.split()[1]) for l in open(f"{w}/pip-{name}.times")}
-cc, pc, cw, pw = comfypak("cold"), pip("cold"), comfypak("warm"), pip("warm")
-print()
-print(f"{'package':<16} {'comfypak cold':>14} {'pip cold':>9} {'ratio':>6} {'comfypak warm':>14} {'pip warm':>9}")
-for name in pc:
-    c = cc.get(name, float("nan"))
-    print(f"{name:<16} {c:>13.1f}s {pc[name]:>8.1f}s {c / pc[name]:>5.2f}x {cw.get(name, float('nan')):>13.1f}s {pw[name]:>8.1f}s")
-sb = sum(cc.get(n, 0) for n in pc)
-print(f"{'builds, summed':<16} {sb:>13.1f}s {sum(pc.values()):>8.1f}s {sb / sum(pc.values()):>5.2f}x {sum(cw.values()):>13.1f}s {sum(pw.values()):>8.1f}s")
-print(f"{'whole command':<16} {c_cold:>13.1f}s {p_cold:>8.1f}s {c_cold / p_cold:>5.2f}x {c_warm:>13.1f}s {p_warm:>8.1f}s")
-print("(comfypak's whole command also resolves every runtime dependency and prepares the sdists' metadata; pip's builds one named sdist at a time)")
+def wall(name):
+    return {l.split()[0]: float(l.split()[1]) for l in open(f"{w}/wall-{name}")}
 def cpu(side, name):
     rows = [list(map(float, l.split())) for l in open(f"{w}/{side}-{name}.cpu")]
     return sum(r[0] for r in rows), sum(r[1] for r in rows)
-for name in ("cold", "warm"):
+cw, pw = comfypak("warm"), pip("warm")
+for name in rounds:
+    cc, pc = comfypak(name), pip(name)
+    print()
+    print(f"{name}:")
+    print(f"{'package':<16} {'comfypak cold':>14} {'pip cold':>9} {'ratio':>6} {'comfypak warm':>14} {'pip warm':>9}")
+    for pkg in pc:
+        c = cc.get(pkg, float("nan"))
+        print(f"{pkg:<16} {c:>13.1f}s {pc[pkg]:>8.1f}s {c / pc[pkg]:>5.2f}x {cw.get(pkg, float('nan')):>13.1f}s {pw[pkg]:>8.1f}s")
+    sb = sum(cc.get(n, 0) for n in pc)
+    print(f"{'builds, summed':<16} {sb:>13.1f}s {sum(pc.values()):>8.1f}s {sb / sum(pc.values()):>5.2f}x {sum(cw.values()):>13.1f}s {sum(pw.values()):>8.1f}s")
+    wc, ww = wall(name), wall("warm")
+    print(f"{'whole command':<16} {wc['comfypak']:>13.1f}s {wc['pip']:>8.1f}s {wc['comfypak'] / wc['pip']:>5.2f}x {ww['comfypak']:>13.1f}s {ww['pip']:>8.1f}s")
+print()
+print("(comfypak's whole command also resolves every runtime dependency and prepares the sdists' metadata; pip's builds one named sdist at a time)")
+for name in rounds + ["warm"]:
     cu, cs = cpu("comfypak", name)
     pu, ps = cpu("pip", name)
     print(f"CPU, {name}: comfypak {cu:.1f}s user + {cs:.1f}s system, pip {pu:.1f}s + {ps:.1f}s: {(cu + cs) / (pu + ps):.2f}x")
-print(f"cold:  comfypak / pip = {c_cold / p_cold:.2f}x (goal <= 1.0x: {'met' if c_cold / p_cold <= 1.0 else 'NOT met'})")
-print(f"warm:  comfypak warm / pip cold = {c_warm / p_cold:.3f}x (goal <= 0.05x: {'met' if c_warm / p_cold <= 0.05 else 'NOT met'})")
+c_cold = sum(wall(n)["comfypak"] for n in rounds)
+p_cold = sum(wall(n)["pip"] for n in rounds)
+c_warm, p_warm = wall("warm")["comfypak"], wall("warm")["pip"]
+p_cold_mean = p_cold / len(rounds)
+per = ", ".join(f"{wall(n)['comfypak'] / wall(n)['pip']:.2f}x" for n in rounds)
+print(f"cold:  comfypak / pip = {c_cold / p_cold:.2f}x over {len(rounds)} round(s) ({per}) (goal <= 1.0x: {'met' if c_cold / p_cold <= 1.0 else 'NOT met'})")
+print(f"warm:  comfypak warm / pip cold = {c_warm / p_cold_mean:.3f}x (goal <= 0.05x: {'met' if c_warm / p_cold_mean <= 0.05 else 'NOT met'})")
 print(f"       comfypak warm / pip warm (pip's wheel cache) = {c_warm / p_warm:.2f}x")
 PY
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
