@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/pull.sh: pull time of the real stable + deps layers from a local registry (Debian's
 # docker-registry on 127.0.0.1) into containers-storage (skopeo copy, overlay driver, a store
-# of its own), for four packings of the same installed layers, in one run:
+# of its own), for five packings of the same installed layers, in one run:
 #   gzip, one layer per stack layer    (--split-threshold off: the stable layer is one stream)
 #   gzip, a layer per large distribution (--split-threshold $THRESHOLD, default 32MiB)
 #   zstd, one layer per stack layer    (--compression zstd)
+#   zstd, a layer per large distribution (--split-threshold $THRESHOLD --compression zstd)
 #   gzip level 0, one layer per stack layer (stored blocks: the pull without decompression
 #                                      work, the floor for any compression; as large as the tar)
 # and the ratios against the first (goal: zstd <= 0.5).
@@ -25,7 +26,7 @@
 # 60 s at every new inode (bench/README.md, "Reading the numbers"). Each packing's layout is
 # deleted once pushed (KEEP_IMAGES=1 keeps them); DROP_TREES=1 also deletes the installed
 # layers and the cache's unpacked store before the pulls (the next run installs again). The
-# four are pulled in turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
+# five are pulled in turn, RUNS times (default 2), and medians are compared. skopeo decompresses a gzip layer
 # with one thread per layer stream, and pulls several layers at once: splitting a rank into
 # several streams lets the pull use more cores.
 set -euo pipefail
@@ -113,16 +114,18 @@ PY
 }
 # gzip-stored (level 0: stored blocks, no inflate work, only a CRC) is the floor: what the pull
 # costs with decompression taken out. No compression can pull faster than it.
-kinds=(gzip-single gzip-split zstd gzip-stored)
+kinds=(gzip-single gzip-split zstd zstd-split gzip-stored)
 declare -A args=(
   [gzip-single]="off gzip"
   [gzip-split]="$threshold gzip"
   [zstd]="off zstd"
+  [zstd-split]="$threshold zstd"
   [gzip-stored]="off gzip 0"
 )
 
 # Where each pull's containers-storage goes (PULL_STORE: e.g. on tmpfs, to take the disk's
-# writes out of the measurement); emptied before each pull, removed at the end.
+# writes out of the measurement); emptied before each pull, removed at the end. skopeo's
+# temporary copies of the blobs (TMPDIR, else /var/tmp) go in it too, at $store/tmp.
 store="${PULL_STORE:-$work/pull-store}"
 case "$store" in /*) ;; *) echo "PULL_STORE must be an absolute path: $store" >&2; exit 2 ;; esac
 rm -rf "$work/pull-registry"
@@ -141,8 +144,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Each packing is pushed as soon as it is made; in real mode its layout is deleted after the
-# push unless KEEP_IMAGES=1 (the registry holds the only other copy: the three compressed real
-# images are about 3 x 3.5 GB, the stored one 6.4 GB, twice over with the layouts).
+# push unless KEEP_IMAGES=1 (the registry holds the only other copy: the four compressed real
+# images are about 4 x 3.5 GB, the stored one 6.4 GB, twice over with the layouts).
 declare -A sizes
 for kind in "${kinds[@]}"; do
   read -r t c level <<< "${args[$kind]}"
@@ -175,10 +178,10 @@ drop_store() {
   fi
 }
 pull_once() { # KIND -> seconds (after drop_store)
-  mkdir -p "$store/root" "$store/run"
+  mkdir -p "$store/root" "$store/run" "$store/tmp"
   local t0 t1
   t0=$(now)
-  skopeo --insecure-policy copy --quiet --src-tls-verify=false \
+  TMPDIR="$store/tmp" skopeo --insecure-policy copy --quiet --src-tls-verify=false \
     "docker://$registry/pull/$1:latest" \
     "containers-storage:[overlay@$store/root+$store/run]pull/$1:latest" > /dev/null
   t1=$(now)
@@ -244,5 +247,7 @@ for kind in "${kinds[@]}"; do
   t=$(echo "${times[$kind]}" | tr ' ' '\n' | grep . | median)
   printf '%-12s %8s %14s %10.2f %8.2f %14s\n' "$kind" "$count" "$bytes" "$t" "$(echo "$t / $base" | bc -l)" "${decompress[$kind]}"
 done
-echo "runs (s): gzip-single:${times[gzip-single]} gzip-split:${times[gzip-split]} zstd:${times[zstd]} gzip-stored:${times[gzip-stored]}"
+printf 'runs (s):'
+for kind in "${kinds[@]}"; do printf ' %s:%s' "$kind" "${times[$kind]}"; done
+echo
 echo "load average (1 min) before each pull: ${loads[*]}"
