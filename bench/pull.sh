@@ -239,7 +239,7 @@ for kind in "${kinds[@]}"; do
 done
 
 echo
-echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay on $(stat -f -c %T "$(dirname "$store")")), $mode layers, median of $runs; the 2-core machine was shared with other work"
+echo "== pull into containers-storage (skopeo $(skopeo --version | cut -d' ' -f3), overlay on $(stat -f -c %T "$(dirname "$store")")), $mode layers, median of $runs, $(nproc) cores (the load before each pull is below)"
 printf '%-12s %8s %14s %10s %8s %14s\n' kind layers "bytes" "pull s" ratio "decompress s"
 base=$(echo "${times[gzip-single]}" | tr ' ' '\n' | grep . | median)
 for kind in "${kinds[@]}"; do
