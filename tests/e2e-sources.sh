@@ -106,8 +106,15 @@ STACK=$WORK/stack
 cp "$E2E/sources-stack.toml" "$STACK/stack.toml"
 ln -s "$REPO/indexes" "$STACK/indexes"
 python3 - "$REPO/pak" "$STACK" "${COMFYPAK_E2E_DROP:-}" <<'PY'
-import re, sys, pathlib, tomllib
+import json, re, sys, pathlib, tomllib
 pak_dir, stack, drop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3].split()
+# The shipped stack's accepted RECORD slips apply to the same wheels here: copied, not repeated.
+shipped = tomllib.loads((pak_dir / "stack.toml").read_text())
+with open(stack / "stack.toml", "a") as f:
+    for entry in shipped.get("install", {}).get("record-mismatch", []):
+        f.write("\n[[install.record-mismatch]]\n")
+        f.writelines(f"{key} = {json.dumps(value)}\n" for key, value in entry.items())
+        print(f"record-mismatch from pak/stack.toml: {entry['wheel']}: {entry['file']}")
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 drop = {norm(d) for d in drop}
 seen = set()
